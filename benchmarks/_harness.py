@@ -1,0 +1,138 @@
+"""Timing and reporting helpers shared by ``latency.py`` and ``gpu_check.py``.
+
+Timings follow Triton's ``do_bench`` / timm's ``benchmark.py``: warm up, then time
+repeated calls and report the median with the 20th/80th (and 90th) percentiles. Rows carry
+device, versions, timestamp and configuration (Liger's CSV rows), so a JSON dump stands on
+its own.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    p20: float
+    p50: float
+    p80: float
+    p90: float
+    iters: int
+    peak_mb: float | None = None
+
+    @property
+    def per_s(self) -> float:
+        return 1.0 / self.p50 if self.p50 > 0 else float("inf")
+
+
+def measure(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10, min_time: float = 0.0,
+            track_memory: bool = True) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then at least ``iters`` timed ones.
+
+    ``peak_mb`` is the tracemalloc peak of one extra call: Python and numpy allocations
+    (numpy reports to tracemalloc); memory held by torch or ONNX Runtime is not seen.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < iters or (time.perf_counter() - start) < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    peak = None
+    if track_memory:
+        tracemalloc.start()
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    q = np.quantile(times, [0.2, 0.5, 0.8, 0.9])
+    return Timing(*(float(v) for v in q), iters=len(times), peak_mb=peak)
+
+
+@dataclass
+class Row:
+    """One benchmark line: what ran, on what, and how fast."""
+
+    family: str
+    case: str
+    impl: str
+    size: str
+    timing: Timing
+    extra: dict[str, Any] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)
+
+
+def environment() -> dict[str, Any]:
+    import edgesentry
+
+    env: dict[str, Any] = {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "edgesentry": edgesentry.__version__,
+    }
+    for mod in ("torch", "onnxruntime", "triton", "spectral", "scipy"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:  # absent or broken optional dependency: record that
+            env[mod] = None
+    return env
+
+
+def add_speedups(rows: list[Row], baseline_impl: str, label: str) -> None:
+    """For rows sharing (family, case, size), record p50 ratios against ``baseline_impl``."""
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.family, r.case, r.size), []).append(r)
+    for group in groups.values():
+        base = next((r for r in group if r.impl == baseline_impl), None)
+        if base is None:
+            continue
+        for r in group:
+            r.speedup[label] = base.timing.p50 / r.timing.p50
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header = "| family | case | impl | size | p50 ms | p90 ms | per s | peak MB | speedup | notes |"
+    lines = [header, "|" + "---|" * 10]
+    for r in rows:
+        t = r.timing
+        speed = ", ".join(f"{v:.1f}x {k}" for k, v in r.speedup.items()) or ""
+        notes = ", ".join(f"{k}={_fmt(v)}" for k, v in r.extra.items())
+        peak = f"{t.peak_mb:.1f}" if t.peak_mb is not None else "-"
+        lines.append(
+            f"| {r.family} | {r.case} | {r.impl} | {r.size} | {t.p50 * 1e3:.3f} | {t.p90 * 1e3:.3f} | "
+            f"{t.per_s:.1f} | {peak} | {speed} | {notes} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def dump_json(path: str, rows: list[Row], env: dict[str, Any]) -> None:
+    with open(path, "w") as fh:
+        json.dump({"environment": env, "rows": [asdict(r) for r in rows]}, fh, indent=2, default=str)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b| (cast up to float64)."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a64 - b64)) / max(np.max(np.abs(b64)), 1e-300))

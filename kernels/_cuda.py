@@ -1,0 +1,224 @@
+"""Shared helpers of the CUDA tier: NVRTC compilation and driver-API launches.
+
+Kernels are CUDA C strings beside their Python launchers, compiled at run time with
+NVRTC through cuda-python (``cuda.core.Program``) and launched through the driver API
+(``cuda.bindings.driver``), so the tier needs neither torch nor nvcc: it is the GPU path
+on Jetson and in torch-free runtimes. Compiling needs no GPU, so tests compile every
+kernel for every target architecture (``TARGET_ARCHS``) on CPU-only machines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgesentry.errors import KernelUnavailableError
+
+#: Jetson Orin (sm_87) and Hopper (sm_90).
+TARGET_ARCHS = ("sm_87", "sm_90")
+
+
+def nvrtc_unavailable_reason() -> str | None:
+    try:
+        _program_classes()
+    except ImportError as exc:
+        return f"cuda-python is not installed ({exc}); `pip install edgesentry[nvrtc]`"
+    return None
+
+
+def unavailable_reason() -> str | None:
+    reason = nvrtc_unavailable_reason()
+    if reason:
+        return reason
+    try:
+        from cuda.bindings import driver
+
+        (err,) = driver.cuInit(0)
+        if err != driver.CUresult.CUDA_SUCCESS:
+            return f"cuInit failed: {err.name}"
+        err, count = driver.cuDeviceGetCount()
+        if err != driver.CUresult.CUDA_SUCCESS or count == 0:
+            return "no CUDA device"
+    except Exception as exc:  # the driver library itself may be absent (CPU-only machine)
+        return f"no NVIDIA driver ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def _program_classes() -> tuple[Any, Any]:
+    try:
+        from cuda.core import Program, ProgramOptions
+    except ImportError:  # cuda-core < 0.4 kept them under experimental
+        from cuda.core.experimental import Program, ProgramOptions
+    return Program, ProgramOptions
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_cached(source: str, arch: str, options: tuple[str, ...]) -> bytes:
+    Program, ProgramOptions = _program_classes()
+    opts = ProgramOptions(arch=arch, std="c++17", use_fast_math=False, **dict(o.split("=", 1) for o in options))
+    try:
+        obj = Program(source, "c++", opts).compile("cubin")
+    except Exception as exc:
+        raise KernelUnavailableError(f"NVRTC failed to compile for {arch}: {exc}") from exc
+    return bytes(obj.code)
+
+
+def compile_cubin(source: str, *, arch: str, options: tuple[str, ...] = ()) -> bytes:
+    """Compile CUDA C to a cubin for ``arch`` (e.g. ``"sm_87"``); cached per source and arch.
+
+    Raises:
+        KernelUnavailableError: cuda-python/NVRTC missing, or the source does not compile
+            (the NVRTC log is in the message).
+    """
+    reason = nvrtc_unavailable_reason()
+    if reason:
+        raise KernelUnavailableError(reason)
+    if not arch.startswith(("sm_", "compute_")):
+        raise KernelUnavailableError(f"arch must look like 'sm_87'; got {arch!r}")
+    return _compile_cached(source, arch, tuple(options))
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------- device runtime
+def _check(result: Any) -> Any:
+    from cuda.bindings import driver
+
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        _, name = driver.cuGetErrorName(err)
+        raise KernelUnavailableError(f"CUDA driver call failed: {name.decode() if name else err}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+@dataclass
+class _Context:
+    device: Any
+    context: Any
+    arch: str
+
+
+@functools.lru_cache(maxsize=1)
+def context() -> _Context:
+    """The primary context of device 0, made current (created once per process)."""
+    reason = unavailable_reason()
+    if reason:
+        raise KernelUnavailableError(f"cuda tier cannot run here: {reason}")
+    from cuda.bindings import driver
+
+    dev = _check(driver.cuDeviceGet(0))
+    major = _check(driver.cuDeviceGetAttribute(driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev))
+    minor = _check(driver.cuDeviceGetAttribute(driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))
+    ctx = _check(driver.cuDevicePrimaryCtxRetain(dev))
+    _check(driver.cuCtxSetCurrent(ctx))
+    return _Context(dev, ctx, f"sm_{major}{minor}")
+
+
+def ensure_current() -> _Context:
+    from cuda.bindings import driver
+
+    ctx = context()
+    _check(driver.cuCtxSetCurrent(ctx.context))
+    return ctx
+
+
+@functools.lru_cache(maxsize=256)
+def get_function(source: str, name: str) -> Any:
+    """Compile ``source`` for this device and return the ``extern "C"`` kernel ``name``."""
+    from cuda.bindings import driver
+
+    ctx = ensure_current()
+    cubin = compile_cubin(source, arch=ctx.arch)
+    module = _check(driver.cuModuleLoadData(cubin))
+    return _check(driver.cuModuleGetFunction(module, name.encode()))
+
+
+class DeviceArray:
+    """A minimal device buffer (driver API) holding one numpy-shaped array."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any):
+        from cuda.bindings import driver
+
+        ensure_current()
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = max(1, int(np.prod(self.shape)) * self.dtype.itemsize)
+        self.ptr = _check(driver.cuMemAlloc(self.nbytes))
+
+    @classmethod
+    def from_host(cls, array: np.ndarray) -> DeviceArray:
+        from cuda.bindings import driver
+
+        host = np.ascontiguousarray(array)
+        dev = cls(host.shape, host.dtype)
+        if host.nbytes:
+            _check(driver.cuMemcpyHtoD(dev.ptr, host.ctypes.data, host.nbytes))
+        return dev
+
+    def fill_nan(self) -> DeviceArray:
+        """Poison the buffer (NaN bytes) so that unwritten outputs cannot pass by luck."""
+        from cuda.bindings import driver
+
+        _check(driver.cuMemsetD8(self.ptr, 0xFF, self.nbytes))
+        return self
+
+    def to_host(self) -> np.ndarray:
+        from cuda.bindings import driver
+
+        out = np.empty(self.shape, self.dtype)
+        if out.nbytes:
+            _check(driver.cuCtxSynchronize())
+            _check(driver.cuMemcpyDtoH(out.ctypes.data, self.ptr, out.nbytes))
+        return out
+
+    def free(self) -> None:
+        from cuda.bindings import driver
+
+        if self.ptr is not None:
+            driver.cuMemFree(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> DeviceArray:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.free()
+
+
+def pointer(x: Any) -> Any:
+    """Device pointer of a ``DeviceArray`` or a CUDA torch tensor, for ``launch``."""
+    from cuda.bindings import driver
+
+    if isinstance(x, DeviceArray):
+        return x.ptr
+    if hasattr(x, "data_ptr"):
+        return driver.CUdeviceptr(int(x.data_ptr()))
+    raise KernelUnavailableError(f"cuda tier takes DeviceArray or CUDA tensors; got {type(x).__name__}")
+
+
+def launch(function: Any, grid: tuple[int, ...], block: tuple[int, ...], args: list[tuple[Any, Any]],
+           shared_bytes: int = 0, stream: Any = 0) -> None:
+    """Launch ``function``; ``args`` is a list of ``(value, ctype)`` (``None`` for pointers)."""
+    from cuda.bindings import driver
+
+    ensure_current()
+    gx, gy, gz = (*grid, 1, 1)[:3]
+    bx, by, bz = (*block, 1, 1)[:3]
+    values = tuple(a for a, _ in args)
+    types = tuple(t for _, t in args)
+    _check(driver.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, shared_bytes, stream, (values, types), 0))
+
+
+c_int = ctypes.c_int
+c_long = ctypes.c_int64
+c_float = ctypes.c_float
+c_double = ctypes.c_double

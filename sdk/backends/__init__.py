@@ -1,0 +1,15 @@
+"""Graph backends: runners with a lifecycle, in the spirit of Polygraphy's runners.
+
+Every runner has ``activate()`` / ``infer(feed)`` / ``deactivate()`` and works as a context
+manager. ``infer`` checks the feed against the graph's input metadata (names, ranks, static
+dims, dtypes), calls ``infer_impl`` and records ``last_inference_time``. torch, ONNX Runtime
+and TensorRT are imported lazily, so a CPU-only install imports edgesentry.
+"""
+
+from __future__ import annotations
+
+from .base import InputSpec, Runner, resolve_backend
+from .onnxruntime import OrtRunner
+from .torch import TorchRunner
+
+__all__ = ["InputSpec", "Runner", "resolve_backend", "OrtRunner", "TorchRunner"]

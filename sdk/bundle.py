@@ -1,0 +1,262 @@
+"""Bundles: a directory holding everything a detector needs, and nothing executable.
+
+Layout::
+
+    BUNDLE/
+      meta.json            schema version, family, architecture config, preprocessing,
+                           calibration, input/output spec, sha256 of every file below
+      weights.safetensors  tensors for the torch backend (absent for weight-free families)
+      model.onnx           exported graph(s) (``edgesentry export``), metadata mirrored
+      engines/             TensorRT plans, keyed (``edgesentry build``)
+
+No pickle anywhere: tensors are safetensors, the rest JSON and ONNX. Every listed file is
+checked against its sha256 when the bundle is opened, so a truncated copy or a tampered
+file is refused before any of it is used.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import BundleError, ChecksumError
+
+SCHEMA_VERSION = 1
+META_NAME = "meta.json"
+WEIGHTS_NAME = "weights.safetensors"
+
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    # Write then rename so that a crash never leaves a half-written meta.json or weight file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_not_pickle(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] in _PICKLE_MAGIC or head == _ZIP_MAGIC:
+        raise BundleError(
+            f"{path} is a pickle/torch archive, but a bundle holds safetensors only; "
+            "convert the checkpoint with `edgesentry convert FAMILY CKPT -o BUNDLE`"
+        )
+
+
+class Bundle:
+    """An opened, verified bundle directory."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.path = path
+        self.meta = meta
+
+    # ----------------------------------------------------------------------------- open
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> Bundle:
+        """Read ``meta.json`` and check the schema version and every file's sha256.
+
+        Raises:
+            BundleError: not a directory, no/invalid ``meta.json``, unknown schema version,
+                a listed file missing.
+            ChecksumError: a listed file's sha256 differs from the one recorded.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"expected a bundle directory containing {META_NAME}; got {str(root)!r}")
+        meta_path = root / META_NAME
+        if not meta_path.is_file():
+            raise BundleError(f"{root} is not a bundle: {META_NAME} is missing")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{meta_path} is not valid JSON ({exc}); the bundle is corrupt") from None
+        if not isinstance(meta, dict):
+            raise BundleError(f"{meta_path} must hold a JSON object; got {type(meta).__name__}")
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"bundle schema_version {version!r} is not supported by edgesentry {__version__} "
+                f"(expected {SCHEMA_VERSION}); re-run `edgesentry convert` with this version"
+            )
+        for key in ("family", "files"):
+            if key not in meta:
+                raise BundleError(f"{meta_path} lacks the required key {key!r}")
+        bundle = cls(root, meta)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        for name, expected in self.files.items():
+            file = self.path / name
+            if not file.is_file():
+                raise BundleError(f"bundle file {name!r} listed in {META_NAME} is missing from {self.path}")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ChecksumError(
+                    f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
+                    f"from {META_NAME}: the file was modified or truncated"
+                )
+
+    # ------------------------------------------------------------------------ accessors
+    @property
+    def family(self) -> str:
+        return str(self.meta["family"])
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.meta.get("files", {}))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.meta.get("config", {}))
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.meta.get("preprocessing", {}))
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.meta.get("calibration")
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    def file(self, name: str) -> Path:
+        if name not in self.files:
+            raise BundleError(f"bundle {self.path} has no file {name!r}; it has {sorted(self.files)}")
+        return self.path / name
+
+    def load_tensors(self, name: str = WEIGHTS_NAME) -> dict[str, np.ndarray]:
+        """Tensors of a safetensors file as numpy arrays (refuses pickles)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        path = self.file(name)
+        _check_not_pickle(path)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"{path} is not a readable safetensors file: {exc}") from None
+
+    # -------------------------------------------------------------------------- writing
+    def add_file(self, name: str, data: bytes | None = None) -> Path:
+        """Record (and optionally write) a file in the bundle and update its checksum."""
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if data is not None:
+            _atomic_write_bytes(path, data)
+        self.meta.setdefault("files", {})[name] = sha256_file(path)
+        self._write_meta()
+        return path
+
+    def remove_file(self, name: str) -> None:
+        self.meta.get("files", {}).pop(name, None)
+        (self.path / name).unlink(missing_ok=True)
+        self._write_meta()
+
+    def update_meta(self, **changes: Any) -> None:
+        self.meta.update(changes)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        text = json.dumps(self.meta, indent=2, sort_keys=True, default=_json_default)
+        _atomic_write_bytes(self.path / META_NAME, (text + "\n").encode())
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_bundle(
+    path: str | os.PathLike,
+    family: str,
+    *,
+    config: Mapping[str, Any],
+    preprocessing: Mapping[str, Any] | None = None,
+    tensors: Mapping[str, np.ndarray] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    io: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Create a bundle directory.
+
+    Args:
+        path: directory to create (must not exist unless ``overwrite``).
+        family: detector family name (``rx``, ``fers``, ``isstad``, ``mavd``, ``mdmf``).
+        config: architecture configuration (JSON-able).
+        preprocessing: input preparation the weights expect (JSON-able).
+        tensors: name -> array, written as ``weights.safetensors`` (contiguous copies).
+        calibration: thresholds and score normalisation (JSON-able).
+        io: input/output specification.
+        extra: further family facts (source checkpoint, class name ...).
+        overwrite: replace an existing bundle directory.
+    """
+    root = Path(path)
+    if root.exists():
+        if not overwrite:
+            raise BundleError(f"{root} already exists; pass overwrite=True (CLI: --force) to replace it")
+        if not root.is_dir():
+            raise BundleError(f"{root} exists and is not a directory")
+        for stale in (root / META_NAME, root / WEIGHTS_NAME):
+            stale.unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "family": family,
+        "edgesentry_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config),
+        "preprocessing": dict(preprocessing or {}),
+        "calibration": dict(calibration) if calibration else None,
+        "io": dict(io or {}),
+        "files": {},
+    }
+    if extra:
+        meta["extra"] = dict(extra)
+    bundle = Bundle(root, meta)
+    if tensors:
+        from safetensors.numpy import save_file
+
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        tmp = root / f".{WEIGHTS_NAME}.tmp"
+        save_file(arrays, str(tmp), metadata={"family": family, "edgesentry_version": __version__})
+        os.replace(tmp, root / WEIGHTS_NAME)
+        meta["files"][WEIGHTS_NAME] = sha256_file(root / WEIGHTS_NAME)
+    bundle._write_meta()
+    return bundle

@@ -1,0 +1,5 @@
+import sys
+
+from edgesentry.cli import main
+
+sys.exit(main())

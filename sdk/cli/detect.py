@@ -1,0 +1,27 @@
+"""``edgesentry detect FAMILY ...``: run a detector on files and write maps, images, JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgesentry.detectors import FAMILIES, family_module
+
+from .convert import _importable
+
+HELP = "run a detector on input files and write score maps, heatmaps and a JSON summary"
+LONG_RUNNING = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    for name in FAMILIES:
+        module = family_module(name) if _importable(name) else None
+        if module is None or not hasattr(module, "add_detect_arguments"):
+            continue
+        fam = sub.add_parser(name, help=f"detect with {name}")
+        module.add_detect_arguments(fam)
+        fam.set_defaults(_detect=module.detect_from_args)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._detect(args)

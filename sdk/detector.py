@@ -1,0 +1,225 @@
+"""``Detector``: the one pipeline every family follows.
+
+    input --preprocess--> tensor --graph (backend)--> raw outputs --postprocess (kernel)--> Result
+
+A family subclasses ``Detector`` and implements the three stages; this class times them,
+applies calibration (score normalisation, threshold, pixel mask) and offers the shared
+surface: ``predict``, ``predict_batch``, ``calibrate``, ``threshold``, ``info``, ``save``.
+
+Thread safety: ``predict`` does not mutate the detector, so one instance may be shared by
+threads once loaded; ``calibrate``, the threshold setters and ``save`` must not run
+concurrently with ``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .calibration import Calibration, fit_calibration
+from .errors import ConfigError, InputError
+from .result import Result
+
+KernelTier = str  # "auto" | "reference" | "cpu" | "triton" | "cuda"
+
+
+def _check_threshold(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a finite number or None; got {value!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite; got {value}")
+    return value
+
+
+class Detector:
+    """Base class of all detectors. Subclasses set ``family`` and implement the stages."""
+
+    family: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        pixel_threshold: float | None = None,
+        calibration: Calibration | dict | None = None,
+        kernels: KernelTier = "auto",
+    ) -> None:
+        from edgesentry.kernels import validate_tier
+
+        self.kernels = validate_tier(kernels)
+        self._calibration: Calibration | None = None
+        self._threshold: float | None = None
+        self._pixel_threshold: float | None = None
+        if calibration is not None:
+            self.calibration = calibration  # sets both thresholds
+        if threshold is not None:
+            self.threshold = threshold
+        if pixel_threshold is not None:
+            self.pixel_threshold = pixel_threshold
+
+    # ------------------------------------------------------------------ stages (override)
+    def preprocess(self, x: Any) -> Any:
+        """Validate and prepare one input; raise ``InputError`` naming expected vs received."""
+        raise NotImplementedError
+
+    def forward(self, prepared: Any) -> Any:
+        """Run the graph on the prepared input (identity for graph-free families)."""
+        return prepared
+
+    def postprocess(self, raw: Any, prepared: Any) -> Result:
+        """Fused post-processing: raw graph outputs to a raw ``Result``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------- public API
+    def predict(self, x: Any) -> Result:
+        """Run the full pipeline on one input; see the family's docstring for ``x``."""
+        t0 = time.perf_counter()
+        prepared = self.preprocess(x)
+        t1 = time.perf_counter()
+        raw = self.forward(prepared)
+        t2 = time.perf_counter()
+        result = self.postprocess(raw, prepared)
+        t3 = time.perf_counter()
+        result.timings.update(preprocess=t1 - t0, graph=t2 - t1, postprocess=t3 - t2, total=t3 - t0)
+        return self.finalize(result)
+
+    def predict_batch(self, xs: Iterable[Any]) -> list[Result]:
+        """``predict`` over a sequence of inputs (families may batch the graph)."""
+        items = list(xs)
+        if not items:
+            raise InputError("predict_batch() got an empty sequence; pass at least one input")
+        return [self.predict(x) for x in items]
+
+    def finalize(self, result: Result) -> Result:
+        """Apply normalisation, threshold and pixel mask to a raw result."""
+        raw = result.raw_score if result.raw_score is not None else result.score
+        result.raw_score = float(raw)
+        if self._calibration is not None:
+            result.score = self._calibration.normalize(raw)
+        if self._threshold is not None:
+            result.label = bool(raw >= self._threshold)
+        pixel_thr = self.effective_pixel_threshold
+        if pixel_thr is not None and result.anomaly_map is not None:
+            result.mask = result.anomaly_map >= pixel_thr
+        result.info.setdefault("family", self.family)
+        return result
+
+    # ---------------------------------------------------------------------- calibration
+    def calibrate(
+        self,
+        normal_samples: Iterable[Any],
+        *,
+        quantile: float = 0.99,
+        pixel_quantile: float = 0.999,
+        margin: float = 0.1,
+    ) -> Calibration:
+        """Learn score normalisation and image/pixel thresholds from normal samples.
+
+        See ``edgesentry.calibration`` for the rule. Returns the fitted record, which is
+        also applied to this detector and written by ``save``.
+        """
+        scores, maps = [], []
+        for sample in normal_samples:
+            res = self.predict(sample)
+            scores.append(res.raw_score)
+            if res.anomaly_map is not None:
+                maps.append(res.anomaly_map)
+        calib = fit_calibration(scores, maps or None, quantile=quantile, pixel_quantile=pixel_quantile, margin=margin)
+        self.calibration = calib
+        return calib
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: Calibration | dict | None) -> None:
+        if value is None:
+            self._calibration = None
+            return
+        calib = value if isinstance(value, Calibration) else Calibration.from_dict(value)
+        self._calibration = calib
+        self._threshold = calib.threshold
+        self._pixel_threshold = calib.pixel_threshold
+
+    @property
+    def threshold(self) -> float | None:
+        """Raw-scale score threshold behind ``Result.label`` (settable; ``None`` = no label)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self._threshold = _check_threshold("threshold", value)
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """Raw-scale anomaly-map threshold behind ``Result.mask`` (settable)."""
+        return self._pixel_threshold
+
+    @pixel_threshold.setter
+    def pixel_threshold(self, value: float | None) -> None:
+        self._pixel_threshold = _check_threshold("pixel_threshold", value)
+
+    @property
+    def effective_pixel_threshold(self) -> float | None:
+        """The pixel threshold, or the score threshold where map and score share a scale."""
+        if self._pixel_threshold is not None:
+            return self._pixel_threshold
+        return self._threshold if self.map_shares_score_scale else None
+
+    #: True when ``score`` is a statistic of the anomaly map (e.g. its max), so the score
+    #: threshold is also meaningful per pixel.
+    map_shares_score_scale: ClassVar[bool] = False
+
+    # ----------------------------------------------------------------------------- info
+    def config(self) -> dict[str, Any]:
+        """JSON-able configuration that rebuilds this detector (family specific)."""
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        """Facts about this detector: family, configuration, kernels, backend, thresholds."""
+        return {
+            "family": self.family,
+            "config": self.config(),
+            "kernels": self.kernels,
+            "threshold": self._threshold,
+            "pixel_threshold": self._pixel_threshold,
+            "calibration": None if self._calibration is None else self._calibration.to_dict(),
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Any:
+        """Write this detector (config, weights, calibration) as a bundle directory."""
+        from .bundle import write_bundle
+
+        payload = self.bundle_payload()
+        return write_bundle(
+            path,
+            self.family,
+            calibration=None if self._calibration is None else self._calibration.to_dict(),
+            overwrite=overwrite,
+            **payload,
+        )
+
+    def bundle_payload(self) -> dict[str, Any]:
+        """Keyword arguments for ``write_bundle`` (config, preprocessing, tensors ...)."""
+        return {"config": self.config()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config()})"
+
+
+def as_list(xs: Sequence[Any] | Any) -> list[Any]:
+    return list(xs) if isinstance(xs, (list, tuple)) else [xs]
+
+
+def stack_maps(results: Sequence[Result]) -> np.ndarray:
+    return np.stack([r.anomaly_map for r in results])

@@ -1,0 +1,236 @@
+"""RX (Reed-Xiaoli) hyperspectral anomaly detector: global and dual-window local.
+
+    det = edgesentry.load("rx")                                  # global RX
+    det = edgesentry.load("rx", mode="local", window=(3, 9))     # local RX, 3x3 guard, 9x9 outer
+    result = det.predict(cube)                                   # (H, W, B) array or a file path
+
+The graph stage is empty; the post-processing kernel is the whole detector
+(``edgesentry.kernels.rx``; float64 statistics and a pseudo-inverse, so singular scenes are
+handled; see ``edgesentry/kernels/rx/reference.py`` for the specification and border rule).
+``Result.anomaly_map`` is the (H, W) squared Mahalanobis distance (float32),
+``Result.score`` its maximum, ``extras["scores"]`` the float64 map and ``extras["valid"]``
+the pixels that were scored (all, unless NaN masking was asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgesentry.bundle import Bundle, write_bundle
+from edgesentry.detector import Detector
+from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.io.hsi import read_cube, read_ground_truth, select_bands
+from edgesentry.kernels import rx as rx_kernels
+from edgesentry.result import Result
+
+Mode = Literal["global", "local"]
+NanPolicy = Literal["raise", "mask"]
+
+
+@dataclass
+class RXConfig:
+    """RX options. ``window=(inner, outer)`` is required for ``mode="local"``."""
+
+    mode: Mode = "global"
+    window: tuple[int, int] | None = None
+    ridge: float = 0.0
+    rcond: float = rx_kernels.DEFAULT_RCOND
+    bands: int | list[int] | None = None
+    nan_policy: NanPolicy = "raise"
+    variable: str | None = None  # .mat variable to read when given a path
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("global", "local"):
+            raise ConfigError(f"RX mode must be 'global' or 'local'; got {self.mode!r}")
+        if self.nan_policy not in ("raise", "mask"):
+            raise ConfigError(f"nan_policy must be 'raise' or 'mask'; got {self.nan_policy!r}")
+        if self.mode == "local":
+            if self.window is None:
+                raise ConfigError("local RX needs window=(inner, outer), e.g. window=(3, 9)")
+            if len(self.window) != 2:
+                raise ConfigError(f"window must be (inner, outer); got {self.window!r}")
+            self.window = (int(self.window[0]), int(self.window[1]))
+            if not 1 <= self.window[0] < self.window[1]:
+                raise ConfigError(f"window must satisfy 1 <= inner < outer; got {self.window}")
+            if self.nan_policy == "mask":
+                raise ConfigError("nan_policy='mask' is only supported by global RX (a window would mix masked pixels)")
+        elif self.window is not None:
+            raise ConfigError("window is only used by mode='local'; pass mode='local' or drop window")
+        if isinstance(self.bands, tuple):
+            self.bands = list(self.bands)
+
+
+@dataclass
+class _Prepared:
+    cube: np.ndarray  # (H, W, B) float64
+    valid: np.ndarray  # (H, W) bool
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+class RXDetector(Detector):
+    """Global or local RX. Input: (H, W, B) numeric cube (band-last) or a cube file path."""
+
+    family = "rx"
+    map_shares_score_scale = True
+
+    def __init__(self, config: RXConfig | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cfg = config or RXConfig()
+
+    # ------------------------------------------------------------------------- stages
+    def preprocess(self, x: Any) -> _Prepared:
+        source: dict[str, Any] = {}
+        if isinstance(x, (str, os.PathLike)):
+            source["path"] = os.fspath(x)
+            x = read_cube(x, self.cfg.variable)
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"RX expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
+        if x.ndim != 3:
+            raise InputError(f"RX expects an (H, W, B) cube (band-last); got shape {x.shape}")
+        if x.dtype.kind not in "iuf":
+            raise InputError(f"RX expects a real numeric cube (int, uint or float); got dtype {x.dtype}")
+        if min(x.shape) == 0:
+            raise InputError(f"RX got an empty cube of shape {x.shape}")
+        cube = select_bands(x, self.cfg.bands).astype(np.float64)
+        finite = np.isfinite(cube).all(axis=-1)
+        if not finite.all():
+            bad = int((~finite).sum())
+            if self.cfg.nan_policy == "raise":
+                raise InputError(
+                    f"cube has {bad} pixels with NaN/Inf values; clean them or use nan_policy='mask' to skip them"
+                )
+        if int(finite.sum()) < 2:
+            raise InputError(f"RX needs at least 2 valid pixels; got {int(finite.sum())}")
+        return _Prepared(cube, finite, source)
+
+    def postprocess(self, raw: _Prepared, prepared: _Prepared) -> Result:
+        cube, valid = prepared.cube, prepared.valid
+        h, w, b = cube.shape
+        if self.cfg.mode == "global":
+            scores = np.full((h, w), np.nan)
+            values, tier = rx_kernels.global_rx(cube[valid], ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels)
+            scores[valid] = values
+        else:
+            inner, outer = self.cfg.window
+            scores, tier = rx_kernels.local_rx(cube, inner=inner, outer=outer, ridge=self.cfg.ridge,
+                                               rcond=self.cfg.rcond, tier=self.kernels)
+        scores = np.asarray(scores, dtype=np.float64)
+        return Result(
+            score=float(np.nanmax(scores)),
+            anomaly_map=scores.astype(np.float32),
+            extras={"scores": scores, "valid": valid},
+            info={"kernel_tier": tier, "mode": self.cfg.mode, "bands": b, **prepared.source},
+        )
+
+    # ---------------------------------------------------------------------- config
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["graph"] = None  # RX has no network
+        return out
+
+
+# ------------------------------------------------------------------------ family hooks
+def build(*, mode: Mode = "global", window: Sequence[int] | None = None, ridge: float = 0.0,
+          rcond: float = rx_kernels.DEFAULT_RCOND, bands: int | Sequence[int] | None = None,
+          nan_policy: NanPolicy = "raise", variable: str | None = None, kernels: str = "auto",
+          threshold: float | None = None, pixel_threshold: float | None = None) -> RXDetector:
+    """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options."""
+    cfg = RXConfig(mode=mode, window=tuple(window) if window is not None else None, ridge=ridge, rcond=rcond,
+                   bands=bands, nan_policy=nan_policy, variable=variable)
+    return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
+
+
+def from_bundle(bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None,
+                **overrides: Any) -> RXDetector:
+    cfg = {**bundle.config, **overrides}
+    if cfg.get("window") is not None:
+        cfg["window"] = tuple(cfg["window"])
+    try:
+        config = RXConfig(**cfg)
+    except TypeError as exc:
+        raise ConfigError(f"RX bundle/option mismatch: {exc}") from None
+    det = RXDetector(config, kernels=kernels, calibration=bundle.calibration)
+    if threshold is not None:
+        det.threshold = threshold
+    return det
+
+
+def convert(*, output: str | os.PathLike, overwrite: bool = False, **options: Any) -> Bundle:
+    """Write an RX bundle (configuration only; RX has no weights)."""
+    det = build(**options)
+    return write_bundle(output, "rx", config=det.config(), overwrite=overwrite,
+                        io={"input": "(H, W, B) cube", "output": "(H, W) float32 anomaly map"})
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_rx_options(parser)
+
+
+def convert_from_args(args: argparse.Namespace) -> Bundle:
+    return convert(output=args.output, overwrite=args.force, **_options_from_args(args))
+
+
+def _add_rx_options(parser: argparse.ArgumentParser) -> None:
+    from edgesentry.cli._args import add_kernel_args
+
+    parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (default: global RX)")
+    parser.add_argument("--bands", default=None, help="first N bands, 'i,j,k' or 'start:stop' (default: all)")
+    parser.add_argument("--ridge", type=float, default=0.0, help="relative diagonal loading (default: 0)")
+    parser.add_argument("--variable", default=None, help=".mat variable of the cube (default: auto)")
+    parser.add_argument("--mask-nan", action="store_true", help="skip NaN/Inf pixels instead of failing")
+    add_kernel_args(parser)
+
+
+def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from edgesentry.cli._args import parse_bands, parse_pair
+
+    window = parse_pair(args.window, "--window") if args.window else None
+    return {"mode": "local" if window else "global", "window": window, "ridge": args.ridge,
+            "bands": parse_bands(args.bands), "variable": args.variable,
+            "nan_policy": "mask" if args.mask_nan else "raise", "kernels": args.kernels}
+
+
+def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scene", help="cube file: .mat (v5/v7.3), .npy or ENVI .hdr")
+    parser.add_argument("--gt", default=None, help="ground-truth map (.mat 'map', .npy or PNG) to report AUC")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--threshold", type=float, default=None, help="score threshold for label/mask (default: none)")
+    _add_rx_options(parser)
+
+
+def detect_from_args(args: argparse.Namespace) -> int:
+    from edgesentry.metrics import roc_auc
+    from edgesentry.viz import save_heatmap
+
+    det = build(threshold=args.threshold, **_options_from_args(args))
+    start = time.perf_counter()
+    result = det.predict(args.scene)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.scene).stem
+    np.save(out / f"{stem}_scores.npy", result.extras["scores"])
+    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=f"RX {det.cfg.mode}: {stem}")
+    summary: dict[str, Any] = {"scene": args.scene, "shape": list(result.extras["scores"].shape) + [result.info["bands"]],
+                               "seconds": elapsed, **result.summary()}
+    if args.gt:
+        gt = read_ground_truth(args.gt)
+        if gt.shape != result.anomaly_map.shape:
+            raise InputError(f"ground truth has shape {gt.shape}; the score map is {result.anomaly_map.shape}")
+        summary["auc"] = roc_auc(gt[result.extras["valid"]], result.extras["scores"][result.extras["valid"]])
+    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
+    print(f"{stem}: {summary['shape']} in {elapsed:.3f}s{auc} -> {out}")
+    return 0

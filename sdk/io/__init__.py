@@ -1,0 +1,1 @@
+"""Readers for the inputs edgesentry takes from disk."""

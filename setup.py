@@ -1,0 +1,68 @@
+"""Build script: maps the three source folders into the one ``edgesentry`` namespace and
+compiles the CPU kernels.
+
+``sdk/`` -> ``edgesentry``, ``kernels/`` -> ``edgesentry.kernels``, ``export/`` ->
+``edgesentry.export``. Every ``kernels/cpu/<op>.cpp`` becomes the pybind11 extension
+``edgesentry.kernels._cpu_<op>``, so adding a kernel never means editing this file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+ROOTS = {"edgesentry": "sdk", "edgesentry.kernels": "kernels", "edgesentry.export": "export"}
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages, package_dir = [], {}
+    for name, folder in ROOTS.items():
+        package_dir[name] = folder
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(ROOT / folder)
+            packages.append(".".join([name, *rel.parts]) if rel.parts else name)
+    return packages, package_dir
+
+
+def _openmp_flags() -> tuple[list[str], list[str]]:
+    # MSVC and Apple clang need other spellings; the product targets Linux x86-64 and aarch64.
+    if sys.platform.startswith("linux") and os.environ.get("EDGESENTRY_NO_OPENMP") != "1":
+        return ["-fopenmp"], ["-fopenmp"]
+    return [], []
+
+
+def _extensions() -> list[Pybind11Extension]:
+    compile_args, link_args = _openmp_flags()
+    # -O3 lets GCC vectorise the `omp simd` reductions; no -march=native so wheels stay portable
+    # (hot loops carry target_clones for AVX2/AVX-512 on x86-64 instead).
+    compile_args = [*compile_args, "-O3", "-fno-math-errno"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        compile_args.append("-DEDGESENTRY_X86")
+    exts = []
+    for src in sorted((ROOT / "kernels" / "cpu").glob("*.cpp")):
+        exts.append(
+            Pybind11Extension(
+                f"edgesentry.kernels._cpu_{src.stem}",
+                [str(src.relative_to(ROOT))],
+                cxx_std=17,
+                extra_compile_args=compile_args,
+                extra_link_args=link_args,
+            )
+        )
+    return exts
+
+
+packages, package_dir = _packages()
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"edgesentry.kernels": ["cpu/*.cpp", "cpu/*.h"], "edgesentry.export": ["data/*.json"]},
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": build_ext},
+)

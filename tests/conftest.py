@@ -1,0 +1,52 @@
+"""Shared fixtures: seeds, the ../shared folder, the Triton interpreter on CPU machines."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGESENTRY_SHARED", ROOT.parent / "shared"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# Triton kernels run on the interpreter where there is no GPU; must be set before triton loads.
+if not _cuda_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The ../shared folder (oracles, weights, data); skips when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED} (set EDGESENTRY_SHARED); CI provides it")
+    return SHARED
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh generator per test (seeded from the test's name, so reruns reproduce)."""
+    return np.random.default_rng(abs(hash(os.environ.get("PYTEST_CURRENT_TEST", ""))) % 2**32)

@@ -1,0 +1,38 @@
+"""Assertion helpers that explain failures (in the spirit of Liger's assert_verbose_allclose)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def assert_verbose_allclose(actual, expected, *, atol: float, rtol: float, max_print: int = 5) -> None:
+    """Like ``np.testing.assert_allclose`` but NaN/Inf disagreement is a mismatch and the
+    message gives the count and the first mismatching indices with their values."""
+    a = np.asarray(_to_numpy(actual), dtype=np.float64)
+    e = np.asarray(_to_numpy(expected), dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape mismatch: actual {a.shape} vs expected {e.shape}")
+    both_nan = np.isnan(a) & np.isnan(e)
+    close = np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=False) | both_nan
+    finite_mismatch = np.isfinite(a) != np.isfinite(e)
+    bad = ~close | finite_mismatch
+    if bad.any():
+        idx = np.argwhere(bad)[:max_print]
+        lines = [f"{tuple(i)}: actual {a[tuple(i)]!r} expected {e[tuple(i)]!r}" for i in idx]
+        diff = np.abs(a - e)[np.isfinite(a) & np.isfinite(e)]
+        raise AssertionError(
+            f"{int(bad.sum())} of {a.size} elements mismatch (atol={atol}, rtol={rtol}); "
+            f"max abs diff {diff.max() if diff.size else float('nan'):.3e}\n" + "\n".join(lines)
+        )
+
+
+def _to_numpy(x):
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def poison(array: np.ndarray) -> np.ndarray:
+    """Fill an output buffer with NaN so an element a kernel never writes cannot pass."""
+    array[...] = np.nan
+    return array
