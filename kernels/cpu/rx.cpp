@@ -70,62 +70,118 @@ void move_rows(const double* x, int width, int bands, int p0, int p1, int r0, in
   for (int r = std::max(r0, p1); r < r1; ++r) add_row(x, r, width, bands, 1.0, col_m, col_s);
 }
 
-// Window sums over columns [c0, c1) recomputed or slid from [p0, p1).
-void move_cols(const std::vector<double>& col_m, const std::vector<double>& col_s, int bands, int p0,
-               int p1, int c0, int c1, bool fresh, std::vector<double>& win_m, std::vector<double>& win_s) {
+// Ring (outer minus inner) sums over the columns of the current window, recomputed or slid
+// by one column: ring += sign * column sums, for outer columns entering/leaving with +/-,
+// inner columns with -/+.
+void slide_ring(const std::vector<double>& col_m, const std::vector<double>& col_s, int bands, int c, double sign,
+                std::vector<double>& ring_m, std::vector<double>& ring_s) {
   const size_t pk = packed_size(bands);
-  auto add = [&](int c, double sign) {
-    const double* m = col_m.data() + c * pk;
-    const double* s = col_s.data() + static_cast<size_t>(c) * bands;
+  const double* m = col_m.data() + c * pk;
+  const double* s = col_s.data() + static_cast<size_t>(c) * bands;
+  double* rm = ring_m.data();
 #pragma omp simd
-    for (size_t k = 0; k < pk; ++k) win_m[k] += sign * m[k];
-    for (int k = 0; k < bands; ++k) win_s[k] += sign * s[k];
-  };
-  if (fresh) {
-    std::fill(win_m.begin(), win_m.end(), 0.0);
-    std::fill(win_s.begin(), win_s.end(), 0.0);
-    for (int c = c0; c < c1; ++c) add(c, 1.0);
-    return;
-  }
-  for (int c = p0; c < std::min(p1, c0); ++c) add(c, -1.0);
-  for (int c = std::max(p0, c1); c < p1; ++c) add(c, -1.0);
-  for (int c = c0; c < std::min(c1, p0); ++c) add(c, 1.0);
-  for (int c = std::max(c0, p1); c < c1; ++c) add(c, 1.0);
+  for (size_t k = 0; k < pk; ++k) rm[k] += sign * m[k];
+  for (int k = 0; k < bands; ++k) ring_s[k] += sign * s[k];
 }
 
-// In-place Cholesky of the packed lower triangle `a` (row-major, row i at i(i+1)/2), then
-// |L^-1 z|^2. Returns false when a pivot falls below `tol` x the largest diagonal entry.
+void move_window(const std::vector<double>& col_m, const std::vector<double>& col_s, int bands, int p0, int p1,
+                 int c0, int c1, bool fresh, double sign, std::vector<double>& ring_m, std::vector<double>& ring_s) {
+  if (fresh) {
+    for (int c = c0; c < c1; ++c) slide_ring(col_m, col_s, bands, c, sign, ring_m, ring_s);
+    return;
+  }
+  for (int c = p0; c < std::min(p1, c0); ++c) slide_ring(col_m, col_s, bands, c, -sign, ring_m, ring_s);
+  for (int c = std::max(p0, c1); c < p1; ++c) slide_ring(col_m, col_s, bands, c, -sign, ring_m, ring_s);
+  for (int c = c0; c < std::min(c1, p0); ++c) slide_ring(col_m, col_s, bands, c, sign, ring_m, ring_s);
+  for (int c = std::max(c0, p1); c < c1; ++c) slide_ring(col_m, col_s, bands, c, sign, ring_m, ring_s);
+}
+
+// Dot products of four packed rows with two columns over [0, len): eight independent
+// accumulators, six loads per eight FMAs. One long dependency chain per dot would leave the
+// FMA units idle, and reusing each loaded row for two columns halves the L2 traffic.
+__attribute__((always_inline)) inline void dot4x2(const double* r0, const double* r1, const double* r2,
+                                                  const double* r3, const double* c0, const double* c1, int len,
+                                                  double d[8]) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, t0, t1, t2, t3)
+  for (int k = 0; k < len; ++k) {
+    const double a = c0[k], b = c1[k];
+    s0 += r0[k] * a; t0 += r0[k] * b;
+    s1 += r1[k] * a; t1 += r1[k] * b;
+    s2 += r2[k] * a; t2 += r2[k] * b;
+    s3 += r3[k] * a; t3 += r3[k] * b;
+  }
+  d[0] = s0; d[1] = s1; d[2] = s2; d[3] = s3; d[4] = t0; d[5] = t1; d[6] = t2; d[7] = t3;
+}
+
+__attribute__((always_inline)) inline double dot1(const double* a, const double* b, int len) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int k = 0; k < len; ++k) s += a[k] * b[k];
+  return s;
+}
+
+inline double* packed_row(double* a, int i) { return a + static_cast<size_t>(i) * (i + 1) / 2; }
+
+// Finish L[i][j] and L[i][j+1] of one row from its dots with columns j and j+1.
+__attribute__((always_inline)) inline void finish_pair(double* r, int j, double dj, double dj1, const double* aj1,
+                                                       double inv_j, double inv_j1) {
+  r[j] = (r[j] - dj) * inv_j;
+  r[j + 1] = (r[j + 1] - dj1 - r[j] * aj1[j]) * inv_j1;
+}
+
+// In-place left-looking Cholesky of the packed lower triangle `a` (row-major, row i at
+// i(i+1)/2), two columns per step and four rows per inner block, then |L^-1 z|^2. Returns
+// false when a pivot falls below `tol` x the largest diagonal entry (caller uses pinv).
 #if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 bool cholesky_mahalanobis(double* a, const double* z, double* u, int bands, double tol, double& score) {
   double max_diag = 0.0;
-  for (int i = 0; i < bands; ++i) max_diag = std::max(max_diag, a[static_cast<size_t>(i) * (i + 1) / 2 + i]);
-  const double floor = tol * max_diag;
+  for (int i = 0; i < bands; ++i) max_diag = std::max(max_diag, packed_row(a, i)[i]);
   if (!(max_diag > 0.0)) return false;
-  for (int i = 0; i < bands; ++i) {
-    double* ai = a + static_cast<size_t>(i) * (i + 1) / 2;
-    for (int j = 0; j < i; ++j) {
-      const double* aj = a + static_cast<size_t>(j) * (j + 1) / 2;
-      double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-      for (int k = 0; k < j; ++k) dot += ai[k] * aj[k];
-      ai[j] = (ai[j] - dot) / aj[j];
+  const double floor = tol * max_diag;
+  int j = 0;
+  for (; j + 1 < bands; j += 2) {
+    double* aj = packed_row(a, j);
+    double* aj1 = packed_row(a, j + 1);
+    const double pj = aj[j] - dot1(aj, aj, j);
+    if (!(pj > floor)) return false;
+    aj[j] = std::sqrt(pj);
+    const double inv_j = 1.0 / aj[j];
+    aj1[j] = (aj1[j] - dot1(aj1, aj, j)) * inv_j;
+    const double pj1 = aj1[j + 1] - dot1(aj1, aj1, j + 1);
+    if (!(pj1 > floor)) return false;
+    aj1[j + 1] = std::sqrt(pj1);
+    const double inv_j1 = 1.0 / aj1[j + 1];
+    int i = j + 2;
+    double d[8];
+    for (; i + 3 < bands; i += 4) {
+      double* r0 = packed_row(a, i);
+      double* r1 = packed_row(a, i + 1);
+      double* r2 = packed_row(a, i + 2);
+      double* r3 = packed_row(a, i + 3);
+      dot4x2(r0, r1, r2, r3, aj, aj1, j, d);
+      finish_pair(r0, j, d[0], d[4], aj1, inv_j, inv_j1);
+      finish_pair(r1, j, d[1], d[5], aj1, inv_j, inv_j1);
+      finish_pair(r2, j, d[2], d[6], aj1, inv_j, inv_j1);
+      finish_pair(r3, j, d[3], d[7], aj1, inv_j, inv_j1);
     }
-    double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-    for (int k = 0; k < i; ++k) dot += ai[k] * ai[k];
-    const double pivot = ai[i] - dot;
-    if (!(pivot > floor)) return false;
-    ai[i] = std::sqrt(pivot);
+    for (; i < bands; ++i) {
+      double* r = packed_row(a, i);
+      finish_pair(r, j, dot1(r, aj, j), dot1(r, aj1, j), aj1, inv_j, inv_j1);
+    }
+  }
+  if (j < bands) {  // odd band count: the last column is only a pivot
+    double* aj = packed_row(a, j);
+    const double pj = aj[j] - dot1(aj, aj, j);
+    if (!(pj > floor)) return false;
+    aj[j] = std::sqrt(pj);
   }
   double acc = 0.0;
   for (int i = 0; i < bands; ++i) {
-    const double* ai = a + static_cast<size_t>(i) * (i + 1) / 2;
-    double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-    for (int k = 0; k < i; ++k) dot += ai[k] * u[k];
-    u[i] = (z[i] - dot) / ai[i];
+    const double* ai = packed_row(a, i);
+    u[i] = (z[i] - dot1(ai, u, i)) / ai[i];
     acc += u[i] * u[i];
   }
   score = acc;
@@ -161,7 +217,7 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
     {
       std::vector<double> out_cm(pk * width), out_cs(static_cast<size_t>(bands) * width);
       std::vector<double> in_cm(pk * width), in_cs(static_cast<size_t>(bands) * width);
-      std::vector<double> wo_m(pk), wo_s(bands), wi_m(pk), wi_s(bands);
+      std::vector<double> ring_m(pk), ring_s(bands);
       std::vector<double> cov(pk), mean(bands), z(bands), u(bands);
       int pro0 = 0, pro1 = 0, pri0 = 0, pri1 = 0;
       bool fresh_rows = true;
@@ -181,18 +237,22 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
           int co0, co1, ci0, ci1;
           window_bounds(j, outer, width, co0, co1);
           window_bounds(j, inner, width, ci0, ci1);
-          move_cols(out_cm, out_cs, bands, pco0, pco1, co0, co1, j == 0, wo_m, wo_s);
-          move_cols(in_cm, in_cs, bands, pci0, pci1, ci0, ci1, j == 0, wi_m, wi_s);
+          if (j == 0) {
+            std::fill(ring_m.begin(), ring_m.end(), 0.0);
+            std::fill(ring_s.begin(), ring_s.end(), 0.0);
+          }
+          move_window(out_cm, out_cs, bands, pco0, pco1, co0, co1, j == 0, 1.0, ring_m, ring_s);
+          move_window(in_cm, in_cs, bands, pci0, pci1, ci0, ci1, j == 0, -1.0, ring_m, ring_s);
           pco0 = co0; pco1 = co1; pci0 = ci0; pci1 = ci1;
 
-          for (int b = 0; b < bands; ++b) mean[b] = (wo_s[b] - wi_s[b]) / n;
+          for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
           double trace = 0.0;
           for (int r = 0; r < bands; ++r) {
             const size_t row = static_cast<size_t>(r) * (r + 1) / 2;
             const double mr = n * mean[r];
 #pragma omp simd
             for (int c = 0; c <= r; ++c)
-              cov[row + c] = (wo_m[row + c] - wi_m[row + c] - mr * mean[c]) / (n - 1.0);
+              cov[row + c] = (ring_m[row + c] - mr * mean[c]) / (n - 1.0);
             trace += cov[row + r];
           }
           if (ridge > 0.0) {

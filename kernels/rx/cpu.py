@@ -52,7 +52,7 @@ def local_rx(
     # Windows whose covariance is (near) singular take the reference pseudo-inverse path.
     for i, j in np.argwhere(failed):
         background = centred[background_mask(i, j, x.shape[:2], inner, outer)]
-        cov = _regularize(np.cov(background, rowvar=False), ridge)
+        cov = _regularize(np.atleast_2d(np.cov(background, rowvar=False)), ridge)
         z = centred[i, j] - background.mean(axis=0)
         scores[i, j] = z @ np.linalg.pinv(cov, rcond=rcond) @ z
     return scores

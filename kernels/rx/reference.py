@@ -45,7 +45,7 @@ def global_rx(pixels: np.ndarray, *, ridge: float = 0.0, rcond: float = DEFAULT_
     """
     x = np.asarray(pixels, dtype=np.float64)
     mean = x.mean(axis=0)
-    cov = _regularize(np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]), ridge)
+    cov = _regularize(np.atleast_2d(np.cov(x, rowvar=False)), ridge)
     precision = np.linalg.pinv(cov, rcond=rcond)
     z = x - mean
     return np.einsum("nb,bc,nc->n", z, precision, z)
@@ -100,7 +100,7 @@ def local_rx(
         for j in range(w):
             background = x[background_mask(i, j, (h, w), inner, outer)]
             mean = background.mean(axis=0)
-            cov = _regularize(np.cov(background, rowvar=False), ridge)
+            cov = _regularize(np.atleast_2d(np.cov(background, rowvar=False)), ridge)
             z = x[i, j] - mean
             out[i, j] = z @ np.linalg.pinv(cov, rcond=rcond) @ z
     return out
