@@ -1,0 +1,58 @@
+"""MAVD kernels: the fused align-and-fuse MLP and the O(T) positional attention.
+
+``align_fuse(v, a, f, params)`` is the product's "sparse alignment" step at inference: per
+snippet, the audio (va) and flow (vf) alignment MLPs, the concatenation with the RGB feature
+and the fusion embedding MLP, in one pass. ``positional(t)`` is ``A2 @ t`` for MAVD's fixed,
+column-normalised exponential attention. ``fusion_head`` (TCN + MIL, numpy) completes the
+fused score. See ``reference.py`` for the specification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edgesentry.errors import InputError
+from edgesentry.kernels._dispatch import KernelOp, on_device
+
+from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, fusion_head, positional_matrix, sigmoid
+
+__all__ = ["ALIGN_FUSE", "POSITIONAL", "ALIGN_FUSE_PARAMS", "POS_DECAY", "align_fuse", "positional",
+           "fusion_head", "positional_matrix", "sigmoid"]
+
+ALIGN_FUSE = KernelOp("mavd_align_fuse", {
+    "reference": "edgesentry.kernels.mavd.reference:align_fuse",
+    "cpu": "edgesentry.kernels.mavd.cpu:align_fuse",
+    "triton": "edgesentry.kernels.mavd.triton:align_fuse",
+    "cuda": "edgesentry.kernels.mavd.cuda:align_fuse",
+})
+POSITIONAL = KernelOp("mavd_positional", {
+    "reference": "edgesentry.kernels.mavd.reference:positional",
+    "cpu": "edgesentry.kernels.mavd.cpu:positional",
+    "triton": "edgesentry.kernels.mavd.triton:positional",
+    "cuda": "edgesentry.kernels.mavd.cuda:positional",
+})
+
+
+def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], *, tier: str = "auto") -> tuple[Any, str]:
+    """(N,128) RGB, (M,32) audio (row ``n % M``), (N,64) flow features -> ((N,64) embedding, tier)."""
+    n = v.shape[0] if len(v.shape) == 2 else -1
+    if len(v.shape) != 2 or v.shape[1] != 128:
+        raise InputError(f"align_fuse expects v of shape (N, 128); got {tuple(v.shape)}")
+    if len(f.shape) != 2 or tuple(f.shape) != (n, 64):
+        raise InputError(f"align_fuse expects f of shape ({n}, 64); got {tuple(f.shape)}")
+    if len(a.shape) != 2 or a.shape[1] != 32 or a.shape[0] == 0 or (n and n % a.shape[0]):
+        raise InputError(f"align_fuse expects a of shape (M, 32) with M dividing N={n}; got {tuple(a.shape)}")
+    missing = [k for k in ALIGN_FUSE_PARAMS if k not in params]
+    if missing:
+        raise InputError(f"align_fuse params lack {missing}")
+    used, fn = ALIGN_FUSE.resolve(tier, device=on_device(v))
+    return fn(v, a, f, params), used
+
+
+def positional(t: Any, *, tier: str = "auto") -> tuple[Any, str]:
+    """``A2 @ t`` over axis -2 of a (..., T, C) array -> (same shape, tier)."""
+    if len(t.shape) < 2 or t.shape[-2] < 1:
+        raise InputError(f"positional expects (..., T, C) with T >= 1; got {tuple(t.shape)}")
+    used, fn = POSITIONAL.resolve(tier, device=on_device(t))
+    return fn(t), used

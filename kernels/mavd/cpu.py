@@ -1,0 +1,36 @@
+"""MAVD kernels, CPU tier: compiled C++ (``kernels/cpu/mavd.cpp``, OpenMP over row tiles)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .reference import ALIGN_FUSE_PARAMS, POS_DECAY
+
+
+def unavailable_reason() -> str | None:
+    try:
+        from edgesentry.kernels import _cpu_mavd  # noqa: F401
+    except ImportError as exc:
+        return f"compiled CPU kernels not built ({exc}); reinstall with `pip install -e .`"
+    return None
+
+
+def align_fuse(v: np.ndarray, a: np.ndarray, f: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """See ``reference.align_fuse``."""
+    from edgesentry.kernels import _cpu_mavd
+
+    flat = [np.ascontiguousarray(params[k], np.float32) for k in ALIGN_FUSE_PARAMS]
+    return _cpu_mavd.align_fuse(np.ascontiguousarray(v, np.float32), np.ascontiguousarray(a, np.float32),
+                                np.ascontiguousarray(f, np.float32), flat)
+
+
+def positional(t: np.ndarray) -> np.ndarray:
+    """See ``reference.positional``: (..., T, C) -> same shape, two scans in O(T)."""
+    from edgesentry.kernels import _cpu_mavd
+
+    x = np.ascontiguousarray(t, np.float32)
+    lead, (n, c) = x.shape[:-2], x.shape[-2:]
+    out = _cpu_mavd.positional(x.reshape(-1, n, c), POS_DECAY)
+    return out.reshape(*lead, n, c)
