@@ -1,0 +1,55 @@
+"""Soft-OTAM fusion, CPU tier: BLAS sgemm for the frame dot products, C++ for the rest.
+
+The dot products of every query frame with every prototype frame are one float32 sgemm
+per view ([Q*T, D] x [D, N*T]); the compiled kernel (``kernels/cpu/otam.cpp``) turns them
+into cosine distances and runs the four OTAM DPs and the fusion for all pairs in one call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .reference import COS_EPS, LAMBDA
+
+
+def unavailable_reason() -> str | None:
+    try:
+        from edgesentry.kernels import _cpu_otam  # noqa: F401
+    except ImportError as exc:
+        return f"compiled CPU kernels not built ({exc}); reinstall with `pip install -e .`"
+    return None
+
+
+def _host(x: object) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fuse(z_local: np.ndarray, p_local: np.ndarray, z_global: np.ndarray, p_global: np.ndarray, *,
+         lam: float = LAMBDA, eps: float = COS_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """(dists [4, Q, N], logits [Q, N]) float32; see ``reference.fuse_reference``."""
+    from edgesentry.kernels import _cpu_otam
+
+    views = [(_host(z_local), _host(p_local)), (_host(z_global), _host(p_global))]
+    q, t, d = views[0][0].shape
+    n = views[0][1].shape[0]
+    dots = np.empty((2, q * t, n * t), np.float32)
+    qnorm = np.empty((2, q * t), np.float32)
+    pnorm = np.empty((2, n * t), np.float32)
+    for v, (z, p) in enumerate(views):
+        zf, pf = z.reshape(q * t, d), p.reshape(n * t, d)
+        np.matmul(zf, pf.T, out=dots[v])
+        qnorm[v] = np.sqrt(np.einsum("ij,ij->i", zf, zf))
+        pnorm[v] = np.sqrt(np.einsum("ij,ij->i", pf, pf))
+    return _cpu_otam.fuse(dots, qnorm, pnorm, q, n, t, float(lam), float(eps))
+
+
+def otam(delta: np.ndarray, *, lam: float = LAMBDA) -> np.ndarray:
+    """Stabilised single-direction OTAM of [..., R, M] cost matrices -> [...] float64."""
+    from edgesentry.kernels import _cpu_otam
+
+    d = np.asarray(delta, np.float64)
+    lead = d.shape[:-2]
+    out = _cpu_otam.otam(np.ascontiguousarray(d.reshape(-1, *d.shape[-2:])), float(lam))
+    return out.reshape(lead)
