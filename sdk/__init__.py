@@ -14,34 +14,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics as metrics  # noqa: E402
+from .api import convert as convert, load as load  # noqa: E402
+from .detector import Detector as Detector  # noqa: E402
 from .errors import (  # noqa: E402
     BackendUnavailableError as BackendUnavailableError,
-)
-from .errors import (  # noqa: E402
     BundleError as BundleError,
-)
-from .errors import (  # noqa: E402
     CallOrderError as CallOrderError,
-)
-from .errors import (  # noqa: E402
     ChecksumError as ChecksumError,
-)
-from .errors import (  # noqa: E402
     ConfigError as ConfigError,
-)
-from .errors import (  # noqa: E402
     EdgesentryError as EdgesentryError,
-)
-from .errors import (  # noqa: E402
     InputError as InputError,
-)
-from .errors import (  # noqa: E402
     KernelUnavailableError as KernelUnavailableError,
-)
-from .errors import (  # noqa: E402
     WeightsError as WeightsError,
 )
 from .result import Result as Result  # noqa: E402
-from .detector import Detector as Detector  # noqa: E402
-from .api import load as load  # noqa: E402
-from .api import convert as convert  # noqa: E402

@@ -8,8 +8,19 @@ import numpy as np
 
 # Anchors of matplotlib's "inferno" map (public-domain colour data), interpolated to 256.
 _INFERNO = np.array(
-    [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
-     [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]], dtype=np.float64)
+    [
+        [0, 0, 4],
+        [31, 12, 72],
+        [85, 15, 109],
+        [136, 34, 106],
+        [186, 54, 85],
+        [227, 89, 51],
+        [249, 140, 10],
+        [249, 201, 50],
+        [252, 255, 164],
+    ],
+    dtype=np.float64,
+)
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -32,8 +43,14 @@ def _normalise(amap: np.ndarray, vmin: float | None, vmax: float | None) -> tupl
     return (amap - lo) / span, lo, hi
 
 
-def heatmap_image(amap: np.ndarray, *, title: str | None = None, vmin: float | None = None,
-                  vmax: float | None = None, scale: int | None = None):
+def heatmap_image(
+    amap: np.ndarray,
+    *,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    scale: int | None = None,
+):
     """A PIL image of ``amap`` (H, W) with a labelled colour bar on the right."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -51,7 +68,9 @@ def heatmap_image(amap: np.ndarray, *, title: str | None = None, vmin: float | N
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = top + int((1 - frac) * (body.height - 1))
         draw.line([(body.width + pad + bar_w, y), (body.width + pad + bar_w + 4, y)], fill="black")
-        draw.text((body.width + pad + bar_w + 6, max(0, y - 5)), f"{lo + frac * (hi - lo):.4g}", fill="black", font=font)
+        draw.text(
+            (body.width + pad + bar_w + 6, max(0, y - 5)), f"{lo + frac * (hi - lo):.4g}", fill="black", font=font
+        )
     if title:
         draw.text((2, 2), title, fill="black", font=font)
     return canvas
@@ -73,8 +92,15 @@ def mask_contour(mask: np.ndarray) -> np.ndarray:
     return m & ~inner
 
 
-def overlay(image_rgb: np.ndarray, amap: np.ndarray, *, mask: np.ndarray | None = None, alpha: float = 0.45,
-            vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+def overlay(
+    image_rgb: np.ndarray,
+    amap: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    alpha: float = 0.45,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
     """Blend a heatmap over an (H, W, 3) uint8 RGB image and draw the mask contour in green."""
     norm, _, _ = _normalise(np.asarray(amap, np.float64), vmin, vmax)
     heat = colormap(norm).astype(np.float64)

@@ -29,7 +29,7 @@ if not _cuda_available():
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 - seeds legacy global-state users (e.g. libraries under test)
     try:
         import torch
 

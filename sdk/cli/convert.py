@@ -32,5 +32,7 @@ def _importable(name: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     bundle = args._convert(args)
-    print(f"wrote bundle {bundle.path} (family {bundle.family}, files: {', '.join(sorted(bundle.files)) or 'meta only'})")
+    print(
+        f"wrote bundle {bundle.path} (family {bundle.family}, files: {', '.join(sorted(bundle.files)) or 'meta only'})"
+    )
     return 0

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import ConfigError, InputError, describe
@@ -117,12 +116,15 @@ class RXDetector(Detector):
         h, w, b = cube.shape
         if self.cfg.mode == "global":
             scores = np.full((h, w), np.nan)
-            values, tier = rx_kernels.global_rx(cube[valid], ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels)
+            values, tier = rx_kernels.global_rx(
+                cube[valid], ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels
+            )
             scores[valid] = values
         else:
             inner, outer = self.cfg.window
-            scores, tier = rx_kernels.local_rx(cube, inner=inner, outer=outer, ridge=self.cfg.ridge,
-                                               rcond=self.cfg.rcond, tier=self.kernels)
+            scores, tier = rx_kernels.local_rx(
+                cube, inner=inner, outer=outer, ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels
+            )
         scores = np.asarray(scores, dtype=np.float64)
         return Result(
             score=float(np.nanmax(scores)),
@@ -142,18 +144,35 @@ class RXDetector(Detector):
 
 
 # ------------------------------------------------------------------------ family hooks
-def build(*, mode: Mode = "global", window: Sequence[int] | None = None, ridge: float = 0.0,
-          rcond: float = rx_kernels.DEFAULT_RCOND, bands: int | Sequence[int] | None = None,
-          nan_policy: NanPolicy = "raise", variable: str | None = None, kernels: str = "auto",
-          threshold: float | None = None, pixel_threshold: float | None = None) -> RXDetector:
+def build(
+    *,
+    mode: Mode = "global",
+    window: Sequence[int] | None = None,
+    ridge: float = 0.0,
+    rcond: float = rx_kernels.DEFAULT_RCOND,
+    bands: int | Sequence[int] | None = None,
+    nan_policy: NanPolicy = "raise",
+    variable: str | None = None,
+    kernels: str = "auto",
+    threshold: float | None = None,
+    pixel_threshold: float | None = None,
+) -> RXDetector:
     """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options."""
-    cfg = RXConfig(mode=mode, window=tuple(window) if window is not None else None, ridge=ridge, rcond=rcond,
-                   bands=bands, nan_policy=nan_policy, variable=variable)
+    cfg = RXConfig(
+        mode=mode,
+        window=tuple(window) if window is not None else None,
+        ridge=ridge,
+        rcond=rcond,
+        bands=bands,
+        nan_policy=nan_policy,
+        variable=variable,
+    )
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
-def from_bundle(bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None,
-                **overrides: Any) -> RXDetector:
+def from_bundle(
+    bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
+) -> RXDetector:
     cfg = {**bundle.config, **overrides}
     if cfg.get("window") is not None:
         cfg["window"] = tuple(cfg["window"])
@@ -170,8 +189,13 @@ def from_bundle(bundle: Bundle, *, kernels: str = "auto", threshold: float | Non
 def convert(*, output: str | os.PathLike, overwrite: bool = False, **options: Any) -> Bundle:
     """Write an RX bundle (configuration only; RX has no weights)."""
     det = build(**options)
-    return write_bundle(output, "rx", config=det.config(), overwrite=overwrite,
-                        io={"input": "(H, W, B) cube", "output": "(H, W) float32 anomaly map"})
+    return write_bundle(
+        output,
+        "rx",
+        config=det.config(),
+        overwrite=overwrite,
+        io={"input": "(H, W, B) cube", "output": "(H, W) float32 anomaly map"},
+    )
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,9 +221,15 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from edgesentry.cli._args import parse_bands, parse_pair
 
     window = parse_pair(args.window, "--window") if args.window else None
-    return {"mode": "local" if window else "global", "window": window, "ridge": args.ridge,
-            "bands": parse_bands(args.bands), "variable": args.variable,
-            "nan_policy": "mask" if args.mask_nan else "raise", "kernels": args.kernels}
+    return {
+        "mode": "local" if window else "global",
+        "window": window,
+        "ridge": args.ridge,
+        "bands": parse_bands(args.bands),
+        "variable": args.variable,
+        "nan_policy": "mask" if args.mask_nan else "raise",
+        "kernels": args.kernels,
+    }
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,8 +253,12 @@ def detect_from_args(args: argparse.Namespace) -> int:
     stem = Path(args.scene).stem
     np.save(out / f"{stem}_scores.npy", result.extras["scores"])
     save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=f"RX {det.cfg.mode}: {stem}")
-    summary: dict[str, Any] = {"scene": args.scene, "shape": list(result.extras["scores"].shape) + [result.info["bands"]],
-                               "seconds": elapsed, **result.summary()}
+    summary: dict[str, Any] = {
+        "scene": args.scene,
+        **result.summary(),
+        "seconds": elapsed,
+        "shape": list(result.extras["scores"].shape) + [result.info["bands"]],
+    }
     if args.gt:
         gt = read_ground_truth(args.gt)
         if gt.shape != result.anomaly_map.shape:

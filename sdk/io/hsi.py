@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from edgesentry.errors import InputError
 
 CUBE_NAMES = ("data", "cube", "hsi", "img", "image", "X", "x")
@@ -100,7 +99,9 @@ def _read_mat73(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _pick(arrays: dict[str, np.ndarray], variable: str | None, names: Sequence[str], ndim: int, path: Path) -> np.ndarray:
+def _pick(
+    arrays: dict[str, np.ndarray], variable: str | None, names: Sequence[str], ndim: int, path: Path
+) -> np.ndarray:
     numeric = {k: v for k, v in arrays.items() if v.dtype.kind in "biuf"}
     if variable is not None:
         if variable not in arrays:
@@ -128,7 +129,11 @@ def _parse_envi_header(text: str) -> dict[str, str]:
 def read_envi(path: str | os.PathLike) -> np.ndarray:
     """Read an ENVI cube (bsq, bil or bip; either byte order) as (H, W, B)."""
     p = Path(path)
-    header = p if p.suffix.lower() == ".hdr" else (p.with_suffix(".hdr") if p.with_suffix(".hdr").exists() else Path(str(p) + ".hdr"))
+    header = (
+        p
+        if p.suffix.lower() == ".hdr"
+        else (p.with_suffix(".hdr") if p.with_suffix(".hdr").exists() else Path(str(p) + ".hdr"))
+    )
     fields = _parse_envi_header(header.read_text(errors="replace"))
     try:
         samples, lines, bands = (int(fields[k]) for k in ("samples", "lines", "bands"))
@@ -142,9 +147,14 @@ def read_envi(path: str | os.PathLike) -> np.ndarray:
     count = samples * lines * bands
     raw = np.fromfile(data, dtype=dtype, count=count, offset=offset)
     if raw.size != count:
-        raise InputError(f"{data}: expected {count} values for {lines}x{samples}x{bands}, found {raw.size} (truncated?)")
-    order = {"bsq": ((bands, lines, samples), (1, 2, 0)), "bil": ((lines, bands, samples), (0, 2, 1)),
-             "bip": ((lines, samples, bands), (0, 1, 2))}
+        raise InputError(
+            f"{data}: expected {count} values for {lines}x{samples}x{bands}, found {raw.size} (truncated?)"
+        )
+    order = {
+        "bsq": ((bands, lines, samples), (1, 2, 0)),
+        "bil": ((lines, bands, samples), (0, 2, 1)),
+        "bip": ((lines, samples, bands), (0, 1, 2)),
+    }
     if interleave not in order:
         raise InputError(f"{header}: unknown interleave {interleave!r}")
     shape, axes = order[interleave]
