@@ -1,0 +1,40 @@
+"""``edgesentry.stream``: watch a camera, video, network stream or hot folder with a detector.
+
+    >>> import edgesentry
+    >>> summary = edgesentry.stream("bundle_dir", "line.mp4", jsonl="results.jsonl", summary="summary.json")
+
+See ``runtime.py`` for the threads and guarantees and docs/stream.md for the user guide.
+"""
+
+from __future__ import annotations
+
+from .accounting import Snapshot
+from .queues import Frame
+from .runtime import (
+    EXIT_OK,
+    EXIT_SINK_ERRORS,
+    EXIT_SOURCE_LOST,
+    POLICIES,
+    Stream,
+    StreamSummary,
+    build_sinks,
+    stream,
+)
+from .sinks import CallbackSink, JsonlSink, MqttSink, OverlaySink, Sink
+from .sources import (
+    FolderSource,
+    IterableSource,
+    RawFrame,
+    Source,
+    SourceDisconnected,
+    SourceUnavailable,
+    VideoSource,
+    open_source,
+)
+
+__all__ = [
+    "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES", "CallbackSink", "FolderSource", "Frame",
+    "IterableSource", "JsonlSink", "MqttSink", "OverlaySink", "RawFrame", "Sink", "Snapshot", "Source",
+    "SourceDisconnected", "SourceUnavailable", "Stream", "StreamSummary", "VideoSource", "build_sinks",
+    "open_source", "stream",
+]

@@ -1,0 +1,515 @@
+"""The stream runtime: capture -> inference -> output threads joined by bounded queues.
+
+    capture thread          inference thread              output thread
+    source.read() --[capture queue]--> det.predict_batch --[output queue]--> sinks
+      policy: block | drop-oldest      micro-batch: <= batch_size,   JSONL, overlays, MQTT,
+      reconnect with backoff           <= latency budget              callbacks; counters
+
+Guarantees (tested in tests/stream):
+
+- every frame that enters gets an index and leaves exactly once, as ``processed``,
+  ``failed`` (decode or scoring error, recorded with the error) or ``dropped`` (with the
+  reason); ``produced == processed + dropped + failed + pending`` in every snapshot and
+  ``pending == 0`` when ``run`` returns;
+- under ``block`` nothing is dropped: a slow detector or sink slows the reader down;
+- the output queue always blocks: a scored result is never discarded;
+- a source that fails is reopened with exponential backoff, at most ``max_retries`` times
+  in a row, then the stream ends with exit code ``EXIT_SOURCE_LOST``;
+- ``stop()`` (SIGINT/SIGTERM in the CLI) stops reading, drains both queues through the
+  detector and the sinks, closes the sinks and writes the summary; a second ``stop`` (or
+  ``stop(drain=False)``) drops what is still queued, counted under reason ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from edgesentry.detector import Detector
+from edgesentry.errors import ConfigError, EdgesentryError
+
+from .accounting import Accounting, Snapshot
+from .monitor import MetricsServer, StatusPrinter, status_line
+from .queues import BoundedQueue, Closed, Frame
+from .sinks import (
+    CallbackSink,
+    JsonlSink,
+    MqttSink,
+    OverlaySink,
+    Sink,
+    atomic_write_text,
+    dumps,
+    parse_mqtt_target,
+)
+from .sources import IDLE, RawFrame, Source, SourceDisconnected, SourceUnavailable, open_source
+
+log = logging.getLogger("edgesentry.stream")
+
+Policy = Literal["block", "drop-oldest"]
+POLICIES = ("block", "drop-oldest")
+
+EXIT_OK = 0
+EXIT_SOURCE_LOST = 3  # the source could not be (re)opened within max_retries
+EXIT_SINK_ERRORS = 4  # the stream ran, but some records were not delivered by every sink
+
+
+@dataclass
+class StreamSummary:
+    """Final accounting of a stream (also written by ``--summary PATH``)."""
+
+    source: str
+    policy: str
+    exit_code: int
+    exit_reason: str  # end_of_stream | max_frames | stopped | source_lost
+    counters: Snapshot
+    sinks: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+    latency_budget_ms: float = 0.0
+    detector: str = ""
+
+    @property
+    def produced(self) -> int:
+        return self.counters.produced
+
+    @property
+    def processed(self) -> int:
+        return self.counters.processed
+
+    @property
+    def dropped(self) -> int:
+        return self.counters.dropped
+
+    @property
+    def failed(self) -> int:
+        return self.counters.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.counters
+        out: dict[str, Any] = {
+            "source": self.source, "policy": self.policy, "detector": self.detector,
+            "exit_code": self.exit_code, "exit_reason": self.exit_reason,
+            "produced": c.produced, "processed": c.processed, "dropped": c.dropped, "failed": c.failed,
+            "pending": c.pending, "identity_holds": c.identity_holds and c.pending == 0,
+            "dropped_by_reason": c.dropped_by_reason, "failed_by_reason": c.failed_by_reason,
+            "reconnects": c.reconnects, "batches": c.batches, "batch_size": self.batch_size,
+            "mean_batch": c.batched_frames / c.batches if c.batches else 0.0,
+            "latency_budget_ms": self.latency_budget_ms, "elapsed_s": round(c.elapsed_s, 4),
+            "fps_mean": c.processed / c.elapsed_s if c.elapsed_s > 0 else 0.0,
+            "latency_ms": {"p50": c.latency_p50_ms, "p99": c.latency_p99_ms, "max": c.latency_max_ms},
+            "sink_errors": c.sink_errors, "sinks": self.sinks,
+        }
+        return out
+
+    def line(self) -> str:
+        c = self.counters
+        lat = ""
+        if c.latency_p50_ms is not None:
+            lat = f", latency p50 {c.latency_p50_ms:.1f} ms p99 {c.latency_p99_ms:.1f} ms"
+        return (f"{self.exit_reason}: produced {c.produced} = processed {c.processed} + dropped {c.dropped} "
+                f"+ failed {c.failed}; {c.processed / c.elapsed_s if c.elapsed_s else 0:.1f} frames/s{lat}; "
+                f"exit code {self.exit_code}")
+
+
+class Stream:
+    """One detector watching one source. ``run()`` blocks; ``start()``/``stop()``/``join()`` don't.
+
+    Args:
+        detector: any ``Detector`` whose ``predict`` takes an (H, W, 3) uint8 RGB image.
+        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source).
+        sinks: ``Sink`` objects (``JsonlSink``, ``OverlaySink``, ``MqttSink``, ...).
+        batch_size: most frames per ``predict_batch`` call.
+        latency_budget_ms: longest a frame waits for its batch to fill (from capture).
+        policy: ``block`` or ``drop-oldest``; default by source (live -> drop-oldest).
+        queue_size: capacity of the capture queue (frames).
+        max_frames: stop reading after this many frames.
+        max_retries / backoff_s: reconnect attempts in a row and (first, longest) delay.
+        summary_path: JSON summary, rewritten atomically every status interval and at the end.
+        metrics_port: serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port).
+        status: where to print status lines (``None`` = no status), every ``status_interval_s``.
+    """
+
+    def __init__(self, detector: Detector, source: Any, *, sinks: Sequence[Sink] = (), batch_size: int = 1,
+                 latency_budget_ms: float = 20.0, policy: Policy | None = None, queue_size: int = 8,
+                 max_frames: int | None = None, max_retries: int = 5, backoff_s: tuple[float, float] = (0.5, 8.0),
+                 summary_path: str | os.PathLike | None = None, metrics_port: int | None = None,
+                 status: TextIO | None = None, status_interval_s: float = 1.0, once: bool = False,
+                 idle_timeout: float | None = None):
+        if not isinstance(detector, Detector):
+            raise ConfigError(f"stream needs an edgesentry Detector; got {type(detector).__name__}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1; got {batch_size}")
+        if latency_budget_ms < 0:
+            raise ConfigError(f"latency budget must be >= 0 ms; got {latency_budget_ms}")
+        if queue_size < 1:
+            raise ConfigError(f"queue size must be >= 1; got {queue_size}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0; got {max_retries}")
+        self.detector = detector
+        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout)
+        if policy is None:
+            policy = "drop-oldest" if self.source.live else "block"
+        if policy not in POLICIES:
+            raise ConfigError(f"policy must be one of {list(POLICIES)}; got {policy!r}")
+        self.policy: Policy = policy
+        # Overlays annotate the record with their path, so they run before the other sinks.
+        self.sinks = sorted(sinks, key=lambda s: not isinstance(s, OverlaySink))
+        self.batch_size = batch_size
+        self.budget_s = latency_budget_ms / 1e3
+        self.max_frames = max_frames
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.summary_path = Path(summary_path) if summary_path else None
+        self.status_interval_s = status_interval_s
+        self._printer = StatusPrinter(status) if status is not None else None
+        self.acc = Accounting()
+        self.capture_q = BoundedQueue(queue_size)
+        self.output_q = BoundedQueue(max(queue_size, 2 * batch_size))
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._finished = threading.Event()
+        self._exit_reason = "end_of_stream"
+        self._threads: list[threading.Thread] = []
+        self._summary: StreamSummary | None = None
+        self._metrics_port = metrics_port
+        self.metrics: MetricsServer | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------------ control
+    def start(self) -> Stream:
+        if self._started:
+            raise ConfigError("this Stream was already started; make a new one")
+        self._started = True
+        self.acc.start_clock()
+        if self._metrics_port is not None:
+            self.metrics = MetricsServer(self._metrics_port, lambda: (self.acc.snapshot(), self._queue_depths()))
+        specs = [("capture", self._capture_loop), ("inference", self._inference_loop),
+                 ("output", self._output_loop), ("status", self._status_loop)]
+        for name, target in specs:
+            thread = threading.Thread(target=self._guard(target), name=f"edgesentry-stream-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def stop(self, drain: bool = True) -> None:
+        """Stop reading; with ``drain`` finish every queued frame, else drop them (``shutdown``)."""
+        if self._stop.is_set() or not drain:
+            self._abort_queued()
+        if self._exit_reason == "end_of_stream":
+            self._exit_reason = "stopped"
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> StreamSummary | None:
+        """Wait for the stream to end and return its summary (``None`` on timeout)."""
+        if not self._finished.wait(timeout):
+            return None
+        return self._summary
+
+    def run(self, *, handle_signals: bool = True) -> StreamSummary:
+        """Run to the end. In the main thread SIGINT/SIGTERM stop (first: drain; second: drop)."""
+        previous: dict[int, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
+        try:
+            self.start()
+            while not self._finished.wait(0.1):  # short waits keep signal handlers responsive
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        assert self._summary is not None
+        return self._summary
+
+    def snapshot(self) -> Snapshot:
+        return self.acc.snapshot()
+
+    def _queue_depths(self) -> dict[str, int]:
+        return {"capture": len(self.capture_q), "output": len(self.output_q)}
+
+    def _abort_queued(self) -> None:
+        self._abort.set()
+        for frame in self.capture_q.abort():
+            self.acc.drop(frame, "shutdown")
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException:  # a bug in a thread must not hang the others: stop and say so
+                log.exception("stream thread %s crashed", threading.current_thread().name)
+                self._exit_reason = "internal_error"
+                self._stop.set()
+                self._abort_queued()
+                self.output_q.close()
+                raise
+        return run
+
+    # ------------------------------------------------------------------------ capture
+    def _capture_loop(self) -> None:
+        source, attempts, is_open = self.source, 0, False
+        drop_oldest = self.policy == "drop-oldest"
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self.acc.produced >= self.max_frames:
+                    self._exit_reason = "max_frames"
+                    break
+                if not is_open:
+                    try:
+                        source.open()
+                        is_open = True
+                    except SourceUnavailable as exc:
+                        attempts += 1
+                        if not self._backoff(attempts, exc):
+                            break
+                        continue
+                try:
+                    raw = source.read()
+                except SourceDisconnected as exc:
+                    source.close()
+                    is_open = False
+                    attempts += 1
+                    if not self._backoff(attempts, exc):
+                        break
+                    continue
+                if raw is None:
+                    break
+                if raw is IDLE:
+                    self._stop.wait(0.02)
+                    continue
+                attempts = 0
+                frame = self._make_frame(raw)
+                try:
+                    self.capture_q.put(frame, drop_oldest=drop_oldest,
+                                       on_evict=lambda old: self.acc.drop(old, "queue_full"))
+                except Closed:
+                    self.acc.drop(frame, "shutdown")
+                    break
+        finally:
+            source.close()
+            self.capture_q.close()
+
+    def _backoff(self, attempts: int, exc: Exception) -> bool:
+        """Wait before reconnect attempt ``attempts``; False when retries are exhausted."""
+        if attempts > self.max_retries:
+            log.error("source %s lost after %d reconnect attempts: %s", self.source.name, self.max_retries, exc)
+            self._exit_reason = "source_lost"
+            return False
+        first, longest = self.backoff_s
+        delay = min(longest, first * 2 ** (attempts - 1))
+        self.acc.count_reconnect()
+        log.warning("source %s: %s; reconnect %d/%d in %.2fs", self.source.name, exc, attempts, self.max_retries, delay)
+        self._stop.wait(delay)
+        return not self._stop.is_set()
+
+    def _make_frame(self, raw: RawFrame) -> Frame:
+        index = self.acc.produce()
+        meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
+        return Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=raw.name,
+                     image=raw.image, error=raw.error, meta=meta)
+
+    # ---------------------------------------------------------------------- inference
+    def _inference_loop(self) -> None:
+        deadline = lambda frame: frame.captured + self.budget_s
+        try:
+            while True:
+                batch = self.capture_q.get_batch(self.batch_size, deadline)
+                if not batch:
+                    break
+                for item in self._score(batch):
+                    self.output_q.put(item)
+        finally:
+            self.output_q.close()
+
+    def _score(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
+        """Score decodable frames in one ``predict_batch``; isolate a failure frame by frame."""
+        ready = [f for f in frames if f.image is not None]
+        scored: dict[int, tuple[Any, str | None]] = {f.index: (None, f.error) for f in frames if f.image is None}
+        if ready:
+            t0 = time.perf_counter()
+            for f in ready:
+                f.meta["queue_s"] = t0 - f.captured
+            try:
+                results = self.detector.predict_batch([f.image for f in ready])
+                if len(results) != len(ready):
+                    raise RuntimeError(f"predict_batch returned {len(results)} results for {len(ready)} inputs")
+                for f, r in zip(ready, results):
+                    scored[f.index] = (r, None)
+            except Exception:
+                # One bad frame must not fail its batch-mates: retry them one by one.
+                for f in ready:
+                    try:
+                        scored[f.index] = (self.detector.predict(f.image), None)
+                    except Exception as exc:
+                        scored[f.index] = (None, f"{type(exc).__name__}: {exc}")
+                        if not isinstance(exc, EdgesentryError):
+                            log.debug("detector raised on frame %d", f.index, exc_info=True)
+            self.acc.count_batch(len(ready))
+            for f in ready:
+                f.meta["batch"] = len(ready)
+        return [(f, *scored[f.index]) for f in frames]
+
+    # ------------------------------------------------------------------------- output
+    def _output_loop(self) -> None:
+        while True:
+            items = self.output_q.get_batch(64)
+            self._write_drop_notes()
+            if not items:
+                break
+            for frame, result, error in items:
+                self._deliver(frame, result, error)
+        self._write_drop_notes()
+
+    def _deliver(self, frame: Frame, result: Any, error: str | None) -> None:
+        record: dict[str, Any] = {"frame": frame.index, "timestamp": round(frame.timestamp, 6), "source": frame.name}
+        if error is None:
+            summary = result.summary()
+            record.update(status="ok", score=summary["score"], raw_score=summary["raw_score"], label=summary["label"])
+            timings = dict(summary["timings"])
+        else:
+            reason = error.split(":", 1)[0]  # "decode" or the exception's type name
+            record.update(status="failed", error=error, reason=reason)
+            timings = {}
+        if "queue_s" in frame.meta:
+            timings["queue"] = round(frame.meta["queue_s"], 6)
+        if "batch" in frame.meta:
+            record["batch"] = frame.meta["batch"]
+        if "position_ms" in frame.meta:
+            record["position_ms"] = frame.meta["position_ms"]
+        latency = time.perf_counter() - frame.captured
+        timings["latency"] = round(latency, 6)
+        record["timings"] = timings
+        self._send(record, frame, result)
+        self.acc.finish(error is None, latency, None if error is None else record["reason"])
+
+    def _write_drop_notes(self) -> None:
+        for frame, reason in self.acc.take_drop_notes():
+            record = {"frame": frame.index, "timestamp": round(frame.timestamp, 6), "source": frame.name,
+                      "status": "dropped", "reason": reason}
+            self._send(record, None, None)
+
+    def _send(self, record: dict[str, Any], frame: Frame | None, result: Any) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write(record, frame, result)
+            except Exception as exc:  # one broken sink must not stop the others or the stream
+                self.acc.count_sink_error(sink.name)
+                log.warning("sink %s failed on frame %s: %s", sink.name, record.get("frame"), exc)
+
+    # ------------------------------------------------------------------------- status
+    def _status_loop(self) -> None:
+        output = self._threads[2]  # the last worker to end: capture, then inference, then output
+        while output.is_alive():
+            output.join(self.status_interval_s)
+            if not output.is_alive():
+                break
+            if self._printer is not None:
+                self._printer.show(status_line(self.acc.snapshot(), len(self.capture_q), self.capture_q.maxsize))
+            if self.summary_path is not None:
+                self._write_summary(self._build_summary(final=False))
+        self._finish()
+
+    def _finish(self) -> None:
+        self.acc.stop_clock()
+        sink_facts: dict[str, Any] = {}
+        for sink in self.sinks:
+            try:
+                sink_facts[sink.name] = sink.close()
+            except Exception as exc:
+                self.acc.count_sink_error(sink.name)
+                sink_facts[sink.name] = {"error": f"{type(exc).__name__}: {exc}"}
+        unacked = sum(int(f.get("unacked", 0)) for f in sink_facts.values() if isinstance(f, dict))
+        for _ in range(unacked):
+            self.acc.count_sink_error("mqtt")
+        if self.metrics is not None:
+            self.metrics.close()
+        summary = self._build_summary(final=True, sinks=sink_facts)
+        if self._printer is not None:
+            self._printer.show(status_line(summary.counters, 0, self.capture_q.maxsize))
+            self._printer.finish()
+        if self.summary_path is not None:
+            self._write_summary(summary)
+        self._summary = summary
+        self._finished.set()
+
+    def _build_summary(self, final: bool, sinks: dict[str, Any] | None = None) -> StreamSummary:
+        snap = self.acc.snapshot()
+        reason = self._exit_reason if final else "running"
+        code = EXIT_OK
+        if reason == "source_lost":
+            code = EXIT_SOURCE_LOST
+        elif snap.sink_errors:
+            code = EXIT_SINK_ERRORS
+        return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,
+                             counters=snap, sinks=sinks or {}, batch_size=self.batch_size,
+                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__)
+
+    def _write_summary(self, summary: StreamSummary) -> None:
+        try:
+            atomic_write_text(self.summary_path, dumps(summary.to_dict()) + "\n")
+        except OSError as exc:
+            log.warning("cannot write summary %s: %s", self.summary_path, exc)
+
+
+def build_sinks(*, jsonl: str | os.PathLike | None = None, overlays: str | os.PathLike | None = None,
+                overlay_threshold: float | None = None, mqtt: str | None = None,
+                on_result: Callable[[dict[str, Any], Any], None] | None = None) -> list[Sink]:
+    """The sinks named by ``stream()``'s / ``edgesentry watch``'s options."""
+    sinks: list[Sink] = []
+    if overlays is not None:
+        sinks.append(OverlaySink(overlays, threshold=overlay_threshold))
+    if jsonl is not None:
+        sinks.append(JsonlSink(jsonl))
+    if mqtt is not None:
+        host, port, topic = parse_mqtt_target(mqtt)
+        sinks.append(MqttSink(host, port, topic))
+    if on_result is not None:
+        sinks.append(CallbackSink(on_result))
+    return sinks
+
+
+def stream(detector: Detector | str | os.PathLike, source: Any, *, jsonl: str | os.PathLike | None = None,
+           summary: str | os.PathLike | None = None, overlays: str | os.PathLike | None = None,
+           overlay_threshold: float | None = None, mqtt: str | None = None, metrics_port: int | None = None,
+           on_result: Callable[[dict[str, Any], Any], None] | None = None, sinks: Sequence[Sink] = (),
+           batch_size: int = 1, latency_budget_ms: float = 20.0, policy: Policy | None = None,
+           queue_size: int = 8, max_frames: int | None = None, max_retries: int = 5,
+           backoff_s: tuple[float, float] = (0.5, 8.0), status: TextIO | None = None,
+           status_interval_s: float = 1.0, once: bool = False, idle_timeout: float | None = None,
+           handle_signals: bool = True, **load_options: Any) -> StreamSummary:
+    """Watch ``source`` with ``detector`` until the source ends or the process is signalled.
+
+        >>> summary = edgesentry.stream("bundle_dir", "line.mp4", jsonl="results.jsonl", batch_size=4)
+        >>> summary.produced == summary.processed + summary.dropped + summary.failed
+        True
+
+    ``detector`` is a ``Detector`` or anything ``edgesentry.load`` takes (``**load_options``
+    go to it, e.g. ``backend="onnxruntime"``, ``threshold=0.5``). Sinks: ``jsonl`` (JSON
+    Lines), ``overlays`` (PNG directory), ``mqtt`` (``"HOST:PORT/TOPIC"``, QoS 1),
+    ``on_result(record, result)``, and any ``sinks``. See ``Stream`` for the rest; the
+    summary's ``exit_code`` is what ``edgesentry watch`` exits with.
+    """
+    if not isinstance(detector, Detector):
+        from edgesentry.api import load
+
+        detector = load(detector, **load_options)
+    elif load_options:
+        raise ConfigError(f"options {sorted(load_options)} only apply when the detector is loaded by stream()")
+    all_sinks = build_sinks(jsonl=jsonl, overlays=overlays, overlay_threshold=overlay_threshold, mqtt=mqtt,
+                            on_result=on_result) + list(sinks)
+    try:
+        runner = Stream(detector, source, sinks=all_sinks, batch_size=batch_size, latency_budget_ms=latency_budget_ms,
+                        policy=policy, queue_size=queue_size, max_frames=max_frames, max_retries=max_retries,
+                        backoff_s=backoff_s, summary_path=summary, metrics_port=metrics_port, status=status,
+                        status_interval_s=status_interval_s, once=once, idle_timeout=idle_timeout)
+    except BaseException:
+        for sink in all_sinks:
+            sink.close()
+        raise
+    return runner.run(handle_signals=handle_signals)

@@ -1,0 +1,332 @@
+"""Frame sources: whatever OpenCV's ``VideoCapture`` opens, a hot folder, a Python iterable.
+
+A source is opened, read frame by frame and closed by the runtime's capture thread:
+
+- ``read()`` returns a ``RawFrame`` (``image`` RGB uint8, or ``error`` when that one frame
+  could not be decoded: the stream goes on), ``IDLE`` when nothing is ready yet (a hot
+  folder between files), or ``None`` at the end of the stream;
+- ``open()`` raises ``SourceUnavailable`` and ``read()`` raises ``SourceDisconnected``;
+  the runtime then reopens the source with bounded exponential backoff.
+
+``live`` sources (cameras, network streams, pipelines) default to the ``drop-oldest``
+policy, finite ones (files, folders, iterables) to ``block``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgesentry.errors import ConfigError, EdgesentryError, describe
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+
+
+class SourceUnavailable(EdgesentryError):
+    """The source cannot be opened (camera absent, URL unreachable, file missing)."""
+
+
+class SourceDisconnected(EdgesentryError):
+    """An opened source stopped delivering (network drop, unplugged camera, stall timeout)."""
+
+
+class _Idle:
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+IDLE = _Idle()  # "no frame yet, ask again"
+
+
+@dataclass
+class RawFrame:
+    """What a source hands the runtime: an RGB image or the reason there is none."""
+
+    name: str
+    image: np.ndarray | None = None
+    error: str | None = None
+    position_ms: float | None = None
+
+
+class Source:
+    """Base class; see the module docstring for the contract."""
+
+    name: str = "source"
+    live: bool = False
+
+    def open(self) -> None:
+        """Open (or reopen after a disconnect). Raise ``SourceUnavailable`` on failure."""
+
+    def read(self) -> RawFrame | _Idle | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file; must be safe to call twice."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, live={self.live})"
+
+
+def to_rgb_uint8(image: Any, name: str) -> np.ndarray:
+    """Bring a decoded image to (H, W, 3) uint8 RGB (grey and RGBA are converted)."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{name}: expected 8-bit pixels; got {describe(arr)}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) == 0:
+        raise ValueError(f"{name}: expected an (H, W, 3) image; got {describe(arr)}")
+    return np.ascontiguousarray(arr)
+
+
+# ---------------------------------------------------------------------------- OpenCV
+class VideoSource(Source):
+    """A camera index, video file, RTSP/HTTP URL or GStreamer pipeline via ``cv2.VideoCapture``.
+
+    Frames are converted from OpenCV's BGR to RGB. For files, a frame the decoder rejects is
+    reported as a failed frame and reading continues (the container's frame count tells a
+    corrupt frame from the end). For live sources a failed read is a disconnect. Network
+    sources get open/read timeouts so that a stalled stream is detected, not waited on.
+    """
+
+    def __init__(self, spec: int | str, *, live: bool | None = None, timeout_s: float = 5.0,
+                 max_consecutive_errors: int = 25):
+        self.spec = spec
+        self.kind = _classify(spec)
+        self.live = (self.kind != "file") if live is None else bool(live)
+        self.name = f"camera:{spec}" if self.kind == "camera" else str(spec)
+        self.timeout_s = timeout_s
+        self.max_consecutive_errors = max_consecutive_errors
+        self._cap: Any = None
+        self._attempted = 0  # frames read or failed since open (files: position)
+        self._frame_count = 0
+        self._consecutive_errors = 0
+
+    def open(self) -> None:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise ConfigError("video sources need OpenCV: pip install 'edgesentry[stream]' "
+                              f"(opencv-python-headless); {exc}") from None
+        self.close()
+        if self.kind == "file" and not Path(str(self.spec)).is_file():
+            raise SourceUnavailable(f"video file {str(self.spec)!r} does not exist")
+        if self.kind == "camera":
+            cap = cv2.VideoCapture(int(self.spec))
+        elif self.kind == "pipeline":
+            cap = cv2.VideoCapture(str(self.spec), cv2.CAP_GSTREAMER)
+        elif self.kind == "url":
+            ms = int(self.timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(str(self.spec), cv2.CAP_FFMPEG, params)
+        else:
+            cap = cv2.VideoCapture(str(self.spec))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceUnavailable(f"OpenCV could not open {self.kind} source {self.name!r}")
+        self._cap = cap
+        self._frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.kind == "file" else 0
+        self._consecutive_errors = 0
+        if self.kind == "file" and self._attempted:
+            # Reopened a file: continue where we were rather than replaying frames.
+            cap.set(cv2.CAP_PROP_POS_FRAMES, self._attempted)
+
+    def read(self) -> RawFrame | None:
+        import cv2
+
+        if self._cap is None:
+            raise SourceDisconnected(f"{self.name} is not open")
+        ok, bgr = self._cap.read()
+        position = self._attempted
+        name = f"{self.name}#{position}"
+        if ok and bgr is not None:
+            self._attempted += 1
+            self._consecutive_errors = 0
+            pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+            try:
+                rgb = to_rgb_uint8(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else bgr, name)
+            except (ValueError, cv2.error) as exc:
+                return RawFrame(name, error=f"decode: {exc}", position_ms=pos_ms)
+            return RawFrame(name, image=rgb, position_ms=pos_ms)
+        if self.live:
+            raise SourceDisconnected(f"{self.name}: read failed (stream ended, stalled or was unplugged)")
+        if self._attempted < self._frame_count and self._consecutive_errors < self.max_consecutive_errors:
+            # A frame the container announces but the decoder rejected: report it, go on.
+            self._attempted += 1
+            self._consecutive_errors += 1
+            return RawFrame(name, error=f"decode: OpenCV could not decode frame {position} of {self.name}")
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _classify(spec: int | str) -> str:
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return "camera"
+    text = str(spec)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        return "url"
+    if "!" in text:
+        return "pipeline"
+    return "file"
+
+
+# ------------------------------------------------------------------------- hot folder
+class FolderSource(Source):
+    """A hot folder: every image file that appears is read once, oldest first.
+
+    Files whose name starts with ``.`` or ends with ``.tmp``/``.part`` are ignored (write
+    under such a name, then rename, and a half-written file is never read). Otherwise a file
+    is taken once its size and mtime are unchanged over one poll, so a slow copy is waited
+    for. ``once=True`` reads what is there now and ends; ``idle_timeout`` ends the stream
+    after that many seconds without a new file; neither: run until stopped.
+    """
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike, *, once: bool = False, idle_timeout: float | None = None,
+                 poll_s: float = 0.1, suffixes: Iterable[str] = IMAGE_SUFFIXES):
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.once = once
+        self.idle_timeout = idle_timeout
+        self.poll_s = poll_s
+        self.suffixes = tuple(s.lower() for s in suffixes)
+        self._seen: set[str] = set()
+        self._pending: list[Path] = []
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._last_new = time.monotonic()
+        self._last_poll = 0.0
+        self._listed_once = False
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceUnavailable(f"hot folder {self.name!r} does not exist or is not a directory")
+        self._last_new = time.monotonic()
+
+    def _poll(self) -> None:
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError as exc:
+            raise SourceDisconnected(f"cannot list hot folder {self.name!r}: {exc}") from None
+        fresh = []
+        for entry in entries:
+            name = entry.name
+            if name in self._seen or name.startswith(".") or name.endswith((".tmp", ".part")):
+                continue
+            if not name.lower().endswith(self.suffixes):
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            if not entry.is_file():
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            stable = self.once or self._sizes.get(name) == sig
+            self._sizes[name] = sig
+            if stable:
+                fresh.append((st.st_mtime_ns, name))
+        for _, name in sorted(fresh):
+            self._seen.add(name)
+            self._sizes.pop(name, None)
+            self._pending.append(self.path / name)
+        if fresh:
+            self._last_new = time.monotonic()
+        self._listed_once = True
+
+    def read(self) -> RawFrame | _Idle | None:
+        if not self._pending:
+            now = time.monotonic()
+            if self.once and self._listed_once:
+                return None
+            if not self._listed_once or now - self._last_poll >= self.poll_s:
+                self._last_poll = now
+                self._poll()
+            if not self._pending:
+                if self.once:
+                    return None
+                if self.idle_timeout is not None and now - self._last_new >= self.idle_timeout:
+                    return None
+                return IDLE
+        path = self._pending.pop(0)
+        return read_image_file(path)
+
+
+def read_image_file(path: Path) -> RawFrame:
+    """Decode an image file fully (a truncated or corrupt file becomes a failed frame)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated data raises here, not later in a detector
+            rgb = to_rgb_uint8(np.asarray(img.convert("RGB")), path.name)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        return RawFrame(path.name, error=f"decode: cannot read image {path.name}: {exc}")
+    return RawFrame(path.name, image=rgb)
+
+
+# -------------------------------------------------------------------------- iterables
+class IterableSource(Source):
+    """Frames from Python: an iterable of (H, W, 3) uint8 RGB arrays (or ``RawFrame``)."""
+
+    def __init__(self, frames: Iterable[Any], *, name: str = "iterable", live: bool = False):
+        self._frames = frames
+        self._it: Iterator[Any] | None = None
+        self._count = 0
+        self.name = name
+        self.live = live
+
+    def open(self) -> None:
+        if self._it is None:
+            self._it = iter(self._frames)
+
+    def read(self) -> RawFrame | None:
+        assert self._it is not None
+        try:
+            item = next(self._it)
+        except StopIteration:
+            return None
+        name = f"{self.name}#{self._count}"
+        self._count += 1
+        if isinstance(item, RawFrame):
+            return item
+        return RawFrame(name, image=np.asarray(item))
+
+
+def open_source(source: Any, *, once: bool = False, idle_timeout: float | None = None) -> Source:
+    """Turn a user's SOURCE into a ``Source``.
+
+    ``Source`` instances pass through; an int or digit string is a camera index; an existing
+    directory a hot folder; a URL (``rtsp://``, ``http://`` ...) or a GStreamer pipeline
+    (contains ``!``) a live stream; any other string a video file; other iterables yield
+    frames.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, (int, str, os.PathLike)) and not isinstance(source, bool):
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            return FolderSource(source, once=once, idle_timeout=idle_timeout)
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        kind = _classify(source)
+        if kind == "file" and not Path(source).exists():
+            raise ConfigError(f"source {source!r} is not a camera index, URL, GStreamer pipeline, "
+                              "existing video file or directory")
+        return VideoSource(source)
+    if isinstance(source, Iterable):
+        return IterableSource(source)
+    raise ConfigError(f"source must be a camera index, path, URL, pipeline, Source or iterable; got {describe(source)}")
