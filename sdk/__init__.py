@@ -28,3 +28,4 @@ from .errors import (  # noqa: E402
     WeightsError as WeightsError,
 )
 from .result import Result as Result  # noqa: E402
+from .stream import stream as stream  # noqa: E402
