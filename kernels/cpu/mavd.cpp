@@ -49,7 +49,14 @@ void check_2d(const farr& a, const char* name, long rows, long cols) {
     throw std::invalid_argument(std::string(name) + ": unexpected shape");
 }
 
-py::array_t<float> align_fuse(const farr& v, const farr& a, const farr& f, const py::list& params) {
+// Output buffers come from the caller (tests poison them with NaN first).
+float* checked_out(py::array_t<float>& out, long rows, long cols, const char* what) {
+  if (out.ndim() != 2 || out.shape(0) != rows || out.shape(1) != cols || !(out.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(what) + ": out must be a C-contiguous float32 array of the output shape");
+  return out.mutable_data();
+}
+
+void align_fuse(const farr& v, const farr& a, const farr& f, const py::list& params, py::array_t<float> out) {
   if (params.size() != 16) throw std::invalid_argument("align_fuse expects 16 parameter arrays");
   std::vector<farr> p;
   for (auto item : params) p.push_back(item.cast<farr>());
@@ -67,8 +74,7 @@ py::array_t<float> align_fuse(const farr& v, const farr& a, const farr& f, const
   const float *pv = v.data(), *pa = a.data(), *pf = f.data();
   std::vector<const float*> w(16);
   for (int i = 0; i < 16; ++i) w[i] = p[i].data();
-  py::array_t<float> out({n, 64L});
-  float* po = out.mutable_data();
+  float* po = checked_out(out, n, 64, "align_fuse");
   const long tiles = (n + TILE - 1) / TILE;
   {
     py::gil_scoped_release release;
@@ -97,13 +103,14 @@ py::array_t<float> align_fuse(const farr& v, const farr& a, const farr& f, const
       linear_relu(h, 112, 112, w[14], 112, w[15], 64, po + r0 * 64, 64, rows, false, true);
     }
   }
-  return out;
 }
 
-py::array_t<float> positional(const farr& t, double decay) {
+void positional(const farr& t, double decay, py::array_t<float> out) {
   if (t.ndim() != 3) throw std::invalid_argument("positional expects (N, T, C)");
   const long nb = t.shape(0), len = t.shape(1), ch = t.shape(2);
-  py::array_t<float> out({nb, len, ch});
+  if (out.ndim() != 3 || out.shape(0) != nb || out.shape(1) != len || out.shape(2) != ch ||
+      !(out.flags() & py::array::c_style))
+    throw std::invalid_argument("positional: out must be a C-contiguous float32 array of t's shape");
   const float* src = t.data();
   float* dst = out.mutable_data();
   std::vector<double> inv_s(len);
@@ -138,15 +145,14 @@ py::array_t<float> positional(const farr& t, double decay) {
       }
     }
   }
-  return out;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_cpu_mavd, m) {
   m.doc() = "Compiled CPU tier of the MAVD kernels (see edgesentry.kernels.mavd)";
-  m.def("align_fuse", &align_fuse, py::arg("v"), py::arg("a"), py::arg("f"), py::arg("params"),
-        "(N,128) v, (M,32) a (row n % M), (N,64) f, 16 float32 params -> (N,64) fusion embedding");
-  m.def("positional", &positional, py::arg("t"), py::arg("decay"),
+  m.def("align_fuse", &align_fuse, py::arg("v"), py::arg("a"), py::arg("f"), py::arg("params"), py::arg("out"),
+        "(N,128) v, (M,32) a (row n % M), (N,64) f, 16 float32 params -> writes the (N,64) fusion embedding into out");
+  m.def("positional", &positional, py::arg("t"), py::arg("decay"), py::arg("out"),
         "A2 @ t over axis 1 of (N, T, C) float32 by two exponential scans");
 }

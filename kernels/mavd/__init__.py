@@ -17,24 +17,41 @@ from edgesentry.kernels._dispatch import KernelOp, on_device
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, fusion_head, positional_matrix, sigmoid
 
-__all__ = ["ALIGN_FUSE", "POSITIONAL", "ALIGN_FUSE_PARAMS", "POS_DECAY", "align_fuse", "positional",
-           "fusion_head", "positional_matrix", "sigmoid"]
+__all__ = [
+    "ALIGN_FUSE",
+    "POSITIONAL",
+    "ALIGN_FUSE_PARAMS",
+    "POS_DECAY",
+    "align_fuse",
+    "positional",
+    "fusion_head",
+    "positional_matrix",
+    "sigmoid",
+]
 
-ALIGN_FUSE = KernelOp("mavd_align_fuse", {
-    "reference": "edgesentry.kernels.mavd.reference:align_fuse",
-    "cpu": "edgesentry.kernels.mavd.cpu:align_fuse",
-    "triton": "edgesentry.kernels.mavd.triton:align_fuse",
-    "cuda": "edgesentry.kernels.mavd.cuda:align_fuse",
-})
-POSITIONAL = KernelOp("mavd_positional", {
-    "reference": "edgesentry.kernels.mavd.reference:positional",
-    "cpu": "edgesentry.kernels.mavd.cpu:positional",
-    "triton": "edgesentry.kernels.mavd.triton:positional",
-    "cuda": "edgesentry.kernels.mavd.cuda:positional",
-})
+ALIGN_FUSE = KernelOp(
+    "mavd_align_fuse",
+    {
+        "reference": "edgesentry.kernels.mavd.reference:align_fuse",
+        "cpu": "edgesentry.kernels.mavd.cpu:align_fuse",
+        "triton": "edgesentry.kernels.mavd.triton:align_fuse",
+        "cuda": "edgesentry.kernels.mavd.cuda:align_fuse",
+    },
+)
+POSITIONAL = KernelOp(
+    "mavd_positional",
+    {
+        "reference": "edgesentry.kernels.mavd.reference:positional",
+        "cpu": "edgesentry.kernels.mavd.cpu:positional",
+        "triton": "edgesentry.kernels.mavd.triton:positional",
+        "cuda": "edgesentry.kernels.mavd.cuda:positional",
+    },
+)
 
 
-def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], *, tier: str = "auto") -> tuple[Any, str]:
+def align_fuse(
+    v: Any, a: Any, f: Any, params: Mapping[str, Any], *, out: Any = None, tier: str = "auto"
+) -> tuple[Any, str]:
     """(N,128) RGB, (M,32) audio (row ``n % M``), (N,64) flow features -> ((N,64) embedding, tier)."""
     n = v.shape[0] if len(v.shape) == 2 else -1
     if len(v.shape) != 2 or v.shape[1] != 128:
@@ -47,12 +64,12 @@ def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], *, tier: str =
     if missing:
         raise InputError(f"align_fuse params lack {missing}")
     used, fn = ALIGN_FUSE.resolve(tier, device=on_device(v))
-    return fn(v, a, f, params), used
+    return fn(v, a, f, params, out), used
 
 
-def positional(t: Any, *, tier: str = "auto") -> tuple[Any, str]:
+def positional(t: Any, *, out: Any = None, tier: str = "auto") -> tuple[Any, str]:
     """``A2 @ t`` over axis -2 of a (..., T, C) array -> (same shape, tier)."""
     if len(t.shape) < 2 or t.shape[-2] < 1:
         raise InputError(f"positional expects (..., T, C) with T >= 1; got {tuple(t.shape)}")
     used, fn = POSITIONAL.resolve(tier, device=on_device(t))
-    return fn(t), used
+    return fn(t, out), used

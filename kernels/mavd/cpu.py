@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from edgesentry.errors import InputError
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY
 
@@ -17,20 +18,32 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def align_fuse(v: np.ndarray, a: np.ndarray, f: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """See ``reference.align_fuse``."""
+def align_fuse(
+    v: np.ndarray, a: np.ndarray, f: np.ndarray, params: Mapping[str, np.ndarray], out: np.ndarray | None = None
+) -> np.ndarray:
+    """See ``reference.align_fuse``; ``out`` (N, 64) float32 is written in place when given."""
     from edgesentry.kernels import _cpu_mavd
 
     flat = [np.ascontiguousarray(params[k], np.float32) for k in ALIGN_FUSE_PARAMS]
-    return _cpu_mavd.align_fuse(np.ascontiguousarray(v, np.float32), np.ascontiguousarray(a, np.float32),
-                                np.ascontiguousarray(f, np.float32), flat)
+    out = np.empty((v.shape[0], 64), np.float32) if out is None else out
+    _cpu_mavd.align_fuse(
+        np.ascontiguousarray(v, np.float32),
+        np.ascontiguousarray(a, np.float32),
+        np.ascontiguousarray(f, np.float32),
+        flat,
+        out,
+    )
+    return out
 
 
-def positional(t: np.ndarray) -> np.ndarray:
+def positional(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """See ``reference.positional``: (..., T, C) -> same shape, two scans in O(T)."""
     from edgesentry.kernels import _cpu_mavd
 
     x = np.ascontiguousarray(t, np.float32)
-    lead, (n, c) = x.shape[:-2], x.shape[-2:]
-    out = _cpu_mavd.positional(x.reshape(-1, n, c), POS_DECAY)
-    return out.reshape(*lead, n, c)
+    n, c = x.shape[-2:]
+    out = np.empty(x.shape, np.float32) if out is None else out
+    if out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise InputError(f"positional out must be C-contiguous float32 {x.shape}; got {out.dtype} {out.shape}")
+    _cpu_mavd.positional(x.reshape(-1, n, c), POS_DECAY, out.reshape(-1, n, c))
+    return out

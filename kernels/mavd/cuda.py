@@ -182,7 +182,7 @@ def _output(shape: tuple[int, ...], like: Any, keep: list[Any]) -> tuple[Any, An
     return dev, dev.ptr
 
 
-def _finish(out: Any, keep: list[Any]) -> Any:
+def _finish(out: Any, keep: list[Any], dest: Any = None) -> Any:
     result = out if _is_torch(out) else out.to_host()
     if _is_torch(out):
         from cuda.bindings import driver
@@ -191,24 +191,30 @@ def _finish(out: Any, keep: list[Any]) -> Any:
     for item in keep:
         if isinstance(item, _cuda.DeviceArray):
             item.free()
-    return result
+    if dest is None:
+        return result
+    if isinstance(dest, np.ndarray):
+        dest[...] = result if isinstance(result, np.ndarray) else result.cpu().numpy()
+    else:
+        dest.copy_(result if not isinstance(result, np.ndarray) else dest.new_tensor(result))
+    return dest
 
 
-def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any]) -> Any:
+def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = None) -> Any:
     """See ``reference.align_fuse``."""
     keep: list[Any] = []
     n, m = int(v.shape[0]), int(a.shape[0])
     ptrs = [_stage(x, keep) for x in (v, a, f)]
     wptrs = [_stage(params[k], keep) for k in ALIGN_FUSE_PARAMS]
-    out, out_ptr = _output((n, 64), v, keep)
+    res, out_ptr = _output((n, 64), v, keep)
     if n:
         fn = _cuda.get_function(ALIGN_FUSE_SRC, "mavd_align_fuse")
         args = [(p, None) for p in (*ptrs, out_ptr, *wptrs)] + [(n, _cuda.c_long), (m, _cuda.c_long)]
         _cuda.launch(fn, ((n + ROWS - 1) // ROWS,), (THREADS,), args)
-    return _finish(out, keep)
+    return _finish(res, keep, out)
 
 
-def positional(t: Any) -> Any:
+def positional(t: Any, out: Any = None) -> Any:
     """See ``reference.positional``: (..., T, C) -> same shape."""
     keep: list[Any] = []
     shape = tuple(int(s) for s in t.shape)
@@ -216,11 +222,18 @@ def positional(t: Any) -> Any:
     seqs = int(np.prod(shape[:-2], dtype=np.int64))
     t_ptr = _stage(t, keep)
     s_ptr = _stage((1.0 / positional_row_sums(n)).astype(np.float32), keep)
-    out, out_ptr = _output(shape, t, keep)
+    res, out_ptr = _output(shape, t, keep)
     total = seqs * c
     if total:
         fn = _cuda.get_function(POSITIONAL_SRC, "mavd_positional")
-        args = [(t_ptr, None), (s_ptr, None), (out_ptr, None), (seqs, _cuda.c_long), (n, _cuda.c_long),
-                (c, _cuda.c_long), (POS_DECAY, _cuda.c_float)]
+        args = [
+            (t_ptr, None),
+            (s_ptr, None),
+            (out_ptr, None),
+            (seqs, _cuda.c_long),
+            (n, _cuda.c_long),
+            (c, _cuda.c_long),
+            (POS_DECAY, _cuda.c_float),
+        ]
         _cuda.launch(fn, ((total + 127) // 128,), (128,), args)
-    return _finish(out, keep)
+    return _finish(res, keep, out)

@@ -44,13 +44,23 @@ def _mlp3(x: np.ndarray, p: Mapping[str, np.ndarray], prefix: str) -> np.ndarray
     return x
 
 
-def align_fuse(v: np.ndarray, a: np.ndarray, f: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N,128) v, (M,32) a (row ``n % M``), (N,64) f -> (N,64) float32 fusion embedding."""
+def align_fuse(
+    v: np.ndarray, a: np.ndarray, f: np.ndarray, params: Mapping[str, np.ndarray], out: np.ndarray | None = None
+) -> np.ndarray:
+    """(N,128) v, (M,32) a (row ``n % M``), (N,64) f -> (N,64) float32 fusion embedding
+    (written into ``out`` when given, as every tier does)."""
     v64, f64 = np.asarray(v, np.float64), np.asarray(f, np.float64)
     a64 = np.asarray(a, np.float64)[np.arange(v64.shape[0]) % a.shape[0]]
     mix = np.concatenate([v64, _mlp3(a64, params, "va"), _mlp3(f64, params, "vf")], axis=1)
     h = _relu(mix @ params["e1.w"].T.astype(np.float64) + params["e1.b"])
-    return _relu(h @ params["e2.w"].T.astype(np.float64) + params["e2.b"]).astype(np.float32)
+    return _into(out, _relu(h @ params["e2.w"].T.astype(np.float64) + params["e2.b"]))
+
+
+def _into(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    if out is None:
+        return value.astype(np.float32)
+    out[...] = value
+    return out
 
 
 def positional_matrix(n: int) -> np.ndarray:
@@ -60,10 +70,10 @@ def positional_matrix(n: int) -> np.ndarray:
     return k / k.sum(-1)
 
 
-def positional(t: np.ndarray) -> np.ndarray:
+def positional(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``A2 @ t`` over axis -2 of (..., T, C) -> float32 of the same shape (T x T form)."""
     t64 = np.asarray(t, np.float64)
-    return np.matmul(positional_matrix(t64.shape[-2]), t64).astype(np.float32)
+    return _into(out, np.matmul(positional_matrix(t64.shape[-2]), t64))
 
 
 def positional_row_sums(n: int) -> np.ndarray:

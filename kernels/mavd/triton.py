@@ -27,8 +27,18 @@ def unavailable_reason() -> str | None:
 
 
 @triton.jit
-def _dense(x, w_ptr, b_ptr, w_stride, col0, IN: tl.constexpr, IN_PAD: tl.constexpr, OUT: tl.constexpr,
-           OUT_PAD: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _dense(
+    x,
+    w_ptr,
+    b_ptr,
+    w_stride,
+    col0,
+    IN: tl.constexpr,
+    IN_PAD: tl.constexpr,
+    OUT: tl.constexpr,
+    OUT_PAD: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
     """x (BM, IN_PAD) @ W[:, col0:col0+IN]^T (+ b) -> (BM, OUT_PAD); padded lanes are zero."""
     i = tl.arange(0, IN_PAD)
     o = tl.arange(0, OUT_PAD)
@@ -41,9 +51,31 @@ def _dense(x, w_ptr, b_ptr, w_stride, col0, IN: tl.constexpr, IN_PAD: tl.constex
 
 
 @triton.jit
-def _align_fuse_kernel(v_ptr, a_ptr, f_ptr, out_ptr,
-                       wa0, ba0, wa1, ba1, wa2, ba2, wf0, bf0, wf1, bf1, wf2, bf2, we1, be1, we2, be2,
-                       n_rows, a_rows, BLOCK_M: tl.constexpr):
+def _align_fuse_kernel(
+    v_ptr,
+    a_ptr,
+    f_ptr,
+    out_ptr,
+    wa0,
+    ba0,
+    wa1,
+    ba1,
+    wa2,
+    ba2,
+    wf0,
+    bf0,
+    wf1,
+    bf1,
+    wf2,
+    bf2,
+    we1,
+    be1,
+    we2,
+    be2,
+    n_rows,
+    a_rows,
+    BLOCK_M: tl.constexpr,
+):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     live = rows < n_rows
     c32 = tl.arange(0, 32)
@@ -87,7 +119,7 @@ def _positional_kernel(t_ptr, inv_s_ptr, out_ptr, n_len, n_ch, decay, BLOCK_C: t
         tl.store(out_ptr + base + i * n_ch + c, fwd + acc - u, mask=cm)
 
 
-def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], *, block_m: int = 32) -> Any:
+def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = None, *, block_m: int = 32) -> Any:
     """See ``reference.align_fuse`` (numpy in -> numpy out, CUDA tensors in -> tensor out)."""
     import torch
 
@@ -96,12 +128,13 @@ def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], *, block_m: in
     n = vt.shape[0]
     out = torch.empty((n, 64), dtype=torch.float32, device=vt.device)
     if n:
-        _align_fuse_kernel[(triton.cdiv(n, block_m),)](vt, at, ft, out, *ps, n, at.shape[0], BLOCK_M=block_m,
-                                                       num_warps=4)
+        _align_fuse_kernel[(triton.cdiv(n, block_m),)](
+            vt, at, ft, out, *ps, n, at.shape[0], BLOCK_M=block_m, num_warps=4
+        )
     return _triton.to_like(out, v)
 
 
-def positional(t: Any, *, block_c: int = 64) -> Any:
+def positional(t: Any, out: Any = None, *, block_c: int = 64) -> Any:
     """See ``reference.positional``: (..., T, C) -> same shape."""
     import torch
 
@@ -111,6 +144,7 @@ def positional(t: Any, *, block_c: int = 64) -> Any:
     inv_s = torch.from_numpy((1.0 / positional_row_sums(n)).astype(np.float32)).to(x.device)
     out = torch.empty_like(x)
     block = min(block_c, _triton.next_power_of_2(c))
-    _positional_kernel[(x.shape[0], triton.cdiv(c, block))](x, inv_s, out, n, c, POS_DECAY, BLOCK_C=block,
-                                                            num_warps=1 if block <= 32 else 2)
+    _positional_kernel[(x.shape[0], triton.cdiv(c, block))](
+        x, inv_s, out, n, c, POS_DECAY, BLOCK_C=block, num_warps=1 if block <= 32 else 2
+    )
     return _triton.to_like(out.reshape(*lead, n, c), t)
