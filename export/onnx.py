@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgesentry import __version__
 from edgesentry.bundle import Bundle
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
@@ -49,6 +48,9 @@ class GraphSpec:
         outputs: output names.
         dynamic_axes: input/output name -> {axis: symbolic name}.
         atol, rtol: parity tolerances of ONNX Runtime vs torch on the example (float32).
+        profile_hints: dynamic axis name -> (min, opt, max) for TensorRT optimisation
+            profiles (``edgesentry build``); axes without a hint use the defaults in
+            ``edgesentry.export.tensorrt.DEFAULT_AXIS_RANGE``.
     """
 
     name: str
@@ -58,6 +60,7 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     atol: float = 1e-4
     rtol: float = 1e-4
+    profile_hints: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
@@ -73,8 +76,13 @@ class GraphSpec:
 
 
 def export_graph(spec: GraphSpec, path: str | Path, *, opset: int = DEFAULT_OPSET,
-                 metadata: Mapping[str, Any] | None = None, check_parity: bool = True) -> ParityReport | None:
+                 metadata: Mapping[str, Any] | None = None, check_parity: bool = True,
+                 simplify: bool = False) -> ParityReport | None:
     """Export ``spec`` to ``path``; return the torch-vs-ONNX Runtime parity report.
+
+    ``simplify`` runs onnxslim (constant folding, dead-node and shape-op elimination) and
+    keeps its result only when it still checks and matches torch; otherwise the plain export
+    is kept and a message logged.
 
     Raises:
         ExportError: tracing/export fails, the checker rejects the graph, or parity fails.
@@ -93,20 +101,56 @@ def export_graph(spec: GraphSpec, path: str | Path, *, opset: int = DEFAULT_OPSE
     except Exception as exc:
         raise ExportError(f"torch.onnx.export of graph {spec.name!r} failed: {exc}") from exc
     model = onnx.load_from_string(buffer.getvalue())
-    set_metadata(model, {**(metadata or {}), "graph": spec.name, "input_spec": spec.input_spec(),
-                         "outputs": spec.outputs, "opset": opset})
+    model.graph.name = spec.name
+    meta = {**(metadata or {}), "graph": spec.name, "input_spec": spec.input_spec(), "outputs": spec.outputs,
+            "opset": opset}
+    set_metadata(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected graph {spec.name!r}: {exc}") from None
     path = Path(path)
     path.write_bytes(model.SerializeToString())
+    if simplify:
+        _try_simplify(spec, path, model, meta, module)
     if not check_parity:
         return None
     report = parity_torch_vs_ort(spec, path, module=module)
     if not report:
         raise ExportError(f"ONNX Runtime differs from torch on graph {spec.name!r}:\n{report.table()}")
     return report
+
+
+def _try_simplify(spec: GraphSpec, path: Path, model: Any, meta: Mapping[str, Any], module: Any) -> bool:
+    """Replace ``path`` by onnxslim's simplification when it checks and matches torch."""
+    import onnx
+
+    try:
+        import onnxslim
+    except ImportError:
+        log.info("onnxslim not installed; %s kept unsimplified", spec.name)
+        return False
+    before = len(model.graph.node)
+    try:
+        slim = onnxslim.slim(onnx.load_from_string(model.SerializeToString()))
+        set_metadata(slim, {**meta, "simplified": "onnxslim " + getattr(onnxslim, "__version__", "?")})
+        onnx.checker.check_model(slim, full_check=True)
+    except Exception as exc:  # a simplifier failure must never fail the export
+        log.warning("onnxslim failed on %s (%s); keeping the plain export", spec.name, exc)
+        return False
+    candidate = path.with_suffix(".slim.onnx")
+    candidate.write_bytes(slim.SerializeToString())
+    try:
+        ok = bool(parity_torch_vs_ort(spec, candidate, module=module))
+    except Exception as exc:
+        log.warning("simplified %s does not run (%s); keeping the plain export", spec.name, exc)
+        ok = False
+    if ok:
+        candidate.replace(path)
+        log.info("onnxslim: %s %d -> %d nodes", spec.name, before, len(slim.graph.node))
+    else:
+        candidate.unlink(missing_ok=True)
+    return ok
 
 
 def set_metadata(model: Any, metadata: Mapping[str, Any]) -> None:
@@ -159,8 +203,14 @@ def family_exporter(family: str) -> Any:
         raise BackendUnavailableError(f"exporting {family} needs {exc.name} (pip install edgesentry[torch,ort])") from None
 
 
-def export_bundle(bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True) -> dict[str, ParityReport | None]:
-    """Export every graph of ``bundle`` into it and record them under ``meta["graphs"]``."""
+def export_bundle(bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True,
+                  simplify: bool = False) -> dict[str, ParityReport | None]:
+    """Export every graph of ``bundle`` into it and record them under ``meta["graphs"]``.
+
+    Each graph's entry holds its file, input spec (dynamic dims by name), the example shapes
+    (used by ``validate`` for synthetic inputs), outputs, dynamic axes, profile hints, opset
+    and the parity tolerances.
+    """
     exporter = family_exporter(bundle.family)
     reports: dict[str, ParityReport | None] = {}
     graphs = dict(bundle.meta.get("graphs", {}))
@@ -168,10 +218,13 @@ def export_bundle(bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: b
                  "calibration": bundle.calibration}
     for spec in exporter.graph_specs(bundle):
         path = bundle.path / spec.file
-        reports[spec.name] = export_graph(spec, path, opset=opset, metadata=base_meta, check_parity=check_parity)
+        reports[spec.name] = export_graph(spec, path, opset=opset, metadata=base_meta, check_parity=check_parity,
+                                          simplify=simplify)
         graphs[spec.name] = {"file": spec.file, "inputs": spec.input_spec(), "outputs": spec.outputs,
                              "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
-                             "opset": opset}
+                             "example_shapes": {k: list(v.shape) for k, v in spec.inputs.items()},
+                             "profile_hints": {k: list(v) for k, v in spec.profile_hints.items()},
+                             "atol": spec.atol, "rtol": spec.rtol, "opset": opset}
         bundle.add_file(spec.file)
         log.info("exported %s -> %s", spec.name, path)
     bundle.update_meta(graphs=graphs)

@@ -74,7 +74,11 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, *, atol:
     finite = np.isfinite(e) & np.isfinite(a)
     finite_mismatch = int(np.count_nonzero(np.isfinite(e) != np.isfinite(a)))
     diff = np.abs(a - e)[finite]
-    rel = diff / np.maximum(np.abs(e[finite]), np.finfo(np.float64).tiny)
+    # Relative error against |expected|, floored at float32 eps times the output's scale so that
+    # elements that are numerically zero do not report relative errors of 1e300.
+    scale = float(np.abs(e[finite]).max()) if diff.size else 0.0
+    floor = max(scale * float(np.finfo(np.float32).eps), np.finfo(np.float64).tiny)
+    rel = diff / np.maximum(np.abs(e[finite]), floor)
     bad = int(np.count_nonzero(diff > atol + rtol * np.abs(e[finite]))) + finite_mismatch
 
     def stats(v: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,4 +1,12 @@
-"""ONNX Runtime runner: providers in priority order, verified after session creation."""
+"""ONNX Runtime runner: providers in priority order, verified after session creation.
+
+``providers_for("auto")`` lists what this install can run, best first: the TensorRT EP (with
+its engine and timing caches in a directory, so the minutes-long first build happens once),
+the CUDA EP, then the CPU. ``OrtRunner.infer_bound`` runs through IOBinding so device-resident
+inputs (``OrtValue`` on CUDA) are not copied through the host. When both the ``onnxruntime``
+and ``onnxruntime-gpu`` distributions are installed they overwrite each other's module and
+the CUDA EP silently disappears; ``gpu_wheel_shadowed()`` detects that and a warning says so.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-
-from edgesentry.errors import BackendUnavailableError
+from edgesentry.errors import BackendUnavailableError, InputError
 
 from .base import InputSpec, Runner
 
@@ -26,6 +33,72 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def gpu_wheel_shadowed() -> str | None:
+    """A message when the CPU ``onnxruntime`` wheel shadows ``onnxruntime-gpu``, else ``None``."""
+    from importlib import metadata
+
+    installed = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            installed.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if installed != {"onnxruntime", "onnxruntime-gpu"}:
+        return None
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except ImportError:
+        providers = []
+    if "CUDAExecutionProvider" in providers:
+        return None
+    return ("both onnxruntime and onnxruntime-gpu are installed and the CPU wheel's module won: the CUDA and "
+            "TensorRT providers are missing. Fix: pip uninstall -y onnxruntime onnxruntime-gpu && "
+            "pip install onnxruntime-gpu")
+
+
+def providers_for(device: str = "auto", *, cache_dir: str | Path | None = None, fp16: bool = False,
+                  device_id: int = 0, available: Sequence[str] | None = None) -> list[Provider]:
+    """Execution providers in priority order for ``device`` ("auto", "tensorrt", "cuda", "cpu").
+
+    ``auto`` keeps the providers this install has, TensorRT EP first; an explicit device
+    returns that provider (plus the CPU for the nodes it cannot take). With ``cache_dir`` the
+    TensorRT EP keeps its engines and timing cache there (``trt_engine_cache_enable``).
+    """
+    if available is None:
+        try:
+            import onnxruntime as ort
+
+            available = ort.get_available_providers()
+        except ImportError:
+            raise BackendUnavailableError("onnxruntime is not installed (pip install edgesentry[ort])") from None
+    trt_opts: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": bool(fp16)}
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
+                        trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
+    table: dict[str, Provider] = {
+        "tensorrt": ("TensorrtExecutionProvider", trt_opts),
+        "cuda": ("CUDAExecutionProvider", {"device_id": device_id}),
+        "cpu": "CPUExecutionProvider",
+    }
+    if device == "auto":
+        wanted = ["tensorrt", "cuda", "cpu"]
+        chosen = [table[d] for d in wanted if _provider_name(table[d]) in available]
+        if "CUDAExecutionProvider" not in available and (msg := gpu_wheel_shadowed()):
+            log.warning(msg)
+        return chosen or ["CPUExecutionProvider"]
+    if device not in table:
+        raise BackendUnavailableError(f"unknown ONNX Runtime device {device!r}; expected auto, tensorrt, cuda or cpu")
+    return [table[device]] + (["CPUExecutionProvider"] if device != "cpu" else [])
+
+
+def _provider_name(p: Provider) -> str:
+    return p if isinstance(p, str) else p[0]
+
+
 def session_from_onnx(model: str | Path | bytes, providers: Sequence[Provider] = ("CPUExecutionProvider",),
                       threads: int | None = None) -> Any:
     """Create an ``InferenceSession`` and fail unless the first requested provider is active.
@@ -38,12 +111,14 @@ def session_from_onnx(model: str | Path | bytes, providers: Sequence[Provider] =
     except ImportError:
         raise BackendUnavailableError("onnxruntime is not installed (pip install edgesentry[ort])") from None
     available = ort.get_available_providers()
-    names = [p if isinstance(p, str) else p[0] for p in providers]
+    names = [_provider_name(p) for p in providers]
     missing = [n for n in names if n not in available]
     if missing:
+        shadow = gpu_wheel_shadowed()
+        hint = f" ({shadow})" if shadow else (
+            " (install onnxruntime-gpu instead of onnxruntime)" if "CUDAExecutionProvider" in missing else "")
         raise BackendUnavailableError(
-            f"ONNX Runtime providers {missing} are not available; requested {names}, available {available}"
-            + (" (the CPU onnxruntime wheel may be shadowing onnxruntime-gpu)" if "CUDAExecutionProvider" in missing else "")
+            f"ONNX Runtime providers {missing} are not available; requested {names}, available {available}{hint}"
         )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or _cpu_count()
@@ -80,6 +155,36 @@ class OrtRunner(Runner):
         outs = self.session.run(self.outputs, {k: np.ascontiguousarray(v) for k, v in feed.items()})
         return dict(zip(self.outputs, outs))
 
+    def infer_bound(self, feed: Mapping[str, Any], *, output_device: str = "cpu", device_id: int = 0,
+                    copy_to_host: bool = True) -> dict[str, Any]:
+        """Run through IOBinding: ``OrtValue`` inputs stay where they are (e.g. on CUDA).
+
+        numpy inputs are bound from host memory; outputs are allocated on ``output_device``
+        ("cpu" or "cuda") and copied to numpy when ``copy_to_host`` (else ``OrtValue``s).
+        """
+        import onnxruntime as ort
+
+        if not self.is_active:
+            self.activate()
+        missing = set(self.inputs) ^ set(feed)
+        if missing:
+            raise InputError(f"{self.name}: required inputs {sorted(self.inputs)}; feed has {sorted(feed)}")
+        binding = self.session.io_binding()
+        for name in self.inputs:
+            value = feed[name]
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                arr = np.ascontiguousarray(value)
+                self.inputs[name].check(name, arr)
+                binding.bind_cpu_input(name, arr)
+        for name in self.outputs:
+            binding.bind_output(name, output_device, device_id)
+        self.session.run_with_iobinding(binding)
+        if copy_to_host:
+            return dict(zip(self.outputs, binding.copy_outputs_to_cpu()))
+        return dict(zip(self.outputs, binding.get_outputs()))
+
     def describe(self) -> dict[str, Any]:
         active = self.session.get_providers() if self.session is not None else self.providers
-        return {"backend": self.name, "providers": [p if isinstance(p, str) else p[0] for p in active]}
+        return {"backend": self.name, "providers": [_provider_name(p) for p in active]}

@@ -1,0 +1,357 @@
+"""Static TensorRT compatibility lint for ONNX graphs (no TensorRT needed).
+
+TensorRT cannot be installed on CPU CI, so the blockers its ONNX parser would hit are checked
+here, statically, for every exported graph:
+
+- operators and opsets against the ONNX-TensorRT parser's support matrix, kept as data in
+  ``export/data/trt_onnx_ops.json`` together with the release it was read from;
+- the machine-checkable restrictions of that matrix ("`axes` must be an initializer",
+  Resize modes, 2D/3D pooling, TopK ``sorted``/``K`` ...);
+- data types TensorRT cannot take at the network boundary (float64 inputs/outputs; DOUBLE
+  inside the graph is cast down with clamping, which is reported as a warning), and custom
+  domains that would need a plugin;
+- tensors larger than 2^31-1 elements (anomalib's PatchCore "tensor volume exceeds" failure);
+- dynamic dimensions, which need an optimisation profile at build time (reported as info,
+  with the axis names, so ``edgesentry build`` knows what to profile).
+
+``lint_model(model) -> LintReport``; the report is truthy when there is no error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).with_name("data") / "trt_onnx_ops.json"
+MAX_VOLUME = 2**31 - 1
+
+# ONNX TensorProto element types (onnx.TensorProto.*), named here so this module imports onnx lazily.
+_DTYPE_NAMES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "string",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
+# What the TensorRT 10 network boundary accepts (DataType: FLOAT, HALF, BF16, INT8, INT32, INT64, BOOL, UINT8 ...).
+_IO_OK = {"float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool"}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass
+class LintIssue:
+    severity: str  # "error" | "warning" | "info"
+    code: str
+    message: str
+    node: str = ""
+
+
+@dataclass
+class LintReport:
+    graph: str
+    source: str
+    opset: int | None
+    issues: list[LintIssue] = field(default_factory=list)
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return not self.errors
+
+    @property
+    def passed(self) -> bool:
+        return bool(self)
+
+    @property
+    def errors(self) -> list[LintIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[LintIssue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    def add(self, severity: str, code: str, message: str, node: str = "") -> None:
+        self.issues.append(LintIssue(severity, code, message, node))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "graph": self.graph,
+            "source": self.source,
+            "opset": self.opset,
+            "passed": self.passed,
+            "issues": [asdict(i) for i in self.issues],
+            "dynamic": {k: {str(a): n for a, n in v.items()} for k, v in self.dynamic.items()},
+            "op_counts": self.op_counts,
+        }
+
+    def table(self) -> str:
+        head = (
+            f"TensorRT lint of {self.graph} (opset {self.opset}; checked against {self.source}): "
+            f"{'PASS' if self.passed else 'FAIL'} ({len(self.errors)} errors, {len(self.warnings)} warnings)"
+        )
+        rows = [f"  {i.severity:7s} {i.code:18s} {i.message}" + (f" [{i.node}]" if i.node else "") for i in self.issues]
+        return "\n".join([head, *rows])
+
+
+@lru_cache(maxsize=1)
+def support_matrix() -> dict[str, Any]:
+    """The parser support matrix (operators, opset range, source version)."""
+    return json.loads(DATA.read_text())
+
+
+def _dtype(elem_type: int) -> str:
+    return _DTYPE_NAMES.get(elem_type, f"onnx type {elem_type}")
+
+
+def _dims(value_info: Any) -> list[int | str | None]:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    out: list[int | str | None] = []
+    for d in t.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return out
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            value = onnx.helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+# "`axes` must be an initializer" / "a constant tensor" / "a build-time constant"
+_CONST_RULE = re.compile(r"`(\w+)`(?: input)? must be (?:an initializer|a constant tensor|a build-time constant)")
+
+
+def _constant_inputs_rules(op: str, entry: Mapping[str, Any]) -> list[str]:
+    return _CONST_RULE.findall(entry.get("restrictions", ""))
+
+
+def _schema_input_index(op: str, opset: int, name: str) -> int | None:
+    import onnx
+
+    try:
+        schema = onnx.defs.get_schema(op, opset, "")
+    except Exception:  # op newer than the model's opset, or not an ONNX op
+        return None
+    for i, formal in enumerate(schema.inputs):
+        if formal.name == name:
+            return i
+    return None
+
+
+def lint_model(model: Any, *, name: str | None = None, ops: Mapping[str, Any] | None = None) -> LintReport:
+    """Lint an ONNX model (``ModelProto`` or path) for the TensorRT ONNX parser.
+
+    Args:
+        model: the model or its path.
+        name: graph name for the report (default: the graph's own name).
+        ops: a support matrix in the layout of ``trt_onnx_ops.json`` (tests pass their own).
+    """
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    matrix = dict(ops) if ops is not None else support_matrix()
+    table: Mapping[str, Any] = matrix["operators"]
+    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+    report = LintReport(name or model.graph.name or "graph", matrix.get("version", "?"), opset)
+
+    _check_opset(report, model, matrix)
+    inferred = _infer(model, report)
+    graph = inferred.graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    value_info = {v.name: v for v in (*graph.input, *graph.output, *graph.value_info)}
+
+    _check_io(report, graph)
+    _check_values(report, graph, value_info, constants)
+    for node in graph.node:
+        report.op_counts[node.op_type] = report.op_counts.get(node.op_type, 0) + 1
+        _check_node(report, node, table, opset or 0, constants)
+        for sub in _subgraphs(node):
+            for inner in sub.node:
+                _check_node(report, inner, table, opset or 0, constants)
+    return report
+
+
+def _check_opset(report: LintReport, model: Any, matrix: Mapping[str, Any]) -> None:
+    lo, hi = int(matrix.get("opset_min", 0)), int(matrix.get("opset_max", 10**6))
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            if imp.version > hi:
+                report.add(
+                    "error",
+                    "opset",
+                    f"default-domain opset {imp.version} is newer than the parser's range "
+                    f"{lo}..{hi}; export with --opset {hi} or lower",
+                )
+            elif imp.version < lo:
+                report.add("warning", "opset", f"opset {imp.version} is older than the parser's range {lo}..{hi}")
+        elif imp.domain not in ("ai.onnx.ml",):
+            report.add(
+                "warning", "domain", f"custom opset domain {imp.domain!r} (v{imp.version}) needs a TensorRT plugin"
+            )
+
+
+def _infer(model: Any, report: LintReport) -> Any:
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # shape inference is best effort; the op checks still run
+        report.add(
+            "warning", "shape-inference", f"ONNX shape inference failed ({exc}); dtype/volume checks are partial"
+        )
+        return model
+
+
+def _check_io(report: LintReport, graph: Any) -> None:
+    initializers = {i.name for i in graph.initializer}
+    for kind, values in (("input", graph.input), ("output", graph.output)):
+        for v in values:
+            if v.name in initializers:
+                continue  # old exporters list initializers as inputs
+            dtype = _dtype(v.type.tensor_type.elem_type)
+            if dtype not in _IO_OK:
+                report.add(
+                    "error",
+                    "io-dtype",
+                    f"graph {kind} {v.name!r} is {dtype}; TensorRT network {kind}s cannot be "
+                    f"{dtype} (cast to float32 inside the graph)",
+                )
+            elif kind == "output" and dtype == "bool":
+                report.add(
+                    "warning",
+                    "io-dtype",
+                    f"graph output {v.name!r} is bool; return a float32/int32 score "
+                    "instead so every backend (TensorRT, Triton, ONNX Runtime) agrees on the buffer type",
+                )
+            dims = _dims(v)
+            dynamic = {
+                i: (d if isinstance(d, str) else f"{v.name}_dim{i}")
+                for i, d in enumerate(dims)
+                if not isinstance(d, int) or d <= 0
+            }
+            if kind == "input" and dynamic:
+                report.dynamic[v.name] = dynamic
+                report.add(
+                    "info",
+                    "profile",
+                    f"input {v.name!r} has dynamic axes {dynamic}: the engine needs an "
+                    "optimisation profile (min/opt/max) for them",
+                )
+
+
+def _check_values(report: LintReport, graph: Any, value_info: Mapping[str, Any], constants: set[str]) -> None:
+    doubles = [v.name for v in value_info.values() if v.type.tensor_type.elem_type == 11]
+    doubles += [i.name for i in graph.initializer if i.data_type == 11]
+    io_names = {v.name for v in (*graph.input, *graph.output)}
+    inner = [d for d in doubles if d not in io_names]
+    if inner:
+        report.add(
+            "warning",
+            "float64",
+            f"{len(inner)} float64 tensor(s) inside the graph (e.g. {inner[:3]}); "
+            "TensorRT casts DOUBLE down to FLOAT with clamping",
+        )
+    for v in value_info.values():
+        dims = _dims(v)
+        if dims and all(isinstance(d, int) and d > 0 for d in dims):
+            volume = 1
+            for d in dims:
+                volume *= d
+            if volume > MAX_VOLUME:
+                report.add("error", "volume", f"tensor {v.name!r} has {volume} elements > 2^31-1 {tuple(dims)}")
+
+
+def _subgraphs(node: Any) -> Iterable[Any]:
+    for a in node.attribute:
+        if a.g is not None and a.g.node:
+            yield a.g
+        yield from a.graphs
+
+
+def _check_node(report: LintReport, node: Any, table: Mapping[str, Any], opset: int, constants: set[str]) -> None:
+    label = node.name or node.op_type
+    if node.domain not in _DEFAULT_DOMAINS:
+        report.add(
+            "error",
+            "custom-op",
+            f"{node.domain}::{node.op_type} is not an ONNX operator; TensorRT needs a plugin for it",
+            label,
+        )
+        return
+    entry = table.get(node.op_type)
+    if entry is None:
+        report.add("error", "unknown-op", f"{node.op_type} is not in the parser's operator list", label)
+        return
+    if not entry.get("supported", False):
+        report.add("error", "unsupported-op", f"{node.op_type} is not supported by the TensorRT ONNX parser", label)
+        return
+    for formal in _constant_inputs_rules(node.op_type, entry):
+        idx = _schema_input_index(node.op_type, opset, formal)
+        if idx is not None and idx < len(node.input) and node.input[idx] and node.input[idx] not in constants:
+            report.add(
+                "error",
+                "non-constant",
+                f"{node.op_type} input `{formal}` must be an initializer for "
+                f"TensorRT; it is computed at run time ({node.input[idx]!r})",
+                label,
+            )
+    _check_attributes(report, node, label)
+
+
+def _check_attributes(report: LintReport, node: Any, label: str) -> None:
+    op = node.op_type
+    if op in ("AveragePool", "MaxPool", "LpPool"):
+        kernel = _attr(node, "kernel_shape", [])
+        if len(kernel) not in (2, 3):
+            report.add("error", "pool-rank", f"{op} with {len(kernel)}-D kernel; TensorRT pools 2D or 3D only", label)
+        if any(d != 1 for d in _attr(node, "dilations", []) or []):
+            report.add("error", "pool-dilation", f"{op} dilations must be all ones for TensorRT", label)
+        if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
+            report.add("error", "pool-indices", "MaxPool Indices output is unsupported by TensorRT", label)
+    elif op == "Resize":
+        mode = _attr(node, "mode", "nearest")
+        ctm = _attr(node, "coordinate_transformation_mode", "half_pixel")
+        if mode not in ("nearest", "linear"):
+            report.add("error", "resize-mode", f"Resize mode {mode!r}; TensorRT supports nearest and linear", label)
+        if ctm not in ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"):
+            report.add("error", "resize-mode", f"Resize coordinate_transformation_mode {ctm!r} is unsupported", label)
+        if _attr(node, "antialias", 0):
+            report.add("error", "resize-mode", "Resize antialias is unsupported by TensorRT", label)
+    elif op == "TopK":
+        if _attr(node, "sorted", 1) != 1:
+            report.add("error", "topk", "TopK sorted must be 1 for TensorRT", label)
+    elif op == "LayerNormalization":
+        if len([o for o in node.output if o]) > 1:
+            report.add("error", "layernorm", "LayerNormalization: only the first output Y is supported", label)
+    elif op == "ScatterND" and _attr(node, "reduction", "none") != "none":
+        report.add("error", "scatternd", "ScatterND reduction is unsupported by TensorRT", label)
+    elif op == "Dropout" and len(node.input) > 2 and node.input[2]:
+        report.add(
+            "warning", "dropout", "Dropout training_mode input must be an initializer evaluating to False", label
+        )

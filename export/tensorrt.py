@@ -1,0 +1,597 @@
+"""TensorRT engines for a bundle's graphs: TensorRT 10 (builder flags) and 11 (strongly typed).
+
+Nothing here imports TensorRT at module level; ``import_tensorrt()`` does it on demand and
+only after a CUDA device has been seen (the lean runtime segfaults on a machine without a
+driver). Written against the documented Python API:
+
+TensorRT 10 (JetPack 6 stays on 10.3)
+    ``Builder.create_network(0)`` -> ``OnnxParser.parse`` -> ``create_builder_config``;
+    FP16 / INT8 by ``config.set_flag(BuilderFlag.FP16 | INT8)``; INT8 calibrated by an
+    ``IInt8EntropyCalibrator2`` fed with calibration samples (``config.int8_calibrator``,
+    ``config.set_calibration_profile``); the calibration cache is kept in the bundle.
+TensorRT 11 (strong typing is the only mode; precision flags and calibrators are gone)
+    FP16 = convert the ONNX to FP16 first (``to_fp16``: inputs/outputs and numerically
+    sensitive ops kept in FP32), then build with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+    (accepted and ignored on 11); INT8 raises until the graphs carry explicit Q/DQ.
+Both
+    one optimisation profile from the graph's dynamic axes (``meta["graphs"][g]["dynamic_axes"]``)
+    and per-axis min/opt/max hints; a persisted timing cache; ``BuilderFlag.VERSION_COMPATIBLE``
+    on request; an engine cache in ``BUNDLE/engines/`` keyed by GPU compute capability,
+    TensorRT version, precision, shape profile, build flags and the ONNX sha256. A plan whose
+    sidecar key or sha256 does not match is rebuilt with a message, never loaded blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
+
+log = logging.getLogger("edgesentry.export.tensorrt")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_DIR = "engines"
+# Default range of a dynamic axis when neither the family nor the user gives one.
+DEFAULT_AXIS_RANGE = {"batch": (1, 1, 8)}
+# Ops kept in FP32 by the FP16 conversion (overflow / precision sensitive: NVIDIA/TensorRT#2564, #4355).
+FP32_OPS = (
+    "LayerNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Erf",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "CumSum",
+    "Range",
+    "Resize",
+    "TopK",
+)
+
+
+class EngineBuildError(EdgesentryError):
+    """The TensorRT builder or parser failed."""
+
+
+# ----------------------------------------------------------------------------- environment
+def cuda_device_capability(device: int = 0) -> tuple[int, int]:
+    """Compute capability of ``device`` via cuda-python's runtime (no torch).
+
+    Raises:
+        BackendUnavailableError: cuda-python missing, no driver, or no device.
+    """
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise BackendUnavailableError("TensorRT needs cuda-python (pip install edgesentry[gpu])") from None
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # cuda-pathfinder raises when the driver library is absent
+        raise BackendUnavailableError(f"no CUDA driver on this machine ({exc}); TensorRT needs an NVIDIA GPU") from None
+    if int(err) != 0 or not count:
+        raise BackendUnavailableError(
+            f"no CUDA device available (cudaGetDeviceCount -> {err!r}); TensorRT needs an NVIDIA GPU"
+        )
+    err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
+    err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
+    if int(err) != 0 or int(err2) != 0:
+        raise BackendUnavailableError(f"cannot read the compute capability of CUDA device {device}: {err!r}")
+    return int(major), int(minor)
+
+
+def import_tensorrt(*, lean_ok: bool = False) -> Any:
+    """Import TensorRT after checking that a CUDA device exists.
+
+    ``lean_ok`` accepts the lean runtime (``tensorrt_lean``: deserialize/execute only). Calling
+    TensorRT without a driver can crash the process, so the device check comes first.
+
+    Raises:
+        BackendUnavailableError: no GPU, or TensorRT (or its builder) is not installed.
+    """
+    cuda_device_capability()
+    try:
+        import tensorrt as trt
+
+        return trt
+    except ImportError as exc:
+        full_error = exc
+    if lean_ok:
+        try:
+            import tensorrt_lean as trt_lean
+
+            return trt_lean
+        except ImportError:
+            pass
+    raise BackendUnavailableError(
+        f"TensorRT is not importable ({full_error}); on Jetson use JetPack's python3-libnvinfer, on x86 "
+        "`pip install tensorrt` (needs pypi.nvidia.com for the libraries)"
+    )
+
+
+def trt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+# ------------------------------------------------------------------------------ profiles
+@dataclass(frozen=True)
+class ShapeProfile:
+    """min/opt/max shapes per input: name -> ((min...), (opt...), (max...))."""
+
+    shapes: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[Sequence[int]]]) -> ShapeProfile:
+        items = []
+        for name in sorted(data):
+            lo, opt, hi = (tuple(int(v) for v in s) for s in data[name])
+            if not (len(lo) == len(opt) == len(hi)) or any(not (a <= b <= c) for a, b, c in zip(lo, opt, hi)):
+                raise ConfigError(
+                    f"profile for {name!r} must satisfy min <= opt <= max per axis; got {lo}, {opt}, {hi}"
+                )
+            if any(v <= 0 for v in lo):
+                raise ConfigError(f"profile for {name!r}: dimensions must be positive; got min {lo}")
+            items.append((name, lo, opt, hi))
+        return cls(tuple(items))
+
+    def to_dict(self) -> dict[str, list[list[int]]]:
+        return {n: [list(lo), list(opt), list(hi)] for n, lo, opt, hi in self.shapes}
+
+    def is_static(self) -> bool:
+        return all(lo == hi for _, lo, _, hi in self.shapes)
+
+    def contains(self, name: str, shape: Sequence[int]) -> bool:
+        for n, lo, _, hi in self.shapes:
+            if n == name:
+                return len(shape) == len(lo) and all(a <= s <= c for a, s, c in zip(lo, shape, hi))
+        return False
+
+
+def profile_from_graph(
+    graph_meta: Mapping[str, Any],
+    hints: Mapping[str, Sequence[int]] | None = None,
+    overrides: Mapping[str, Sequence[Sequence[int]]] | None = None,
+) -> ShapeProfile:
+    """One optimisation profile from a graph's input spec and dynamic axes.
+
+    Args:
+        graph_meta: ``meta["graphs"][name]`` (``inputs`` name -> {dtype, shape with axis names}).
+        hints: axis name -> (min, opt, max), e.g. ``{"batch": (1, 1, 8), "T": (16, 64, 512)}``;
+            families put theirs in ``meta["graphs"][name]["profile_hints"]``.
+        overrides: input name -> explicit (min, opt, max) shapes.
+
+    Raises:
+        ConfigError: a dynamic axis has no range (name it in ``hints``).
+    """
+    ranges = {**DEFAULT_AXIS_RANGE, **dict(graph_meta.get("profile_hints", {})), **dict(hints or {})}
+    shapes: dict[str, list[list[int]]] = {}
+    for name, spec in graph_meta.get("inputs", {}).items():
+        if overrides and name in overrides:
+            shapes[name] = [list(s) for s in overrides[name]]
+            continue
+        lo, opt, hi = [], [], []
+        for axis, dim in enumerate(spec["shape"]):
+            if isinstance(dim, int) and dim > 0:
+                lo.append(dim)
+                opt.append(dim)
+                hi.append(dim)
+                continue
+            key = dim if isinstance(dim, str) else f"{name}:{axis}"
+            if key not in ranges:
+                raise ConfigError(
+                    f"input {name!r} axis {axis} ({key!r}) is dynamic and has no min/opt/max; "
+                    f"pass e.g. --shape-hint {key}=1,4,16"
+                )
+            a, b, c = (int(v) for v in ranges[key])
+            lo.append(a)
+            opt.append(b)
+            hi.append(c)
+        shapes[name] = [lo, opt, hi]
+    return ShapeProfile.from_dict(shapes)
+
+
+# ----------------------------------------------------------------------------- cache key
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything a plan depends on; two builds with equal keys are interchangeable."""
+
+    graph: str
+    onnx_sha256: str
+    precision: str
+    compute_capability: str  # "8.7"
+    trt_version: str
+    profile: ShapeProfile
+    version_compatible: bool = False
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profile"] = self.profile.to_dict()
+        d["extra"] = dict(self.extra)
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def filename(self) -> str:
+        # Human-readable prefix, unique suffix: users see at a glance which GPU/TRT a plan is for.
+        sm = self.compute_capability.replace(".", "")
+        vc = "-vc" if self.version_compatible else ""
+        return f"{self.graph}.{self.precision}.sm{sm}.trt{self.trt_version}{vc}.{self.digest()[:16]}.plan"
+
+
+@dataclass
+class CacheLookup:
+    path: Path | None
+    reason: str  # "hit" | "miss" | why a plan was rejected
+
+
+class EngineCache:
+    """Plans in ``DIR`` (a bundle's ``engines/``), each with a ``.json`` sidecar (key + plan sha256).
+
+    ``lookup`` returns a plan only when the sidecar's key equals the requested key and the plan's
+    sha256 equals the sidecar's; anything else (another TensorRT, another GPU, an edited ONNX,
+    a truncated copy) is reported and ignored, so the caller rebuilds it.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, on_write: Callable[[Path], None] | None = None):
+        self.dir = Path(directory)
+        self.on_write = on_write
+
+    def _paths(self, key: EngineKey) -> tuple[Path, Path]:
+        plan = self.dir / key.filename()
+        return plan, plan.with_suffix(".json")
+
+    def lookup(self, key: EngineKey) -> CacheLookup:
+        plan, side = self._paths(key)
+        if not plan.is_file() or not side.is_file():
+            stale = [p.name for p in self.dir.glob(f"{key.graph}.*.plan")] if self.dir.is_dir() else []
+            why = f"no plan for this key; other plans for {key.graph}: {stale}" if stale else "miss"
+            return CacheLookup(None, why)
+        try:
+            record = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return self._reject(plan, f"sidecar {side.name} unreadable ({exc})")
+        if record.get("key") != key.to_dict():
+            diff = sorted(k for k, v in key.to_dict().items() if record.get("key", {}).get(k) != v)
+            return self._reject(plan, f"sidecar key differs in {diff}")
+        actual = hashlib.sha256(plan.read_bytes()).hexdigest()
+        if actual != record.get("plan_sha256"):
+            return self._reject(
+                plan,
+                f"plan sha256 {actual[:12]}... != recorded {str(record.get('plan_sha256'))[:12]}... "
+                "(truncated or corrupt)",
+            )
+        return CacheLookup(plan, "hit")
+
+    def _reject(self, plan: Path, why: str) -> CacheLookup:
+        log.warning("TensorRT engine cache: ignoring %s: %s; it will be rebuilt", plan.name, why)
+        return CacheLookup(None, why)
+
+    def store(self, key: EngineKey, plan_bytes: bytes, *, build_info: Mapping[str, Any] | None = None) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        plan, side = self._paths(key)
+        plan.write_bytes(plan_bytes)
+        side.write_text(
+            json.dumps(
+                {
+                    "key": key.to_dict(),
+                    "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),
+                    "build": dict(build_info or {}),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        for p in (plan, side):
+            if self.on_write is not None:
+                self.on_write(p)
+        return plan
+
+
+def onnx_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- FP16 graphs
+def to_fp16(model: Any, *, keep_ops: Iterable[str] = FP32_OPS) -> Any:
+    """FP16 copy of an ONNX model for strongly typed builds (TensorRT 11) and ORT FP16 checks.
+
+    Inputs and outputs stay FP32 (casts are inserted), as do ``keep_ops``. Uses
+    onnxconverter-common's converter, which inserts the boundary casts.
+    """
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise BackendUnavailableError(
+            "FP16 conversion needs onnxconverter-common (pip install onnxconverter-common)"
+        ) from None
+    return float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(keep_ops), disable_shape_infer=False
+    )
+
+
+# ------------------------------------------------------------------------------ building
+@dataclass
+class BuildOptions:
+    precision: str = "fp32"
+    version_compatible: bool = False
+    workspace_bytes: int = 1 << 30
+    calibration: Sequence[Mapping[str, np.ndarray]] = field(default_factory=list)
+    calibration_cache: Path | None = None
+    timing_cache: Path | None = None
+
+
+def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: BuildOptions) -> bytes:
+    """Build a serialized plan with the TensorRT module ``trt`` (10.x or 11.x).
+
+    Raises:
+        ConfigError: INT8 on TensorRT 11, or INT8 without calibration samples.
+        EngineBuildError: the parser or the builder failed.
+    """
+    major = trt_major(trt)
+    if options.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}; got {options.precision!r}")
+    if options.precision == "int8" and major >= 11:
+        raise ConfigError(
+            "INT8 is not supported with TensorRT 11: its networks are strongly typed and INT8 needs explicit "
+            "Q/DQ nodes in the ONNX, which edgesentry's graphs do not carry yet; build fp16 or use TensorRT 10"
+        )
+    if (
+        options.precision == "int8"
+        and not options.calibration
+        and not (options.calibration_cache and options.calibration_cache.is_file())
+    ):
+        raise ConfigError("INT8 needs calibration samples (--calib SAMPLES) or an existing calibration cache")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if major >= 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    if major >= 11 and options.precision == "fp16":
+        import onnx
+
+        onnx_bytes = to_fp16(onnx.load_from_string(onnx_bytes)).SerializeToString()
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError("TensorRT ONNX parser failed:\n  " + "\n  ".join(errors))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
+    trt_profile = builder.create_optimization_profile()
+    for name, lo, opt, hi in profile.shapes:
+        trt_profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(trt_profile)
+    if major < 11:
+        if options.precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if options.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache)
+            config.set_calibration_profile(trt_profile)
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    cache = _load_timing_cache(config, options.timing_cache)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError("TensorRT builder returned no engine (see the TensorRT log above)")
+    _save_timing_cache(config, cache, options.timing_cache)
+    return bytes(plan)
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    # ignore_mismatch=False: a cache from another device/TRT is discarded by TensorRT, not trusted.
+    config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config: Any, cache: Any, path: Path | None) -> None:
+    if path is None:
+        return
+    current = config.get_timing_cache() or cache
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(current.serialize()))
+
+
+def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache_path: Path | None) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over ``samples`` (one feed per batch), cache at ``cache_path``."""
+    from cuda.bindings import runtime as cudart
+
+    base = trt.IInt8EntropyCalibrator2
+
+    class _Calibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.samples = list(samples)
+            self.index = 0
+            self.buffers: dict[str, tuple[int, int]] = {}
+
+        def get_batch_size(self) -> int:
+            first = next(iter(self.samples[0].values())) if self.samples else None
+            return int(first.shape[0]) if first is not None and first.ndim else 1
+
+        def get_batch(self, names: Sequence[str]) -> list[int] | None:
+            if self.index >= len(self.samples):
+                return None
+            feed = self.samples[self.index]
+            self.index += 1
+            ptrs = []
+            for name in names:
+                arr = np.ascontiguousarray(feed[name])
+                ptr, size = self.buffers.get(name, (0, 0))
+                if size < arr.nbytes:
+                    if ptr:
+                        cudart.cudaFree(ptr)
+                    err, ptr = cudart.cudaMalloc(arr.nbytes)
+                    _check_cuda(err, "cudaMalloc")
+                    self.buffers[name] = (ptr, arr.nbytes)
+                (err,) = cudart.cudaMemcpy(
+                    ptr, arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+                )
+                _check_cuda(err, "cudaMemcpy")
+                ptrs.append(int(ptr))
+            return ptrs
+
+        def read_calibration_cache(self) -> bytes | None:
+            if cache_path is not None and cache_path.is_file():
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            if cache_path is not None:
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_bytes(bytes(cache))
+
+    return _Calibrator()
+
+
+def _check_cuda(err: Any, what: str) -> None:
+    if int(err) != 0:
+        raise EngineBuildError(f"{what} failed: {err!r}")
+
+
+# ------------------------------------------------------------------------- bundle level
+@dataclass
+class EngineResult:
+    graph: str
+    path: Path
+    key: EngineKey
+    built: bool
+    reason: str
+
+
+def engine_key(
+    bundle: Any,
+    graph: str,
+    *,
+    precision: str,
+    profile: ShapeProfile,
+    compute_capability: str,
+    trt_version: str,
+    version_compatible: bool = False,
+) -> EngineKey:
+    meta = bundle.meta.get("graphs", {}).get(graph)
+    if meta is None:
+        raise ConfigError(
+            f"bundle has no exported graph {graph!r}; run `edgesentry export` first "
+            f"(graphs: {sorted(bundle.meta.get('graphs', {}))})"
+        )
+    return EngineKey(
+        graph,
+        onnx_sha256(bundle.path / meta["file"]),
+        precision,
+        compute_capability,
+        trt_version,
+        profile,
+        version_compatible,
+    )
+
+
+def build_bundle_engines(
+    bundle: Any,
+    *,
+    precision: str = "fp32",
+    calibration: Sequence[Mapping[str, np.ndarray]] = (),
+    version_compatible: bool = False,
+    hints: Mapping[str, Sequence[int]] | None = None,
+    force: bool = False,
+    trt: Any = None,
+    capability: tuple[int, int] | None = None,
+) -> list[EngineResult]:
+    """Build (or reuse) a plan for every exported graph of ``bundle`` into ``BUNDLE/engines/``.
+
+    ``trt`` and ``capability`` are injectable for tests; by default TensorRT is imported after
+    the CUDA device check.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    graphs = bundle.meta.get("graphs", {})
+    if not graphs:
+        raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
+    if trt is None:
+        trt = import_tensorrt()
+    if capability is None:
+        capability = cuda_device_capability()
+    if precision == "int8" and trt_major(trt) >= 11:
+        build_plan(trt, b"", ShapeProfile(()), BuildOptions(precision="int8"))  # raises the explanatory ConfigError
+    cc = f"{capability[0]}.{capability[1]}"
+    cache = EngineCache(bundle.path / ENGINE_DIR, on_write=lambda p: bundle.add_file(str(p.relative_to(bundle.path))))
+    results = []
+    for name, gmeta in graphs.items():
+        profile = profile_from_graph(gmeta, hints)
+        key = engine_key(
+            bundle,
+            name,
+            precision=precision,
+            profile=profile,
+            compute_capability=cc,
+            trt_version=str(trt.__version__),
+            version_compatible=version_compatible,
+        )
+        found = cache.lookup(key) if not force else CacheLookup(None, "forced rebuild")
+        if found.path is not None:
+            results.append(EngineResult(name, found.path, key, False, "cached"))
+            continue
+        if found.reason not in ("miss",):
+            log.warning("building %s: %s", key.filename(), found.reason)
+        options = BuildOptions(
+            precision=precision,
+            version_compatible=version_compatible,
+            calibration=list(calibration),
+            calibration_cache=bundle.path / ENGINE_DIR / f"{name}.int8-calibration.cache",
+            timing_cache=bundle.path / ENGINE_DIR / f"timing.sm{cc.replace('.', '')}.trt{trt.__version__}.cache",
+        )
+        plan = build_plan(trt, (bundle.path / gmeta["file"]).read_bytes(), profile, options)
+        path = cache.store(key, plan, build_info={"precision": precision})
+        for extra in (options.calibration_cache, options.timing_cache):
+            if extra is not None and extra.is_file():
+                bundle.add_file(str(extra.relative_to(bundle.path)))
+        results.append(EngineResult(name, path, key, True, found.reason))
+    return results
+
+
+def find_engine(
+    bundle: Any,
+    graph: str,
+    *,
+    precision: str,
+    trt: Any,
+    capability: tuple[int, int],
+    hints: Mapping[str, Sequence[int]] | None = None,
+    version_compatible: bool = False,
+) -> Path | None:
+    """The cached plan for ``graph`` matching this GPU and TensorRT, or ``None`` (with a logged reason)."""
+    gmeta = bundle.meta.get("graphs", {}).get(graph, {})
+    profile = profile_from_graph(gmeta, hints)
+    key = engine_key(
+        bundle,
+        graph,
+        precision=precision,
+        profile=profile,
+        compute_capability=f"{capability[0]}.{capability[1]}",
+        trt_version=str(trt.__version__),
+        version_compatible=version_compatible,
+    )
+    return EngineCache(bundle.path / ENGINE_DIR).lookup(key).path

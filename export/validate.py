@@ -1,0 +1,283 @@
+"""``edgesentry validate``: every backend of a bundle against a reference, per output.
+
+The reference is the first backend named (``torch`` by default: the eager graph the weights
+were trained in). Inputs are seeded synthetic arrays at each graph's example shapes, or user
+samples (``.npz`` with one array per input name, or ``.npy`` for single-input graphs). Each
+candidate is compared output by output with ``compare_outputs`` (max / mean / median / p99
+absolute and relative error, pass when ``|a - e| <= atol + rtol * |e|`` everywhere), with
+tolerances that depend on the precision (``TOLERANCES``; a graph's own fp32 tolerance from
+export wins for fp32). FP16 on ONNX Runtime runs the FP16-converted graph (``to_fp16``) so
+the FP16 path can be checked on a CPU, as Polygraphy advises: against an FP32 reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgesentry.bundle import Bundle
+from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
+
+from .parity import ParityReport, compare_outputs
+
+# Default (atol, rtol) per precision. fp32: ONNX Runtime and TensorRT reorder reductions
+# (~1e-6 relative); fp16: 10-bit mantissa, errors grow with reduction length; int8: coarse.
+TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class GraphValidation:
+    graph: str
+    sample: str
+    reports: list[ParityReport] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(self.reports)
+
+
+@dataclass
+class ValidationReport:
+    bundle: str
+    family: str
+    precision: str
+    reference: str
+    backends: list[str]
+    atol: float
+    rtol: float
+    results: list[GraphValidation] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "family": self.family,
+            "precision": self.precision,
+            "reference": self.reference,
+            "backends": self.backends,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "passed": self.passed,
+            "results": [
+                {
+                    "graph": r.graph,
+                    "sample": r.sample,
+                    "passed": r.passed,
+                    "comparisons": [p.to_dict() for p in r.reports],
+                }
+                for r in self.results
+            ],
+        }
+
+    def table(self) -> str:
+        parts = [
+            f"validate {self.bundle} ({self.family}, precision {self.precision}, reference {self.reference}, "
+            f"atol {self.atol:g}, rtol {self.rtol:g})"
+        ]
+        for r in self.results:
+            for p in r.reports:
+                parts.append(f"\n[{r.graph} / {r.sample}] " + p.table())
+        parts.append(
+            f"\n{'PASSED' if self.passed else 'FAILED'}: "
+            f"{sum(o.passed for r in self.results for p in r.reports for o in p.outputs)} of "
+            f"{sum(len(p.outputs) for r in self.results for p in r.reports)} outputs within tolerance"
+        )
+        return "\n".join(parts)
+
+
+def synthetic_inputs(graph_meta: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs at the graph's example shapes (dynamic dims without an example: 1)."""
+    rng = np.random.default_rng(seed)
+    shapes = graph_meta.get("example_shapes", {})
+    feed = {}
+    for name, spec in graph_meta["inputs"].items():
+        shape = shapes.get(name) or [d if isinstance(d, int) and d > 0 else 1 for d in spec["shape"]]
+        dtype = np.dtype(spec["dtype"])
+        if dtype.kind == "f":
+            feed[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feed[name] = rng.integers(0, 8, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feed[name] = rng.random(shape) > 0.5
+        else:
+            raise ConfigError(f"cannot synthesise input {name!r} of dtype {dtype}; pass --samples")
+    return feed
+
+
+def load_samples(paths: Sequence[str | Path], graph_meta: Mapping[str, Any]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """User samples: ``.npz`` (arrays named like the graph inputs) or ``.npy`` (single-input graphs)."""
+    names = list(graph_meta["inputs"])
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise InputError(f"sample file {str(path)!r} does not exist")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                missing = [n for n in names if n not in data.files]
+                if missing:
+                    raise InputError(f"{path} must hold arrays named {names}; missing {missing} (has {data.files})")
+                feed = {n: np.asarray(data[n]) for n in names}
+        elif path.suffix == ".npy":
+            if len(names) != 1:
+                raise InputError(
+                    f"{path}: a .npy sample fits a single-input graph; this graph takes {names} (use .npz)"
+                )
+            feed = {names[0]: np.load(path, allow_pickle=False)}
+        else:
+            raise InputError(f"sample {path} must be .npz or .npy; got {path.suffix!r}")
+        for n in names:
+            want = np.dtype(graph_meta["inputs"][n]["dtype"])
+            if feed[n].dtype != want:
+                feed[n] = feed[n].astype(want)
+        out.append((path.name, feed))
+    return out
+
+
+def _input_specs(graph_meta: Mapping[str, Any]) -> dict[str, Any]:
+    from edgesentry.backends import InputSpec
+
+    return {
+        k: InputSpec(v["dtype"], tuple(d if isinstance(d, int) else None for d in v["shape"]))
+        for k, v in graph_meta["inputs"].items()
+    }
+
+
+def make_runner(
+    backend: str,
+    bundle: Bundle,
+    graph: str,
+    *,
+    precision: str = "fp32",
+    providers: Sequence[Any] = ("CPUExecutionProvider",),
+) -> Any:
+    """A runner of ``graph`` on ``backend`` (torch needs the family exporter and weights)."""
+    gmeta = bundle.meta["graphs"][graph]
+    inputs, outputs = _input_specs(gmeta), list(gmeta["outputs"])
+    if backend == "torch":
+        from edgesentry.backends import TorchRunner
+
+        from .onnx import family_exporter
+
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise BackendUnavailableError("backend 'torch' needs torch (pip install edgesentry[torch])") from None
+        specs = {s.name: s for s in family_exporter(bundle.family).graph_specs(bundle)}
+        if graph not in specs:
+            raise ConfigError(f"family {bundle.family} has no graph {graph!r} to rebuild in torch; has {sorted(specs)}")
+        return TorchRunner(specs[graph].build(), inputs, outputs)
+    if backend == "onnxruntime":
+        from edgesentry.backends import OrtRunner
+
+        model: Any = bundle.path / gmeta["file"]
+        if precision == "fp16":
+            import onnx
+
+            from .tensorrt import to_fp16
+
+            model = to_fp16(onnx.load(str(model))).SerializeToString()
+        elif precision == "int8":
+            raise ConfigError("ONNX Runtime validation of int8 needs a quantized graph; validate int8 with tensorrt")
+        return OrtRunner(model, inputs, outputs, providers=providers)
+    if backend == "tensorrt":
+        from edgesentry.backends.tensorrt import TensorRTRunner
+
+        from .tensorrt import cuda_device_capability, find_engine, import_tensorrt
+
+        trt = import_tensorrt(lean_ok=True)
+        plan = find_engine(bundle, graph, precision=precision, trt=trt, capability=cuda_device_capability())
+        if plan is None:
+            raise BackendUnavailableError(
+                f"no {precision} TensorRT engine for graph {graph!r} matches this GPU and "
+                f"TensorRT; run `edgesentry build {bundle.path} --precision {precision}`"
+            )
+        return TensorRTRunner(plan, inputs, outputs)
+    raise ConfigError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+
+def validate_bundle(
+    bundle: Bundle,
+    *,
+    backends: Sequence[str] = ("torch", "onnxruntime"),
+    precision: str = "fp32",
+    samples: Sequence[str | Path] = (),
+    n_synthetic: int = 2,
+    seed: int = 0,
+    atol: float | None = None,
+    rtol: float | None = None,
+    graphs: Sequence[str] | None = None,
+) -> ValidationReport:
+    """Compare ``backends[1:]`` with ``backends[0]`` on every exported graph of ``bundle``.
+
+    The reference always runs in fp32; ``precision`` applies to the candidates.
+    """
+    backends = list(backends)
+    if len(backends) < 2:
+        raise ConfigError(f"validate needs a reference and at least one candidate backend; got {backends}")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"unknown backends {unknown}; expected names from {list(BACKENDS)}")
+    if precision not in TOLERANCES:
+        raise ConfigError(f"precision must be one of {sorted(TOLERANCES)}; got {precision!r}")
+    all_graphs = bundle.meta.get("graphs", {})
+    if not all_graphs:
+        raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
+    chosen = list(graphs or all_graphs)
+    d_atol, d_rtol = TOLERANCES[precision]
+    report = ValidationReport(
+        str(bundle.path),
+        bundle.family,
+        precision,
+        backends[0],
+        backends,
+        d_atol if atol is None else atol,
+        d_rtol if rtol is None else rtol,
+    )
+    for graph in chosen:
+        gmeta = all_graphs[graph]
+        g_atol = atol if atol is not None else (float(gmeta.get("atol", d_atol)) if precision == "fp32" else d_atol)
+        g_rtol = rtol if rtol is not None else (float(gmeta.get("rtol", d_rtol)) if precision == "fp32" else d_rtol)
+        feeds = (
+            load_samples(samples, gmeta)
+            if samples
+            else [(f"synthetic seed {seed + i}", synthetic_inputs(gmeta, seed + i)) for i in range(n_synthetic)]
+        )
+        runners = [
+            make_runner(b, bundle, graph, precision="fp32" if i == 0 else precision) for i, b in enumerate(backends)
+        ]
+        try:
+            for label, feed in feeds:
+                expected = runners[0].infer(feed)
+                result = GraphValidation(graph, label)
+                for name, runner in zip(backends[1:], runners[1:]):
+                    actual = runner.infer(feed)
+                    result.reports.append(
+                        compare_outputs(
+                            expected,
+                            actual,
+                            atol=g_atol,
+                            rtol=g_rtol,
+                            names=(backends[0], f"{name}" + (f" ({precision})" if precision != "fp32" else "")),
+                        )
+                    )
+                report.results.append(result)
+        finally:
+            for r in runners:
+                r.deactivate()
+    return report
+
+
+def write_json(report: ValidationReport, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=float, allow_nan=True) + "\n")
+    return path
