@@ -1,0 +1,422 @@
+"""FERS ("Rebellious Student") hyperspectral anomaly detector: feature enhancement, then RX.
+
+    bundle = edgesentry.convert("fers", "saved_models/200bands", output="fers200")   # official weights
+    det = edgesentry.load("fers200")                      # backend="auto"|"torch"|"onnxruntime"
+    result = det.predict(cube)                            # (H, W, B) array or a cube file path
+
+Pipeline (github.com/xjpp2016/FERS ``test.py``, ``datasets/HADDatasets.py``, ``utils/utils.py``):
+
+- preprocess: first B bands (B = the weights' band count), one global min-max of the whole
+  H x W x B slice to [-0.1, 0.1] in float64, then float32, layout (1, B, H, W).
+- graph: the spectral branch gives ``spe_f``; the spatial branch (when the bundle has one)
+  gives ``spa_f`` (``edgesentry.models.fers``; backends torch or ONNX Runtime).
+- postprocess: ``mode="global"`` (official default for 100/200 bands and ABU): RX of
+  ``spa_f + spe_f + x`` with the seed's semantics (``edgesentry.kernels.fers``);
+  ``mode="ham"`` (official 50-band path): ``S2One(RX_Torch(spa_f + x)) * S2One(RX_Torch(spe_f + x))``;
+  ``mode="local", window=(inner, outer)``: dual-window RX of the RX family on the fused cube
+  (not in the paper).
+
+The official spatial-branch weights (``spa_fen.pt``) were not obtainable, so a bundle may be
+**spectral-only**: then ``spa_f`` is the official zero stand-in, ``meta.json`` says
+``"spatial": false`` and ``info()["spectral_only"]`` is True.
+
+``Result.anomaly_map`` is the (H, W) map (float32), ``score`` its maximum,
+``extras["scores"]`` the float64 map; ``extras["spe_f"]`` / ``["spa_f"]`` / ``["x"]`` hold the
+features when ``return_features=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from edgesentry.bundle import Bundle, write_bundle
+from edgesentry.detector import Detector
+from edgesentry.errors import BundleError, ConfigError, InputError, describe
+from edgesentry.io.hsi import read_cube, read_ground_truth
+from edgesentry.kernels import fers as fers_kernels
+from edgesentry.result import Result
+
+Mode = Literal["global", "ham", "local"]
+MODES = ("global", "ham", "local")
+#: ConvH reflect-pads 4 pixels, which needs at least 5 rows and columns.
+MIN_SIZE = 5
+SPECTRAL_PREFIX = "spectral."
+SPATIAL_PREFIX = "spatial."
+
+CONVERT_HELP = (
+    "Convert the official FERS weights: --spectral is a saved_models/<B>bands folder holding "
+    "convh.pt, enc.pt and pc.pt; --spatial an optional spa_fen.pt (or an int8-grid .npz)."
+)
+
+
+@dataclass
+class FERSOptions:
+    """Detector options. ``window=(inner, outer)`` is required for ``mode="local"``."""
+
+    mode: Mode = "global"
+    window: tuple[int, int] | None = None
+    rcond: float = fers_kernels.DEFAULT_RCOND
+    variable: str | None = None  # .mat variable to read when given a path
+    return_features: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"FERS mode must be one of {list(MODES)}; got {self.mode!r}")
+        if self.mode == "local":
+            if self.window is None or len(self.window) != 2:
+                raise ConfigError(f"mode='local' needs window=(inner, outer), e.g. (3, 9); got {self.window!r}")
+            self.window = (int(self.window[0]), int(self.window[1]))
+            if not 1 <= self.window[0] < self.window[1]:
+                raise ConfigError(f"window must satisfy 1 <= inner < outer; got {self.window}")
+        elif self.window is not None:
+            raise ConfigError("window is only used by mode='local'; pass mode='local' or drop window")
+        if not 0 < self.rcond < 1:
+            raise ConfigError(f"rcond must lie in (0, 1); got {self.rcond}")
+
+
+@dataclass
+class _Prepared:
+    x: np.ndarray  # (1, B, H, W) float32 in [-0.1, 0.1]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_cube(cube: np.ndarray, bands: int) -> np.ndarray:
+    """Official input preparation: first ``bands`` bands, global min-max to [-0.1, 0.1] in
+    float64, transposed to (1, B, H, W) float32."""
+    v = np.asarray(cube[..., :bands], dtype=np.float64)
+    lo, hi = v.min(), v.max()
+    if not hi > lo:
+        raise InputError(f"the first {bands} bands of the cube are constant ({lo}); min-max normalisation is undefined")
+    v = ((v - lo) / (hi - lo) * 2 - 1) * 0.1
+    return np.ascontiguousarray(v.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def split_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Bundle tensors -> (spectral state dict, spatial state dict) by key prefix."""
+    spectral = {k[len(SPECTRAL_PREFIX):]: v for k, v in tensors.items() if k.startswith(SPECTRAL_PREFIX)}
+    spatial = {k[len(SPATIAL_PREFIX):]: v for k, v in tensors.items() if k.startswith(SPATIAL_PREFIX)}
+    other = sorted(k for k in tensors if not k.startswith((SPECTRAL_PREFIX, SPATIAL_PREFIX)))
+    if other:
+        raise BundleError(f"FERS bundle holds tensors outside 'spectral.'/'spatial.': {other[:5]}")
+    return spectral, spatial
+
+
+def torch_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """numpy state dict from a bundle -> torch tensors. ``write_bundle`` stores 0-d arrays
+    (BN ``num_batches_tracked``) as shape (1,); they are made 0-d again here."""
+    import torch
+
+    out = {}
+    for key, value in arrays.items():
+        arr = np.array(value)
+        if key.endswith("num_batches_tracked") and arr.size == 1:
+            arr = arr.reshape(())
+        out[key] = torch.from_numpy(arr)
+    return out
+
+
+class FERSDetector(Detector):
+    """FERS detector. Input: (H, W, B_raw) numeric cube (band-last, B_raw >= B) or a cube path."""
+
+    family = "fers"
+    map_shares_score_scale = True
+
+    def __init__(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        arch: Mapping[str, Any],
+        options: FERSOptions | None = None,
+        *,
+        backend: str = "torch",
+        onnx_paths: Mapping[str, str | os.PathLike] | None = None,
+        providers: Sequence[Any] = ("CPUExecutionProvider",),
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.options = options or FERSOptions()
+        self.arch = dict(arch)
+        self.bands = int(self.arch["bands"])
+        self.tensors = dict(tensors)
+        spectral, spatial = split_tensors(self.tensors)
+        self.has_spatial = bool(spatial)
+        self.backend = backend
+        self.runners = self._make_runners(backend, spectral, spatial, dict(onnx_paths or {}), providers)
+
+    def _make_runners(self, backend: str, spectral: dict[str, np.ndarray], spatial: dict[str, np.ndarray],
+                      onnx_paths: dict[str, Any], providers: Sequence[Any]) -> dict[str, Any]:
+        from edgesentry.backends import InputSpec
+
+        spec = {"x": InputSpec("float32", (1, self.bands, None, None))}
+        graphs = {"spectral": ("spe_f", spectral)}
+        if self.has_spatial:
+            graphs["spatial"] = ("spa_f", spatial)
+        runners: dict[str, Any] = {}
+        if backend == "torch":
+            from edgesentry.backends import TorchRunner
+            from edgesentry.models.fers import FERSConfig, build_spatial, build_spectral
+
+            cfg = FERSConfig.from_dict(self.arch)
+            builders = {"spectral": build_spectral, "spatial": build_spatial}
+            for name, (out, sd) in graphs.items():
+                module = builders[name](cfg, torch_state_dict(sd))
+                runners[name] = TorchRunner(module, spec, [out])
+            return runners
+        if backend == "onnxruntime":
+            from edgesentry.backends import OrtRunner
+
+            for name, (out, _) in graphs.items():
+                if name not in onnx_paths:
+                    raise ConfigError(f"backend 'onnxruntime' needs the bundle's {name}.onnx (run `edgesentry export`)")
+                runners[name] = OrtRunner(onnx_paths[name], spec, [out], providers=providers)
+            return runners
+        raise ConfigError(f"FERS runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+
+    # ------------------------------------------------------------------------- stages
+    def preprocess(self, x: Any) -> _Prepared:
+        source: dict[str, Any] = {}
+        if isinstance(x, (str, os.PathLike)):
+            source["path"] = os.fspath(x)
+            x = read_cube(x, self.options.variable)
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"FERS expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
+        if x.ndim != 3:
+            raise InputError(f"FERS expects an (H, W, B) cube (band-last); got shape {x.shape}")
+        if x.dtype.kind not in "iuf":
+            raise InputError(f"FERS expects a real numeric cube (int, uint or float); got dtype {x.dtype}")
+        h, w, b = x.shape
+        if b < self.bands:
+            raise InputError(
+                f"these FERS weights use the first {self.bands} bands; the cube has only {b} (shape {x.shape})")
+        if min(h, w) < MIN_SIZE:
+            raise InputError(f"FERS needs H and W >= {MIN_SIZE} (4-pixel reflect padding); got {h}x{w}")
+        sliced = x[..., : self.bands]
+        if sliced.dtype.kind == "f" and not np.isfinite(sliced).all():
+            bad = int((~np.isfinite(sliced)).sum())
+            raise InputError(f"cube has {bad} NaN/Inf values in its first {self.bands} bands")
+        return _Prepared(prepare_cube(sliced, self.bands), source)
+
+    def forward(self, prepared: _Prepared) -> dict[str, np.ndarray | None]:
+        feed = {"x": prepared.x}
+        spe = self.runners["spectral"].infer(feed)["spe_f"]
+        spa = self.runners["spatial"].infer(feed)["spa_f"] if self.has_spatial else None
+        return {"spe_f": spe, "spa_f": spa}
+
+    def postprocess(self, raw: Mapping[str, Any], prepared: _Prepared) -> Result:
+        x, spe, spa = prepared.x, raw["spe_f"], raw["spa_f"]
+        opts = self.options
+        if opts.mode == "global":
+            scores, tier = fers_kernels.fers_rx(x, spe, spa, rcond=opts.rcond, tier=self.kernels)
+        elif opts.mode == "ham":
+            scores, tier = fers_kernels.fers_ham(x, spe, spa, tier=self.kernels)
+        else:
+            from edgesentry.kernels import rx as rx_kernels
+            from edgesentry.kernels.fers.reference import fuse
+
+            cube = fuse(x, spe, spa).transpose(1, 2, 0).astype(np.float64)
+            inner, outer = opts.window
+            scores, tier = rx_kernels.local_rx(cube, inner=inner, outer=outer, rcond=opts.rcond, tier=self.kernels)
+        scores = np.asarray(scores, dtype=np.float64)
+        extras: dict[str, Any] = {"scores": scores}
+        if opts.return_features:
+            extras.update(x=x, spe_f=spe, **({"spa_f": spa} if spa is not None else {}))
+        return Result(
+            score=float(np.max(scores)),
+            anomaly_map=scores.astype(np.float32),
+            extras=extras,
+            info={"kernel_tier": tier, "mode": opts.mode, "bands": self.bands, "spectral_only": not self.has_spatial,
+                  "backend": self.backend, **prepared.source},
+        )
+
+    # ------------------------------------------------------------------------ config
+    def config(self) -> dict[str, Any]:
+        opts = asdict(self.options)
+        opts.pop("return_features")
+        return {"arch": dict(self.arch), "spatial": self.has_spatial, **opts}
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(bands=self.bands, spectral_only=not self.has_spatial, backend=self.backend,
+                   graphs=sorted(self.runners))
+        if not self.has_spatial:
+            out["note"] = ("spectral-only: the official spa_fen.pt was not available; spa_f is the official "
+                           "zero stand-in, so scores are RX(spe_f + x)")
+        return out
+
+    def bundle_payload(self) -> dict[str, Any]:
+        return {"config": self.config(), "tensors": self.tensors, "preprocessing": _preprocessing(self.bands),
+                "io": _IO}
+
+
+_IO = {"input": "(H, W, B_raw) cube, B_raw >= bands", "output": "(H, W) float32 RX map of the fused features"}
+
+
+def _preprocessing(bands: int) -> dict[str, Any]:
+    return {"bands": f"first {bands}", "normalisation": "global min-max to [-0.1, 0.1] (float64, then float32)",
+            "layout": "(1, B, H, W)"}
+
+
+# ------------------------------------------------------------------------ family hooks
+def build(**options: Any) -> FERSDetector:
+    raise ConfigError(
+        "FERS needs trained weights: run `edgesentry convert fers --spectral saved_models/200bands -o BUNDLE` "
+        "(optionally --spatial spa_fen.pt), then edgesentry.load(BUNDLE)"
+    )
+
+
+def from_bundle(
+    bundle: Bundle,
+    *,
+    backend: str = "auto",
+    kernels: str = "auto",
+    mode: Mode | None = None,
+    window: Sequence[int] | None = None,
+    rcond: float | None = None,
+    variable: str | None = None,
+    return_features: bool = False,
+    threshold: float | None = None,
+    providers: Sequence[Any] = ("CPUExecutionProvider",),
+) -> FERSDetector:
+    """Open a FERS bundle; options override the bundle's detector configuration."""
+    from edgesentry.backends import resolve_backend
+
+    cfg = bundle.config
+    if "arch" not in cfg or "bands" not in cfg.get("arch", {}):
+        raise BundleError(f"{bundle.path}/meta.json lacks config.arch.bands; re-run `edgesentry convert fers`")
+    chosen_mode = mode if mode is not None else cfg.get("mode", "global")
+    chosen_window = window if window is not None else (cfg.get("window") if chosen_mode == "local" else None)
+    options = FERSOptions(
+        mode=chosen_mode,
+        window=tuple(chosen_window) if chosen_window is not None else None,
+        rcond=rcond if rcond is not None else cfg.get("rcond", fers_kernels.DEFAULT_RCOND),
+        variable=variable,
+        return_features=return_features,
+    )
+    graphs = bundle.meta.get("graphs", {})
+    onnx_paths = {name: bundle.file(g["file"]) for name, g in graphs.items() if bundle.has(g["file"])}
+    needed = {"spectral", "spatial"} if cfg.get("spatial") else {"spectral"}
+    chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"))
+    if chosen == "tensorrt":
+        raise ConfigError("FERS has no TensorRT path yet; use backend='onnxruntime' or 'torch'")
+    det = FERSDetector(bundle.load_tensors(), cfg["arch"], options, backend=chosen, onnx_paths=onnx_paths,
+                       providers=providers, kernels=kernels, calibration=bundle.calibration)
+    if threshold is not None:
+        det.threshold = threshold
+    return det
+
+
+def convert(
+    spectral_dir: str | os.PathLike,
+    spatial: str | os.PathLike | None = None,
+    *,
+    output: str | os.PathLike,
+    overwrite: bool = False,
+    mode: Mode = "global",
+    window: Sequence[int] | None = None,
+    export_onnx: bool = False,
+) -> Bundle:
+    """Official FERS weights -> bundle (``weights.safetensors`` + ``meta.json``).
+
+    Args:
+        spectral_dir: a ``saved_models/<B>bands`` folder with ``convh.pt``, ``enc.pt``, ``pc.pt``.
+        spatial: optional ``spa_fen.pt`` (or an int8-grid ``.npz``) with the same band count.
+        output: bundle directory to write.
+        mode, window: the detector configuration stored in the bundle.
+        export_onnx: also export the networks to ONNX (``spectral.onnx``, ``spatial.onnx``).
+    """
+    from edgesentry.models.fers import build_spatial, build_spectral, load_spatial, load_spectral_dir
+
+    options = FERSOptions(mode=mode, window=tuple(window) if window is not None else None)
+    cfg, spectral_sd = load_spectral_dir(spectral_dir)
+    build_spectral(cfg, spectral_sd)  # strict check now, not at load time
+    tensors = {SPECTRAL_PREFIX + k: v.numpy() for k, v in spectral_sd.items()}
+    extra: dict[str, Any] = {"spectral_source": os.fspath(spectral_dir), "spatial_source": None}
+    if spatial is not None:
+        spa_cfg, spatial_sd = load_spatial(spatial)
+        if spa_cfg.bands != cfg.bands:
+            raise ConfigError(f"spatial weights are for {spa_cfg.bands} bands, the spectral ones for {cfg.bands}")
+        build_spatial(cfg, spatial_sd)
+        tensors.update({SPATIAL_PREFIX + k: v.numpy() for k, v in spatial_sd.items()})
+        extra["spatial_source"] = os.fspath(spatial)
+    else:
+        extra["note"] = "spectral-only bundle: spa_f is the official zero stand-in (spa_fen.pt not given)"
+    config = {"arch": cfg.to_dict(), "spatial": spatial is not None, **asdict(options)}
+    config.pop("return_features")
+    config.pop("variable")
+    bundle = write_bundle(output, "fers", config=config, preprocessing=_preprocessing(cfg.bands), tensors=tensors,
+                          io=_IO, extra=extra, overwrite=overwrite)
+    if export_onnx:
+        from edgesentry.export.onnx import export_bundle
+
+        export_bundle(bundle)
+    return bundle
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spectral", required=True, help="folder with the official convh.pt, enc.pt, pc.pt")
+    parser.add_argument("--spatial", default=None, help="spa_fen.pt or int8-grid .npz (default: spectral-only)")
+    parser.add_argument("--mode", default="global", choices=MODES,
+                        help="detector mode stored in the bundle (default: global)")
+    parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (mode local)")
+    parser.add_argument("--onnx", action="store_true", help="also export the networks to ONNX (default: no)")
+
+
+def convert_from_args(args: argparse.Namespace) -> Bundle:
+    from edgesentry.cli._args import parse_pair
+
+    window = parse_pair(args.window, "--window") if args.window else None
+    return convert(args.spectral, args.spatial, output=args.output, overwrite=args.force, mode=args.mode,
+                   window=window, export_onnx=args.onnx)
+
+
+def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgesentry.cli._args import add_backend_args, add_kernel_args
+
+    parser.add_argument("bundle", help="FERS bundle directory (edgesentry convert fers ...)")
+    parser.add_argument("scene", help="cube file: .mat (v5/v7.3), .npy or ENVI .hdr")
+    parser.add_argument("--gt", default=None, help="ground-truth map (.mat 'map', .npy or PNG) to report AUC")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--mode", default=None, choices=MODES, help="override the bundle's detector mode")
+    parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (with --mode local)")
+    parser.add_argument("--variable", default=None, help=".mat variable of the cube (default: auto)")
+    parser.add_argument("--threshold", type=float, default=None, help="score threshold for label/mask (default: none)")
+    add_backend_args(parser)
+    add_kernel_args(parser)
+
+
+def detect_from_args(args: argparse.Namespace) -> int:
+    from edgesentry.api import load
+    from edgesentry.cli._args import parse_pair
+    from edgesentry.metrics import roc_auc
+    from edgesentry.viz import save_heatmap
+
+    window = parse_pair(args.window, "--window") if args.window else None
+    det = load(args.bundle, backend=args.backend, kernels=args.kernels, mode=args.mode, window=window,
+               variable=args.variable, threshold=args.threshold)
+    start = time.perf_counter()
+    result = det.predict(args.scene)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.scene).stem
+    np.save(out / f"{stem}_scores.npy", result.extras["scores"])
+    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=f"FERS {det.options.mode}: {stem}")
+    summary: dict[str, Any] = {"scene": args.scene, "bundle": args.bundle, "seconds": elapsed, **result.summary()}
+    if args.gt:
+        gt = read_ground_truth(args.gt)
+        if gt.shape != result.anomaly_map.shape:
+            raise InputError(f"ground truth has shape {gt.shape}; the score map is {result.anomaly_map.shape}")
+        summary["auc"] = roc_auc(gt, result.extras["scores"])
+    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
+    print(f"{stem}: FERS {det.options.mode} ({'spectral-only' if not det.has_spatial else 'full'}, "
+          f"{det.backend}) in {elapsed:.3f}s{auc} -> {out}")
+    return 0
