@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from edgesentry import BundleError, ChecksumError
 from edgesentry.bundle import SCHEMA_VERSION, Bundle, write_bundle
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgesentry import InputError
 from edgesentry.io.hsi import read_cube, read_envi, read_ground_truth, select_bands
 

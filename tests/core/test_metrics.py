@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+
 from edgesentry import InputError
 from edgesentry.metrics import pr_auc, roc_auc
 

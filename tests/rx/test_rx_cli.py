@@ -6,11 +6,12 @@ import json
 import subprocess
 import sys
 
-import edgesentry
 import numpy as np
 import pytest
-from edgesentry.cli import main
 from PIL import Image
+
+import edgesentry
+from edgesentry.cli import main
 
 
 def test_detect_rx_writes_scores_heatmap_and_summary(shared, tmp_path, capsys):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-import edgesentry
 import numpy as np
 import pytest
+
+import edgesentry
 from edgesentry import ConfigError, InputError
 from edgesentry.io.hsi import read_cube, read_ground_truth
 from edgesentry.kernels.rx import reference
 from edgesentry.metrics import roc_auc
-
 from tests.utils import assert_verbose_allclose
 
 

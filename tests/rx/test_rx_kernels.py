@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgesentry import ConfigError, InputError, KernelUnavailableError
 from edgesentry.kernels import rx
 from edgesentry.kernels.rx import reference
-
 from tests.utils import assert_verbose_allclose
 
 HOST_TIERS = ["cpu"]

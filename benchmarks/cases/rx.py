@@ -1,0 +1,107 @@
+"""RX rows: global and local RX per tier, raced against ``spectral.rx`` in the same process.
+
+Baselines: the seed-faithful ``reference`` tier (float64 pinv, per-pixel loop for local)
+and, when installed, SPy's ``spectral.rx`` (global: ``np.linalg.inv``; windowed: a per-pixel
+Python loop with ``np.cov``). Every fast output is compared with the reference and the
+relative error is printed beside the time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import edgesentry
+from edgesentry.io.hsi import read_cube
+from edgesentry.kernels import rx
+
+from _harness import Row, add_speedups, measure, rel_err
+
+NOTES = [
+    "rx global/local: 'speedup' = p50 of the named baseline / p50 of the row (same process, same cube).",
+    "rx local: the reference is the per-pixel float64 pinv loop; spectral.rx(window=...) uses the same border rule.",
+]
+
+SCENE = "data/abu/los-angeles-1.mat"  # ABU airport-1, 100 x 100 x 205
+BEACH = "data/abu/abu-beach-1.mat"  # 150 x 150 x 188
+
+
+def _spectral() -> Any:
+    try:
+        import spectral
+
+        spectral.settings.show_progress = False  # progress output would pollute the report
+        return spectral
+    except ImportError:
+        return None
+
+
+def _cube(ctx: Any, rel: str, synthetic: tuple[int, int, int]) -> tuple[np.ndarray, str]:
+    path = ctx.shared / rel
+    if path.exists():
+        return read_cube(path).astype(np.float64), path.stem
+    rng = np.random.default_rng(0)
+    return rng.normal(size=synthetic) * 50 + 1000, "synthetic"
+
+
+def _global_rows(ctx: Any, cube: np.ndarray, name: str) -> list[Row]:
+    h, w, b = cube.shape
+    pixels = cube.reshape(-1, b)
+    size = f"{h}x{w}x{b} {name}"
+    expected = rx.reference.global_rx(pixels)
+    rows = [Row("rx", "global", "reference", size, measure(lambda: rx.global_rx(pixels, tier="reference"),
+                                                            iters=ctx.iters))]
+    out, _ = rx.global_rx(pixels, tier="cpu")
+    rows.append(Row("rx", "global", "cpu", size, measure(lambda: rx.global_rx(pixels, tier="cpu"), iters=ctx.iters),
+                    extra={"rel_err_vs_ref": rel_err(out, expected)}))
+    det = edgesentry.load("rx")
+    rows.append(Row("rx", "global", "detector.predict", size, measure(lambda: det.predict(cube), iters=ctx.iters)))
+    spectral = _spectral()
+    if spectral is not None:
+        peer = spectral.rx(cube).ravel()
+        rows.append(Row("rx", "global", "spectral.rx", size, measure(lambda: spectral.rx(cube), iters=ctx.iters),
+                        extra={"rel_err_vs_ref": rel_err(peer, expected)}))
+    return rows
+
+
+def _local_rows(ctx: Any, crop: np.ndarray, window: tuple[int, int], name: str) -> list[Row]:
+    inner, outer = window
+    h, w, b = crop.shape
+    size = f"{h}x{w}x{b} {name} win{inner},{outer}"
+    expected = rx.reference.local_rx(crop, inner=inner, outer=outer)
+    slow = {"warmup": 0, "iters": 1, "track_memory": False}  # per-pixel loops: seconds per call
+    rows = [Row("rx", "local", "reference", size,
+                measure(lambda: rx.local_rx(crop, inner=inner, outer=outer, tier="reference"), **slow))]
+    out, _ = rx.local_rx(crop, inner=inner, outer=outer, tier="cpu")
+    rows.append(Row("rx", "local", "cpu", size,
+                    measure(lambda: rx.local_rx(crop, inner=inner, outer=outer, tier="cpu"), iters=ctx.iters),
+                    extra={"rel_err_vs_ref": rel_err(out, expected),
+                           "us_per_px": 0.0}))
+    rows[-1].extra["us_per_px"] = rows[-1].timing.p50 / (h * w) * 1e6
+    spectral = _spectral()
+    if spectral is not None:
+        peer = spectral.rx(crop, window=window)
+        rows.append(Row("rx", "local", "spectral.rx(window)", size,
+                        measure(lambda: spectral.rx(crop, window=window), **slow),
+                        extra={"rel_err_vs_ref": rel_err(peer, expected)}))
+    return rows
+
+
+def latency_rows(ctx: Any) -> list[Row]:
+    scene, name = _cube(ctx, SCENE, (100, 100, 205))
+    rows = _global_rows(ctx, scene, name)
+    if not ctx.quick:
+        beach, beach_name = _cube(ctx, BEACH, (150, 150, 188))
+        rows += _global_rows(ctx, beach, beach_name)
+    if ctx.quick:
+        rows += _local_rows(ctx, scene[:16, :16, :40], (3, 9), name)
+    else:
+        # full bands need background >= bands: (5, 21) gives 416 pixels for 205 bands
+        rows += _local_rows(ctx, scene[:24, :24], (5, 21), name)
+        rows += _local_rows(ctx, scene[:32, :32], (7, 31), name)
+    add_speedups(rows, "reference", "vs reference")
+    if _spectral() is not None:
+        add_speedups(rows, "spectral.rx", "vs spectral.rx")
+        add_speedups(rows, "spectral.rx(window)", "vs spectral.rx(window)")
+    return rows
