@@ -188,7 +188,8 @@ class Stream:
         self._started = True
         self.acc.start_clock()
         if self._metrics_port is not None:
-            self.metrics = MetricsServer(self._metrics_port, lambda: (self.acc.snapshot(), self._queue_depths()))
+            self.metrics = MetricsServer(self._metrics_port,
+                                         lambda: (self.acc.snapshot(), {"queues": self._queue_depths()}))
         specs = [("capture", self._capture_loop), ("inference", self._inference_loop),
                  ("output", self._output_loop), ("status", self._status_loop)]
         for name, target in specs:

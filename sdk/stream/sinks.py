@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.errors import ConfigError
 
 from .queues import Frame
@@ -38,7 +39,20 @@ class Sink:
 
 def dumps(record: dict[str, Any]) -> str:
     """One JSON line; NaN/Inf become null (strict JSON, readable by any consumer)."""
-    return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default)
+    try:
+        return json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default)
+    except ValueError:  # a non-finite float somewhere: the rare path, so clean only then
+        return json.dumps(_finite(record), separators=(",", ":"), allow_nan=False, default=_default)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _default(obj: Any) -> Any:
@@ -148,8 +162,9 @@ class OverlaySink(Sink):
     def write(self, record: dict[str, Any], frame: Frame | None, result: Any) -> None:
         if frame is None or frame.image is None or not self._qualifies(record):
             return
-        from edgesentry.viz import overlay
         from PIL import Image
+
+        from edgesentry.viz import overlay
 
         image = frame.image
         amap = getattr(result, "anomaly_map", None)
