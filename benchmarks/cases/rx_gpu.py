@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgesentry.kernels.rx import reference
 from gpu_check import Context, GpuCase
+
+from edgesentry.kernels.rx import reference
 
 TIERS = ("triton", "cuda")
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import triton
 import triton.language as tl
+
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
 

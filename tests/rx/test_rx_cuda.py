@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgesentry.errors import KernelUnavailableError
 from edgesentry.kernels import _cuda
 from edgesentry.kernels.rx import cuda as rx_cuda, global_rx as public_global_rx, reference
-
 from tests.rx import _cuda_emulator as emu
 from tests.utils import assert_verbose_allclose
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgesentry.kernels import _triton
 from edgesentry.kernels.rx import global_rx as public_global_rx, local_rx as public_local_rx, reference
-
 from tests.utils import assert_verbose_allclose
 
 pytestmark = pytest.mark.skipif(_triton.unavailable_reason() is not None,
