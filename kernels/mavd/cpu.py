@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
 from edgesentry.errors import InputError
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY

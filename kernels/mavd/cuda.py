@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from edgesentry.kernels import _cuda
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, positional_row_sums

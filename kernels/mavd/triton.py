@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import triton
 import triton.language as tl
+
 from edgesentry.kernels import _triton
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, positional_row_sums
@@ -126,12 +127,12 @@ def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = Non
     vt, at, ft = (_triton.to_tensor(x, torch.float32) for x in (v, a, f))
     ps = [_triton.to_tensor(params[k], torch.float32) for k in ALIGN_FUSE_PARAMS]
     n = vt.shape[0]
-    out = torch.empty((n, 64), dtype=torch.float32, device=vt.device)
+    res = torch.full((n, 64), float("nan"), dtype=torch.float32, device=vt.device)  # unwritten rows stay NaN
     if n:
         _align_fuse_kernel[(triton.cdiv(n, block_m),)](
-            vt, at, ft, out, *ps, n, at.shape[0], BLOCK_M=block_m, num_warps=4
+            vt, at, ft, res, *ps, n, at.shape[0], BLOCK_M=block_m, num_warps=4
         )
-    return _triton.to_like(out, v)
+    return _deliver(res, v, out)
 
 
 def positional(t: Any, out: Any = None, *, block_c: int = 64) -> Any:
@@ -142,9 +143,20 @@ def positional(t: Any, out: Any = None, *, block_c: int = 64) -> Any:
     lead, (n, c) = tuple(x.shape[:-2]), tuple(x.shape[-2:])
     x = x.reshape(-1, n, c)
     inv_s = torch.from_numpy((1.0 / positional_row_sums(n)).astype(np.float32)).to(x.device)
-    out = torch.empty_like(x)
+    res = torch.full_like(x, float("nan"))
     block = min(block_c, _triton.next_power_of_2(c))
     _positional_kernel[(x.shape[0], triton.cdiv(c, block))](
-        x, inv_s, out, n, c, POS_DECAY, BLOCK_C=block, num_warps=1 if block <= 32 else 2
+        x, inv_s, res, n, c, POS_DECAY, BLOCK_C=block, num_warps=1 if block <= 32 else 2
     )
-    return _triton.to_like(out.reshape(*lead, n, c), t)
+    return _deliver(res.reshape(*lead, n, c), t, out)
+
+
+def _deliver(res: Any, like: Any, out: Any) -> Any:
+    """``res`` as ``like``'s type (numpy or tensor), or copied into the caller's ``out``."""
+    if out is None:
+        return _triton.to_like(res, like)
+    if isinstance(out, np.ndarray):
+        out[...] = res.detach().cpu().numpy()
+    else:
+        out.copy_(res)
+    return out
