@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .calibration import Calibration, fit_calibration
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, describe
 from .result import Result
 
 KernelTier = str  # "auto" | "reference" | "cpu" | "triton" | "cuda"
@@ -83,7 +83,15 @@ class Detector:
     def predict(self, x: Any) -> Result:
         """Run the full pipeline on one input; see the family's docstring for ``x``."""
         t0 = time.perf_counter()
-        prepared = self.preprocess(x)
+        try:
+            prepared = self.preprocess(x)
+        except MemoryError:
+            # A huge input (e.g. a broadcast view of 10^10 pixels) fails in numpy's first copy;
+            # say so as an input error instead of leaking numpy's allocator message.
+            raise InputError(
+                f"{self.family or type(self).__name__} input is too large to prepare in this process's memory: "
+                f"got {describe(x)}; pass a smaller input (resize or tile it)"
+            ) from None
         t1 = time.perf_counter()
         raw = self.forward(prepared)
         t2 = time.perf_counter()
