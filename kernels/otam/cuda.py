@@ -13,6 +13,7 @@ import ctypes
 from typing import Any
 
 import numpy as np
+
 from edgesentry.errors import InputError
 
 from .reference import COS_EPS, LAMBDA

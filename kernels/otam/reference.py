@@ -65,13 +65,17 @@ def cosine_distance(z: np.ndarray, p: np.ndarray, eps: float = COS_EPS,
 
 
 # ------------------------------------------------------------------ official (float32)
-def otam_official(delta: np.ndarray, lam: float = LAMBDA) -> np.ndarray:
-    """The seed's soft-OTAM over the last two axes, float32, no max-subtraction (may be inf)."""
-    d = np.asarray(delta, np.float32)
-    pad = np.zeros((*d.shape[:-1], 1), np.float32)
+def otam_official(delta: np.ndarray, lam: float = LAMBDA, dtype: type = np.float32) -> np.ndarray:
+    """The seed's soft-OTAM over the last two axes, no max-subtraction (may be inf).
+
+    ``dtype`` float32 is the seed; float16 shows the fp16 failure; float64 underflows only past
+    C ~ 372 and so serves as an independent check of the stabilised form between 52 and 372.
+    """
+    d = np.asarray(delta, dtype)
+    pad = np.zeros((*d.shape[:-1], 1), dtype)
     d = np.concatenate([pad, d, pad], axis=-1)
     rows, cols = d.shape[-2], d.shape[-1]
-    lam32 = np.float32(lam)
+    lam32 = dtype(lam)
     cum = np.zeros_like(d)
     cum[..., 0, :] = np.cumsum(d[..., 0, :], axis=-1)
 

@@ -116,6 +116,7 @@ def fuse(z_local: Any, p_local: Any, z_global: Any, p_global: Any, *, lam: float
     ``out`` may pass preallocated float32 tensors (tests poison them with NaN first).
     """
     import torch
+
     from edgesentry.kernels import _triton
 
     floats = (torch.float32, torch.float16, torch.bfloat16)

@@ -144,8 +144,25 @@ def read_frames(clip: Clip, frames: int) -> np.ndarray:
     if not Path(clip.path).is_file():
         raise InputError(f"video file not found: {clip.path}")
     cap = cv2.VideoCapture(str(clip.path))
-    decoded = []
     try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if n > 0:
+            # Known length: grab (decode) every frame up to the last one needed, convert only those.
+            lo = int(round(clip.start * n))
+            hi = max(lo + 1, int(round(clip.end * n)))
+            wanted = (lo + sample_indices(hi - lo, frames)).tolist()
+            got: dict[int, np.ndarray] = {}
+            for i in range(max(wanted) + 1):
+                if not cap.grab():
+                    break
+                if i in wanted:
+                    ok, frame = cap.retrieve()
+                    if ok:
+                        got[i] = frame
+            if all(i in got for i in wanted):
+                return np.stack([cv2.cvtColor(got[i], cv2.COLOR_BGR2RGB) for i in wanted])
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # the container's frame count was wrong: decode all
+        decoded = []
         while True:
             ok, frame = cap.read()
             if not ok:
@@ -156,8 +173,8 @@ def read_frames(clip: Clip, frames: int) -> np.ndarray:
     if not decoded:
         raise InputError(f"OpenCV decoded no frames from {clip.path}; is it a video file?")
     n = len(decoded)
-    lo, hi = int(round(clip.start * n)), max(int(round(clip.start * n)) + 1, int(round(clip.end * n)))
-    span = decoded[lo:hi]
+    lo = int(round(clip.start * n))
+    span = decoded[lo:max(lo + 1, int(round(clip.end * n)))]
     idx = sample_indices(len(span), frames)
     return np.stack([cv2.cvtColor(span[i], cv2.COLOR_BGR2RGB) for i in idx])
 

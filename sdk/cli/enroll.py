@@ -1,0 +1,45 @@
+"""``edgesentry enroll BUNDLE GALLERY LABEL CLIPS...``: add a class (or shots) to an MDMF gallery."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "enrol a few-shot action class from example clips into a gallery file (mdmf)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgesentry.cli._args import add_backend_args, add_kernel_args
+
+    parser.add_argument("bundle", help="mdmf bundle directory (edgesentry convert mdmf ...)")
+    parser.add_argument("gallery", help="gallery .npz (created if missing)")
+    parser.add_argument("label", help="class label, e.g. 'pour water'")
+    parser.add_argument("clips", nargs="+", help="example clips: PATH or PATH@START:END (fractions of the clip)")
+    parser.add_argument("--prompt", default=None, help="class prompt text (default: the bundle's template)")
+    parser.add_argument("--embedding", default=None, help=".npy text embedding [D] to use instead of the text tower")
+    parser.add_argument("--append", action="store_true", help="add the clips as shots of an enrolled label")
+    add_backend_args(parser)
+    add_kernel_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import edgesentry
+    from edgesentry.errors import ConfigError
+
+    det = edgesentry.load(args.bundle, backend=args.backend, kernels=args.kernels)
+    if det.family != "mdmf":
+        raise ConfigError(f"enroll works with mdmf bundles; {args.bundle} is {det.family!r}")
+    path = Path(args.gallery)
+    gallery = det.load_gallery(path) if path.exists() else det.gallery()
+    if args.append:
+        for clip in args.clips:
+            gallery.add_shot(args.label, clip)
+    else:
+        prompt = np.load(args.embedding, allow_pickle=False) if args.embedding else args.prompt
+        gallery.enroll(args.label, args.clips, prompt=prompt)
+    gallery.save(path)
+    shots = ", ".join(f"{k} ({gallery.shots(k)})" for k in gallery.labels)
+    print(f"{path}: {len(gallery)} classes: {shots}")
+    return 0
