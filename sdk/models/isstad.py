@@ -56,6 +56,9 @@ __all__ = [
     "official_permutation",
     "clean_state_dict",
     "load_isstad_state_dict",
+    "check_state_dict",
+    "build_from_tensors",
+    "ISSTADGraph",
     "isstad_vit_large_patch16",
 ]
 
@@ -91,7 +94,8 @@ class ISSTADConfig:
         if self.embed_dim % self.num_heads or self.decoder_embed_dim % self.decoder_num_heads:
             raise ConfigError(
                 f"embed dims must divide by their head counts; got embed_dim={self.embed_dim}/num_heads="
-                f"{self.num_heads}, decoder_embed_dim={self.decoder_embed_dim}/decoder_num_heads={self.decoder_num_heads}"
+                f"{self.num_heads}, decoder_embed_dim={self.decoder_embed_dim}/decoder_num_heads="
+                f"{self.decoder_num_heads}"
             )
         if not (self.mlp_ratio > 0 and math.isfinite(self.mlp_ratio)):
             raise ConfigError(f"mlp_ratio must be > 0; got {self.mlp_ratio}")
@@ -331,7 +335,8 @@ def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:
-        raise WeightsError(f"expected a state_dict (name -> tensor) or {{'model': state_dict}}; got {type(obj).__name__}")
+        raise WeightsError(
+            f"expected a state_dict (name -> tensor) or {{'model': state_dict}}; got {type(obj).__name__}")
     out: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
@@ -340,38 +345,113 @@ def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_isstad_state_dict(model: ISSTADNet, state_dict: Mapping[str, Any]) -> list[str]:
-    """Load strictly by name; dead-module keys are accepted and ignored.
+def check_state_dict(cfg: ISSTADConfig | Mapping[str, Any],
+                     state_dict: Any) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Check a checkpoint against the architecture without allocating it (meta device).
 
     Returns:
-        The ignored (dead) keys.
+        (the used tensors by name, the ignored dead keys).
 
     Raises:
         WeightsError: missing used keys (a stage-1 checkpoint is named as such), unexpected
-            keys, or shape mismatches, all listed.
+            keys or shape mismatches, all listed.
     """
+    cfg = cfg if isinstance(cfg, ISSTADConfig) else ISSTADConfig.from_dict(cfg)
     sd = clean_state_dict(state_dict)
     ignored = sorted(k for k in sd if DEAD_KEY_PATTERN.match(k))
     used = {k: v for k, v in sd.items() if not DEAD_KEY_PATTERN.match(k)}
-    own = model.state_dict()
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in ISSTADNet(cfg).state_dict().items()}
     missing = sorted(set(own) - set(used))
     unexpected = sorted(set(used) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(used[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(used) if tuple(used[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
+    shapes = sorted(f"{k}: checkpoint {tuple(used[k].shape)} vs model {own[k]}"
+                    for k in set(own) & set(used) if tuple(used[k].shape) != own[k])
+    bad_dtype = sorted(k for k in set(own) & set(used) if not used[k].is_floating_point())
+    if missing or unexpected or shapes or bad_dtype:
         hint = ""
         if "mask_pred.weight" in missing and not any(k.startswith("mask_pred") for k in unexpected):
             hint = (" This looks like a stage-1 MAE checkpoint (checkpoint-0.75.pth): it has no pixel head "
                     "(mask_pred) and fewer decoder blocks, so it cannot score anomalies; convert the stage-2 "
                     "net_ad.pth instead.")
+        elif shapes or unexpected:
+            hint = " If the model was trained with another architecture, pass its config (--config JSON)."
         raise WeightsError(
-            f"checkpoint does not fit ISSTAD {model.cfg.to_dict()}: {len(missing)} missing {_short(missing)}, "
-            f"{len(unexpected)} unexpected {_short(unexpected)}, {len(shapes)} mis-shaped {_short(shapes)}.{hint}"
+            f"checkpoint does not fit ISSTAD {cfg.to_dict()}: {len(missing)} missing {_short(missing)}, "
+            f"{len(unexpected)} unexpected {_short(unexpected)}, {len(shapes)} mis-shaped {_short(shapes)}"
+            + (f", non-float {_short(bad_dtype)}" if bad_dtype else "") + f".{hint}"
         )
+    return used, ignored
+
+
+def load_isstad_state_dict(model: ISSTADNet, state_dict: Any) -> list[str]:
+    """Load strictly by name; dead-module keys are accepted and ignored (returned).
+
+    Raises:
+        WeightsError: see ``check_state_dict``.
+    """
+    used, ignored = check_state_dict(model.cfg, state_dict)
     with torch.no_grad():
-        for key, param in own.items():
+        for key, param in model.state_dict().items():
             param.copy_(used[key].to(param.dtype))
     return ignored
+
+
+def build_from_tensors(cfg: ISSTADConfig | Mapping[str, Any], tensors: Mapping[str, Any]) -> ISSTADNet:
+    """An eval-mode network from a bundle's tensors (numpy arrays or tensors by name)."""
+    cfg = cfg if isinstance(cfg, ISSTADConfig) else ISSTADConfig.from_dict(cfg)
+    with torch.device("meta"):
+        net = ISSTADNet(cfg)
+    sd = {k: torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
+    used, _ = check_state_dict(cfg, sd)
+    net.load_state_dict(used, strict=True, assign=True)
+    # The fixed sin-cos embeddings stay frozen as in the official class.
+    net.pos_embed.requires_grad_(False)
+    net.decoder_pos_embed.requires_grad_(False)
+    return net.eval()
+
+
+class ISSTADGraph(nn.Module):
+    """The exported/served graph: image (B, 3, S, S) -> (recon (B, 3, S, S), prob (B, S, S)).
+
+    ``permutation``: ``"identity"`` (no shuffle; the only exportable mode), ``"official"``
+    (a fresh ``official_permutation`` per call from a generator seeded with ``seed``) or
+    ``"recorded"`` (the (B, L) array ``recorded``, row b for image b).
+    """
+
+    def __init__(self, net: ISSTADNet, permutation: str = "identity", seed: int | None = None,
+                 recorded: Any = None):
+        super().__init__()
+        self.net = net
+        self.permutation = permutation
+        self.generator = None
+        self.recorded = None
+        if permutation == "official":
+            if seed is None:
+                raise ConfigError("permutation='official' needs an explicit seed")
+            self.generator = torch.Generator().manual_seed(int(seed))
+        elif permutation == "recorded":
+            rec = torch.as_tensor(np.asarray(recorded), dtype=torch.long)
+            n = net.cfg.num_patches
+            if rec.ndim != 2 or rec.shape[1] != n or not torch.equal(rec.sort(dim=1).values,
+                                                                      torch.arange(n).expand_as(rec)):
+                raise ConfigError(f"a recorded permutation must be (B, {n}) rows each a permutation of 0..{n - 1}; "
+                                  f"got shape {tuple(rec.shape)}")
+            self.recorded = rec
+        elif permutation != "identity":
+            raise ConfigError(f"unknown permutation {permutation!r}")
+
+    def _perm(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        if self.generator is not None:
+            return official_permutation(batch, self.net.cfg.num_patches, self.generator).to(device)
+        if self.recorded is not None:
+            if self.recorded.shape[0] != batch:
+                raise ConfigError(f"the recorded permutation has {self.recorded.shape[0]} rows; this batch has "
+                                  f"{batch} images (use batch_size={self.recorded.shape[0]})")
+            return self.recorded.to(device)
+        return None
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_prob(image, self._perm(image.shape[0], image.device))
 
 
 def _short(items: list[str], n: int = 8) -> str:

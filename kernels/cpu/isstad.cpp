@@ -1,0 +1,388 @@
+// ISSTAD anomaly-score fusion on the CPU: two passes over the image, no scipy round trips.
+//
+// Specification: edgesentry/kernels/isstad/reference.py (the seed's numpy/scipy path).
+//
+// Pass 1 (rows in parallel): P = mean_k sigmoid(l1_k - l0_k) (the 2-class softmax, fused
+//   over the K heads), R = mean_c (recon - image)^2, the row min/max of R, and the
+//   horizontal 33-tap Gaussian of P, R and P*R with half-sample-symmetric borders
+//   (scipy's 'reflect'), all while the row is in cache.
+// Pass 2 (rows in parallel): the vertical 33-tap pass and the epilogue. The blur is linear
+//   and the min-max affine, so G(P * Rn) = (G(P*R) - m G(P)) / (M - m) and
+//   G(Rn) = (G(R) - m) / (M - m): nothing has to wait for min/max before blurring.
+//   The epilogue writes the selected pixel map and per-row partial sums of the image
+//   score (float64); the weighted score's top-p means use nth_element on G(P), G(R).
+//
+// Accumulation is float32 (33 taps; the reference accumulates in float64 and rounds to
+// float32 per pass: the difference is ~1e-7 relative).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+// No FP-exception semantics are needed here; without this GCC will not if-convert the
+// clamps of fast_exp, and the head loop stays scalar.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+namespace {
+
+enum PixelMode { kOriginal = 0, kHam = 1, kAlpha = 2, kMax = 3 };
+enum ImageMode { kMean = 0, kAlphaMean = 1, kWeighted = 2 };
+
+// Row helpers are leaf functions cloned per ISA (AVX2+FMA / FMA / baseline) so that one
+// portable wheel still runs 8-wide FMA where the CPU has it; on ARM NEON is the baseline.
+#ifdef EDGESENTRY_X86
+#define ES_CLONES __attribute__((target_clones("arch=x86-64-v3", "fma", "default")))
+#else
+#define ES_CLONES
+#endif
+
+// exp(x) for float without a libm call, so the head loop vectorises: 2^n * p(r) with the
+// Cephes polynomial, |rel err| < 2e-7 on [-87, 88] (inputs are clamped there).
+__attribute__((always_inline)) inline float fast_exp(float x) {
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float n = (x * 1.44269504088896341f + magic) - magic;
+  float r = x - n * 0.693145751953125f;  // ln2 split in hi + lo for an exact reduction
+  r = r - n * 1.428606765330187045e-06f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } scale;  // 2^n built in the exponent field (n in [-126, 127] after the clamp)
+  scale.i = (static_cast<int32_t>(n) + 127) << 23;
+  return p * scale.f;
+}
+
+// out[j] = mean_k 1 / (1 + exp(l0_k[j] - l1_k[j])); l0 of head k at heads + 2k * hw.
+ES_CLONES void prob_row(const float* heads, int64_t k, int64_t hw, int64_t w, float* out) {
+  for (int64_t j = 0; j < w; ++j) out[j] = 0.0f;
+  for (int64_t q = 0; q < k; ++q) {
+    const float* l0 = heads + 2 * q * hw;
+    const float* l1 = l0 + hw;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) out[j] += 1.0f / (1.0f + fast_exp(l0[j] - l1[j]));
+  }
+  const float inv_k = 1.0f / static_cast<float>(k);
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) out[j] *= inv_k;
+}
+
+// out[j] = mean_c (a_c[j] - b_c[j])^2; channel planes hw apart.
+ES_CLONES void error_row(const float* a, const float* b, int64_t c, int64_t hw, int64_t w, float* out) {
+  for (int64_t j = 0; j < w; ++j) out[j] = 0.0f;
+  for (int64_t q = 0; q < c; ++q) {
+    const float* x = a + q * hw;
+    const float* y = b + q * hw;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) {
+      const float d = x[j] - y[j];
+      out[j] += d * d;
+    }
+  }
+  const float inv_c = 1.0f / static_cast<float>(c);
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) out[j] *= inv_c;
+}
+
+// The FIRs below keep 8..16 output columns in registers and run over the taps fully
+// unrolled (NT is a template constant: 33 for the seed's sigma 4 / truncate 4). The taps are
+// symmetric, so mirrored samples are added first: 16 adds + 17 FMAs per output instead of
+// 33 FMAs, and on cores with separate add and FMA pipes the two halves overlap.
+// Horizontal FIR of a padded row: out[j] = sum_t taps[t] * pad[j + t].
+template <int NT>
+ES_CLONES void hblur_row(const float* __restrict pad, const float* __restrict taps, int64_t w,
+                         float* __restrict out) {
+  constexpr int R = NT / 2;
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) {
+    float acc = taps[R] * pad[j + R];
+#pragma GCC unroll 64
+    for (int t = 0; t < R; ++t) acc += taps[t] * (pad[j + t] + pad[j + NT - 1 - t]);
+    out[j] = acc;
+  }
+}
+
+// Vertical FIR: out[j] = sum_t taps[t] * rows[t][j] (rows = the reflected source rows).
+template <int NT>
+ES_CLONES void vblur_row(const float* const* __restrict rows, const float* __restrict taps, int64_t w,
+                         float* __restrict out) {
+  constexpr int R = NT / 2;
+#pragma omp simd
+  for (int64_t j = 0; j < w; ++j) {
+    float acc = taps[R] * rows[R][j];
+#pragma GCC unroll 64
+    for (int t = 0; t < R; ++t) acc += taps[t] * (rows[t][j] + rows[NT - 1 - t][j]);
+    out[j] = acc;
+  }
+}
+
+// Any other tap count (not used by the seed's blur; kept so the op stays general).
+void hblur_row_any(const float* pad, const float* taps, int ntaps, int64_t w, float* out) {
+  for (int64_t j = 0; j < w; ++j) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += taps[t] * pad[j + t];
+    out[j] = acc;
+  }
+}
+
+void vblur_row_any(const float* const* rows, const float* taps, int ntaps, int64_t w, float* out) {
+  for (int64_t j = 0; j < w; ++j) {
+    float acc = 0.0f;
+    for (int t = 0; t < ntaps; ++t) acc += taps[t] * rows[t][j];
+    out[j] = acc;
+  }
+}
+
+constexpr int kSeedTaps = 33;
+
+// Symmetric 33 taps (the seed's) take the unrolled path; anything else the generic loop.
+inline void hblur(const float* pad, const float* taps, int ntaps, int64_t w, float* out) {
+  if (ntaps == kSeedTaps) hblur_row<kSeedTaps>(pad, taps, w, out);
+  else hblur_row_any(pad, taps, ntaps, w, out);
+}
+
+inline void vblur(const float* const* rows, const float* taps, int ntaps, int64_t w, float* out) {
+  if (ntaps == kSeedTaps) vblur_row<kSeedTaps>(rows, taps, w, out);
+  else vblur_row_any(rows, taps, ntaps, w, out);
+}
+
+// Half-sample-symmetric index (scipy 'reflect'), valid for any offset (period 2n).
+inline int64_t reflect(int64_t k, int64_t n) {
+  const int64_t period = 2 * n;
+  k %= period;
+  if (k < 0) k += period;
+  return k < n ? k : period - 1 - k;
+}
+
+struct Shape {
+  int64_t b, k, c, h, w;
+  bool logits;
+};
+
+double top_mean(std::vector<float>& values, int64_t k) {
+  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<float>());
+  double sum = 0.0;
+  for (int64_t i = 0; i < k; ++i) sum += values[i];
+  return sum / static_cast<double>(k);
+}
+
+// One image. heads: K*2*H*W logits or H*W probabilities; recon/image: C*H*W.
+void fuse_one(const float* heads, const float* recon, const float* image, const Shape& s, const float* taps, int radius,
+              int pixel_mode, int image_mode, double top_p, double w_m, double w_r, int threads, float* prob,
+              float* rerr, float* pixel, double* score) {
+  const int64_t h = s.h, w = s.w, hw = h * w;
+  const bool need_pr = pixel_mode == kOriginal || pixel_mode == kHam;
+  const int ntaps = 2 * radius + 1;
+  std::vector<float> hp(hw), hr(hw), hpr(need_pr ? hw : 0);
+  std::vector<float> row_min(h), row_max(h);
+  std::vector<double> row_sum(h);
+  const bool weighted = image_mode == kWeighted;
+  std::vector<float> pb_all(weighted ? hw : 0), rb_all(weighted ? hw : 0);
+  std::vector<int64_t> col_src(w + 2 * radius);
+  for (int64_t j = -radius; j < w + radius; ++j) col_src[j + radius] = reflect(j, w);
+
+  // ---------------------------------------------------------------- pass 1: rows
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> pad_p(w + 2 * radius), pad_r(w + 2 * radius), pad_pr(w + 2 * radius);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < h; ++i) {
+      float* p_row = prob + i * w;
+      float* r_row = rerr + i * w;
+      if (s.logits) {
+        prob_row(heads + i * w, s.k, hw, w, p_row);
+      } else {
+        std::memcpy(p_row, heads + i * w, sizeof(float) * w);
+      }
+      error_row(recon + i * w, image + i * w, s.c, hw, w, r_row);
+      float lo = r_row[0], hi = r_row[0];
+      for (int64_t j = 1; j < w; ++j) {
+        lo = std::min(lo, r_row[j]);
+        hi = std::max(hi, r_row[j]);
+      }
+      row_min[i] = lo;
+      row_max[i] = hi;
+      // Interior by memcpy, the 2 x radius border samples through the reflected index.
+      std::memcpy(pad_p.data() + radius, p_row, sizeof(float) * w);
+      std::memcpy(pad_r.data() + radius, r_row, sizeof(float) * w);
+      for (int64_t j = 0; j < radius; ++j) {
+        const int64_t lo_src = col_src[j], hi_src = col_src[w + radius + j];
+        pad_p[j] = p_row[lo_src];
+        pad_r[j] = r_row[lo_src];
+        pad_p[w + radius + j] = p_row[hi_src];
+        pad_r[w + radius + j] = r_row[hi_src];
+      }
+      hblur(pad_p.data(), taps, ntaps, w, hp.data() + i * w);
+      hblur(pad_r.data(), taps, ntaps, w, hr.data() + i * w);
+      if (need_pr) {
+        for (int64_t j = 0; j < w + 2 * radius; ++j) pad_pr[j] = pad_p[j] * pad_r[j];
+        hblur(pad_pr.data(), taps, ntaps, w, hpr.data() + i * w);
+      }
+    }
+  }
+  const float m = *std::min_element(row_min.begin(), row_min.end());
+  const float mx = *std::max_element(row_max.begin(), row_max.end());
+  // Constant R: the seed divides by zero; Rn is defined as 0 here (see reference.py).
+  const float inv_span = mx > m ? 1.0f / (mx - m) : 0.0f;
+
+  // --------------------------------------------------------- pass 2: columns + epilogue
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> ap(w), ar(w), apr(need_pr ? w : 0);
+    std::vector<const float*> rows_p(ntaps), rows_r(ntaps), rows_pr(ntaps);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < h; ++i) {
+      for (int t = 0; t < ntaps; ++t) {
+        const int64_t off = reflect(i + t - radius, h) * w;
+        rows_p[t] = hp.data() + off;
+        rows_r[t] = hr.data() + off;
+        if (need_pr) rows_pr[t] = hpr.data() + off;
+      }
+      vblur(rows_p.data(), taps, ntaps, w, ap.data());
+      vblur(rows_r.data(), taps, ntaps, w, ar.data());
+      if (need_pr) vblur(rows_pr.data(), taps, ntaps, w, apr.data());
+      float* out = pixel + i * w;
+      const float scale = pixel_mode == kOriginal ? 255.0f * inv_span : inv_span;
+      switch (pixel_mode) {
+        case kOriginal:
+        case kHam:
+          for (int64_t j = 0; j < w; ++j) out[j] = (apr[j] - m * ap[j]) * scale;
+          break;
+        case kAlpha:
+          for (int64_t j = 0; j < w; ++j) out[j] = 0.5f * ap[j] + 0.5f * ((ar[j] - m) * inv_span);
+          break;
+        default:
+          for (int64_t j = 0; j < w; ++j) out[j] = std::max(ap[j], (ar[j] - m) * inv_span);
+          break;
+      }
+      double acc = 0.0;
+      if (image_mode == kMean) {
+        for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(ap[j]) * ar[j];
+      } else if (image_mode == kAlphaMean) {
+        for (int64_t j = 0; j < w; ++j) acc += 0.5 * ap[j] + 0.5 * static_cast<double>((ar[j] - m) * inv_span);
+      } else {
+        std::memcpy(pb_all.data() + i * w, ap.data(), sizeof(float) * w);
+        std::memcpy(rb_all.data() + i * w, ar.data(), sizeof(float) * w);
+      }
+      row_sum[i] = acc;
+    }
+  }
+  if (weighted) {
+    const int64_t k = std::min(hw, std::max<int64_t>(1, static_cast<int64_t>(std::ceil(top_p * static_cast<double>(hw)))));
+    const double tp = top_mean(pb_all, k);
+    const double tr = top_mean(rb_all, k);
+    *score = std::pow(1.0 + tp, w_m) * std::pow(1.0 + tr, w_r);
+  } else {
+    double total = 0.0;
+    for (int64_t i = 0; i < h; ++i) total += row_sum[i];
+    *score = total / static_cast<double>(hw);
+  }
+}
+
+using FArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a) {
+  std::string out = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) out += (i ? ", " : "") + std::to_string(a.shape(i));
+  return out + ")";
+}
+
+py::tuple fusion(FArray heads, FArray recon, FArray image, int pixel_mode, int image_mode, double top_p, double w_m,
+                 double w_r, DArray taps64, int threads) {
+  if (recon.ndim() != 4 || image.ndim() != 4)
+    throw std::invalid_argument("recon and image must be (B, C, H, W); got " + shape_str(recon) + " and " +
+                                shape_str(image));
+  for (int d = 0; d < 4; ++d)
+    if (recon.shape(d) != image.shape(d))
+      throw std::invalid_argument("recon " + shape_str(recon) + " and image " + shape_str(image) + " differ");
+  Shape s{recon.shape(0), 0, recon.shape(1), recon.shape(2), recon.shape(3), false};
+  if (heads.ndim() == 5) {
+    if (heads.shape(0) != s.b || heads.shape(2) != 2 || heads.shape(3) != s.h || heads.shape(4) != s.w)
+      throw std::invalid_argument("logits must be (B, K, 2, H, W) = (" + std::to_string(s.b) + ", K, 2, " +
+                                  std::to_string(s.h) + ", " + std::to_string(s.w) + "); got " + shape_str(heads));
+    s.k = heads.shape(1);
+    s.logits = true;
+    if (s.k < 1) throw std::invalid_argument("logits need at least one head; got " + shape_str(heads));
+  } else if (heads.ndim() == 3) {
+    if (heads.shape(0) != s.b || heads.shape(1) != s.h || heads.shape(2) != s.w)
+      throw std::invalid_argument("probability must be (B, H, W) matching recon; got " + shape_str(heads));
+  } else {
+    throw std::invalid_argument("heads must be (B, K, 2, H, W) logits or (B, H, W) probability; got " +
+                                shape_str(heads));
+  }
+  if (pixel_mode < 0 || pixel_mode > 3 || image_mode < 0 || image_mode > 2)
+    throw std::invalid_argument("pixel_mode must be 0..3 and image_mode 0..2");
+  if (taps64.ndim() != 1 || taps64.shape(0) % 2 == 0)
+    throw std::invalid_argument("taps must be a 1-D array of odd length; got " + shape_str(taps64));
+  if (s.b < 1 || s.c < 1 || s.h < 1 || s.w < 1) throw std::invalid_argument("empty input " + shape_str(recon));
+  const int radius = static_cast<int>(taps64.shape(0) / 2);
+  std::vector<float> taps(taps64.shape(0));
+  for (size_t t = 0; t < taps.size(); ++t) taps[t] = static_cast<float>(taps64.data()[t]);
+  for (size_t t = 0; t < taps.size(); ++t)
+    if (taps[t] != taps[taps.size() - 1 - t])
+      throw std::invalid_argument("taps must be symmetric (the blur folds mirrored samples)");
+
+  FArray prob({s.b, s.h, s.w}), rerr({s.b, s.h, s.w}), pixel({s.b, s.h, s.w});
+  DArray score({s.b});
+  const float* hd = heads.data();
+  const float* rc = recon.data();
+  const float* im = image.data();
+  float* pp = prob.mutable_data();
+  float* rp = rerr.mutable_data();
+  float* xp = pixel.mutable_data();
+  double* sp = score.mutable_data();
+  const int64_t hw = s.h * s.w;
+  const int64_t head_stride = s.logits ? s.k * 2 * hw : hw;
+  {
+    py::gil_scoped_release release;
+#ifdef _OPENMP
+    const int nthreads = threads > 0 ? threads : omp_get_max_threads();
+#else
+    const int nthreads = 1;
+#endif
+    // A batch of at least one image per thread runs image-parallel (no barriers inside an
+    // image); otherwise each image is row-parallel (the inner regions get the threads).
+    const bool by_image = s.b >= 2 && nthreads > 1;
+    // Row parallelism inside one 224 x 224 image is ~0.1 ms of work between barriers: it
+    // helps on an idle machine and stalls badly on a busy one, so it is opt-in (threads > 0).
+    const int row_threads = threads > 0 ? threads : 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (by_image)
+    for (int64_t b = 0; b < s.b; ++b) {
+      fuse_one(hd + b * head_stride, rc + b * s.c * hw, im + b * s.c * hw, s, taps.data(), radius, pixel_mode,
+               image_mode, top_p, w_m, w_r, by_image ? 1 : row_threads, pp + b * hw, rp + b * hw, xp + b * hw, sp + b);
+    }
+  }
+  return py::make_tuple(prob, rerr, pixel, score);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu_isstad, m) {
+  m.doc() = "ISSTAD anomaly-score fusion (P, R, 33-tap symmetric Gaussian, min-max, scores), CPU tier";
+  m.def("fusion", &fusion, py::arg("heads"), py::arg("recon"), py::arg("image"), py::arg("pixel_mode"),
+        py::arg("image_mode"), py::arg("top_p"), py::arg("w_m"), py::arg("w_r"), py::arg("taps"), py::arg("threads") = 0,
+        "Fused post-processing; returns (P, R, pixel_map, score).");
+}
