@@ -3,6 +3,8 @@
 Inputs are fresh synthetic cubes each run (a few smooth "endmember" spectra mixed with
 random abundances plus noise, float32, like a radiance cube: strongly correlated bands, so
 the covariance is ill-conditioned as on the ABU scenes). The seed is in each case's notes.
+``gpu_check`` is imported lazily so that ``benchmarks/latency.py``, which imports every
+module here, does not depend on it; the RX latency rows live in ``cases/rx.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gpu_check import Context, GpuCase
 
 from edgesentry.kernels.rx import reference
 
@@ -53,7 +54,9 @@ def _tier_fn(kernel: str, tier: str) -> Any:
     return getattr(importlib.import_module(f"edgesentry.kernels.rx.{tier}"), kernel)
 
 
-def _global_case(ctx: Context, tier: str, label: str, cubes: list[np.ndarray], seed: int) -> GpuCase:
+def _global_case(ctx: Any, tier: str, label: str, cubes: list[np.ndarray], seed: int) -> Any:
+    from gpu_check import GpuCase
+
     pixels = [c.reshape(-1, c.shape[-1]) for c in cubes]
     inputs = [_device_input(p, tier, ctx.gpu) for p in pixels]
     n, b = pixels[0].shape
@@ -90,8 +93,10 @@ def _stack(outs: list[Any]) -> Any:
     return np.stack(outs)
 
 
-def _local_case(ctx: Context, tier: str, label: str, cube: np.ndarray, window: tuple[int, int],
-                seed: int, slow_reference: bool) -> GpuCase:
+def _local_case(ctx: Any, tier: str, label: str, cube: np.ndarray, window: tuple[int, int],
+                seed: int, slow_reference: bool) -> Any:
+    from gpu_check import GpuCase
+
     inner, outer = window
     x = _device_input(cube, tier, ctx.gpu)
     h, w, b = cube.shape
@@ -126,10 +131,16 @@ def _local_case(ctx: Context, tier: str, label: str, cube: np.ndarray, window: t
     )
 
 
-def gpu_cases(ctx: Context) -> list[GpuCase]:
+def latency_rows(ctx: Any) -> list[Any]:
+    """No latency rows: the RX rows (every tier) are in ``cases/rx.py``."""
+    return []
+
+
+def gpu_cases(ctx: Any) -> list[Any]:
+    """RX global/local x {triton, cuda} x sizes (tiny under ``ctx.smoke``)."""
     seed = int(np.random.SeedSequence().entropy % 2**31)
     rng = np.random.default_rng(seed)
-    cases: list[GpuCase] = []
+    cases: list[Any] = []
     if ctx.smoke:
         g = synthetic_cube(rng, 16, 16, 8)
         loc = synthetic_cube(rng, 10, 10, 4)
