@@ -247,12 +247,13 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
 
           for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
           double trace = 0.0;
+          const double inv_dof = 1.0 / (n - 1.0);  // multiply, not divide, in the inner loop
           for (int r = 0; r < bands; ++r) {
             const size_t row = static_cast<size_t>(r) * (r + 1) / 2;
             const double mr = n * mean[r];
 #pragma omp simd
             for (int c = 0; c <= r; ++c)
-              cov[row + c] = (ring_m[row + c] - mr * mean[c]) / (n - 1.0);
+              cov[row + c] = (ring_m[row + c] - mr * mean[c]) * inv_dof;
             trace += cov[row + r];
           }
           if (ridge > 0.0) {
