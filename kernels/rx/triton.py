@@ -161,6 +161,52 @@ def _window_cov_kernel(mom_ptr, sum_ptr, corner_ptr, out_ptr, b, wp, n_bg,
     tl.store(out_ptr + p.to(tl.int64) * b * b + tile, cov, mask=mask)
 
 
+#: Kernel -> (signature, constexprs) as the launchers below use them (float32 input), for
+#: ahead-of-time compilation without a GPU (``compile_for``).
+KERNEL_SIGNATURES: dict[str, tuple[dict[str, str], dict[str, int]]] = {
+    "_column_sum_kernel": (
+        {"x_ptr": "*fp32", "out_ptr": "*fp64", "n": "i32", "b": "i32", "rows_per_prog": "i32",
+         "BLOCK_N": "constexpr", "BLOCK_B": "constexpr"},
+        {"BLOCK_N": 32, "BLOCK_B": 64},
+    ),
+    "_centred_gram_kernel": (
+        {"x_ptr": "*fp32", "mean_ptr": "*fp64", "out_ptr": "*fp64", "n": "i32", "b": "i32",
+         "rows_per_prog": "i32", "BLOCK_N": "constexpr", "BLOCK_B": "constexpr"},
+        {"BLOCK_N": 16, "BLOCK_B": 16},
+    ),
+    "_mahalanobis_kernel": (
+        {"x_ptr": "*fp32", "mean_ptr": "*fp64", "v_ptr": "*fp64", "invw_ptr": "*fp64", "out_ptr": "*fp64",
+         "n": "i32", "b": "i32", "k": "i32", "BLOCK_N": "constexpr", "BLOCK_B": "constexpr",
+         "BLOCK_K": "constexpr"},
+        {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_K": 16},
+    ),
+    "_window_cov_kernel": (
+        {"mom_ptr": "*fp64", "sum_ptr": "*fp64", "corner_ptr": "*i32", "out_ptr": "*fp64", "b": "i32",
+         "wp": "i32", "n_bg": "fp64", "BLOCK_B": "constexpr"},
+        {"BLOCK_B": 16},
+    ),
+}
+
+
+def compile_for(arch: str) -> dict[str, bytes]:
+    """Compile every kernel ahead of time for ``arch`` (``"sm_90"``) -> name -> cubin.
+
+    Needs no GPU (Triton ships ptxas), but does need the real compiler: it cannot run in a
+    process where ``TRITON_INTERPRET=1`` (the interpreter replaces the kernels).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if _triton.interpreting():
+        raise RuntimeError("compile_for needs a process without TRITON_INTERPRET=1")
+    capability = int(arch.removeprefix("sm_"))
+    out = {}
+    for name, (signature, constexprs) in KERNEL_SIGNATURES.items():
+        source = ASTSource(fn=globals()[name], signature=signature, constexprs=constexprs)
+        out[name] = triton.compile(source, target=GPUTarget("cuda", capability, 32)).asm["cubin"]
+    return out
+
+
 # ----------------------------------------------------------------------------- global
 def _staged_pixels(pixels: Any) -> Any:
     """Pixels on the device; float32/float64 are kept (kernels upcast), others -> float64."""
