@@ -13,6 +13,7 @@ concurrently with ``predict``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,11 @@ class Detector:
         if pixel_threshold is not None:
             self.pixel_threshold = pixel_threshold
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "preprocess" in cls.__dict__:  # every family's own preprocess, however it is called
+            cls.preprocess = _memory_guard(cls.__dict__["preprocess"])
+
     # ------------------------------------------------------------------ stages (override)
     def preprocess(self, x: Any) -> Any:
         """Validate and prepare one input; raise ``InputError`` naming expected vs received."""
@@ -83,15 +89,7 @@ class Detector:
     def predict(self, x: Any) -> Result:
         """Run the full pipeline on one input; see the family's docstring for ``x``."""
         t0 = time.perf_counter()
-        try:
-            prepared = self.preprocess(x)
-        except MemoryError:
-            # A huge input (e.g. a broadcast view of 10^10 pixels) fails in numpy's first copy;
-            # say so as an input error instead of leaking numpy's allocator message.
-            raise InputError(
-                f"{self.family or type(self).__name__} input is too large to prepare in this process's memory: "
-                f"got {describe(x)}; pass a smaller input (resize or tile it)"
-            ) from None
+        prepared = self.preprocess(x)
         t1 = time.perf_counter()
         raw = self.forward(prepared)
         t2 = time.perf_counter()
@@ -223,6 +221,29 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config()})"
+
+
+def _memory_guard(preprocess: Any) -> Any:
+    """Turn a ``MemoryError`` inside ``preprocess`` into an ``InputError`` naming the input.
+
+    A huge input (e.g. a broadcast view of 10^10 pixels) fails in numpy's first working copy;
+    the user should hear that the input is too large, not numpy's allocator message.
+    """
+    if getattr(preprocess, "_memory_guarded", False):
+        return preprocess
+
+    @functools.wraps(preprocess)
+    def guarded(self: Detector, x: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return preprocess(self, x, *args, **kwargs)
+        except MemoryError:
+            raise InputError(
+                f"{self.family or type(self).__name__} input is too large to prepare in this process's memory: "
+                f"got {describe(x)}; pass a smaller input (resize or tile it)"
+            ) from None
+
+    guarded._memory_guarded = True  # type: ignore[attr-defined]
+    return guarded
 
 
 def as_list(xs: Sequence[Any] | Any) -> list[Any]:
