@@ -126,10 +126,11 @@ def _wrappers(source: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def build(source: str) -> ctypes.CDLL:
-    """Compile ``source`` with the prelude into a shared library (cached per source)."""
-    body = source.replace("extern __shared__ double sh[];", "double* sh = emu_dynamic_shared;")
-    text = PRELUDE + body + "\n" + _wrappers(source)
+def build(sources: tuple[str, ...]) -> ctypes.CDLL:
+    """Compile ``sources`` into one shared library with the prelude (cached per set of sources;
+    one translation unit, because parsing the C++ thread headers dominates the build time)."""
+    bodies = [src.replace("extern __shared__ double sh[];", "double* sh = emu_dynamic_shared;") for src in sources]
+    text = PRELUDE + "\n".join(bodies) + "\n" + "\n".join(_wrappers(src) for src in sources)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "edgesentry_cuda_emu"
     folder.mkdir(exist_ok=True)
@@ -142,6 +143,10 @@ def build(source: str) -> ctypes.CDLL:
                        check=True, capture_output=True, text=True)
         tmp.replace(lib)
     return ctypes.CDLL(str(lib))
+
+
+#: Sources built together (``patch``); any other source is built on its own.
+_GROUPS: dict[str, tuple[str, ...]] = {}
 
 
 class EmuArray:
@@ -172,7 +177,7 @@ class EmuArray:
 
 
 def get_function(source: str, name: str) -> Any:
-    return getattr(build(source), f"emu_{name}")
+    return getattr(build(_GROUPS.get(source, (source,))), f"emu_{name}")
 
 
 def launch(function: Any, grid: tuple[int, ...], block: tuple[int, ...], args: list[tuple[Any, Any]],
@@ -184,7 +189,11 @@ def launch(function: Any, grid: tuple[int, ...], block: tuple[int, ...], args: l
 
 
 def patch(monkeypatch: Any, module: Any) -> None:
-    """Make a CUDA-tier module launch on the emulator (pytest ``monkeypatch``)."""
+    """Make a CUDA-tier module launch on the emulator (pytest ``monkeypatch``); its
+    ``SOURCES`` (if any) are built as one library."""
+    group = tuple(getattr(module, "SOURCES", {}).values())
+    for source in group:
+        _GROUPS[source] = group
     monkeypatch.setattr(module, "DeviceArray", EmuArray)
     monkeypatch.setattr(module, "get_function", get_function)
     monkeypatch.setattr(module, "launch", launch)
