@@ -1,0 +1,24 @@
+"""Serving with Triton Inference Server: model repositories and a KServe v2 client.
+
+``write_model_repository(bundle, OUT)`` (CLI: ``edgesentry export BUNDLE --format triton-repo
+OUT``) writes a repository whose ensemble runs the family's pre-processing, its graphs
+(``onnxruntime_onnx``, ``tensorrt_plan`` or a python-backend ONNX Runtime model) and its
+fused post-processing, and returns the ``Result`` fields as tensors. ``Client`` calls it over
+HTTP or gRPC and returns a ``Result``. ``tritonclient`` is imported by ``Client`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .repository import write_model_repository
+
+__all__ = ["Client", "write_model_repository"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":  # lazy: tritonclient (and gevent) load only when a client is wanted
+        from .client import Client
+
+        return Client
+    raise AttributeError(name)
