@@ -27,3 +27,25 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     echo "services.sh: mosquitto not found and apt-get is unavailable; MQTT tests will skip" >&2
   fi
 fi
+
+# --- Triton Inference Server for the serving tests (tests/export/test_triton_server.py) ----
+# The tritonserver binary comes from the nvidia-pytriton wheel (python backend only). The wheel
+# pins numpy<2, so it is installed without dependencies, and its python-backend stub runs the
+# models in a side environment holding numpy 1.x whose .pth adds the main venv after it
+# (see sdk/serving/local.py for why each piece is needed).
+if [ -x .venv/bin/python ]; then
+  if ! .venv/bin/python -c "import pytriton" >/dev/null 2>&1; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "nvidia-pytriton==0.7.0" \
+      || echo "services.sh: nvidia-pytriton could not be installed; the Triton server test will skip" >&2
+  fi
+  tenv=.venv/pytriton-env
+  tsite=$tenv/lib/$(.venv/bin/python -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')/site-packages
+  if [ ! -d "$tsite/numpy" ]; then
+    base=$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')
+    "$base/bin/python3" -m venv --without-pip "$tenv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --target "$tsite" "numpy<2" 2>/dev/null \
+      || echo "services.sh: numpy<2 for the Triton side environment could not be installed; the Triton server test will skip" >&2
+  fi
+  main_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$tsite/zz_edgesentry_main_venv.pth"
+fi
