@@ -96,96 +96,121 @@ void move_window(const std::vector<double>& col_m, const std::vector<double>& co
   for (int c = std::max(c0, p1); c < c1; ++c) slide_ring(col_m, col_s, bands, c, sign, ring_m, ring_s);
 }
 
-// Dot products of four packed rows with two columns over [0, len): eight independent
-// accumulators, six loads per eight FMAs. One long dependency chain per dot would leave the
-// FMA units idle, and reusing each loaded row for two columns halves the L2 traffic.
-__attribute__((always_inline)) inline void dot4x2(const double* r0, const double* r1, const double* r2,
-                                                  const double* r3, const double* c0, const double* c1, int len,
-                                                  double d[8]) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3, t0, t1, t2, t3)
-  for (int k = 0; k < len; ++k) {
-    const double a = c0[k], b = c1[k];
-    s0 += r0[k] * a; t0 += r0[k] * b;
-    s1 += r1[k] * a; t1 += r1[k] * b;
-    s2 += r2[k] * a; t2 += r2[k] * b;
-    s3 += r3[k] * a; t3 += r3[k] * b;
+// ---- Four pixels at once -------------------------------------------------------------
+// The covariances of kLanes consecutive pixels are interleaved element by element, so every
+// scalar step of the Cholesky becomes one SIMD operation across pixels: no horizontal sums,
+// full vector width even in the short dot products of the first columns. GCC/Clang vector
+// extensions map v4d to one AVX2 register (two SSE2/NEON registers elsewhere).
+constexpr int kLanes = 4;
+typedef double v4d __attribute__((vector_size(32), aligned(8)));
+
+__attribute__((always_inline)) inline v4d load4(const double* p) { return *reinterpret_cast<const v4d*>(p); }
+__attribute__((always_inline)) inline void store4(double* p, v4d v) { *reinterpret_cast<v4d*>(p) = v; }
+inline double* lane_row(double* a, int i) { return a + static_cast<size_t>(i) * (i + 1) / 2 * kLanes; }
+
+// Pivot of column j for every lane: a_jj - sum_k<j a_jk^2; a lane whose pivot is not above
+// its floor is marked failed and continues on a unit pivot (its result is discarded).
+__attribute__((always_inline)) inline v4d lane_pivot(double* aj, int j, const double* floor, unsigned char* ok) {
+  v4d s = {0.0, 0.0, 0.0, 0.0};
+  for (int k = 0; k < j; ++k) {
+    const v4d v = load4(aj + k * kLanes);
+    s += v * v;
   }
-  d[0] = s0; d[1] = s1; d[2] = s2; d[3] = s3; d[4] = t0; d[5] = t1; d[6] = t2; d[7] = t3;
+  v4d piv = load4(aj + j * kLanes) - s;
+  v4d inv;
+  for (int q = 0; q < kLanes; ++q) {
+    double d = piv[q];
+    if (!(d > floor[q])) {
+      ok[q] = 0;
+      d = 1.0;
+    }
+    piv[q] = std::sqrt(d);
+    inv[q] = 1.0 / piv[q];
+  }
+  store4(aj + j * kLanes, piv);
+  return inv;
 }
 
-__attribute__((always_inline)) inline double dot1(const double* a, const double* b, int len) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int k = 0; k < len; ++k) s += a[k] * b[k];
-  return s;
-}
-
-inline double* packed_row(double* a, int i) { return a + static_cast<size_t>(i) * (i + 1) / 2; }
-
-// Finish L[i][j] and L[i][j+1] of one row from its dots with columns j and j+1.
-__attribute__((always_inline)) inline void finish_pair(double* r, int j, double dj, double dj1, const double* aj1,
-                                                       double inv_j, double inv_j1) {
-  r[j] = (r[j] - dj) * inv_j;
-  r[j + 1] = (r[j + 1] - dj1 - r[j] * aj1[j]) * inv_j1;
-}
-
-// In-place left-looking Cholesky of the packed lower triangle `a` (row-major, row i at
-// i(i+1)/2), two columns per step and four rows per inner block, then |L^-1 z|^2. Returns
-// false when a pivot falls below `tol` x the largest diagonal entry (caller uses pinv).
 #if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-bool cholesky_mahalanobis(double* a, const double* z, double* u, int bands, double tol, double& score) {
-  double max_diag = 0.0;
-  for (int i = 0; i < bands; ++i) max_diag = std::max(max_diag, packed_row(a, i)[i]);
-  if (!(max_diag > 0.0)) return false;
-  const double floor = tol * max_diag;
+void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands, double tol, double* score,
+                                unsigned char* ok) {
+  double floor[kLanes];
+  for (int q = 0; q < kLanes; ++q) {
+    double max_diag = 0.0;
+    for (int i = 0; i < bands; ++i) max_diag = std::max(max_diag, lane_row(a, i)[i * kLanes + q]);
+    ok[q] = max_diag > 0.0;
+    floor[q] = tol * max_diag;
+  }
   int j = 0;
   for (; j + 1 < bands; j += 2) {
-    double* aj = packed_row(a, j);
-    double* aj1 = packed_row(a, j + 1);
-    const double pj = aj[j] - dot1(aj, aj, j);
-    if (!(pj > floor)) return false;
-    aj[j] = std::sqrt(pj);
-    const double inv_j = 1.0 / aj[j];
-    aj1[j] = (aj1[j] - dot1(aj1, aj, j)) * inv_j;
-    const double pj1 = aj1[j + 1] - dot1(aj1, aj1, j + 1);
-    if (!(pj1 > floor)) return false;
-    aj1[j + 1] = std::sqrt(pj1);
-    const double inv_j1 = 1.0 / aj1[j + 1];
+    double* aj = lane_row(a, j);
+    double* aj1 = lane_row(a, j + 1);
+    const v4d inv_j = lane_pivot(aj, j, floor, ok);
+    v4d s = {0.0, 0.0, 0.0, 0.0};
+    for (int k = 0; k < j; ++k) s += load4(aj1 + k * kLanes) * load4(aj + k * kLanes);
+    store4(aj1 + j * kLanes, (load4(aj1 + j * kLanes) - s) * inv_j);
+    const v4d inv_j1 = lane_pivot(aj1, j + 1, floor, ok);
+    const v4d l_j1_j = load4(aj1 + j * kLanes);
     int i = j + 2;
-    double d[8];
-    for (; i + 3 < bands; i += 4) {
-      double* r0 = packed_row(a, i);
-      double* r1 = packed_row(a, i + 1);
-      double* r2 = packed_row(a, i + 2);
-      double* r3 = packed_row(a, i + 3);
-      dot4x2(r0, r1, r2, r3, aj, aj1, j, d);
-      finish_pair(r0, j, d[0], d[4], aj1, inv_j, inv_j1);
-      finish_pair(r1, j, d[1], d[5], aj1, inv_j, inv_j1);
-      finish_pair(r2, j, d[2], d[6], aj1, inv_j, inv_j1);
-      finish_pair(r3, j, d[3], d[7], aj1, inv_j, inv_j1);
+    for (; i + 3 < bands; i += 4) {  // four rows x two columns per pass over k
+      double* r0 = lane_row(a, i);
+      double* r1 = lane_row(a, i + 1);
+      double* r2 = lane_row(a, i + 2);
+      double* r3 = lane_row(a, i + 3);
+      v4d s0 = {0, 0, 0, 0}, s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+      for (int k = 0; k < j; ++k) {
+        const size_t o = static_cast<size_t>(k) * kLanes;
+        const v4d c0 = load4(aj + o), c1 = load4(aj1 + o);
+        const v4d x0 = load4(r0 + o), x1 = load4(r1 + o), x2 = load4(r2 + o), x3 = load4(r3 + o);
+        s0 += x0 * c0; t0 += x0 * c1;
+        s1 += x1 * c0; t1 += x1 * c1;
+        s2 += x2 * c0; t2 += x2 * c1;
+        s3 += x3 * c0; t3 += x3 * c1;
+      }
+      double* rows[4] = {r0, r1, r2, r3};
+      const v4d ss[4] = {s0, s1, s2, s3}, ts[4] = {t0, t1, t2, t3};
+      for (int m = 0; m < 4; ++m) {
+        double* r = rows[m];
+        const v4d lj = (load4(r + j * kLanes) - ss[m]) * inv_j;
+        store4(r + j * kLanes, lj);
+        store4(r + (j + 1) * kLanes, (load4(r + (j + 1) * kLanes) - ts[m] - lj * l_j1_j) * inv_j1);
+      }
     }
     for (; i < bands; ++i) {
-      double* r = packed_row(a, i);
-      finish_pair(r, j, dot1(r, aj, j), dot1(r, aj1, j), aj1, inv_j, inv_j1);
+      double* r = lane_row(a, i);
+      v4d s0 = {0, 0, 0, 0}, t0 = s0;
+      for (int k = 0; k < j; ++k) {
+        const v4d x0 = load4(r + k * kLanes);
+        s0 += x0 * load4(aj + k * kLanes);
+        t0 += x0 * load4(aj1 + k * kLanes);
+      }
+      const v4d lj = (load4(r + j * kLanes) - s0) * inv_j;
+      store4(r + j * kLanes, lj);
+      store4(r + (j + 1) * kLanes, (load4(r + (j + 1) * kLanes) - t0 - lj * l_j1_j) * inv_j1);
     }
   }
-  if (j < bands) {  // odd band count: the last column is only a pivot
-    double* aj = packed_row(a, j);
-    const double pj = aj[j] - dot1(aj, aj, j);
-    if (!(pj > floor)) return false;
-    aj[j] = std::sqrt(pj);
-  }
-  double acc = 0.0;
+  if (j < bands) lane_pivot(lane_row(a, j), j, floor, ok);  // odd band count: last pivot
+  v4d acc = {0, 0, 0, 0};
   for (int i = 0; i < bands; ++i) {
-    const double* ai = packed_row(a, i);
-    u[i] = (z[i] - dot1(ai, u, i)) / ai[i];
-    acc += u[i] * u[i];
+    const double* ai = lane_row(a, i);
+    v4d s0 = {0, 0, 0, 0};
+    for (int k = 0; k < i; ++k) s0 += load4(ai + k * kLanes) * load4(u + k * kLanes);
+    const v4d ui = (load4(z + i * kLanes) - s0) / load4(ai + i * kLanes);
+    store4(u + i * kLanes, ui);
+    acc += ui * ui;
   }
-  score = acc;
-  return true;
+  for (int q = 0; q < kLanes; ++q) score[q] = acc[q];
+}
+
+// An unused lane (row shorter than a multiple of kLanes) holds the identity and z = 0.
+void fill_identity_lane(double* cov4, double* z4, int bands, int lane) {
+  for (int r = 0; r < bands; ++r) {
+    double* dst = cov4 + static_cast<size_t>(r) * (r + 1) / 2 * kLanes + lane;
+    for (int c = 0; c <= r; ++c) dst[c * kLanes] = (c == r) ? 1.0 : 0.0;
+    z4[r * kLanes + lane] = 0.0;
+  }
 }
 
 py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast> cube, int inner, int outer,
@@ -218,7 +243,8 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
       std::vector<double> out_cm(pk * width), out_cs(static_cast<size_t>(bands) * width);
       std::vector<double> in_cm(pk * width), in_cs(static_cast<size_t>(bands) * width);
       std::vector<double> ring_m(pk), ring_s(bands);
-      std::vector<double> cov(pk), mean(bands), z(bands), u(bands);
+      std::vector<double> cov4(pk * kLanes), mean(bands), z4(static_cast<size_t>(bands) * kLanes),
+          u4(static_cast<size_t>(bands) * kLanes);
       int pro0 = 0, pro1 = 0, pri0 = 0, pri1 = 0;
       bool fresh_rows = true;
       int last_row = -2;
@@ -246,26 +272,33 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
           pco0 = co0; pco1 = co1; pci0 = ci0; pci1 = ci1;
 
           for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
+          const int lane = j % kLanes;
           double trace = 0.0;
           const double inv_dof = 1.0 / (n - 1.0);  // multiply, not divide, in the inner loop
           for (int r = 0; r < bands; ++r) {
             const size_t row = static_cast<size_t>(r) * (r + 1) / 2;
             const double mr = n * mean[r];
-#pragma omp simd
-            for (int c = 0; c <= r; ++c)
-              cov[row + c] = (ring_m[row + c] - mr * mean[c]) * inv_dof;
-            trace += cov[row + r];
+            double* dst = cov4.data() + row * kLanes + lane;
+            for (int c = 0; c <= r; ++c) dst[c * kLanes] = (ring_m[row + c] - mr * mean[c]) * inv_dof;
+            trace += dst[r * kLanes];
           }
           if (ridge > 0.0) {
             const double load = ridge * trace / bands;
-            for (int r = 0; r < bands; ++r) cov[static_cast<size_t>(r) * (r + 1) / 2 + r] += load;
+            for (int r = 0; r < bands; ++r) cov4[(static_cast<size_t>(r) * (r + 1) / 2 + r) * kLanes + lane] += load;
           }
           const double* v = x + (static_cast<size_t>(i) * width + j) * bands;
-          for (int b = 0; b < bands; ++b) z[b] = v[b] - mean[b];
-          double score = 0.0;
-          const bool ok = cholesky_mahalanobis(cov.data(), z.data(), u.data(), bands, pivot_tol, score);
-          out[static_cast<size_t>(i) * width + j] = ok ? score : std::nan("");
-          bad[static_cast<size_t>(i) * width + j] = ok ? 0 : 1;
+          for (int b = 0; b < bands; ++b) z4[b * kLanes + lane] = v[b] - mean[b];
+          if (lane == kLanes - 1 || j == width - 1) {
+            for (int q = lane + 1; q < kLanes; ++q) fill_identity_lane(cov4.data(), z4.data(), bands, q);
+            double score[kLanes];
+            unsigned char ok[kLanes];
+            cholesky_mahalanobis_lanes(cov4.data(), z4.data(), u4.data(), bands, pivot_tol, score, ok);
+            for (int q = 0; q <= lane; ++q) {
+              const size_t idx = static_cast<size_t>(i) * width + (j - lane + q);
+              out[idx] = ok[q] ? score[q] : std::nan("");
+              bad[idx] = ok[q] ? 0 : 1;
+            }
+          }
         }
       }
     }
