@@ -116,8 +116,9 @@ def context() -> _Context:
     from cuda.bindings import driver
 
     dev = _check(driver.cuDeviceGet(0))
-    major = _check(driver.cuDeviceGetAttribute(driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev))
-    minor = _check(driver.cuDeviceGetAttribute(driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))
+    attr = driver.CUdevice_attribute
+    major = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev))
+    minor = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))
     ctx = _check(driver.cuDevicePrimaryCtxRetain(dev))
     _check(driver.cuCtxSetCurrent(ctx))
     return _Context(dev, ctx, f"sm_{major}{minor}")
@@ -138,8 +139,32 @@ def get_function(source: str, name: str) -> Any:
 
     ctx = ensure_current()
     cubin = compile_cubin(source, arch=ctx.arch)
-    module = _check(driver.cuModuleLoadData(cubin))
+    try:
+        module = _check(driver.cuModuleLoadData(cubin))
+    except KernelUnavailableError as exc:
+        # The usual cause: an NVRTC newer (major version) than the driver can load.
+        raise KernelUnavailableError(f"{exc} while loading the {ctx.arch} cubin of {name!r}; {versions()}") from exc
     return _check(driver.cuModuleGetFunction(module, name.encode()))
+
+
+def versions() -> str:
+    """'driver CUDA 12.8, NVRTC 13.5' (for error messages; never raises)."""
+    parts = []
+    try:
+        from cuda.bindings import driver
+
+        err, v = driver.cuDriverGetVersion()
+        parts.append(f"driver CUDA {v // 1000}.{v % 1000 // 10}" if err == driver.CUresult.CUDA_SUCCESS else "driver ?")
+    except Exception:  # no driver library: say so rather than fail while reporting
+        parts.append("no driver")
+    try:
+        from cuda.bindings import nvrtc
+
+        _, major, minor = nvrtc.nvrtcVersion()
+        parts.append(f"NVRTC {major}.{minor}")
+    except Exception:  # NVRTC missing
+        parts.append("no NVRTC")
+    return ", ".join(parts) + " (a cubin needs a driver at least as new as the NVRTC major version)"
 
 
 class DeviceArray:

@@ -101,3 +101,11 @@ def test_source_hash_is_stable_and_short():
     assert _cuda.source_hash(TINY) == _cuda.source_hash(TINY)
     assert _cuda.source_hash(TINY) != _cuda.source_hash(TINY + " ")
     assert len(_cuda.source_hash(TINY)) == 16
+
+
+@needs_nvrtc
+def test_versions_line_names_driver_and_nvrtc():
+    line = _cuda.versions()
+    assert "NVRTC " in line and "(a cubin needs a driver" in line
+    if ctypes.util.find_library("cuda") is None:
+        assert line.startswith("no driver, ")
