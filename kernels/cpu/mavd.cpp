@@ -5,8 +5,10 @@
 // align_fuse: every snippet row runs va (3 x Linear+ReLU on 32-d audio), vf (the same on
 // 64-d flow), the split-K fusion layer We1 [v | va | vf] (224 -> 112, ReLU) and We2 (112 -> 64,
 // ReLU). Rows are processed in tiles of TILE rows whose activations live in a small stack
-// buffer, so nothing but the 64-d output is written to memory; the weight row of each output
-// channel is reused across the tile while it sits in L1. OpenMP splits tiles over threads.
+// buffer, so nothing but the 64-d output is written to memory. Weights are transposed once
+// per call to (in, out) so that the inner loop runs over contiguous outputs (vectorised,
+// FMA in the x86-64-v3 clone) and every weight row serves RB rows per pass. OpenMP splits
+// tiles over threads for large inputs.
 //
 // positional: A2 t = K (t / s) with K[i, j] = r^|i-j|. K u is a forward scan
 // (y_i = u_i + r y_{i-1}) plus a backward scan minus u (the diagonal is counted twice);
@@ -25,23 +27,88 @@ using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-constexpr int TILE = 16;
+constexpr int TILE = 16;  // rows per OpenMP work item
+constexpr int RB = 8;     // rows sharing one pass over a layer's weights
 
-// out[r][o] = relu(b[o] + sum_i x[r][i] W[o][i] (+ the split-K extra terms)), r < rows.
-inline void linear_relu(const float* x, int x_stride, int in, const float* w, int w_stride, const float* b,
-                        int out, float* y, int y_stride, int rows, bool accumulate, bool relu) {
-  for (int o = 0; o < out; ++o) {
-    const float* wo = w + static_cast<size_t>(o) * w_stride;
-    for (int r = 0; r < rows; ++r) {
-      const float* xr = x + static_cast<size_t>(r) * x_stride;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int i = 0; i < in; ++i) acc += xr[i] * wo[i];
-      float base = accumulate ? y[r * y_stride + o] : (b ? b[o] : 0.f);
-      float v = base + acc;
-      y[r * y_stride + o] = (relu && v < 0.f) ? 0.f : v;
+// y[r][:] = act(b + sum_i x[r][i] Wt[i][:]) for all TILE rows (inputs are zero-padded to a
+// full tile). Wt is the transposed (in, out) weight; the register block is RB rows x OB
+// outputs (8 AVX2 accumulators), so each weight vector load feeds RB FMAs.
+// `accumulate` adds to y instead of the bias (split-K over the virtual concatenation).
+constexpr int OB = 16;
+// 16 floats: one AVX-512 register, two AVX2 registers, four SSE registers; GCC lowers the
+// arithmetic to whatever the function clone targets. aligned(4): loads may be unaligned.
+typedef float vec16 __attribute__((vector_size(64), aligned(4)));
+
+template <int IN, int OUT>
+__attribute__((always_inline)) inline void layer(const float* __restrict__ x, int x_stride,
+                                                 const float* __restrict__ wt, const float* __restrict__ b,
+                                                 float* __restrict__ y, bool accumulate, bool relu) {
+  static_assert(OUT % OB == 0, "output width must be a multiple of OB");
+  const vec16 zero = {};
+  for (int r0 = 0; r0 < TILE; r0 += RB) {
+    for (int o0 = 0; o0 < OUT; o0 += OB) {
+      vec16 acc[RB];
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r)
+        acc[r] = accumulate ? *reinterpret_cast<const vec16*>(y + (r0 + r) * OUT + o0)
+                            : *reinterpret_cast<const vec16*>(b + o0);
+      for (int i = 0; i < IN; ++i) {
+        const vec16 w = *reinterpret_cast<const vec16*>(wt + i * OUT + o0);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; ++r) acc[r] += x[(r0 + r) * x_stride + i] * w;
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        vec16 v = relu ? (acc[r] > zero ? acc[r] : zero) : acc[r];
+        *reinterpret_cast<vec16*>(y + (r0 + r) * OUT + o0) = v;
+      }
     }
   }
+}
+
+struct Weights {  // transposed copies: (in, out) row-major
+  std::vector<float> va[3], vf[3], e1v, e1a, e1f, e2;
+  const float *bva[3], *bvf[3], *be1, *be2;
+};
+
+std::vector<float> transpose(const float* w, int out, int in, int col0 = 0, int cols = -1, int stride = -1) {
+  if (cols < 0) cols = in;
+  if (stride < 0) stride = in;
+  std::vector<float> t(static_cast<size_t>(cols) * out);
+  for (int o = 0; o < out; ++o)
+    for (int i = 0; i < cols; ++i) t[static_cast<size_t>(i) * out + o] = w[static_cast<size_t>(o) * stride + col0 + i];
+  return t;
+}
+
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void fuse_tile(const float* pv, const float* pa, const float* pf, long m, long r0, int rows, const Weights& w,
+               float* po) {
+  alignas(64) float xv[TILE * 128], xa[TILE * 32], ya[TILE * 32], xf[TILE * 64], yf[TILE * 64], h[TILE * 112],
+      e[TILE * 64];
+  // stage the tile (zero rows past the end keep the register blocks branch-free)
+  std::fill(xv, xv + TILE * 128, 0.f);
+  std::fill(xf, xf + TILE * 64, 0.f);
+  std::fill(xa, xa + TILE * 32, 0.f);
+  std::copy(pv + r0 * 128, pv + (r0 + rows) * 128, xv);
+  std::copy(pf + r0 * 64, pf + (r0 + rows) * 64, xf);
+  for (int r = 0; r < rows; ++r) {
+    const float* src = pa + ((r0 + r) % m) * 32;
+    std::copy(src, src + 32, xa + r * 32);
+  }
+  layer<32, 32>(xa, 32, w.va[0].data(), w.bva[0], ya, false, true);
+  layer<32, 32>(ya, 32, w.va[1].data(), w.bva[1], xa, false, true);
+  layer<32, 32>(xa, 32, w.va[2].data(), w.bva[2], ya, false, true);
+  layer<64, 64>(xf, 64, w.vf[0].data(), w.bvf[0], yf, false, true);
+  layer<64, 64>(yf, 64, w.vf[1].data(), w.bvf[1], xf, false, true);
+  layer<64, 64>(xf, 64, w.vf[2].data(), w.bvf[2], yf, false, true);
+  // fusion layer on the virtual concat [v | va | vf]: three split-K passes, ReLU after the last
+  layer<128, 112>(xv, 128, w.e1v.data(), w.be1, h, false, false);
+  layer<32, 112>(ya, 32, w.e1a.data(), nullptr, h, true, false);
+  layer<64, 112>(yf, 64, w.e1f.data(), nullptr, h, true, true);
+  layer<112, 64>(h, 112, w.e2.data(), w.be2, e, false, true);
+  std::copy(e, e + rows * 64, po + r0 * 64);
 }
 
 void check_2d(const farr& a, const char* name, long rows, long cols) {
@@ -75,32 +142,27 @@ void align_fuse(const farr& v, const farr& a, const farr& f, const py::list& par
   std::vector<const float*> w(16);
   for (int i = 0; i < 16; ++i) w[i] = p[i].data();
   float* po = checked_out(out, n, 64, "align_fuse");
+  Weights wt;
+  for (int l = 0; l < 3; ++l) {
+    wt.va[l] = transpose(w[2 * l], 32, 32);
+    wt.bva[l] = w[2 * l + 1];
+    wt.vf[l] = transpose(w[6 + 2 * l], 64, 64);
+    wt.bvf[l] = w[6 + 2 * l + 1];
+  }
+  wt.e1v = transpose(w[12], 112, 224, 0, 128, 224);
+  wt.e1a = transpose(w[12], 112, 224, 128, 32, 224);
+  wt.e1f = transpose(w[12], 112, 224, 160, 64, 224);
+  wt.be1 = w[13];
+  wt.e2 = transpose(w[14], 64, 112);
+  wt.be2 = w[15];
   const long tiles = (n + TILE - 1) / TILE;
   {
     py::gil_scoped_release release;
-#pragma omp parallel for schedule(static)
+    // threads only pay off beyond a few hundred rows (wake-up cost, shared cores)
+#pragma omp parallel for schedule(static) if (n >= 2048)
     for (long tile = 0; tile < tiles; ++tile) {
-      float xa[TILE * 32], ya[TILE * 32], xf[TILE * 64], yf[TILE * 64], h[TILE * 112];
       const long r0 = tile * TILE;
-      const int rows = static_cast<int>(std::min<long>(TILE, n - r0));
-      for (int r = 0; r < rows; ++r) {
-        const float* src = pa + ((r0 + r) % m) * 32;
-        std::copy(src, src + 32, xa + r * 32);
-      }
-      // va: 32 -> 32 -> 32 -> 32, ReLU after each
-      linear_relu(xa, 32, 32, w[0], 32, w[1], 32, ya, 32, rows, false, true);
-      linear_relu(ya, 32, 32, w[2], 32, w[3], 32, xa, 32, rows, false, true);
-      linear_relu(xa, 32, 32, w[4], 32, w[5], 32, ya, 32, rows, false, true);
-      // vf: 64 -> 64 -> 64 -> 64 (reads f straight from the input rows)
-      linear_relu(pf + r0 * 64, 64, 64, w[6], 64, w[7], 64, yf, 64, rows, false, true);
-      linear_relu(yf, 64, 64, w[8], 64, w[9], 64, xf, 64, rows, false, true);
-      linear_relu(xf, 64, 64, w[10], 64, w[11], 64, yf, 64, rows, false, true);
-      // e1 on the virtual concat [v | va | vf]: three split-K passes, ReLU on the last
-      linear_relu(pv + r0 * 128, 128, 128, w[12], 224, w[13], 112, h, 112, rows, false, false);
-      linear_relu(ya, 32, 32, w[12] + 128, 224, nullptr, 112, h, 112, rows, true, false);
-      linear_relu(yf, 64, 64, w[12] + 160, 224, nullptr, 112, h, 112, rows, true, true);
-      // e2: 112 -> 64, ReLU, written to the output
-      linear_relu(h, 112, 112, w[14], 112, w[15], 64, po + r0 * 64, 64, rows, false, true);
+      fuse_tile(pv, pa, pf, m, r0, static_cast<int>(std::min<long>(TILE, n - r0)), wt, po);
     }
   }
 }
@@ -120,7 +182,7 @@ void positional(const farr& t, double decay, py::array_t<float> out) {
   }
   {
     py::gil_scoped_release release;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb * len * ch >= (1L << 20))
     for (long b = 0; b < nb; ++b) {
       const float* x = src + b * len * ch;
       float* y = dst + b * len * ch;
