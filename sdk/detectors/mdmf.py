@@ -331,12 +331,12 @@ class MDMFDetector(Detector):
                 if item.shape != (t, d):
                     raise InputError(f"frame features must be [T={t}, D={d}]; got {describe(item)}")
                 out[i] = item.astype(np.float32)
+            elif self.settings.features_in:
+                raise InputError(f"this bundle is features-in (no visual tower): pass frame features [T={t}, D={d}] "
+                                 f"instead of {describe(item)}, or convert with a backbone / --clip RN50.pt")
             else:
                 pending.append((i, self._frames(item)))
         if pending:
-            if self.settings.features_in:
-                raise InputError("this bundle is features-in (no visual tower): pass frame features [T, D] "
-                                 "or convert with a backbone / --clip RN50.pt")
             feats = self.graphs.visual(np.stack([f for _, f in pending]))
             for (i, _), f in zip(pending, feats):
                 out[i] = f
@@ -564,9 +564,20 @@ class Gallery:
         self._entry(label)
         del self._classes[label]
 
-    def _outputs(self, clips: Any, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats = self.detector.encode(clips)
-        return self.detector.graphs.views(feats, np.repeat(text[None], len(feats), axis=0))
+    def _outputs(self, clips: Any, text: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        # One clip per graph call: batched BLAS may round differently with the batch size, and a
+        # shot's outputs must not depend on which other shots it was enrolled with (exact add_shot).
+        if isinstance(clips, (str, os.PathLike, Clip)) or (isinstance(clips, np.ndarray) and clips.ndim < 3):
+            clips = [clips]
+        local, glob = [], []
+        for clip in clips:
+            feats = self.detector.encode([clip])
+            zl, zg = self.detector.graphs.views(feats, text[None])
+            local.append(zl[0])
+            glob.append(zg[0])
+        if not local:
+            raise InputError("no clips given; pass at least one clip")
+        return local, glob
 
     def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(labels, text [N, D], P_local [N, T, D], P_global [N, T, D]) in sorted label order."""

@@ -41,3 +41,17 @@ def heads_detector(heads_bundle):
     import edgesentry
 
     return edgesentry.load(heads_bundle.path, backend="torch", kernels="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The MDMF graphs are tiny here; one intra-op thread avoids OpenMP spinning on a busy CI box."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
