@@ -88,3 +88,11 @@ def env(_bundle_root: Path, tmp_path: Path) -> Env:
     from tests.conftest import SHARED
 
     return Env(SHARED if SHARED.is_dir() else None, _bundle_root, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def session_env(_bundle_root: Path, tmp_path_factory) -> Env:
+    """``env`` for session-long use (hypothesis tests, thread tests): detectors only."""
+    from tests.conftest import SHARED
+
+    return Env(SHARED if SHARED.is_dir() else None, _bundle_root, tmp_path_factory.mktemp("session_env"))
