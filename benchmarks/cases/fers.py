@@ -1,8 +1,9 @@
 """FERS rows: per scene and backend, the network time and the RX time side by side.
 
-Latency (``latency_rows``): the official 200-band weights on ABU airport-2 (100 x 100), the
-spectral-only bundle and the one with the int8-grid random spatial branch (same cost as the
-trained one), backends torch and ONNX Runtime; the RX-on-features kernel per tier
+Latency (``latency_rows``): per scene (ABU airport-2, 100 x 100, official 200-band weights;
+ABU beach-1, 150 x 150, 100-band weights), the spectral-only bundle and (airport-2) the one with
+the int8-grid random spatial branch (same cost as a trained one), backends torch and ONNX Runtime;
+the RX-on-features kernel per tier
 (seed-faithful ``reference`` with its per-pixel loop, BLAS ``cpu``), and the whole
 ``predict``. GPU check (``gpu_cases``): the fused Triton and CUDA kernels against the
 reference on network-like random features (the fused cube is never built on the GPU).
@@ -28,48 +29,60 @@ NOTES = [
     "'predict' = preprocess + network + rx. Speedups against the seed-faithful reference RX (per-pixel loop).",
 ]
 
-SCENE = "data/abu/abu-airport-2.mat"
-WEIGHTS = "reference/fers/weights/saved_models/200bands"
+#: (label, scene, official weights, with the int8-grid spatial branch too)
+SCENES = [
+    ("airport-2", "data/abu/abu-airport-2.mat", "reference/fers/weights/saved_models/200bands", True),
+    ("beach-1", "data/abu/abu-beach-1.mat", "reference/fers/weights/saved_models/100bands", False),  # 150 x 150
+]
 SPATIAL = "reference/fers/spa_fen_random_seed0_int8.npz"
 
 
-def _bundles(ctx: Any, root: Path) -> dict[str, Any]:
+def _bundles(ctx: Any, root: Path, weights: str, spatial: bool) -> dict[str, Any]:
     from edgesentry.export.onnx import export_bundle
 
-    out = {"spectral-only": edgesentry.convert("fers", ctx.shared / WEIGHTS, output=root / "spe")}
-    out["full"] = edgesentry.convert("fers", ctx.shared / WEIGHTS, ctx.shared / SPATIAL, output=root / "full")
+    out = {"spectral-only": edgesentry.convert("fers", ctx.shared / weights, output=root / "spe")}
+    if spatial:
+        out["full"] = edgesentry.convert("fers", ctx.shared / weights, ctx.shared / SPATIAL, output=root / "full")
     for bundle in out.values():
         export_bundle(bundle, check_parity=False)
     return out
 
 
-def latency_rows(ctx: Any) -> list[Row]:
-    if not (ctx.shared / WEIGHTS).is_dir():
-        return []
-    cube = read_cube(ctx.shared / SCENE)
-    if ctx.quick:
-        cube = cube[:48, :48]
-    size = "x".join(map(str, cube.shape[:2])) + "x200"
+def _scene_rows(ctx: Any, label: str, cube: np.ndarray, bundles: dict[str, Any]) -> list[Row]:
+    bands = bundles["spectral-only"].config["arch"]["bands"]
+    size = f"{label} " + "x".join(map(str, cube.shape[:2])) + f"x{bands}"
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant, bundle in _bundles(ctx, Path(tmp)).items():
-            raw = None
-            for backend in ("torch", "onnxruntime"):
-                det = edgesentry.load(bundle.path, backend=backend, kernels="cpu")
-                prepared = det.preprocess(cube)
-                raw = det.forward(prepared)
-                rows.append(Row("fers", f"network {variant}", backend, size,
-                                measure(lambda d=det, p=prepared: d.forward(p), iters=ctx.iters, track_memory=False)))
-                rows.append(Row("fers", f"predict {variant}", backend, size,
-                                measure(lambda d=det: d.predict(cube), iters=ctx.iters, track_memory=False)))
-            x, spe, spa = prepared.x, raw["spe_f"], raw["spa_f"]
-            expected = reference.fers_rx(x, spe, spa)
-            for tier in ("reference", "cpu"):
-                out, _ = fers_kernels.fers_rx(x, spe, spa, tier=tier)
-                rows.append(Row("fers", f"rx {variant}", tier, size,
-                                measure(lambda t=tier, a=(x, spe, spa): fers_kernels.fers_rx(*a, tier=t),
-                                        iters=max(3, ctx.iters // 2)),
-                                extra={"rel_err_vs_ref": rel_err(out, expected)}))
+    for variant, bundle in bundles.items():
+        for backend in ("torch", "onnxruntime"):
+            det = edgesentry.load(bundle.path, backend=backend, kernels="cpu")
+            prepared = det.preprocess(cube)
+            raw = det.forward(prepared)
+            rows.append(Row("fers", f"network {variant}", backend, size,
+                            measure(lambda d=det, p=prepared: d.forward(p), iters=ctx.iters, track_memory=False)))
+            rows.append(Row("fers", f"predict {variant}", backend, size,
+                            measure(lambda d=det: d.predict(cube), iters=ctx.iters, track_memory=False)))
+        x, spe, spa = prepared.x, raw["spe_f"], raw["spa_f"]
+        expected = reference.fers_rx(x, spe, spa)
+        for tier in ("reference", "cpu"):
+            out, _ = fers_kernels.fers_rx(x, spe, spa, tier=tier)
+            rows.append(Row("fers", f"rx {variant}", tier, size,
+                            measure(lambda t=tier, a=(x, spe, spa): fers_kernels.fers_rx(*a, tier=t),
+                                    iters=max(3, ctx.iters // 2)),
+                            extra={"rel_err_vs_ref": rel_err(out, expected)}))
+    return rows
+
+
+def latency_rows(ctx: Any) -> list[Row]:
+    rows: list[Row] = []
+    scenes = SCENES[:1] if ctx.quick else SCENES
+    for label, scene, weights, spatial in scenes:
+        if not (ctx.shared / weights).is_dir() or not (ctx.shared / scene).is_file():
+            continue
+        cube = read_cube(ctx.shared / scene)
+        if ctx.quick:
+            cube = cube[:48, :48]
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += _scene_rows(ctx, label, cube, _bundles(ctx, Path(tmp), weights, spatial))
     add_speedups(rows, "reference", "vs reference")
     return rows
 
