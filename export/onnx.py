@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry import __version__
 from edgesentry.bundle import Bundle
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
@@ -75,9 +76,15 @@ class GraphSpec:
         return spec
 
 
-def export_graph(spec: GraphSpec, path: str | Path, *, opset: int = DEFAULT_OPSET,
-                 metadata: Mapping[str, Any] | None = None, check_parity: bool = True,
-                 simplify: bool = False) -> ParityReport | None:
+def export_graph(
+    spec: GraphSpec,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    metadata: Mapping[str, Any] | None = None,
+    check_parity: bool = True,
+    simplify: bool = False,
+) -> ParityReport | None:
     """Export ``spec`` to ``path``; return the torch-vs-ONNX Runtime parity report.
 
     ``simplify`` runs onnxslim (constant folding, dead-node and shape-op elimination) and
@@ -95,15 +102,28 @@ def export_graph(spec: GraphSpec, path: str | Path, *, opset: int = DEFAULT_OPSE
     buffer = io.BytesIO()
     try:
         with torch.inference_mode():
-            torch.onnx.export(module, example, buffer, input_names=list(spec.inputs), output_names=spec.outputs,
-                              dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()}, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                module,
+                example,
+                buffer,
+                input_names=list(spec.inputs),
+                output_names=spec.outputs,
+                dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
     except Exception as exc:
         raise ExportError(f"torch.onnx.export of graph {spec.name!r} failed: {exc}") from exc
     model = onnx.load_from_string(buffer.getvalue())
     model.graph.name = spec.name
-    meta = {**(metadata or {}), "graph": spec.name, "input_spec": spec.input_spec(), "outputs": spec.outputs,
-            "opset": opset}
+    meta = {
+        **(metadata or {}),
+        "graph": spec.name,
+        "input_spec": spec.input_spec(),
+        "outputs": spec.outputs,
+        "opset": opset,
+    }
     set_metadata(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -169,6 +189,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def output_spec(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Graph outputs of an ONNX file: dtype and shape (dynamic dims by name, unknown as None)."""
+    import onnx
+
+    from .lint import _dims, _dtype
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {o.name: {"dtype": _dtype(o.type.tensor_type.elem_type), "shape": _dims(o)} for o in model.graph.output}
+
+
 def run_torch(module: Any, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     import torch
 
@@ -185,8 +215,9 @@ def run_ort(path: str | Path, inputs: Mapping[str, np.ndarray], outputs: Sequenc
     return session.run(list(outputs), {k: np.ascontiguousarray(v) for k, v in inputs.items()})
 
 
-def parity_torch_vs_ort(spec: GraphSpec, path: str | Path, *, module: Any = None,
-                        inputs: Mapping[str, np.ndarray] | None = None) -> ParityReport:
+def parity_torch_vs_ort(
+    spec: GraphSpec, path: str | Path, *, module: Any = None, inputs: Mapping[str, np.ndarray] | None = None
+) -> ParityReport:
     feed = dict(inputs or spec.inputs)
     module = module if module is not None else spec.build().eval()
     expected = dict(zip(spec.outputs, run_torch(module, feed)))
@@ -200,11 +231,14 @@ def family_exporter(family: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name == f"edgesentry.export.{family}":
             raise ConfigError(f"family {family!r} has no exportable graph") from None
-        raise BackendUnavailableError(f"exporting {family} needs {exc.name} (pip install edgesentry[torch,ort])") from None
+        raise BackendUnavailableError(
+            f"exporting {family} needs {exc.name} (pip install edgesentry[torch,ort])"
+        ) from None
 
 
-def export_bundle(bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True,
-                  simplify: bool = False) -> dict[str, ParityReport | None]:
+def export_bundle(
+    bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True, simplify: bool = False
+) -> dict[str, ParityReport | None]:
     """Export every graph of ``bundle`` into it and record them under ``meta["graphs"]``.
 
     Each graph's entry holds its file, input spec (dynamic dims by name), the example shapes
@@ -214,17 +248,29 @@ def export_bundle(bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: b
     exporter = family_exporter(bundle.family)
     reports: dict[str, ParityReport | None] = {}
     graphs = dict(bundle.meta.get("graphs", {}))
-    base_meta = {"family": bundle.family, "config": bundle.config, "preprocessing": bundle.preprocessing,
-                 "calibration": bundle.calibration}
+    base_meta = {
+        "family": bundle.family,
+        "config": bundle.config,
+        "preprocessing": bundle.preprocessing,
+        "calibration": bundle.calibration,
+    }
     for spec in exporter.graph_specs(bundle):
         path = bundle.path / spec.file
-        reports[spec.name] = export_graph(spec, path, opset=opset, metadata=base_meta, check_parity=check_parity,
-                                          simplify=simplify)
-        graphs[spec.name] = {"file": spec.file, "inputs": spec.input_spec(), "outputs": spec.outputs,
-                             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
-                             "example_shapes": {k: list(v.shape) for k, v in spec.inputs.items()},
-                             "profile_hints": {k: list(v) for k, v in spec.profile_hints.items()},
-                             "atol": spec.atol, "rtol": spec.rtol, "opset": opset}
+        reports[spec.name] = export_graph(
+            spec, path, opset=opset, metadata=base_meta, check_parity=check_parity, simplify=simplify
+        )
+        graphs[spec.name] = {
+            "file": spec.file,
+            "inputs": spec.input_spec(),
+            "outputs": spec.outputs,
+            "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
+            "example_shapes": {k: list(v.shape) for k, v in spec.inputs.items()},
+            "profile_hints": {k: list(v) for k, v in spec.profile_hints.items()},
+            "output_spec": output_spec(path),
+            "atol": spec.atol,
+            "rtol": spec.rtol,
+            "opset": opset,
+        }
         bundle.add_file(spec.file)
         log.info("exported %s -> %s", spec.name, path)
     bundle.update_meta(graphs=graphs)

@@ -48,13 +48,19 @@ class ParityReport:
         return bool(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "candidate": self.candidate, "passed": self.passed,
-                "outputs": [asdict(o) for o in self.outputs]}
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "outputs": [asdict(o) for o in self.outputs],
+        }
 
     def table(self) -> str:
-        head = (f"{self.candidate} vs {self.reference}\n"
-                "| output | shape | max abs | mean abs | median abs | p99 abs | max rel | p99 rel | atol | rtol | result |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|")
+        head = (
+            f"{self.candidate} vs {self.reference}\n"
+            "| output | shape | max abs | mean abs | median abs | p99 abs | max rel | p99 rel | atol | rtol | result |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|"
+        )
         rows = [
             f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs:.3e} | {o.mean_abs:.3e} | {o.median_abs:.3e} | "
             f"{o.p99_abs:.3e} | {o.max_rel:.3e} | {o.p99_rel:.3e} | {o.atol:g} | {o.rtol:g} | "
@@ -69,8 +75,23 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, *, atol:
     a = np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape:
         nan = float("nan")
-        return OutputParity(name, tuple(a.shape), nan, nan, nan, nan, nan, nan, nan, nan, atol, rtol, a.size, False,
-                            note=f"shape {a.shape} != {e.shape}")
+        return OutputParity(
+            name,
+            tuple(a.shape),
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            atol,
+            rtol,
+            a.size,
+            False,
+            note=f"shape {a.shape} != {e.shape}",
+        )
     finite = np.isfinite(e) & np.isfinite(a)
     finite_mismatch = int(np.count_nonzero(np.isfinite(e) != np.isfinite(a)))
     diff = np.abs(a - e)[finite]
@@ -86,12 +107,27 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, *, atol:
             return 0.0, 0.0, 0.0, 0.0
         return float(v.max()), float(v.mean()), float(np.median(v)), float(np.quantile(v, 0.99))
 
-    return OutputParity(name, tuple(e.shape), *stats(diff), *stats(rel), atol, rtol, bad, bad == 0,
-                        note=f"{finite_mismatch} NaN/Inf disagreements" if finite_mismatch else "")
+    return OutputParity(
+        name,
+        tuple(e.shape),
+        *stats(diff),
+        *stats(rel),
+        atol,
+        rtol,
+        bad,
+        bad == 0,
+        note=f"{finite_mismatch} NaN/Inf disagreements" if finite_mismatch else "",
+    )
 
 
-def compare_outputs(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], *, atol: float | Mapping[str, float],
-                    rtol: float | Mapping[str, float], names: tuple[str, str] = ("reference", "candidate")) -> ParityReport:
+def compare_outputs(
+    expected: Mapping[str, np.ndarray],
+    actual: Mapping[str, np.ndarray],
+    *,
+    atol: float | Mapping[str, float],
+    rtol: float | Mapping[str, float],
+    names: tuple[str, str] = ("reference", "candidate"),
+) -> ParityReport:
     """Compare every output present in ``expected`` (missing in ``actual`` fails)."""
     report = ParityReport(*names)
     for key, exp in expected.items():
@@ -99,8 +135,25 @@ def compare_outputs(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.
         r_tol = rtol[key] if isinstance(rtol, Mapping) else rtol
         if key not in actual:
             nan = float("nan")
-            report.outputs.append(OutputParity(key, tuple(np.shape(exp)), nan, nan, nan, nan, nan, nan, nan, nan,
-                                               a_tol, r_tol, int(np.size(exp)), False, note="missing"))
+            report.outputs.append(
+                OutputParity(
+                    key,
+                    tuple(np.shape(exp)),
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    nan,
+                    a_tol,
+                    r_tol,
+                    int(np.size(exp)),
+                    False,
+                    note="missing",
+                )
+            )
             continue
         report.outputs.append(compare_arrays(key, exp, actual[key], atol=a_tol, rtol=r_tol))
     return report

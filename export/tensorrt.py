@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
 
 log = logging.getLogger("edgesentry.export.tensorrt")
@@ -325,9 +326,36 @@ def to_fp16(model: Any, *, keep_ops: Iterable[str] = FP32_OPS) -> Any:
         raise BackendUnavailableError(
             "FP16 conversion needs onnxconverter-common (pip install onnxconverter-common)"
         ) from None
+    import onnx
+
+    # The exporter's value_info records fp32 intermediate types that the converter would keep
+    # stale (ORT then rejects "Type (tensor(float16)) ... does not match"): drop and re-infer.
+    clean = onnx.ModelProto()
+    clean.CopyFrom(model)
+    del clean.graph.value_info[:]
+    _split_consumed_outputs(clean)
     return float16.convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(keep_ops), disable_shape_infer=False
+        clean, keep_io_types=True, op_block_list=list(keep_ops), disable_shape_infer=False
     )
+
+
+def _split_consumed_outputs(model: Any) -> None:
+    """Route graph outputs that other nodes also read through an Identity.
+
+    The converter casts such an output back to FP32 in place, so its internal readers would
+    get FP32 where FP16 is declared; after the split they read the FP16 tensor.
+    """
+    import onnx
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    consumed = {i for n in graph.node for i in n.input} & outputs
+    for name in sorted(consumed):
+        inner = f"{name}__edgesentry_inner"
+        for node in graph.node:
+            node.output[:] = [inner if o == name else o for o in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        graph.node.append(onnx.helper.make_node("Identity", [inner], [name], name=f"{name}__edgesentry_out"))
 
 
 # ------------------------------------------------------------------------------ building

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.bundle import Bundle
 from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
 

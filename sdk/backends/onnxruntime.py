@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+
 from edgesentry.errors import BackendUnavailableError, InputError
 
 from .base import InputSpec, Runner

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.errors import BackendUnavailableError, InputError
 
 from .base import InputSpec, Runner

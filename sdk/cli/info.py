@@ -71,6 +71,7 @@ def _ort() -> dict[str, Any]:
     if not _has("onnxruntime"):
         return {"available": False, "reason": "onnxruntime not installed (pip install edgesentry[ort])"}
     import onnxruntime as ort
+
     from edgesentry.backends.onnxruntime import gpu_wheel_shadowed
 
     return {
