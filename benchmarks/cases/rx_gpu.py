@@ -131,11 +131,6 @@ def _local_case(ctx: Any, tier: str, label: str, cube: np.ndarray, window: tuple
     )
 
 
-def latency_rows(ctx: Any) -> list[Any]:
-    """No latency rows: the RX rows (every tier) are in ``cases/rx.py``."""
-    return []
-
-
 def gpu_cases(ctx: Any) -> list[Any]:
     """RX global/local x {triton, cuda} x sizes (tiny under ``ctx.smoke``)."""
     seed = int(np.random.SeedSequence().entropy % 2**31)
