@@ -70,6 +70,7 @@ SHAPES = [
     (6, 5, 7, True),  # tiny, non-square, with spa
     (11, 9, 4, False),  # odd band count, spectral-only
     (17, 6, 6, True),  # bands not a multiple of any tile
+    (9, 12, 11, True),  # N = 132 > the interpreter's 64-pixel chunk: split-K partials, ragged last chunk
 ]
 
 
