@@ -311,7 +311,7 @@ std::string shape_str(const py::array& a) {
 }
 
 py::tuple fusion(FArray heads, FArray recon, FArray image, int pixel_mode, int image_mode, double top_p, double w_m,
-                 double w_r, DArray taps64, int threads) {
+                 double w_r, DArray taps64, int threads, bool poison) {
   if (recon.ndim() != 4 || image.ndim() != 4)
     throw std::invalid_argument("recon and image must be (B, C, H, W); got " + shape_str(recon) + " and " +
                                 shape_str(image));
@@ -355,6 +355,12 @@ py::tuple fusion(FArray heads, FArray recon, FArray image, int pixel_mode, int i
   float* xp = pixel.mutable_data();
   double* sp = score.mutable_data();
   const int64_t hw = s.h * s.w;
+  if (poison) {  // tests: an element the kernel never writes stays NaN
+    std::fill(pp, pp + s.b * hw, NAN);
+    std::fill(rp, rp + s.b * hw, NAN);
+    std::fill(xp, xp + s.b * hw, NAN);
+    std::fill(sp, sp + s.b, NAN);
+  }
   const int64_t head_stride = s.logits ? s.k * 2 * hw : hw;
   {
     py::gil_scoped_release release;
@@ -383,6 +389,6 @@ py::tuple fusion(FArray heads, FArray recon, FArray image, int pixel_mode, int i
 PYBIND11_MODULE(_cpu_isstad, m) {
   m.doc() = "ISSTAD anomaly-score fusion (P, R, 33-tap symmetric Gaussian, min-max, scores), CPU tier";
   m.def("fusion", &fusion, py::arg("heads"), py::arg("recon"), py::arg("image"), py::arg("pixel_mode"),
-        py::arg("image_mode"), py::arg("top_p"), py::arg("w_m"), py::arg("w_r"), py::arg("taps"), py::arg("threads") = 0,
+        py::arg("image_mode"), py::arg("top_p"), py::arg("w_m"), py::arg("w_r"), py::arg("taps"), py::arg("threads") = 0, py::arg("poison") = false,
         "Fused post-processing; returns (P, R, pixel_map, score).");
 }

@@ -35,12 +35,13 @@ def unavailable_reason() -> str | None:
 
 
 def isstad_fusion(heads: np.ndarray, recon: np.ndarray, image: np.ndarray, *, scoring: str = "original",
-                  top_p: float = 0.1, w_m: float = 1.0, w_r: float = 1.0) -> dict[str, np.ndarray]:
-    """See ``reference.isstad_fusion``."""
+                  top_p: float = 0.1, w_m: float = 1.0, w_r: float = 1.0,
+                  poison: bool = False) -> dict[str, np.ndarray]:
+    """See ``reference.isstad_fusion``; ``poison=True`` NaN-fills the outputs first (tests)."""
     from edgesentry.kernels import _cpu_isstad
 
     pixel_mode, image_mode = SCORINGS[scoring]
     prob, rerr, pixel, score = _cpu_isstad.fusion(
         heads, recon, image, PIXEL_MODES.index(pixel_mode), IMAGE_MODES.index(image_mode),
-        float(top_p), float(w_m), float(w_r), _TAPS, threads())
+        float(top_p), float(w_m), float(w_r), _TAPS, threads(), poison)
     return {"probability": prob, "recon_error": rerr, "pixel_map": pixel, "score": score}
