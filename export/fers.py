@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from edgesentry.bundle import Bundle
 
 from .onnx import GraphSpec, parity_torch_vs_ort

@@ -11,6 +11,7 @@ reference to ~1e-3 of the map's maximum, not to the last bit (see the tests' tol
 from __future__ import annotations
 
 import numpy as np
+
 from edgesentry.kernels.rx.cpu import whitening
 
 from .reference import DEFAULT_RCOND, EPS_F32, as_bhw, fuse, s2one

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
 from edgesentry.kernels._cuda import DeviceArray, c_int, c_long, get_function, launch

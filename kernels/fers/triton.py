@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
 

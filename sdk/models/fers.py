@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from edgesentry.errors import WeightsError
 from torch import Tensor, nn
+
+from edgesentry.errors import ConfigError, WeightsError
 
 __all__ = [
     "FERSConfig",
@@ -82,7 +83,7 @@ class FERSConfig:
 
     def __post_init__(self) -> None:
         if int(self.bands) < 8:
-            raise WeightsError(f"FERS needs at least 8 bands (SE width B//8 >= 1); got bands={self.bands}")
+            raise ConfigError(f"FERS needs at least 8 bands (SE width B//8 >= 1); got bands={self.bands}")
 
     @property
     def pc_hidden(self) -> int:
@@ -333,16 +334,16 @@ class LightSPP(nn.Module):
         return [torch.einsum("ih,nchw,jw->ncij", _pool_matrix(h, k, x), x, _pool_matrix(w, k, x))
                 for k in self.pool_sizes]
 
-    def upsample(self, pooled: Tensor, size: tuple[Any, Any]) -> Tensor:
+    def upsample(self, pooled: Tensor, size: tuple[Any, Any], k: int) -> Tensor:
+        """Bilinear (align_corners=False) from the k x k pooled map to ``size``."""
         if not self.export_friendly:
             return F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)
-        k = pooled.shape[-1]
         return torch.einsum("hi,ncij,wj->nchw", _upsample_matrix(size[0], k, pooled), pooled,
                             _upsample_matrix(size[1], k, pooled))
 
     def forward_features(self, x: Tensor, size: tuple[Any, Any]) -> dict[str, Tensor]:
         pooled = self.pyramid(x, size)
-        fused = self.fuse(torch.cat([self.upsample(p, size) for p in pooled], dim=1))
+        fused = self.fuse(torch.cat([self.upsample(p, size, k) for p, k in zip(pooled, self.pool_sizes)], dim=1))
         gate = self.se.gate(fused)
         pools = {f"pool{k}": p for k, p in zip(self.pool_sizes, pooled)}
         return {**pools, "se_weight": gate, "spa_f": fused * gate}
