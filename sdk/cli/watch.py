@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--once", action="store_true", help="hot folder: read the files present now, then end")
     run.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                      help="hot folder: end after S seconds without a new file")
+    run.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                     help="torch intra-op threads for the detector (default: torch's; 1 is often fastest on small "
+                          "CPUs, where the runtime's own threads compete with torch's OpenMP pool)")
     add_backend_args(parser)
     add_kernel_args(parser)
     add_threshold_args(parser)
@@ -79,6 +82,14 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from edgesentry.stream import stream
 
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            raise ConfigError(f"--torch-threads must be >= 1; got {args.torch_threads}")
+        try:
+            import torch
+        except ImportError:
+            raise ConfigError("--torch-threads needs torch (edgesentry[torch])") from None
+        torch.set_num_threads(args.torch_threads)
     detector = _load(args)
     source = int(args.source) if args.source.isdigit() else args.source
     summary = stream(
