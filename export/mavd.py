@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.bundle import Bundle
 
 from .onnx import GraphSpec, export_graph, parity_torch_vs_ort

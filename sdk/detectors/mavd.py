@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError, describe
@@ -45,9 +46,7 @@ FRAMES_PER_SNIPPET = 16
 DIMS = {"rgb": 1024, "flow": 1024, "audio": 128}
 GRAPH_INPUTS = ("rgb", "flow", "audio")
 GRAPH_OUTPUTS = ("v_feat", "a_feat", "f_feat")
-CONVERT_HELP = (
-    "convert the official MAVD weights (a directory with {v,a,f,va,vf,vaf}_model.pth) into a bundle"
-)
+CONVERT_HELP = "convert the official MAVD weights (a directory with {v,a,f,va,vf,vaf}_model.pth) into a bundle"
 
 
 @dataclass
@@ -96,6 +95,7 @@ def head_params(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def build_model(tensors: Mapping[str, np.ndarray], positional: str = "matrix") -> Any:
     """The torch ``MAVD`` network from bundle tensors (strict: ``WeightsError`` on mismatch)."""
     import torch
+
     from edgesentry.models.mavd import MAVD
 
     model = MAVD(positional=positional)
@@ -165,9 +165,7 @@ class MAVDDetector(Detector):
             from edgesentry.backends import OrtRunner
 
             if onnx_path is None:
-                raise ConfigError(
-                    "backend 'onnxruntime' needs the bundle's features.onnx (run `edgesentry export`)"
-                )
+                raise ConfigError("backend 'onnxruntime' needs the bundle's features.onnx (run `edgesentry export`)")
             return OrtRunner(onnx_path, specs, GRAPH_OUTPUTS, providers=providers)
         raise ConfigError(f"MAVD runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
 
@@ -178,9 +176,7 @@ class MAVDDetector(Detector):
         missing = [k for k in GRAPH_INPUTS if k not in x]
         extra = sorted(set(x) - set(GRAPH_INPUTS))
         if missing or extra:
-            raise InputError(
-                f"MAVD input needs keys {list(GRAPH_INPUTS)}; missing {missing}, unexpected {extra}"
-            )
+            raise InputError(f"MAVD input needs keys {list(GRAPH_INPUTS)}; missing {missing}, unexpected {extra}")
         arrays = {k: _as_stream(k, x[k]) for k in GRAPH_INPUTS}
         crops = arrays["rgb"].shape[0]
         if arrays["flow"].shape[0] != crops:
@@ -208,9 +204,7 @@ class MAVDDetector(Detector):
     def postprocess(self, raw: Mapping[str, np.ndarray], prepared: _Prepared) -> Result:
         scores, tier, extras = self.score_features(raw["v_feat"], raw["a_feat"], raw["f_feat"])
         snippet = scores.mean(axis=0)
-        extras.update(
-            snippet_scores=snippet, frame_scores=np.repeat(snippet, FRAMES_PER_SNIPPET), crop_scores=scores
-        )
+        extras.update(snippet_scores=snippet, frame_scores=np.repeat(snippet, FRAMES_PER_SNIPPET), crop_scores=scores)
         if self.options.return_features:
             extras.update({k: raw[k] for k in GRAPH_OUTPUTS})
         info = {
@@ -223,9 +217,7 @@ class MAVDDetector(Detector):
             info["trimmed"] = prepared.trimmed
         return Result(score=float(snippet.max()), extras=extras, info=info)
 
-    def score_features(
-        self, v: np.ndarray, a: np.ndarray, f: np.ndarray
-    ) -> tuple[np.ndarray, str, dict[str, Any]]:
+    def score_features(self, v: np.ndarray, a: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, str, dict[str, Any]]:
         """Align-and-fuse kernel + TCN/MIL head: features -> per-crop probabilities (B, T)."""
         from edgesentry.kernels import mavd as kernels
         from edgesentry.kernels.mavd import reference
@@ -246,9 +238,10 @@ class MAVDDetector(Detector):
         return kernels.sigmoid(logits), tier, extras
 
     # ---------------------------------------------------------------------- streaming
-    def stream(self, window: int = 64) -> MAVDStream:
-        """A causal online scorer with a look-back of ``window`` snippets (see ``MAVDStream``)."""
-        return MAVDStream(self, window)
+    def stream(self, window: int = 64, delay: int = 0) -> MAVDStream:
+        """An online scorer with a look-back of ``window`` snippets and ``delay`` snippets of
+        look-ahead (see ``MAVDStream``)."""
+        return MAVDStream(self, window, delay)
 
     # ---------------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:
@@ -264,53 +257,67 @@ class MAVDDetector(Detector):
 
 
 class MAVDStream:
-    """Causal online scoring: ``push`` one snippet's features, get that snippet's score.
+    """Online scoring: ``push`` one snippet's features as they arrive, get a snippet score.
 
-    Each push runs the network on the last ``window`` snippets (the newest one last) and
-    returns the newest snippet's crop-mean score. It differs from the offline score because
-    (a) the transformers' attention and the positional normalisation see only the window
-    and no future snippet, (b) the k=3 embedding conv sees a zero instead of the next
-    snippet. The TCN is causal with a 15-snippet receptive field, so it is unaffected once
-    ``window >= 15``. Cost per push is one forward over ``window`` snippets.
+    Each push runs the network on the last ``window`` snippets and returns the crop-mean
+    score of the snippet ``delay`` steps back (``None`` until that many snippets arrived;
+    ``flush()`` returns the held-back ones at the end). ``delay=0`` is causal: the newest
+    snippet is scored at once.
+
+    Online scores differ from offline ones because the transformers' attention (and the
+    positional normalisation) see only the window, and, with a small ``delay``, none or few
+    future snippets; the k=3 embedding conv sees a zero instead of the next snippet when
+    ``delay=0``. The TCN is causal with a 15-snippet receptive field and is unaffected once
+    ``window >= 15 + delay``. Cost per push: one forward over ``window`` snippets.
     """
 
-    def __init__(self, detector: MAVDDetector, window: int = 64):
+    def __init__(self, detector: MAVDDetector, window: int = 64, delay: int = 0):
         if int(window) < 1:
             raise ConfigError(f"stream window must be >= 1 snippet; got {window}")
+        if not 0 <= int(delay) < int(window):
+            raise ConfigError(f"stream delay must satisfy 0 <= delay < window ({window}); got {delay}")
         self.detector = detector
         self.window = int(window)
+        self.delay = int(delay)
         self._buf: dict[str, deque] = {k: deque(maxlen=self.window) for k in GRAPH_INPUTS}
+        self._last: np.ndarray | None = None
         self.count = 0
 
-    def push(self, rgb: Any, flow: Any, audio: Any) -> float:
+    def push(self, rgb: Any, flow: Any, audio: Any) -> float | None:
         """Features of one snippet: rgb/flow ``(crops, 1024)`` or ``(1024,)``, audio ``(128,)``
-        or ``(crops, 128)`` -> the snippet's score."""
+        or ``(crops, 128)`` -> the score of snippet ``count - 1 - delay`` (or ``None``)."""
         item = {}
         for key, val in (("rgb", rgb), ("flow", flow), ("audio", audio)):
             arr = np.asarray(val, dtype=np.float32)
             if arr.ndim == 1:
                 arr = arr[None]
             if arr.ndim != 2 or arr.shape[1] != DIMS[key]:
-                raise InputError(
-                    f"stream push: {key} must be ({DIMS[key]},) or (crops, {DIMS[key]}); got {arr.shape}"
-                )
+                raise InputError(f"stream push: {key} must be ({DIMS[key]},) or (crops, {DIMS[key]}); got {arr.shape}")
+            if self._buf[key] and self._buf[key][-1].shape != arr.shape:
+                raise InputError(f"stream push: {key} changed shape from {self._buf[key][-1].shape} to {arr.shape}")
             item[key] = arr
         for key, arr in item.items():
-            if self._buf[key] and self._buf[key][-1].shape != arr.shape:
-                raise InputError(
-                    f"stream push: {key} changed shape from {self._buf[key][-1].shape} to {arr.shape}"
-                )
             self._buf[key].append(arr)
         self.count += 1
         window = {k: np.stack(list(v), axis=1) for k, v in self._buf.items()}
-        prepared = self.detector.preprocess(window)
-        raw = self.detector.forward(prepared)
+        raw = self.detector.forward(self.detector.preprocess(window))
         scores, _, _ = self.detector.score_features(raw["v_feat"], raw["a_feat"], raw["f_feat"])
-        return float(scores[:, -1].mean())
+        self._last = scores.mean(axis=0)
+        if self.count <= self.delay:
+            return None
+        return float(self._last[-1 - self.delay])
+
+    def flush(self) -> list[float]:
+        """Scores of the last ``min(delay, count)`` snippets, scored with what arrived."""
+        if self._last is None:
+            return []
+        held = min(self.delay, self.count)
+        return [float(v) for v in self._last[len(self._last) - held :]]
 
     def reset(self) -> None:
         for buf in self._buf.values():
             buf.clear()
+        self._last = None
         self.count = 0
 
 
@@ -363,8 +370,7 @@ IO_SPEC = {
 # ------------------------------------------------------------------------ family hooks
 def build(**_: Any) -> MAVDDetector:
     raise ConfigError(
-        "MAVD needs trained weights: run `edgesentry convert mavd WEIGHTS_DIR -o BUNDLE`, "
-        "then edgesentry.load(BUNDLE)"
+        "MAVD needs trained weights: run `edgesentry convert mavd WEIGHTS_DIR -o BUNDLE`, then edgesentry.load(BUNDLE)"
     )
 
 
@@ -449,17 +455,13 @@ def convert(
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "weights", help="directory with {v,a,f,va,vf,vaf}_model.pth (official saved_models/ap86.07)"
-    )
+    parser.add_argument("weights", help="directory with {v,a,f,va,vf,vaf}_model.pth (official saved_models/ap86.07)")
     parser.add_argument("--trim", action="store_true", help="default to trimming unequal T across modalities")
     parser.add_argument("--onnx", action="store_true", help="also export features.onnx into the bundle")
 
 
 def convert_from_args(args: argparse.Namespace) -> Bundle:
-    return convert(
-        args.weights, output=args.output, overwrite=args.force, trim=args.trim, export_onnx=args.onnx
-    )
+    return convert(args.weights, output=args.output, overwrite=args.force, trim=args.trim, export_onnx=args.onnx)
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -471,9 +473,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", required=True, help="VGGish feature .npy of the video")
     parser.add_argument("--trim", action="store_true", help="cut unequal streams to the shortest T")
     parser.add_argument("--threshold", type=float, default=None, help="score threshold for the label")
-    parser.add_argument(
-        "--out", default=None, help="directory for <stem>_frame_scores.npy and a JSON summary"
-    )
+    parser.add_argument("--out", default=None, help="directory for <stem>_frame_scores.npy and a JSON summary")
     add_backend_args(parser)
     add_kernel_args(parser)
 
@@ -529,9 +529,7 @@ def read_annotations(path: str | os.PathLike) -> dict[str, list[tuple[int, int]]
         vid = parts[0][:-4] if parts[0].endswith(".mp4") else parts[0]
         nums = parts[1:]
         if len(nums) % 2:
-            raise InputError(
-                f"{path}:{lineno}: expected start/end frame pairs after the id; got {len(nums)} numbers"
-            )
+            raise InputError(f"{path}:{lineno}: expected start/end frame pairs after the id; got {len(nums)} numbers")
         try:
             vals = [int(n) for n in nums]
         except ValueError:
@@ -604,9 +602,7 @@ def evaluate(
 
     rgb_list = Path(rgb_list)
     flow_list = Path(flow_list) if flow_list else rgb_list.with_name(rgb_list.name.replace("video", "flow"))
-    audio_list = (
-        Path(audio_list) if audio_list else rgb_list.with_name(rgb_list.name.replace("video", "audio"))
-    )
+    audio_list = Path(audio_list) if audio_list else rgb_list.with_name(rgb_list.name.replace("video", "audio"))
     for name, p in (("flow", flow_list), ("audio", audio_list)):
         if not p.is_file():
             raise InputError(f"{name} list {str(p)!r} not found; pass it explicitly")

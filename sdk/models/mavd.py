@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from edgesentry.errors import WeightsError
 from torch import nn
+
+from edgesentry.errors import WeightsError
 
 #: decay of the positional kernel per snippet: K[i, j] = exp(-|i - j| / e) = R ** |i - j|
 POS_DECAY = math.exp(-1.0 / math.e)

@@ -116,6 +116,19 @@ def test_stream_full_window_ends_at_offline_score(det, oracle):
         stream.push(x["rgb"][:2, 0], x["flow"][:, 0], x["audio"][0, 0])
     with pytest.raises(ConfigError):
         det.stream(window=0)
+    with pytest.raises(ConfigError):
+        det.stream(window=4, delay=4)
+
+
+def test_stream_with_delay_scores_every_snippet_once(det, oracle):
+    x = case_inputs(oracle, "case_B5_T7")
+    stream = det.stream(window=16, delay=3)
+    online = [stream.push(x["rgb"][:, t], x["flow"][:, t], x["audio"][0, t]) for t in range(7)]
+    assert online[:3] == [None, None, None]
+    scores = [s for s in online if s is not None] + stream.flush()
+    # the whole video is in the window at the end: the flushed tail equals the offline scores
+    np.testing.assert_allclose(scores[-3:], oracle["case_B5_T7/final_snippet"][-3:], atol=2e-6)
+    assert len(scores) == 7
 
 
 def test_bundle_needed_for_build():
