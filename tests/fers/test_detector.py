@@ -72,16 +72,15 @@ def test_local_mode_and_kernel_override(bundles, rng):
     assert glob.info["mode"] == "global" and not np.allclose(local.anomaly_map, glob.anomaly_map)
 
 
-def test_save_round_trip_and_triton_tier(bundles, rng, tmp_path):
-    """Detector.save writes a bundle that loads back to the same detector; the Triton tier
-    (interpreter here) gives the cpu tier's map through the detector."""
+def test_save_round_trip(bundles, rng, tmp_path):
+    """Detector.save writes a bundle that loads back to the same detector (weights, mode)."""
     cube = rng.integers(0, 1000, size=(9, 8, 52)).astype(np.uint16)
-    det = edgesentry.load(bundles["abu-urban-1_B50"], backend="torch", mode="global", kernels="cpu")
+    det = edgesentry.load(bundles["abu-urban-1_B50"], backend="torch", mode="global", kernels="reference")
     want = det.predict(cube)
     det.save(tmp_path / "saved")
-    again = edgesentry.load(tmp_path / "saved", backend="torch", kernels="triton").predict(cube)
-    assert again.info["kernel_tier"] == "triton" and again.info["mode"] == "global"
-    np.testing.assert_allclose(again.extras["scores"], want.extras["scores"], rtol=1e-6, atol=1e-9)
+    again = edgesentry.load(tmp_path / "saved", backend="torch", kernels="reference").predict(cube)
+    assert again.info["mode"] == "global" and again.info["spectral_only"]
+    np.testing.assert_array_equal(again.extras["scores"], want.extras["scores"])
 
 
 def test_bad_inputs_raise(bundles, tmp_path):
