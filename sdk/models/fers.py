@@ -439,9 +439,11 @@ def load_spectral_dir(directory: str | os.PathLike) -> tuple[FERSConfig, dict[st
 def load_spa_fen_int8_npz(path: str | os.PathLike, keys: list[str] | None = None) -> dict[str, Tensor]:
     """Read an int8-grid spatial state dict (``q/<key>``, ``exp2/<key>``, ``buffer/<key>``).
 
-    For each key: ``float32(q) * 2**exp2`` when ``q/<key>`` exists (exact), else
-    ``buffer/<key>`` unchanged. ``keys`` defaults to every key in the file (the caller's
-    ``load_strict`` then reports anything missing or unexpected).
+    For each key of ``keys`` (``load_spatial`` passes ``HyperSpatialResNet(B).state_dict()``'s,
+    as the oracle README prescribes): ``float32(q) * 2**exp2`` when ``q/<key>`` exists (exact),
+    else ``buffer/<key>`` unchanged. A key in neither is left out (``load_strict`` reports it as
+    missing); entries of the file outside ``keys`` raise ``WeightsError``. ``keys`` defaults to
+    every key in the file.
     """
     try:
         archive = np.load(path, allow_pickle=False)
@@ -451,6 +453,10 @@ def load_spa_fen_int8_npz(path: str | os.PathLike, keys: list[str] | None = None
         names = set(archive.files)
         if keys is None:
             keys = sorted({n.split("/", 1)[1] for n in names if n.startswith(("q/", "buffer/"))})
+        stored = {n.split("/", 1)[1] for n in names if n.startswith(("q/", "exp2/", "buffer/"))}
+        unexpected = sorted(stored - set(keys))
+        if unexpected:
+            raise WeightsError(f"{path} holds {len(unexpected)} unexpected keys {unexpected[:10]}")
         out: dict[str, Tensor] = {}
         for key in keys:
             if f"q/{key}" in names:
@@ -469,8 +475,15 @@ def load_spa_fen_int8_npz(path: str | os.PathLike, keys: list[str] | None = None
 def load_spatial(path: str | os.PathLike) -> tuple[FERSConfig, dict[str, Tensor]]:
     """Spatial-branch weights from an official ``spa_fen.pt`` or an int8-grid ``.npz``."""
     p = Path(path)
-    sd = load_spa_fen_int8_npz(p) if p.suffix.lower() == ".npz" else read_checkpoint(p)
     sentinel = "initial_conv.conv.weight"
+    if p.suffix.lower() == ".npz":
+        q = load_spa_fen_int8_npz(p)  # every stored key, to read the band count
+        if sentinel not in q:
+            raise WeightsError(f"{p} is not a FERS spatial archive: it lacks q/{sentinel}")
+        bands = int(q[sentinel].shape[1])
+        sd = load_spa_fen_int8_npz(p, keys=list(HyperSpatialResNet(FERSConfig(bands=bands)).state_dict()))
+        return FERSConfig(bands=bands), sd
+    sd = read_checkpoint(p)
     if sentinel not in sd:
         raise WeightsError(
             f"{p} is not a FERS spatial checkpoint: it lacks {sentinel!r} (keys: {sorted(sd)[:6]} ...)")

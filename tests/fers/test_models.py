@@ -96,6 +96,8 @@ def test_bad_checkpoints_raise(tmp_path):
     np.savez(tmp_path / "bad.npz", **{"q/a": np.zeros(3, np.int8)})
     with pytest.raises(WeightsError, match="exp2/a"):
         load_spa_fen_int8_npz(tmp_path / "bad.npz")
+    with pytest.raises(WeightsError, match=r"1 unexpected keys \['a'\]"):
+        load_spa_fen_int8_npz(tmp_path / "bad.npz", keys=["b"])
 
 
 @pytest.mark.parametrize("key", list(SCENES))
