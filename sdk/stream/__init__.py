@@ -11,6 +11,7 @@ from __future__ import annotations
 from .accounting import Snapshot
 from .queues import Frame
 from .runtime import (
+    EXIT_INTERNAL_ERROR,
     EXIT_OK,
     EXIT_SINK_ERRORS,
     EXIT_SOURCE_LOST,
@@ -33,7 +34,8 @@ from .sources import (
 )
 
 __all__ = [
-    "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES", "CallbackSink", "FolderSource", "Frame",
+    "EXIT_INTERNAL_ERROR", "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES", "CallbackSink",
+    "FolderSource", "Frame",
     "IterableSource", "JsonlSink", "MqttSink", "OverlaySink", "RawFrame", "Sink", "Snapshot", "Source",
     "SourceDisconnected", "SourceUnavailable", "Stream", "StreamSummary", "VideoSource", "build_sinks",
     "open_source", "stream",

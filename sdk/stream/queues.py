@@ -41,7 +41,7 @@ class Frame:
 
 
 class Closed(Exception):
-    """Raised by ``BoundedQueue.put`` once the queue was aborted."""
+    """Raised by ``BoundedQueue.put`` once the queue was closed or aborted."""
 
 
 class BoundedQueue:
@@ -67,17 +67,19 @@ class BoundedQueue:
         step as seen by any reader of the queue.
         """
         with self._cond:
+            if self._closed:  # readers may already have drained and left: refuse, never strand
+                raise Closed("queue closed")
             while len(self._items) >= self.maxsize:
-                if self._aborted:
-                    raise Closed("queue aborted")
+                if self._closed:
+                    raise Closed("queue closed")
                 if drop_oldest:
                     evicted = self._items.popleft()
                     if on_evict is not None:
                         on_evict(evicted)
                     break
                 self._cond.wait(0.1)
-            if self._aborted:
-                raise Closed("queue aborted")
+            if self._closed:
+                raise Closed("queue closed")
             self._items.append(item)
             self._cond.notify_all()
 

@@ -58,6 +58,7 @@ POLICIES = ("block", "drop-oldest")
 EXIT_OK = 0
 EXIT_SOURCE_LOST = 3  # the source could not be (re)opened within max_retries
 EXIT_SINK_ERRORS = 4  # the stream ran, but some records were not delivered by every sink
+EXIT_INTERNAL_ERROR = 70  # a runtime thread crashed (a bug: the log has the traceback)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class StreamSummary:
     source: str
     policy: str
     exit_code: int
-    exit_reason: str  # end_of_stream | max_frames | stopped | source_lost
+    exit_reason: str  # end_of_stream | max_frames | stopped | source_lost | internal_error
     counters: Snapshot
     sinks: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
@@ -179,6 +180,7 @@ class Stream:
         self._summary: StreamSummary | None = None
         self._metrics_port = metrics_port
         self.metrics: MetricsServer | None = None
+        self.stop_grace_s = 5.0
         self._started = False
 
     # ------------------------------------------------------------------------ control
@@ -199,12 +201,28 @@ class Stream:
         return self
 
     def stop(self, drain: bool = True) -> None:
-        """Stop reading; with ``drain`` finish every queued frame, else drop them (``shutdown``)."""
+        """Stop reading; with ``drain`` finish every queued frame, else drop them (``shutdown``).
+
+        Safe to call from any thread or a signal handler. A source stuck inside ``read`` (a
+        camera driver that never returns) is given ``stop_grace_s``; then the capture queue
+        is closed without it, so the queued frames still drain and the summary is written.
+        """
         if self._stop.is_set() or not drain:
             self._abort_queued()
         if self._exit_reason == "end_of_stream":
             self._exit_reason = "stopped"
+        first = not self._stop.is_set()
         self._stop.set()
+        if first and self._threads:
+            timer = threading.Timer(self.stop_grace_s, self._unstick_capture)
+            timer.daemon = True
+            timer.start()
+
+    def _unstick_capture(self) -> None:
+        if self._threads and self._threads[0].is_alive():
+            log.warning("source %s did not return from read() within %.1fs of stop; finishing without it",
+                        self.source.name, self.stop_grace_s)
+            self.capture_q.close()  # a late frame from the stuck reader is then counted as dropped
 
     def join(self, timeout: float | None = None) -> StreamSummary | None:
         """Wait for the stream to end and return its summary (``None`` on timeout)."""
@@ -445,6 +463,8 @@ class Stream:
         code = EXIT_OK
         if reason == "source_lost":
             code = EXIT_SOURCE_LOST
+        elif reason == "internal_error":
+            code = EXIT_INTERNAL_ERROR
         elif snap.sink_errors:
             code = EXIT_SINK_ERRORS
         return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,

@@ -281,3 +281,71 @@ def test_raw_frame_errors_from_custom_sources_are_failures(tmp_path: Path) -> No
     records = read_jsonl(tmp_path / "r.jsonl")
     check_accounting(records, summary.to_dict())
     assert [r["status"] for r in sorted(records, key=lambda r: r["frame"])] == ["ok", "failed", "ok"]
+
+
+class _StuckSource(FlakySource):
+    """Delivers ``n`` frames, then blocks inside ``read`` like a hung camera driver."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        self.release = threading.Event()
+
+    def read(self):
+        if self.pos >= self.n:
+            self.release.wait(30)
+            return None
+        return super().read()
+
+
+def test_stop_with_a_source_stuck_in_read_still_finishes(tmp_path: Path) -> None:
+    source = _StuckSource(6)
+    stream = Stream(MeanDetector(), source, sinks=[JsonlSink(tmp_path / "r.jsonl")])
+    stream.stop_grace_s = 0.3
+    stream.start()
+    deadline = time.monotonic() + 10
+    while stream.snapshot().processed < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stream.stop()
+    summary = stream.join(10)
+    source.release.set()
+    assert summary is not None, "stream did not finish while its source was stuck"
+    check_accounting(read_jsonl(tmp_path / "r.jsonl"), summary.to_dict())
+    assert summary.exit_reason == "stopped" and summary.processed == 6
+
+
+def test_abort_drops_queued_frames_as_shutdown(tmp_path: Path) -> None:
+    """``stop(drain=False)`` (second SIGINT): queued frames are dropped, and reported."""
+    gate = threading.Event()
+
+    def slow(record, result):
+        gate.wait(5)
+
+    frames = [frame_image(i) for i in range(40)]
+    stream = Stream(MeanDetector(), IterableSource(frames), sinks=[JsonlSink(tmp_path / "r.jsonl"), CallbackSink(slow)],
+                    queue_size=4, policy="block")
+    stream.start()
+    deadline = time.monotonic() + 10
+    while len(stream.capture_q) < 4 and time.monotonic() < deadline:  # the pipeline is full
+        time.sleep(0.01)
+    stream.stop(drain=False)
+    gate.set()
+    summary = stream.join(10)
+    assert summary is not None
+    d = summary.to_dict()
+    check_accounting(read_jsonl(tmp_path / "r.jsonl"), d)
+    assert d["dropped"] >= 4 and set(d["dropped_by_reason"]) == {"shutdown"} and d["produced"] < 40
+
+
+def test_mqtt_without_broker_reports_unacked(tmp_path: Path) -> None:
+    pytest.importorskip("paho.mqtt.client")
+    from edgesentry.stream import EXIT_SINK_ERRORS, MqttSink
+
+    from .conftest import free_port
+
+    sink = MqttSink("127.0.0.1", free_port(), "line/results", connect_timeout=0.1, flush_timeout=0.3)
+    summary = edgesentry.stream(MeanDetector(), IterableSource([frame_image(i) for i in range(3)]), sinks=[sink],
+                                jsonl=tmp_path / "r.jsonl", handle_signals=False)
+    d = summary.to_dict()
+    assert d["sinks"]["mqtt"]["published"] == 3 and d["sinks"]["mqtt"]["unacked"] == 3
+    assert d["sink_errors"] == {"mqtt": 3} and summary.exit_code == EXIT_SINK_ERRORS
+    assert len(read_jsonl(tmp_path / "r.jsonl")) == 3  # the other sinks still got everything
