@@ -265,6 +265,7 @@ def export_bundle(
             "outputs": spec.outputs,
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
             "example_shapes": {k: list(v.shape) for k, v in spec.inputs.items()},
+            "input_names": list(spec.inputs),  # positional order (meta.json sorts keys)
             "profile_hints": {k: list(v) for k, v in spec.profile_hints.items()},
             "output_spec": output_spec(path),
             "atol": spec.atol,

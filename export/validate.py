@@ -143,12 +143,26 @@ def load_samples(paths: Sequence[str | Path], graph_meta: Mapping[str, Any]) -> 
     return out
 
 
-def _input_specs(graph_meta: Mapping[str, Any]) -> dict[str, Any]:
+def input_names(graph_meta: Mapping[str, Any], onnx_path: str | Path | None = None) -> list[str]:
+    """Graph inputs in positional order (``meta.json`` stores ``inputs`` with sorted keys)."""
+    if graph_meta.get("input_names"):
+        return list(graph_meta["input_names"])
+    if onnx_path is not None:
+        import onnx
+
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        inits = {i.name for i in model.graph.initializer}
+        return [i.name for i in model.graph.input if i.name not in inits]
+    return list(graph_meta["inputs"])
+
+
+def _input_specs(graph_meta: Mapping[str, Any], order: list[str]) -> dict[str, Any]:
     from edgesentry.backends import InputSpec
 
+    specs = graph_meta["inputs"]
     return {
-        k: InputSpec(v["dtype"], tuple(d if isinstance(d, int) else None for d in v["shape"]))
-        for k, v in graph_meta["inputs"].items()
+        k: InputSpec(specs[k]["dtype"], tuple(d if isinstance(d, int) else None for d in specs[k]["shape"]))
+        for k in order
     }
 
 
@@ -162,7 +176,8 @@ def make_runner(
 ) -> Any:
     """A runner of ``graph`` on ``backend`` (torch needs the family exporter and weights)."""
     gmeta = bundle.meta["graphs"][graph]
-    inputs, outputs = _input_specs(gmeta), list(gmeta["outputs"])
+    inputs = _input_specs(gmeta, input_names(gmeta, bundle.path / gmeta["file"]))
+    outputs = list(gmeta["outputs"])
     if backend == "torch":
         from edgesentry.backends import TorchRunner
 

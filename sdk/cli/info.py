@@ -143,7 +143,7 @@ def collect() -> dict[str, Any]:
         "onnxruntime": _ort(),
         "kernel_tiers": _kernels(),
         "families": _families(),
-        "torch_imported": "torch" in sys.modules,
+        "torch_imported": sys.modules.get("torch") is not None,
     }
 
 

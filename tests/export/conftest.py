@@ -91,3 +91,20 @@ def make_tiny_bundle(path: Path, *, simplify: bool = False):
 def tiny_bundle(tiny_family, tmp_path_factory):
     bundle, _ = make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
     return bundle
+
+
+@pytest.fixture(scope="session")
+def family_bundles(shared, tmp_path_factory):
+    """name -> (Bundle, export parity reports) for every family whose reference is present."""
+    from tests.export.families import CASES, exported_bundle
+
+    out = {}
+    root = tmp_path_factory.mktemp("families")
+    for name in CASES:
+        try:
+            out[name] = exported_bundle(name, shared, root / name)
+        except pytest.skip.Exception:
+            continue
+    if not out:
+        pytest.skip("no family reference found under ../shared/reference")
+    return out

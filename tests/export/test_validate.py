@@ -16,9 +16,8 @@ from edgesentry.export.validate import TOLERANCES, validate_bundle  # noqa: E402
 
 
 def test_export_verb_prints_parity_and_lint(tiny_family, tmp_path, capsys):
-    from tests.export.conftest import tiny_tensors
-
     from edgesentry.bundle import write_bundle
+    from tests.export.conftest import tiny_tensors
 
     write_bundle(tmp_path / "b", "tinynet", config={}, tensors=tiny_tensors())
     assert main(["export", str(tmp_path / "b")]) == 0
