@@ -59,8 +59,11 @@ def _graph_specs(bundle):
             build=lambda: _build(tensors),
             inputs={"image": rng.standard_normal((2, 3, 16, 16)).astype(np.float32)},
             outputs=["anomaly_map", "score"],
-            dynamic_axes={"image": {0: "batch", 2: "H", 3: "W"}, "anomaly_map": {0: "batch", 1: "H", 2: "W"},
-                          "score": {0: "batch"}},
+            dynamic_axes={
+                "image": {0: "batch", 2: "H", 3: "W"},
+                "anomaly_map": {0: "batch", 1: "H", 2: "W"},
+                "score": {0: "batch"},
+            },
             profile_hints={"H": (8, 16, 64), "W": (8, 16, 64)},
         )
     ]

@@ -41,8 +41,9 @@ def _isstad(shared: Path, out: Path):
     import edgesentry
 
     ref = shared / "reference/isstad"
-    return edgesentry.convert("isstad", _need(ref / "tiny_stage2_seed0.pt"), output=out,
-                              config=_need(ref / "tiny_stage2_config.json"))
+    return edgesentry.convert(
+        "isstad", _need(ref / "tiny_stage2_seed0.pt"), output=out, config=_need(ref / "tiny_stage2_config.json")
+    )
 
 
 def _mavd(shared: Path, out: Path):
@@ -60,23 +61,30 @@ def _mdmf(shared: Path, out: Path):
 def _mdmf_sample(rng: np.random.Generator, bundle: Any) -> dict[str, np.ndarray]:
     cfg = bundle.config
     t, d = int(cfg.get("frames", 8)), int(cfg["model"]["dim"])
-    return {"q": rng.standard_normal((2, t, d)).astype(np.float32),
-            "s": rng.standard_normal((4, t, d)).astype(np.float32),
-            "labels": np.array([0, 1, 0, 1]),
-            "text": rng.standard_normal((2, d)).astype(np.float32)}
+    return {
+        "q": rng.standard_normal((2, t, d)).astype(np.float32),
+        "s": rng.standard_normal((4, t, d)).astype(np.float32),
+        "labels": np.array([0, 1, 0, 1]),
+        "text": rng.standard_normal((2, d)).astype(np.float32),
+    }
 
 
 CASES = {
     "fers": FamilyCase("fers", _fers, lambda rng, b: {"x": (rng.random((12, 12, 50)) * 0.2 - 0.1).astype(np.float32)}),
     "isstad": FamilyCase("isstad", _isstad, lambda rng, b: {"x": rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)}),
     "mavd": FamilyCase(
-        "mavd", _mavd,
-        lambda rng, b: {"rgb": np.maximum(rng.standard_normal((2, 6, 1024)), 0).astype(np.float32),
-                        "flow": np.maximum(rng.standard_normal((2, 6, 1024)), 0).astype(np.float32),
-                        "audio": (0.5 * rng.standard_normal((1, 6, 128))).astype(np.float32)},
-        call="det.predict({k: x[k] for k in ('rgb', 'flow', 'audio')})"),
-    "mdmf": FamilyCase("mdmf", _mdmf, _mdmf_sample,
-                       call="det.classify_features(x['q'], x['s'], x['labels'], x['text'])"),
+        "mavd",
+        _mavd,
+        lambda rng, b: {
+            "rgb": np.maximum(rng.standard_normal((2, 6, 1024)), 0).astype(np.float32),
+            "flow": np.maximum(rng.standard_normal((2, 6, 1024)), 0).astype(np.float32),
+            "audio": (0.5 * rng.standard_normal((1, 6, 128))).astype(np.float32),
+        },
+        call="det.predict({k: x[k] for k in ('rgb', 'flow', 'audio')})",
+    ),
+    "mdmf": FamilyCase(
+        "mdmf", _mdmf, _mdmf_sample, call="det.classify_features(x['q'], x['s'], x['labels'], x['text'])"
+    ),
 }
 
 

@@ -35,8 +35,9 @@ def test_validate_every_family(family_bundles, tmp_path, capsys):
 
     for name, (bundle, _) in family_bundles.items():
         out = tmp_path / f"{name}.json"
-        code = main(["validate", str(bundle.path), "--backends", "torch,onnxruntime", "--n-synthetic", "1",
-                     "--json", str(out)])
+        code = main(
+            ["validate", str(bundle.path), "--backends", "torch,onnxruntime", "--n-synthetic", "1", "--json", str(out)]
+        )
         text = capsys.readouterr().out
         assert code == 0, text
         report = json.loads(out.read_text())
@@ -95,16 +96,18 @@ def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path):
         jobs[name] = {"bundle": str(bundle.path), "inputs": str(tmp_path / f"{name}.npz"), "call": case.call}
         det = edgesentry.load(bundle, backend="torch")
         expected[name] = eval(case.call, {"det": det, "x": x})
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(jobs)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(jobs)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    got = json.loads(line[len("RESULT "):])
+    got = json.loads(line[len("RESULT ") :])
     assert set(got) == set(family_bundles)
     for name in list(expected):
         if name in KNOWN_TORCH_BOUND:
             assert "import_error" in got[name] and "torch" in got[name]["import_error"], (
-                f"{name} now runs without torch: remove it from KNOWN_TORCH_BOUND")
+                f"{name} now runs without torch: remove it from KNOWN_TORCH_BOUND"
+            )
             expected.pop(name)
         else:
             assert "import_error" not in got[name], f"{name} needs torch on the ONNX Runtime path: {got[name]}"
@@ -118,7 +121,9 @@ def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path):
 
 
 def test_info_runs_without_torch():
-    code = "import sys; sys.modules['torch'] = None\nfrom edgesentry.cli import main\nsys.exit(main(['info', '--json']))"
+    code = (
+        "import sys; sys.modules['torch'] = None\nfrom edgesentry.cli import main\nsys.exit(main(['info', '--json']))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     facts = json.loads(proc.stdout)

@@ -106,13 +106,19 @@ def test_resize_and_pooling_restrictions():
     )
     assert "resize-mode" in _codes(lint_model(cubic))
     pool1d = _model(
-        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2])], [_vi("x", shape=(1, 3, 8))], [_vi("y", shape=(1, 3, 7))]
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2])],
+        [_vi("x", shape=(1, 3, 8))],
+        [_vi("y", shape=(1, 3, 7))],
     )
     assert "pool-rank" in _codes(lint_model(pool1d))
 
 
 def test_volume_over_int32_is_an_error():
-    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", shape=(4, 1024, 1024, 1024))], [_vi("y", shape=(4, 1024, 1024, 1024))])
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_vi("x", shape=(4, 1024, 1024, 1024))],
+        [_vi("y", shape=(4, 1024, 1024, 1024))],
+    )
     assert "volume" in _codes(lint_model(m))
 
 

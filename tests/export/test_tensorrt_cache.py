@@ -167,8 +167,14 @@ def _fresh(tiny_family, tmp_path):
 
 
 def _key(**over):
-    base = dict(graph="model", onnx_sha256="a" * 64, precision="fp16", compute_capability="8.7",
-                trt_version="10.3.0", profile=ShapeProfile.from_dict({"x": [[1, 3], [4, 3], [8, 3]]}))
+    base = dict(
+        graph="model",
+        onnx_sha256="a" * 64,
+        precision="fp16",
+        compute_capability="8.7",
+        trt_version="10.3.0",
+        profile=ShapeProfile.from_dict({"x": [[1, 3], [4, 3], [8, 3]]}),
+    )
     base.update(over)
     return EngineKey(**base)
 
@@ -199,8 +205,10 @@ def test_key_filename_is_readable_and_key_validates():
 
 
 def test_profile_from_graph_uses_hints_and_defaults():
-    gmeta = {"inputs": {"image": {"dtype": "float32", "shape": ["batch", 3, "H", "W"]}},
-             "profile_hints": {"H": [8, 16, 64], "W": [8, 32, 64]}}
+    gmeta = {
+        "inputs": {"image": {"dtype": "float32", "shape": ["batch", 3, "H", "W"]}},
+        "profile_hints": {"H": [8, 16, 64], "W": [8, 32, 64]},
+    }
     p = profile_from_graph(gmeta)
     assert p.to_dict() == {"image": [[1, 3, 8, 8], [1, 3, 16, 32], [8, 3, 64, 64]]}
     assert p.contains("image", (2, 3, 20, 20)) and not p.contains("image", (2, 3, 100, 20))
@@ -277,8 +285,9 @@ def test_trt10_int8_uses_calibrator_and_keeps_cache_in_bundle(tiny_family, tmp_p
     assert "calibration_profile" in trt.log
     assert bundle.has("engines/model.int8-calibration.cache")
     with pytest.raises(ConfigError, match="calibration samples"):
-        build_bundle_engines(_fresh(tiny_family, tmp_path / "b2"), precision="int8", trt=fake_trt("10.3.0"),
-                             capability=CC)
+        build_bundle_engines(
+            _fresh(tiny_family, tmp_path / "b2"), precision="int8", trt=fake_trt("10.3.0"), capability=CC
+        )
 
 
 def test_trt11_fp16_converts_onnx_and_is_strongly_typed(tiny_family, tmp_path):
@@ -299,8 +308,13 @@ def test_trt11_fp16_converts_onnx_and_is_strongly_typed(tiny_family, tmp_path):
 def test_trt11_int8_is_refused_with_a_reason(tiny_family, tmp_path):
     bundle = _fresh(tiny_family, tmp_path)
     with pytest.raises(ConfigError, match="strongly typed.*Q/DQ"):
-        build_bundle_engines(bundle, precision="int8", calibration=[{"image": np.zeros((1, 3, 8, 8), np.float32)}],
-                             trt=fake_trt("11.4.0"), capability=CC)
+        build_bundle_engines(
+            bundle,
+            precision="int8",
+            calibration=[{"image": np.zeros((1, 3, 8, 8), np.float32)}],
+            trt=fake_trt("11.4.0"),
+            capability=CC,
+        )
 
 
 def test_build_without_gpu_fails_cleanly(tiny_bundle, capsys):
