@@ -349,3 +349,36 @@ def test_mqtt_without_broker_reports_unacked(tmp_path: Path) -> None:
     assert d["sinks"]["mqtt"]["published"] == 3 and d["sinks"]["mqtt"]["unacked"] == 3
     assert d["sink_errors"] == {"mqtt": 3} and summary.exit_code == EXIT_SINK_ERRORS
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 3  # the other sinks still got everything
+
+
+def test_http_stream_source_then_server_gone(tmp_path: Path) -> None:
+    """A real network source (HTTP on loopback, read by OpenCV's FFmpeg backend) whose server
+    disappears: every frame it sent is scored, then bounded reconnects end with exit code 3."""
+    import functools
+    import http.server
+
+    clean = write_video(tmp_path / "clean.avi", n=10, corrupt=())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{clean.name}"
+    seen: list[int] = []
+
+    def stop_server_after_last_frame(record, result):
+        seen.append(record["frame"])
+        if len(seen) == 10:
+            server.shutdown()
+            server.server_close()
+
+    summary = edgesentry.stream(MeanDetector(), url, jsonl=tmp_path / "r.jsonl", policy="block", max_retries=2,
+                                backoff_s=(0.05, 0.1), on_result=stop_server_after_last_frame, handle_signals=False)
+    d = summary.to_dict()
+    records = read_jsonl(tmp_path / "r.jsonl")
+    check_accounting(records, d)
+    assert d["exit_code"] == EXIT_SOURCE_LOST and d["exit_reason"] == "source_lost"
+    assert d["processed"] >= 10 and d["reconnects"] >= 2
+    oracle = decoded_frames(clean)
+    for rec in records[:10]:
+        assert rec["score"] == pytest.approx(mean_score(oracle[rec["frame"]]), rel=1e-6)
