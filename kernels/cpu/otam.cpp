@@ -1,10 +1,12 @@
 // Fused soft-OTAM distance fusion of CLIP-MDMF on the CPU (cosine -> 4 OTAM DPs -> logits).
 //
 // Specification: edgesentry/kernels/otam/reference.py (fuse_reference / otam_stable).
-// The caller supplies the frame dot products (one float32 BLAS sgemm per view) and the frame
-// norms; this kernel assembles 1 - a.b / (|a||b| + eps) for every (query, class) pair and runs
-// both OTAM directions of both views in one call, parallel over pairs (OpenMP). The DP keeps
-// two rows of T + 2 cells in double precision and uses a max-subtracted log-sum-exp softmin,
+// One call computes the frame norms, the 1 - a.b / (|a||b| + eps) tiles of every (query, class)
+// pair and both OTAM directions of both views. The dot products are a vectorised loop rather
+// than BLAS: the tiles are tiny (T x T), and a threaded sgemm next to OpenMP regions made the
+// call ~1000x slower on a busy 2-core machine (threads spinning against each other). OpenMP over
+// pairs is used only for large galleries. The DP keeps
+// two rows of T + 2 cells (float) and uses a max-subtracted log-sum-exp softmin,
 // so it equals the seed's float32 recurrence where that is finite and stays finite past the
 // point (~52) where the seed's exp(-C / 0.5) underflows to log(0) = inf.
 #include <pybind11/numpy.h>
@@ -13,32 +15,40 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace py = pybind11;
 
 namespace {
 
-inline double softmin2(double a, double b, double lam) {
-  const double m = std::min(a, b);
-  return m - lam * std::log(std::exp((m - a) / lam) + std::exp((m - b) / lam));
+// softmin(x...) = -lam log sum exp(-x / lam), with the minimum m factored out: its own term
+// is exp(0) = 1, so two arguments cost one exp + one log1p and three cost two exps + one log.
+// Templated: the fused kernel runs it in float (expf/logf are ~2x cheaper, ~1e-7 relative per
+// cell), the single-direction entry point in double.
+template <typename F>
+inline F softmin2(F a, F b, F lam) {
+  const F m = std::min(a, b);
+  return m - lam * std::log1p(std::exp(-std::fabs(a - b) / lam));
 }
 
-inline double softmin3(double a, double b, double c, double lam) {
-  const double m = std::min(a, std::min(b, c));
+template <typename F>
+inline F softmin3(F a, F b, F c, F lam) {
+  const F m = std::min(a, std::min(b, c));
   return m - lam * std::log(std::exp((m - a) / lam) + std::exp((m - b) / lam) + std::exp((m - c) / lam));
 }
 
 // OTAM of an R x M cost matrix addressed as d(l, j) = base[l * rs + j * cs] (strides let the
 // same code read delta and its transpose). prev/cur hold M + 2 cells each.
-double otam_dp(const double* base, int rows, int m_cols, long rs, long cs, double lam, double* prev, double* cur) {
+template <typename F>
+F otam_dp(const F* base, int rows, int m_cols, long rs, long cs, F lam, F* prev, F* cur) {
   const int last = m_cols + 1;
-  prev[0] = 0.0;
+  prev[0] = F(0);
   for (int m = 1; m <= m_cols; ++m) prev[m] = prev[m - 1] + base[(m - 1) * cs];
   prev[last] = prev[m_cols];
   for (int l = 1; l < rows; ++l) {
-    const double* row = base + l * rs;
-    cur[0] = 0.0;
+    const F* row = base + l * rs;
+    cur[0] = F(0);
     cur[1] = row[0] + softmin3(prev[0], prev[1], cur[0], lam);
     for (int m = 2; m <= m_cols; ++m) cur[m] = row[(m - 1) * cs] + softmin2(prev[m - 1], cur[m - 1], lam);
     cur[last] = softmin3(prev[m_cols], prev[last], cur[m_cols], lam);
@@ -50,46 +60,79 @@ double otam_dp(const double* base, int rows, int m_cols, long rs, long cs, doubl
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using darr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-// dots [V, Q*T, N*T], qnorm [V, Q*T], pnorm [V, N*T]; V = 2 views (local, global).
-py::tuple fuse(farr dots, farr qnorm, farr pnorm, int q_count, int n_count, int t, double lam, double eps) {
-  if (dots.ndim() != 3 || dots.shape(0) != 2 || dots.shape(1) != static_cast<long>(q_count) * t ||
-      dots.shape(2) != static_cast<long>(n_count) * t)
-    throw std::invalid_argument("dots must be [2, Q*T, N*T]");
-  if (qnorm.ndim() != 2 || qnorm.shape(0) != 2 || qnorm.shape(1) != static_cast<long>(q_count) * t)
-    throw std::invalid_argument("qnorm must be [2, Q*T]");
-  if (pnorm.ndim() != 2 || pnorm.shape(0) != 2 || pnorm.shape(1) != static_cast<long>(n_count) * t)
-    throw std::invalid_argument("pnorm must be [2, N*T]");
+// Dot product of two float rows; vectorised (AVX2 + FMA clone on x86-64, SSE2 otherwise) with
+// 32 partial sums, i.e. several independent vector accumulators: one accumulator would make the
+// loop wait on the FMA latency and run ~4x slower.
+#ifdef EDGESENTRY_X86
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+float dot(const float* __restrict a, const float* __restrict b, int d) {
+  float acc[32] = {0.0f};  // lanes are independent: vectorises without reassociating
+  int k = 0;
+  for (; k + 32 <= d; k += 32) {
+    const float* pa = a + k;
+    const float* pb = b + k;
+    for (int l = 0; l < 32; ++l) acc[l] += pa[l] * pb[l];
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < 32; ++l) sum += acc[l];
+  for (; k < d; ++k) sum += a[k] * b[k];
+  return sum;
+}
+
+void check_views(const farr& z, const farr& p, const char* what) {
+  if (z.ndim() != 3 || p.ndim() != 3 || z.shape(1) != p.shape(1) || z.shape(2) != p.shape(2))
+    throw std::invalid_argument(std::string(what) + ": z [Q, T, D] and p [N, T, D] must share T and D");
+}
+
+// zl/zg [Q, T, D] query outputs, pl/pg [N, T, D] prototypes of the local and global views.
+py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
+  check_views(zl, pl, "local view");
+  check_views(zg, pg, "global view");
+  if (zl.shape(0) != zg.shape(0) || pl.shape(0) != pg.shape(0) || zl.shape(1) != zg.shape(1) ||
+      zl.shape(2) != zg.shape(2))
+    throw std::invalid_argument("local and global views must have the same shapes");
   if (!(lam > 0)) throw std::invalid_argument("lam must be > 0");
-  py::array_t<float> dists({4L, static_cast<long>(q_count), static_cast<long>(n_count)});
-  py::array_t<float> logits({static_cast<long>(q_count), static_cast<long>(n_count)});
-  const float* dp = dots.data();
-  const float* qn = qnorm.data();
-  const float* pn = pnorm.data();
+  const long q_count = zl.shape(0), n_count = pl.shape(0);
+  const int t = static_cast<int>(zl.shape(1)), d = static_cast<int>(zl.shape(2));
+  const float* zs[2] = {zl.data(), zg.data()};
+  const float* ps[2] = {pl.data(), pg.data()};
+  py::array_t<float> dists({4L, q_count, n_count});
+  py::array_t<float> logits({q_count, n_count});
   float* out = dists.mutable_data();
   float* lg = logits.mutable_data();
-  const long pairs = static_cast<long>(q_count) * n_count;
-  const long qt = static_cast<long>(q_count) * t, nt = static_cast<long>(n_count) * t;
+  const long pairs = q_count * n_count;
+  // Parallel only when the dot products are worth waking threads for (a 5-way episode is not).
+  const bool parallel = static_cast<double>(pairs) * t * t * d > 4.0e6;
   {
     py::gil_scoped_release release;
-#pragma omp parallel
+    std::vector<double> qn(2 * q_count * t), pn(2 * n_count * t);
+    for (int v = 0; v < 2; ++v) {
+      for (long i = 0; i < q_count * t; ++i) qn[v * q_count * t + i] = std::sqrt(static_cast<double>(
+          dot(zs[v] + i * d, zs[v] + i * d, d)));
+      for (long j = 0; j < n_count * t; ++j) pn[v * n_count * t + j] = std::sqrt(static_cast<double>(
+          dot(ps[v] + j * d, ps[v] + j * d, d)));
+    }
+#pragma omp parallel if (parallel)
     {
-      std::vector<double> delta(static_cast<size_t>(t) * t), rows(2 * static_cast<size_t>(t + 2));
+      std::vector<float> delta(static_cast<size_t>(t) * t), rows(2 * static_cast<size_t>(t + 2));
 #pragma omp for schedule(static)
       for (long pair = 0; pair < pairs; ++pair) {
         const long q = pair / n_count, n = pair % n_count;
         double total = 0.0;
         for (int v = 0; v < 2; ++v) {
-          const float* dv = dp + v * qt * nt;
+          const float* z = zs[v] + q * t * d;
+          const float* p = ps[v] + n * t * d;
           for (int i = 0; i < t; ++i) {
-            const double a = qn[v * qt + q * t + i];
-            const float* drow = dv + (q * t + i) * nt + n * t;
+            const double a = qn[v * q_count * t + q * t + i];
             for (int j = 0; j < t; ++j) {
-              const double b = pn[v * nt + n * t + j];
-              delta[i * t + j] = 1.0 - static_cast<double>(drow[j]) / (a * b + eps);
+              const double b = pn[v * n_count * t + n * t + j];
+              delta[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
             }
           }
-          const double qs = otam_dp(delta.data(), t, t, t, 1, lam, rows.data(), rows.data() + t + 2);
-          const double sq = otam_dp(delta.data(), t, t, 1, t, lam, rows.data(), rows.data() + t + 2);
+          const float lamf = static_cast<float>(lam);
+          const double qs = otam_dp<float>(delta.data(), t, t, t, 1, lamf, rows.data(), rows.data() + t + 2);
+          const double sq = otam_dp<float>(delta.data(), t, t, 1, t, lamf, rows.data(), rows.data() + t + 2);
           out[(2 * v) * pairs + pair] = static_cast<float>(qs);
           out[(2 * v + 1) * pairs + pair] = static_cast<float>(sq);
           total += qs + sq;
@@ -117,7 +160,7 @@ py::array_t<double> otam(darr delta, double lam) {
       std::vector<double> buf(2 * static_cast<size_t>(m_cols + 2));
 #pragma omp for schedule(static)
       for (long b = 0; b < batch; ++b)
-        o[b] = otam_dp(d + b * rows * m_cols, rows, m_cols, m_cols, 1, lam, buf.data(), buf.data() + m_cols + 2);
+        o[b] = otam_dp<double>(d + b * rows * m_cols, rows, m_cols, m_cols, 1, lam, buf.data(), buf.data() + m_cols + 2);
     }
   }
   return out;
@@ -127,8 +170,7 @@ py::array_t<double> otam(darr delta, double lam) {
 
 PYBIND11_MODULE(_cpu_otam, m) {
   m.doc() = "Fused soft-OTAM distance fusion (CLIP-MDMF), CPU tier";
-  m.def("fuse", &fuse, py::arg("dots"), py::arg("qnorm"), py::arg("pnorm"), py::arg("q_count"), py::arg("n_count"),
-        py::arg("t"), py::arg("lam"), py::arg("eps"),
-        "dists [4, Q, N] and logits [Q, N] from frame dot products and norms of both views");
+  m.def("fuse", &fuse, py::arg("z_local"), py::arg("p_local"), py::arg("z_global"), py::arg("p_global"),
+        py::arg("lam"), py::arg("eps"), "dists [4, Q, N] and logits [Q, N] of both views' outputs");
   m.def("otam", &otam, py::arg("delta"), py::arg("lam"), "stabilised single-direction OTAM of [B, R, M] -> [B]");
 }

@@ -147,9 +147,11 @@ def fuse(z_local: Any, p_local: Any, z_global: Any, p_global: Any, *, lam: float
         if out is None:
             out = (torch.empty((4, q, n), dtype=torch.float32, device=tensors[0].device),
                    torch.empty((q, n), dtype=torch.float32, device=tensors[0].device))
+        from cuda.bindings import driver
+
         args = [(_cuda.pointer(x), None) for x in (*tensors, *out)] + scalars
-        _cuda.launch(fn, (q * n,), (THREADS,), args, shared_bytes=shared_bytes(t),
-                     stream=torch.cuda.current_stream().cuda_stream)
+        stream = driver.CUstream(int(torch.cuda.current_stream(tensors[0].device).cuda_stream))
+        _cuda.launch(fn, (q * n,), (THREADS,), args, shared_bytes=shared_bytes(t), stream=stream)
         return out
     host = [np.ascontiguousarray(np.asarray(x), dtype=np.float32) for x in inputs]
     bufs = [_cuda.DeviceArray.from_host(h) for h in host]
