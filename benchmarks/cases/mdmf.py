@@ -1,0 +1,263 @@
+"""CLIP-MDMF rows: the fused soft-OTAM kernel per tier vs the seed's loop formulation, and
+per-episode latency (5-way 1-shot / 5-shot, one query per class) per graph backend.
+
+Baselines of the OTAM rows (same inputs, same process):
+
+- ``official loops (torch)``: the seed's formulation as it runs there: float32 torch ops, a
+  Python double loop over the DP cells with indexed writes into [Q, N] slices, four calls
+  (2 views x 2 directions) after a torch cosine-distance matmul (written from the brief's
+  description, not copied);
+- ``official loops (numpy)``: the same loops in numpy (``kernels/otam/reference.fuse_official``),
+  a faster host baseline than torch's per-op dispatch.
+
+Episode rows use seeded random heads at the real width D = 1024 (features in: the heads,
+the prompt selector and the kernel; the visual tower is timed separately per clip of 8 frames
+at 224 px with random RN50 weights, full runs only: it is ~33 GFLOP per clip).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _harness import Row, add_speedups, measure, rel_err
+
+NOTES = [
+    "mdmf otam: speedup = p50 of the named baseline / p50 of the row; inputs Q x N pairs, T = 8, two views.",
+    "mdmf episode: 5 queries (one per class); support side = both views per shot + prototypes, query side = "
+    "prompt selector + both views + fused OTAM. Random heads at D = 1024 (no MDMF weights are published).",
+]
+
+
+# ------------------------------------------------------------------------ baselines
+def official_torch(z_local: Any, p_local: Any, z_global: Any, p_global: Any, lam: float = 0.5,
+                   eps: float = 0.01) -> tuple[Any, Any]:
+    """The seed's float32 formulation in torch: cosine matmul + 4 loop DPs without max-subtraction."""
+    import torch
+
+    def cos_dist(z: Any, p: Any) -> Any:
+        dots = torch.einsum("qid,njd->qnij", z, p)
+        den = z.norm(dim=-1)[:, None, :, None] * p.norm(dim=-1)[None, :, None, :] + eps
+        return 1 - dots / den
+
+    def otam(d: Any) -> Any:
+        d = torch.nn.functional.pad(d, (1, 1))
+        cum = torch.zeros_like(d)
+        cum[:, :, 0, :] = torch.cumsum(d[:, :, 0, :], dim=-1)
+        rows, cols = d.shape[-2], d.shape[-1]
+        for r in range(1, rows):
+            cum[:, :, r, 1] = d[:, :, r, 1] - lam * torch.log(
+                torch.exp(-cum[:, :, r - 1, 0] / lam) + torch.exp(-cum[:, :, r - 1, 1] / lam)
+                + torch.exp(-cum[:, :, r, 0] / lam))
+            for m in range(2, cols - 1):
+                cum[:, :, r, m] = d[:, :, r, m] - lam * torch.log(
+                    torch.exp(-cum[:, :, r - 1, m - 1] / lam) + torch.exp(-cum[:, :, r, m - 1] / lam))
+            cum[:, :, r, -1] = d[:, :, r, -1] - lam * torch.log(
+                torch.exp(-cum[:, :, r - 1, -2] / lam) + torch.exp(-cum[:, :, r - 1, -1] / lam)
+                + torch.exp(-cum[:, :, r, -2] / lam))
+        return cum[:, :, -1, -1]
+
+    with torch.inference_mode():
+        parts = []
+        for z, p in ((z_local, p_local), (z_global, p_global)):
+            delta = cos_dist(z, p)
+            parts += [otam(delta), otam(delta.transpose(-1, -2))]
+        dists = torch.stack(parts)
+        return dists, -(dists[0] + dists[1] + dists[2] + dists[3])
+
+
+# ------------------------------------------------------------------------ OTAM rows
+def _views(rng: np.random.Generator, q: int, n: int, t: int, d: int) -> list[np.ndarray]:
+    return [rng.standard_normal((b, t, d)).astype(np.float32) for b in (q, n, q, n)]
+
+
+def _otam_rows(ctx: Any) -> list[Row]:
+    import torch
+
+    from edgesentry.kernels import otam
+    from edgesentry.kernels.otam import reference as ref
+
+    rows: list[Row] = []
+    rng = np.random.default_rng(0)
+    sizes = [(5, 5, 8, 1024), (5, 5, 8, 256)] + ([] if ctx.quick else [(25, 100, 8, 1024)])
+    for q, n, t, d in sizes:
+        args = _views(rng, q, n, t, d)
+        size = f"Q{q} N{n} T{t} D{d}"
+        _, want = ref.fuse_reference(*args)
+        targs = [torch.from_numpy(a) for a in args]
+        slow = {"warmup": 1, "iters": max(3, ctx.iters // 3), "track_memory": False}
+        rows.append(Row("mdmf", "otam", "official loops (torch)", size,
+                        measure(lambda targs=targs: official_torch(*targs), **slow),
+                        extra={"rel_err_vs_ref": rel_err(official_torch(*targs)[1].numpy(), want)}))
+        rows.append(Row("mdmf", "otam", "official loops (numpy)", size,
+                        measure(lambda args=args: ref.fuse_official(*args), **slow),
+                        extra={"rel_err_vs_ref": rel_err(ref.fuse_official(*args)[1], want)}))
+        rows.append(Row("mdmf", "otam", "reference (float64 stable)", size,
+                        measure(lambda args=args: ref.fuse_reference(*args), **slow)))
+        for tier in ("cpu", "triton", "cuda"):
+            try:
+                fn = otam.FUSE.load(tier)
+            except Exception:  # tier cannot run here (no GPU): no row
+                continue
+            if tier == "triton" and not torch.cuda.is_available():
+                continue  # the interpreter is a correctness tool, not a timing
+            iters = max(ctx.iters, 20)
+            out = fn(*args)
+            rows.append(Row("mdmf", "otam", tier, size, measure(lambda fn=fn, args=args: fn(*args), iters=iters),
+                            extra={"rel_err_vs_ref": rel_err(np.asarray(out[1]), want)}))
+    add_speedups(rows, "official loops (torch)", "vs torch loops")
+    add_speedups(rows, "official loops (numpy)", "vs numpy loops")
+    return rows
+
+
+# --------------------------------------------------------------------- episode rows
+def _heads_bundle(tmp: Path, d: int, export: bool) -> Path:
+    import torch
+
+    from edgesentry.bundle import Bundle
+    from edgesentry.detectors import mdmf
+    from edgesentry.models import mdmf as M
+
+    torch.manual_seed(0)
+    model = M.MDMF(M.MDMFConfig(dim=d, visual=None, text=None))
+    torch.save(M.canonical_state_dict(model), tmp / "heads.pt")
+    bundle = mdmf.convert(tmp / "heads.pt", output=tmp / f"heads{d}")
+    if export:
+        from edgesentry.export.onnx import export_bundle
+
+        export_bundle(Bundle.open(bundle.path))
+    return bundle.path
+
+
+def _episode_rows(ctx: Any) -> list[Row]:
+    import edgesentry
+
+    rows: list[Row] = []
+    d = 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _heads_bundle(Path(tmp), d, export=True)
+        rng = np.random.default_rng(1)
+        for shots in (1, 5):
+            n = 5
+            query = rng.standard_normal((n, 8, d)).astype(np.float32)
+            support = rng.standard_normal((n * shots, 8, d)).astype(np.float32)
+            labels = np.repeat(np.arange(n), shots)
+            text = rng.standard_normal((n, d)).astype(np.float32)
+            size = f"5-way {shots}-shot D{d}"
+            ref_logits = None
+            episode = (query, support, labels, text)
+            for backend in ("torch", "onnxruntime"):
+                det = edgesentry.load(path, backend=backend, kernels="cpu")
+                out = det.classify_features(*episode).extras["logits"]
+                ref_logits = out if ref_logits is None else ref_logits
+                rows.append(Row("mdmf", "episode (features in)", backend, size,
+                                measure(lambda det=det, ep=episode: det.classify_features(*ep),
+                                        iters=ctx.iters, track_memory=False),
+                                extra={"rel_err_vs_torch": rel_err(out, ref_logits)}))
+                gallery = det.gallery()
+                for c in range(n):
+                    gallery.enroll(f"c{c}", list(support[labels == c]), prompt=text[c])
+                rows.append(Row("mdmf", "query vs enrolled gallery", backend, size,
+                                measure(lambda det=det, g=gallery, q1=list(query[:1]): det.classify(q1, g),
+                                        iters=ctx.iters, track_memory=False)))
+    return rows
+
+
+def _visual_rows(ctx: Any) -> list[Row]:
+    """RN50 visual tower on one 8-frame clip at 224 px, torch vs ONNX Runtime (random weights)."""
+    import torch
+
+    from edgesentry.bundle import Bundle
+    from edgesentry.detectors import mdmf
+    from edgesentry.models import mdmf as M
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        model = M.MDMF(M.MDMFConfig(text=None))
+        torch.save(M.canonical_state_dict(model), Path(tmp) / "full.pt")
+        del model
+        bundle = mdmf.convert(Path(tmp) / "full.pt", output=Path(tmp) / "rn50")
+        from edgesentry.export.onnx import export_bundle
+
+        export_bundle(Bundle.open(bundle.path))
+        frames = np.random.default_rng(0).uniform(0, 1, (1, 8, 3, 224, 224)).astype(np.float32)
+        base = None
+        for backend in ("torch", "onnxruntime"):
+            det = mdmf.from_bundle(Bundle.open(bundle.path), backend=backend)
+            out = det.graphs.visual(frames)
+            base = out if base is None else base
+            rows.append(Row("mdmf", "RN50 visual, 1 clip", backend, "8x3x224x224",
+                            measure(lambda det=det: det.graphs.visual(frames), warmup=1, iters=3, track_memory=False),
+                            extra={"rel_err_vs_torch": rel_err(out, base)}))
+    return rows
+
+
+def latency_rows(ctx: Any) -> list[Row]:
+    rows = _otam_rows(ctx) + _episode_rows(ctx)
+    if not ctx.quick:
+        rows += _visual_rows(ctx)
+    return rows
+
+
+# ------------------------------------------------------------------------- GPU cases
+def _compile_all() -> dict[str, int]:
+    from edgesentry.kernels._cuda import TARGET_ARCHS
+    from edgesentry.kernels.otam import cuda
+
+    return {arch: sum(len(c) for c in cuda.compile_all(arch).values()) for arch in TARGET_ARCHS}
+
+
+def gpu_cases(ctx: Any) -> list[Any]:
+    from gpu_check import GpuCase
+
+    from edgesentry.kernels.otam import reference as ref
+
+    sizes = [(2, 3, 8, 32)] if ctx.smoke else [(5, 5, 8, 1024), (25, 100, 8, 1024), (64, 500, 8, 1024),
+                                               (8, 16, 32, 512)]
+    cases = []
+    for q, n, t, d in sizes:
+        rng = np.random.default_rng(q * 1000 + n)
+        args = _views(rng, q, n, t, d)
+        label = f"Q{q} N{n} T{t} D{d}"
+
+        def reference(args=args) -> np.ndarray:
+            dists, logits = ref.fuse_reference(*args)
+            return np.concatenate([dists, logits[None]])
+
+        # unique bytes: both views' queries and prototypes once, 5 outputs per pair
+        nbytes = 4 * (2 * (q + n) * t * d + 5 * q * n)
+        flops = 2 * 2 * q * n * t * t * d
+        for tier in ("triton", "cuda"):
+            cases.append(GpuCase(kernel="otam_fuse", tier=tier, size=label, run=_runner(tier, args, ctx.gpu),
+                                 reference=reference, bytes_moved=nbytes, flops=flops, atol=1e-4, rtol=1e-4,
+                                 notes={"seed": q * 1000 + n},
+                                 compile=_compile_all if tier == "cuda" else None))
+    return cases
+
+
+def _runner(tier: str, args: list[np.ndarray], gpu: bool) -> Any:
+    import importlib
+
+    fn = importlib.import_module(f"edgesentry.kernels.otam.{tier}").fuse
+    if gpu:
+        import torch
+
+        inputs = [torch.from_numpy(a).cuda() for a in args]
+        out = (torch.empty((4, args[0].shape[0], args[1].shape[0]), device="cuda"),
+               torch.empty((args[0].shape[0], args[1].shape[0]), device="cuda"))
+    else:
+        inputs, out = args, None
+
+    def run() -> Any:
+        dists, logits = fn(*inputs, out=out) if out is not None else fn(*inputs)
+        if hasattr(dists, "detach"):
+            import torch
+
+            return torch.cat([dists, logits[None]])
+        return np.concatenate([np.asarray(dists), np.asarray(logits)[None]])
+
+    return run
