@@ -53,14 +53,14 @@ def _prob_error_kernel(
     r_ptr,  # pointer to output R (B, H, W)
     rmin_ptr,  # pointer to row minima of R (B * H,)
     rmax_ptr,  # pointer to row maxima of R (B * H,)
-    K, C, H, W,
+    K, C, H, W, HW,  # HW = H * W (host int: no .to() on arguments Triton may specialise to 1)
     LOGITS: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     b = row // H
     i = row % H
-    hw = H.to(tl.int64) * W
+    hw = HW
     cols = tl.arange(0, BLOCK_W)
     mask = cols < W
     off = i * W + cols
@@ -214,7 +214,7 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
     rowsum = torch.full((b * h,), nan, dtype=torch.float32, device=dev)
     taps = torch.from_numpy(_TAPS).to(dev)
     grid = (b * h,)
-    _prob_error_kernel[grid](h_t, r_t, i_t, prob, rerr, rmin, rmax, k, c, h, w, LOGITS=logits, BLOCK_W=block_w,
+    _prob_error_kernel[grid](h_t, r_t, i_t, prob, rerr, rmin, rmax, k, c, h, w, h * w, LOGITS=logits, BLOCK_W=block_w,
                              num_warps=num_warps)
     _hblur_kernel[grid](prob, rerr, taps, hp, hr, hpr, w, NEED_PR=need_pr, RADIUS_=RADIUS, BLOCK_W=block_w,
                         num_warps=num_warps)

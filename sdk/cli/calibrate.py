@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
     suffixes = getattr(family_module(bundle.family), "SAMPLE_SUFFIXES", None)
     samples = collect_samples(args.samples, tuple(suffixes) if suffixes else None)
-    det = load(bundle, backend=args.backend, kernels=args.kernels)
+    # Only non-default options are passed: weight-free families (rx) take no backend.
+    options = {k: v for k, v in (("backend", args.backend), ("kernels", args.kernels)) if v != "auto"}
+    det = load(bundle, **options)
     calib = det.calibrate(samples, quantile=args.quantile, pixel_quantile=args.pixel_quantile, margin=args.margin)
     record: dict[str, Any] = calib.to_dict()
     if not args.dry_run:
