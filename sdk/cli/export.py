@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle directory (from `edgesentry convert`)")
     parser.add_argument(
         "--format",
-        choices=["onnx", "triton-repo"],
-        default="onnx",
-        help="onnx: write <graph>.onnx into the bundle (default); triton-repo: write a model repository",
+        nargs="+",
+        default=["onnx"],
+        metavar=("FORMAT", "OUT"),
+        help="onnx: write <graph>.onnx into the bundle (default); triton-repo OUT: write a Triton model repository",
     )
-    parser.add_argument("output", nargs="?", type=Path, default=None, help="output directory for --format triton-repo")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     parser.add_argument("--no-parity", action="store_true", help="skip the torch vs ONNX Runtime comparison")
     parser.add_argument("--no-simplify", action="store_true", help="do not run onnxslim on the exported graphs")
@@ -37,18 +37,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=8, help="triton-repo: max_batch_size / dynamic batching")
 
 
+def _format(values: list[str]) -> tuple[str, Path | None]:
+    if values == ["onnx"]:
+        return "onnx", None
+    if len(values) == 2 and values[0] == "triton-repo":
+        return "triton-repo", Path(values[1])
+    raise argparse.ArgumentTypeError(f"--format must be 'onnx' or 'triton-repo OUT'; got {' '.join(values)!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.errors import ConfigError
     from edgesentry.export.lint import lint_model
     from edgesentry.export.onnx import DEFAULT_OPSET, export_bundle
 
+    try:
+        fmt, output = _format(args.format)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(str(exc)) from None
     bundle = Bundle.open(args.bundle)
-    if args.format == "triton-repo":
-        if args.output is None:
-            raise ConfigError(
-                "--format triton-repo needs an output directory: edgesentry export BUNDLE --format triton-repo OUT"
-            )
+    if fmt == "triton-repo":
         from edgesentry.serving import write_model_repository
 
         if not bundle.meta.get("graphs"):
@@ -58,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 check_parity=not args.no_parity,
                 simplify=not args.no_simplify,
             )
-        repo = write_model_repository(bundle, args.output, variant=args.triton_variant, max_batch=args.max_batch)
+        repo = write_model_repository(bundle, output, variant=args.triton_variant, max_batch=args.max_batch)
         print(f"wrote Triton model repository {repo}")
         for cfg in sorted(Path(repo).glob("*/config.pbtxt")):
             print(f"  {cfg.parent.name}")
