@@ -222,3 +222,36 @@ def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) 
         BLOCK_N=s["BLOCK_N"])
     result = out.reshape(rows, cols)
     return result.cpu().numpy() if isinstance(like, np.ndarray) else to_like(result, like)
+
+
+def aot_compile(capability: int = 90, warp_size: int = 32) -> dict[str, int]:
+    """Compile every kernel ahead of time for ``sm_<capability>`` (no GPU needed) -> name -> cubin bytes.
+
+    Must run with ``TRITON_INTERPRET`` unset (the interpreter replaces ``@triton.jit`` at import).
+    Catches what the interpreter cannot: unsupported float64 ops, register or shared-memory
+    limits, layout errors, for the real target (90 = H100/H200, 87 = Jetson Orin).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    p32, p64 = "*fp32", "*fp64"
+    feats = {"x_ptr": p32, "spe_ptr": p32, "spa_ptr": p32}
+    tiles = {"BLOCK_B": 16, "BLOCK_N": 32, "CHUNK": 512}
+    kernels = {
+        "_minmax_kernel": ({**feats, "part_ptr": p32, "total": "i32", "n_programs": "i32"}, {"BLOCK": 2048}),
+        "_band_sum_kernel": ({**feats, "stats_ptr": p32, "part_ptr": p64, "B": "i32", "N": "i32"}, tiles),
+        "_gram_kernel": ({**feats, "stats_ptr": p32, "mean_ptr": p64, "part_ptr": p64, "B": "i32", "N": "i32"},
+                         tiles),
+        "_mahalanobis_kernel": ({**feats, "stats_ptr": p32, "mean_ptr": p64, "w_ptr": p64, "out_ptr": p64,
+                                 "B": "i32", "N": "i32"}, {"BLOCK_K": 16, "BLOCK_B": 16, "BLOCK_N": 32}),
+    }
+    out = {}
+    for name, (args, consts) in kernels.items():
+        for has_spa in (False, True):
+            const = {"HAS_SPA": has_spa, **consts}
+            signature = {**args, **{k: "constexpr" for k in const}}
+            positions = {(list(signature).index(k),): v for k, v in const.items()}
+            src = ASTSource(fn=globals()[name], signature=signature, constexprs=positions)
+            compiled = triton.compile(src, target=GPUTarget("cuda", capability, warp_size))
+            out[f"{name}[HAS_SPA={has_spa}]"] = len(compiled.asm["cubin"])
+    return out
