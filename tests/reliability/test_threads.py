@@ -54,7 +54,7 @@ def _same(a: Any, b: Any) -> None:
 
 
 @pytest.mark.parametrize("family", ["rx", "fers", "mavd", "mdmf", "isstad"])
-def test_one_detector_eight_threads_equals_serial(session_env, family):
+def test_one_detector_eight_threads_equals_serial(session_env, family, torch_one_thread):
     det = session_env.det(family)
     n = THREADS  # one call per thread; the pool still interleaves them (torch families: ~0.1-0.3 s a call here)
     inputs, call = _inputs(family, det, n)

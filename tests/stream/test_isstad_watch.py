@@ -17,7 +17,7 @@ from .helpers import check_accounting, read_jsonl
 cv2 = pytest.importorskip("cv2")
 
 
-def test_watch_isstad_bundle_on_video(shared: Path, tmp_path: Path) -> None:
+def test_watch_isstad_bundle_on_video(shared: Path, tmp_path: Path, torch_one_thread) -> None:
     if not Path(edgesentry.__file__).with_name("detectors").joinpath("isstad.py").exists():
         pytest.skip("isstad family not in this checkout")
     bundle = convert_tiny(shared, tmp_path / "isstad")
