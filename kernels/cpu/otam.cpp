@@ -5,15 +5,17 @@
 // pair and both OTAM directions of both views. The dot products are a vectorised loop rather
 // than BLAS: the tiles are tiny (T x T), and a threaded sgemm next to OpenMP regions made the
 // call ~1000x slower on a busy 2-core machine (threads spinning against each other). OpenMP over
-// pairs is used only for large galleries. The DP keeps
-// two rows of T + 2 cells (float) and uses a max-subtracted log-sum-exp softmin,
-// so it equals the seed's float32 recurrence where that is finite and stays finite past the
-// point (~52) where the seed's exp(-C / 0.5) underflows to log(0) = inf.
+// pairs is used only for large galleries. The DPs of 8 (pair, view, direction) problems run in
+// lockstep, one per SIMD lane, with two rows of T + 2 cells each and a max-subtracted
+// log-sum-exp soft-min, so they equal the seed's float32 recurrence where that is finite and stay
+// finite past the point (~52) where the seed's exp(-C / 0.5) underflows to log(0) = inf.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -55,6 +57,108 @@ F otam_dp(const F* base, int rows, int m_cols, long rs, long cs, F lam, F* prev,
     std::swap(prev, cur);
   }
   return prev[last];
+}
+
+// ---------------------------------------------------------------- lockstep DP (SIMD)
+// The fused kernel runs the OTAM DPs of 8 problems ((pair, view, direction) triples) in
+// lockstep, one problem per SIMD lane, so every cell update is a handful of vector ops. exp and
+// log are branch-free Cody-Waite/Cephes-style polynomials (~2 ulp in float) that the compiler
+// inlines and vectorises; arguments are in the ranges the soft-min produces (exp of <= 0, log of
+// [1, 3]).
+constexpr int kLanes = 8;
+
+__attribute__((always_inline)) inline float fast_exp(float x) {
+  x = x > -87.0f ? x : -87.0f;
+  // round to nearest with the 1.5 * 2^23 trick: branch-free, vectorises without SSE4.1
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+__attribute__((always_inline)) inline float fast_log(float x) {  // x >= 1
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  const float low = m < 0.707106781186547524f ? 1.0f : 0.0f;
+  e -= low;
+  m = m + low * m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return (m + y) + 0.693359375f * e;
+}
+
+// d: [rows * m_cols][kLanes] costs; prev/cur: [(m_cols + 2)][kLanes]; out: [kLanes].
+#ifdef EDGESENTRY_X86
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+void dp_block(const float* d, int rows, int m_cols, float lam, float* prev, float* cur, float* out) {
+  const int last = m_cols + 1;
+  const float inv = 1.0f / lam;
+#pragma omp simd
+  for (int l = 0; l < kLanes; ++l) prev[l] = 0.0f;
+  for (int m = 1; m <= m_cols; ++m) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) prev[m * kLanes + l] = prev[(m - 1) * kLanes + l] + d[(m - 1) * kLanes + l];
+  }
+#pragma omp simd
+  for (int l = 0; l < kLanes; ++l) prev[last * kLanes + l] = prev[m_cols * kLanes + l];
+  for (int r = 1; r < rows; ++r) {
+    const float* row = d + static_cast<long>(r) * m_cols * kLanes;
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      // cur[0] = 0, so softmin(prev[0], prev[1], 0)
+      const float a = prev[l], b = prev[kLanes + l];
+      const float ab = a < b ? a : b;
+      const float mn = ab < 0.0f ? ab : 0.0f;
+      const float s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp(mn * inv);
+      cur[l] = 0.0f;
+      cur[kLanes + l] = row[l] + (mn - lam * fast_log(s));
+    }
+    for (int m = 2; m <= m_cols; ++m) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const float a = prev[(m - 1) * kLanes + l], b = cur[(m - 1) * kLanes + l];
+        const float mn = a < b ? a : b;
+        cur[m * kLanes + l] = row[(m - 1) * kLanes + l] +
+                              (mn - lam * fast_log(1.0f + fast_exp(-std::fabs(a - b) * inv)));
+      }
+    }
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const float a = prev[m_cols * kLanes + l], b = prev[last * kLanes + l], c = cur[m_cols * kLanes + l];
+      const float bc = b < c ? b : c;
+      const float mn = a < bc ? a : bc;
+      const float s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp((mn - c) * inv);
+      cur[last * kLanes + l] = mn - lam * fast_log(s);
+    }
+    std::swap(prev, cur);
+  }
+#pragma omp simd
+  for (int l = 0; l < kLanes; ++l) out[l] = prev[last * kLanes + l];
 }
 
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -102,8 +206,10 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
   float* out = dists.mutable_data();
   float* lg = logits.mutable_data();
   const long pairs = q_count * n_count;
-  // Parallel only when the dot products are worth waking threads for (a 5-way episode is not).
+  // Parallel only when there is enough work to be worth waking threads (a 5-way episode is not).
   const bool parallel = static_cast<double>(pairs) * t * t * d > 4.0e6;
+  const long tt = static_cast<long>(t) * t;
+  const long problems = pairs * 4, blocks = (problems + kLanes - 1) / kLanes;
   {
     py::gil_scoped_release release;
     std::vector<double> qn(2 * q_count * t), pn(2 * n_count * t);
@@ -113,32 +219,57 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
       for (long j = 0; j < n_count * t; ++j) pn[v * n_count * t + j] = std::sqrt(static_cast<double>(
           dot(ps[v] + j * d, ps[v] + j * d, d)));
     }
-#pragma omp parallel if (parallel)
-    {
-      std::vector<float> delta(static_cast<size_t>(t) * t), rows(2 * static_cast<size_t>(t + 2));
-#pragma omp for schedule(static)
-      for (long pair = 0; pair < pairs; ++pair) {
-        const long q = pair / n_count, n = pair % n_count;
-        double total = 0.0;
-        for (int v = 0; v < 2; ++v) {
-          const float* z = zs[v] + q * t * d;
-          const float* p = ps[v] + n * t * d;
-          for (int i = 0; i < t; ++i) {
-            const double a = qn[v * q_count * t + q * t + i];
-            for (int j = 0; j < t; ++j) {
-              const double b = pn[v * n_count * t + n * t + j];
-              delta[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
-            }
+    // delta[pair][view][i * t + j] = 1 - cos(z_i, p_j)
+    std::vector<float> delta(static_cast<size_t>(pairs) * 2 * tt);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (long pair = 0; pair < pairs; ++pair) {
+      const long q = pair / n_count, n = pair % n_count;
+      for (int v = 0; v < 2; ++v) {
+        const float* z = zs[v] + q * t * d;
+        const float* p = ps[v] + n * t * d;
+        float* out_tile = delta.data() + (pair * 2 + v) * tt;
+        for (int i = 0; i < t; ++i) {
+          const double a = qn[v * q_count * t + q * t + i];
+          for (int j = 0; j < t; ++j) {
+            const double b = pn[v * n_count * t + n * t + j];
+            out_tile[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
           }
-          const float lamf = static_cast<float>(lam);
-          const double qs = otam_dp<float>(delta.data(), t, t, t, 1, lamf, rows.data(), rows.data() + t + 2);
-          const double sq = otam_dp<float>(delta.data(), t, t, 1, t, lamf, rows.data(), rows.data() + t + 2);
-          out[(2 * v) * pairs + pair] = static_cast<float>(qs);
-          out[(2 * v + 1) * pairs + pair] = static_cast<float>(sq);
-          total += qs + sq;
         }
-        lg[pair] = static_cast<float>(-total);
       }
+    }
+    // problem k = pair * 4 + (view * 2 + direction); direction 1 reads the tile transposed
+    std::vector<float> result(static_cast<size_t>(blocks) * kLanes, 0.0f);
+#pragma omp parallel if (parallel && blocks > 1)
+    {
+      std::vector<float> packed(static_cast<size_t>(tt) * kLanes), rows(2 * static_cast<size_t>(t + 2) * kLanes);
+#pragma omp for schedule(static)
+      for (long blk = 0; blk < blocks; ++blk) {
+        for (int l = 0; l < kLanes; ++l) {
+          const long k = blk * kLanes + l;
+          if (k >= problems) {
+            for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = 0.0f;
+            continue;
+          }
+          const float* tile = delta.data() + (k / 4 * 2 + (k % 4) / 2) * tt;
+          if (k % 2 == 0) {
+            for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = tile[c];
+          } else {
+            for (int i = 0; i < t; ++i)
+              for (int j = 0; j < t; ++j) packed[(static_cast<long>(i) * t + j) * kLanes + l] = tile[j * t + i];
+          }
+        }
+        dp_block(packed.data(), t, t, static_cast<float>(lam), rows.data(), rows.data() + (t + 2) * kLanes,
+                 result.data() + blk * kLanes);
+      }
+    }
+    for (long pair = 0; pair < pairs; ++pair) {
+      double total = 0.0;
+      for (int k = 0; k < 4; ++k) {
+        const float value = result[pair * 4 + k];
+        out[k * pairs + pair] = value;
+        total += value;
+      }
+      lg[pair] = static_cast<float>(-total);
     }
   }
   return py::make_tuple(dists, logits);

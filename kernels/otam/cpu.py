@@ -1,8 +1,9 @@
 """Soft-OTAM fusion, CPU tier: one call into compiled C++ (``kernels/cpu/otam.cpp``).
 
 The kernel computes the frame norms, the cosine-distance tiles of every (query, class) pair
-with a vectorised dot product (AVX2/FMA clone on x86-64), the four OTAM DPs in float64 with a
-stabilised soft-min and the fusion; OpenMP over pairs for large galleries only.
+with a vectorised dot product (AVX2/FMA clone on x86-64), the four OTAM DPs per pair in float32
+with a stabilised soft-min, eight DPs in lockstep across SIMD lanes, and the fusion; OpenMP
+over pairs for large galleries only. ``otam`` (single direction, any R x M) runs in float64.
 """
 
 from __future__ import annotations
