@@ -241,3 +241,12 @@ def test_cli_convert_detect_eval(weights_dir, oracle, tmp_path, capsys):
         == 0
     )
     assert "AP: 16.90" in capsys.readouterr().out
+
+
+def test_save_and_reload_round_trip(det, oracle, tmp_path):
+    import edgesentry
+
+    det.save(tmp_path / "copy")
+    again = edgesentry.load(tmp_path / "copy", backend="torch")
+    x = case_inputs(oracle, "case_B5_T7")
+    np.testing.assert_array_equal(again.predict(x).extras["snippet_scores"], det.predict(x).extras["snippet_scores"])
