@@ -190,8 +190,13 @@ class Stream:
         self._started = True
         self.acc.start_clock()
         if self._metrics_port is not None:
-            self.metrics = MetricsServer(self._metrics_port,
-                                         lambda: (self.acc.snapshot(), {"queues": self._queue_depths()}))
+            try:
+                self.metrics = MetricsServer(self._metrics_port,
+                                             lambda: (self.acc.snapshot(), {"queues": self._queue_depths()}))
+            except BaseException:
+                for sink in self.sinks:  # nothing ran: release the files and connections
+                    sink.close()
+                raise
         specs = [("capture", self._capture_loop), ("inference", self._inference_loop),
                  ("output", self._output_loop), ("status", self._status_loop)]
         for name, target in specs:
@@ -424,15 +429,27 @@ class Stream:
     # ------------------------------------------------------------------------- status
     def _status_loop(self) -> None:
         output = self._threads[2]  # the last worker to end: capture, then inference, then output
-        while output.is_alive():
-            output.join(self.status_interval_s)
-            if not output.is_alive():
-                break
-            if self._printer is not None:
-                self._printer.show(status_line(self.acc.snapshot(), len(self.capture_q), self.capture_q.maxsize))
-            if self.summary_path is not None:
-                self._write_summary(self._build_summary(final=False))
-        self._finish()
+        try:
+            while output.is_alive():
+                output.join(self.status_interval_s)
+                if not output.is_alive():
+                    break
+                try:
+                    if self._printer is not None:
+                        self._printer.show(status_line(self.acc.snapshot(), len(self.capture_q),
+                                                       self.capture_q.maxsize))
+                    if self.summary_path is not None:
+                        self._write_summary(self._build_summary(final=False))
+                except Exception:  # a broken status stream must not end the watch
+                    log.exception("status report failed")
+        finally:
+            try:
+                self._finish()
+            finally:
+                if self._summary is None:  # _finish itself failed: still hand run() a summary
+                    self._exit_reason = "internal_error"
+                    self._summary = self._build_summary(final=True)
+                self._finished.set()
 
     def _finish(self) -> None:
         self.acc.stop_clock()
