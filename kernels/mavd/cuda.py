@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.kernels import _cuda
+from edgesentry.kernels._cuda import DeviceArray, c_float, c_long, get_function, launch
 
 from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, positional_row_sums
 
@@ -167,7 +168,7 @@ def _stage(x: Any, keep: list[Any]) -> Any:
         t = x.float().contiguous()
         keep.append(t)
         return _cuda.pointer(t)
-    dev = _cuda.DeviceArray.from_host(np.ascontiguousarray(x, np.float32))
+    dev = DeviceArray.from_host(np.ascontiguousarray(x, np.float32))
     keep.append(dev)
     return dev.ptr
 
@@ -178,7 +179,7 @@ def _output(shape: tuple[int, ...], like: Any, keep: list[Any]) -> tuple[Any, An
 
         out = torch.full(shape, float("nan"), dtype=torch.float32, device=like.device)
         return out, _cuda.pointer(out)
-    dev = _cuda.DeviceArray(shape, np.float32).fill_nan()
+    dev = DeviceArray(shape, np.float32).fill_nan()
     keep.append(dev)
     return dev, dev.ptr
 
@@ -190,7 +191,7 @@ def _finish(out: Any, keep: list[Any], dest: Any = None) -> Any:
 
         _cuda._check(driver.cuCtxSynchronize())
     for item in keep:
-        if isinstance(item, _cuda.DeviceArray):
+        if not _is_torch(item):
             item.free()
     if dest is None:
         return result
@@ -209,9 +210,9 @@ def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = Non
     wptrs = [_stage(params[k], keep) for k in ALIGN_FUSE_PARAMS]
     res, out_ptr = _output((n, 64), v, keep)
     if n:
-        fn = _cuda.get_function(ALIGN_FUSE_SRC, "mavd_align_fuse")
-        args = [(p, None) for p in (*ptrs, out_ptr, *wptrs)] + [(n, _cuda.c_long), (m, _cuda.c_long)]
-        _cuda.launch(fn, ((n + ROWS - 1) // ROWS,), (THREADS,), args)
+        fn = get_function(ALIGN_FUSE_SRC, "mavd_align_fuse")
+        args = [(p, None) for p in (*ptrs, out_ptr, *wptrs)] + [(n, c_long), (m, c_long)]
+        launch(fn, ((n + ROWS - 1) // ROWS,), (THREADS,), args)
     return _finish(res, keep, out)
 
 
@@ -226,15 +227,15 @@ def positional(t: Any, out: Any = None) -> Any:
     res, out_ptr = _output(shape, t, keep)
     total = seqs * c
     if total:
-        fn = _cuda.get_function(POSITIONAL_SRC, "mavd_positional")
+        fn = get_function(POSITIONAL_SRC, "mavd_positional")
         args = [
             (t_ptr, None),
             (s_ptr, None),
             (out_ptr, None),
-            (seqs, _cuda.c_long),
-            (n, _cuda.c_long),
-            (c, _cuda.c_long),
-            (POS_DECAY, _cuda.c_float),
+            (seqs, c_long),
+            (n, c_long),
+            (c, c_long),
+            (POS_DECAY, c_float),
         ]
-        _cuda.launch(fn, ((total + 127) // 128,), (128,), args)
+        launch(fn, ((total + 127) // 128,), (128,), args)
     return _finish(res, keep, out)

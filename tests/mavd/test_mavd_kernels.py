@@ -115,3 +115,32 @@ def test_cuda_sources_compile(arch):
     for name, src in SOURCES.items():
         cubin = compile_cubin(src, arch=arch)
         assert len(cubin) > 1000 and name.encode() in cubin
+
+
+@pytest.mark.parametrize("op", ["align_fuse", "positional"])
+def test_cuda_tier_on_cpu_emulator(op, monkeypatch, rng):
+    """The CUDA kernels *and* launchers run on the CPU emulator of the RX tests (one OS
+    thread per CUDA thread, real barriers), so indexing and synchronisation are checked
+    without a GPU. Shapes are small: every CUDA thread is an OS thread."""
+    pytest.importorskip("cuda.bindings")
+    from edgesentry.kernels.mavd import cuda as mavd_cuda
+    from tests.rx import _cuda_emulator as emu
+
+    if emu.available() is not None:
+        pytest.skip(f"CPU emulator: {emu.available()}")
+    emu.patch(monkeypatch, mavd_cuda)
+    if op == "align_fuse":
+        params = random_params(rng)
+        for n, m in ((1, 1), (37, 37), (35, 7)):  # partial tile, broadcast audio rows
+            v = np.maximum(rng.standard_normal((n, 128)), 0).astype(np.float32)
+            a = rng.standard_normal((m, 32)).astype(np.float32)
+            f = np.maximum(rng.standard_normal((n, 64)), 0).astype(np.float32)
+            out = poison(np.empty((n, 64), np.float32))
+            mavd_cuda.align_fuse(v, a, f, params, out)
+            assert_verbose_allclose(out, R.align_fuse(v, a, f, params), atol=2e-5, rtol=2e-5)
+    else:
+        for shape in ((1, 1, 1), (3, 9, 70), (2, 200, 5)):
+            x = rng.standard_normal(shape).astype(np.float32)
+            out = poison(np.empty_like(x))
+            mavd_cuda.positional(x, out)
+            assert_verbose_allclose(out, R.positional(x), atol=2e-6, rtol=2e-6)
