@@ -2,8 +2,9 @@
 
 ``align_fuse``: one program per tile of ``BLOCK_M`` snippet rows; every layer is a
 ``tl.dot`` on register tiles (fp32, ``input_precision="ieee"`` so no TF32 rounding), the
-224-wide concatenation is never formed (three split-K dots into the 112-wide layer, padded
-to 128 with masked weight loads), and only the 64-d embedding is stored.
+224-wide concatenation is never formed (split-K dots into the 112-wide layer: the RGB part
+in four 32-column chunks, then audio and flow; padded to 128 with masked weight loads), and
+only the 64-d embedding is stored.
 
 ``positional``: one program per (sequence, channel block); a forward and a backward
 exponential scan over time with the closed-form row sums, accumulated in fp32.
@@ -91,8 +92,13 @@ def _align_fuse_kernel(
     f = tl.maximum(_dense(f, wf0, bf0, 64, 0, 64, 64, 64, 64, True), 0.0)
     f = tl.maximum(_dense(f, wf1, bf1, 64, 0, 64, 64, 64, 64, True), 0.0)
     f = tl.maximum(_dense(f, wf2, bf2, 64, 0, 64, 64, 64, 64, True), 0.0)
-    v = tl.load(v_ptr + rows[:, None] * 128 + c128[None, :], mask=live[:, None], other=0.0)
-    h = _dense(v, we1, be1, 224, 0, 128, 128, 112, 128, True)
+    # RGB part of the fusion layer in four K-chunks of 32 columns: keeps each dot operand at
+    # 32 x 128 (a full 128 x 128 fp32 weight tile would crowd registers / shared memory)
+    h = tl.zeros((BLOCK_M, 128), dtype=tl.float32)
+    h += tl.load(be1 + c128, mask=c128 < 112, other=0.0)[None, :]
+    for k0 in tl.static_range(0, 128, 32):
+        vk = tl.load(v_ptr + rows[:, None] * 128 + k0 + c32[None, :], mask=live[:, None], other=0.0)
+        h += _dense(vk, we1, be1, 224, k0, 32, 32, 112, 128, False)
     h += _dense(a, we1, be1, 224, 128, 32, 32, 112, 128, False)
     h += _dense(f, we1, be1, 224, 160, 64, 64, 112, 128, False)
     h = tl.maximum(h, 0.0)
