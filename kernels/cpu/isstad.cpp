@@ -168,6 +168,48 @@ inline void vblur(const float* const* rows, const float* taps, int ntaps, int64_
   else vblur_row_any(rows, taps, ntaps, w, out);
 }
 
+// Row min and max of R (vectorised reductions).
+ES_CLONES void row_min_max(const float* __restrict r, int64_t w, float* lo_out, float* hi_out) {
+  float lo = r[0], hi = r[0];
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t j = 0; j < w; ++j) {
+    lo = r[j] < lo ? r[j] : lo;
+    hi = r[j] > hi ? r[j] : hi;
+  }
+  *lo_out = lo;
+  *hi_out = hi;
+}
+
+// The epilogue of one output row: the pixel map by linearity and the row's share of the
+// image score (float64 sum).
+ES_CLONES double epilogue_row(const float* __restrict ap, const float* __restrict ar, const float* __restrict apr,
+                              int64_t w, int pixel_mode, int image_mode, float m, float inv_span,
+                              float* __restrict out) {
+  if (pixel_mode == 0 || pixel_mode == 1) {
+    const float scale = pixel_mode == 0 ? 255.0f * inv_span : inv_span;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) out[j] = (apr[j] - m * ap[j]) * scale;
+  } else if (pixel_mode == 2) {
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) out[j] = 0.5f * ap[j] + 0.5f * ((ar[j] - m) * inv_span);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) {
+      const float rnb = (ar[j] - m) * inv_span;
+      out[j] = ap[j] > rnb ? ap[j] : rnb;
+    }
+  }
+  double acc = 0.0;
+  if (image_mode == 0) {
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(ap[j] * ar[j]);
+  } else if (image_mode == 1) {
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(0.5f * ap[j] + 0.5f * ((ar[j] - m) * inv_span));
+  }
+  return acc;
+}
+
 // Half-sample-symmetric index (scipy 'reflect'), valid for any offset (period 2n).
 inline int64_t reflect(int64_t k, int64_t n) {
   const int64_t period = 2 * n;
@@ -181,10 +223,52 @@ struct Shape {
   bool logits;
 };
 
-double top_mean(std::vector<float>& values, int64_t k) {
-  std::nth_element(values.begin(), values.begin() + (k - 1), values.end(), std::greater<float>());
+// Mean of the k largest values: an exact two-level radix select on an order-preserving
+// 32-bit key (high 16 bits over all values, then low 16 bits over the threshold bin's
+// values). Linear time, no sort; blurred maps concentrate in few high-bit bins, which is
+// why a single level plus nth_element is not enough.
+inline uint32_t order_key(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Highest bin b with (count above b) < k <= (count above b) + hist[b]; returns b and sets *above.
+inline int threshold_bin(const std::vector<int32_t>& hist, int64_t k, int64_t* above) {
+  int64_t acc = 0;
+  int bin = static_cast<int>(hist.size()) - 1;
+  for (; bin > 0; --bin) {
+    if (acc + hist[bin] >= k) break;
+    acc += hist[bin];
+  }
+  *above = acc;
+  return bin;
+}
+
+double top_mean(const std::vector<float>& values, int64_t k) {
+  std::vector<int32_t> hist(1 << 16, 0);
+  for (const float v : values) ++hist[order_key(v) >> 16];
+  int64_t above_hi = 0;
+  const uint32_t hi_bin = static_cast<uint32_t>(threshold_bin(hist, k, &above_hi));
   double sum = 0.0;
-  for (int64_t i = 0; i < k; ++i) sum += values[i];
+  std::vector<float> edge;
+  edge.reserve(static_cast<size_t>(hist[hi_bin]));
+  for (const float v : values) {
+    const uint32_t b = order_key(v) >> 16;
+    if (b > hi_bin) sum += v;
+    else if (b == hi_bin) edge.push_back(v);
+  }
+  std::fill(hist.begin(), hist.end(), 0);
+  for (const float v : edge) ++hist[order_key(v) & 0xFFFFu];
+  int64_t above_lo = 0;
+  const uint32_t lo_bin = static_cast<uint32_t>(threshold_bin(hist, k - above_hi, &above_lo));
+  float at_threshold = 0.0f;
+  for (const float v : edge) {
+    const uint32_t b = order_key(v) & 0xFFFFu;
+    if (b > lo_bin) sum += v;
+    else if (b == lo_bin) at_threshold = v;  // one exact value (equal keys = equal floats)
+  }
+  sum += static_cast<double>(k - above_hi - above_lo) * at_threshold;
   return sum / static_cast<double>(k);
 }
 
@@ -217,13 +301,7 @@ void fuse_one(const float* heads, const float* recon, const float* image, const 
         std::memcpy(p_row, heads + i * w, sizeof(float) * w);
       }
       error_row(recon + i * w, image + i * w, s.c, hw, w, r_row);
-      float lo = r_row[0], hi = r_row[0];
-      for (int64_t j = 1; j < w; ++j) {
-        lo = std::min(lo, r_row[j]);
-        hi = std::max(hi, r_row[j]);
-      }
-      row_min[i] = lo;
-      row_max[i] = hi;
+      row_min_max(r_row, w, &row_min[i], &row_max[i]);
       // Interior by memcpy, the 2 x radius border samples through the reflected index.
       std::memcpy(pad_p.data() + radius, p_row, sizeof(float) * w);
       std::memcpy(pad_r.data() + radius, r_row, sizeof(float) * w);
@@ -263,30 +341,12 @@ void fuse_one(const float* heads, const float* recon, const float* image, const 
       vblur(rows_p.data(), taps, ntaps, w, ap.data());
       vblur(rows_r.data(), taps, ntaps, w, ar.data());
       if (need_pr) vblur(rows_pr.data(), taps, ntaps, w, apr.data());
-      float* out = pixel + i * w;
-      const float scale = pixel_mode == kOriginal ? 255.0f * inv_span : inv_span;
-      switch (pixel_mode) {
-        case kOriginal:
-        case kHam:
-          for (int64_t j = 0; j < w; ++j) out[j] = (apr[j] - m * ap[j]) * scale;
-          break;
-        case kAlpha:
-          for (int64_t j = 0; j < w; ++j) out[j] = 0.5f * ap[j] + 0.5f * ((ar[j] - m) * inv_span);
-          break;
-        default:
-          for (int64_t j = 0; j < w; ++j) out[j] = std::max(ap[j], (ar[j] - m) * inv_span);
-          break;
-      }
-      double acc = 0.0;
-      if (image_mode == kMean) {
-        for (int64_t j = 0; j < w; ++j) acc += static_cast<double>(ap[j]) * ar[j];
-      } else if (image_mode == kAlphaMean) {
-        for (int64_t j = 0; j < w; ++j) acc += 0.5 * ap[j] + 0.5 * static_cast<double>((ar[j] - m) * inv_span);
-      } else {
+      row_sum[i] = epilogue_row(ap.data(), ar.data(), need_pr ? apr.data() : ap.data(), w, pixel_mode, image_mode, m,
+                                inv_span, pixel + i * w);
+      if (image_mode == kWeighted) {
         std::memcpy(pb_all.data() + i * w, ap.data(), sizeof(float) * w);
         std::memcpy(rb_all.data() + i * w, ar.data(), sizeof(float) * w);
       }
-      row_sum[i] = acc;
     }
   }
   if (weighted) {
