@@ -705,6 +705,9 @@ def convert(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None, *, o
         text_cfg = M.infer_text_config(clip_state)
         clip_visual = M.infer_visual_config({k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
         if cfg.visual is None and clip_visual is not None:
+            if clip_visual.output_dim != cfg.dim:
+                raise WeightsError(f"CLIP visual tower outputs {clip_visual.output_dim} features but the MDMF heads "
+                                   f"have D={cfg.dim}")
             cfg = M.MDMFConfig(**{**asdict(cfg), "visual": clip_visual, "text": None})
             state.update({"backbone." + k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
     if text_cfg is not None and text_cfg.embed_dim != cfg.dim:
