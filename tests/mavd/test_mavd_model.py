@@ -95,7 +95,17 @@ def _unimodal_arrays(m, x: torch.Tensor, prefix: str) -> dict[str, np.ndarray]:
     }
 
 
+_CACHE: dict[str, dict[str, np.ndarray]] = {}
+
+
 def _all_arrays(model, oracle, case) -> dict[str, np.ndarray]:
+    """Every oracle quantity from our modules (computed once per case and module run)."""
+    if case not in _CACHE:
+        _CACHE[case] = _compute_arrays(model, oracle, case)
+    return _CACHE[case]
+
+
+def _compute_arrays(model, oracle, case) -> dict[str, np.ndarray]:
     rgb, flow, audio = (torch.from_numpy(oracle[f"{case}/{k}"]) for k in ("rgb", "flow", "audio"))
     out: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
