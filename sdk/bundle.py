@@ -253,7 +253,8 @@ def write_bundle(
     if tensors:
         from safetensors.numpy import save_file
 
-        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        # np.asarray(order="C") keeps 0-d tensors 0-d (np.ascontiguousarray makes them (1,))
+        arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}
         tmp = root / f".{WEIGHTS_NAME}.tmp"
         save_file(arrays, str(tmp), metadata={"family": family, "edgesentry_version": __version__})
         os.replace(tmp, root / WEIGHTS_NAME)

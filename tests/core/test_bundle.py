@@ -88,3 +88,10 @@ def test_refuses_to_overwrite(bundle):
         write_bundle(bundle.path, "rx", config={})
     again = write_bundle(bundle.path, "rx", config={"mode": "local"}, overwrite=True)
     assert Bundle.open(again.path).config == {"mode": "local"} and not again.has("weights.safetensors")
+
+
+def test_scalar_and_transposed_tensors_keep_their_shape(tmp_path):
+    tensors = {"num_batches_tracked": np.array(7, dtype=np.int64), "t": np.arange(6.0).reshape(2, 3).T}
+    loaded = write_bundle(tmp_path / "s", "rx", config={}, tensors=tensors).load_tensors()
+    assert loaded["num_batches_tracked"].shape == () and int(loaded["num_batches_tracked"]) == 7
+    np.testing.assert_array_equal(loaded["t"], tensors["t"])
