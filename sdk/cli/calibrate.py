@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("backend", args.backend), ("kernels", args.kernels)) if v != "auto"}
     det = load(bundle, **options)
     calib = det.calibrate(samples, quantile=args.quantile, pixel_quantile=args.pixel_quantile, margin=args.margin)
-    record: dict[str, Any] = calib.to_dict()
+    # Families whose score scale depends on options (isstad's scoring) store that context too.
+    record: dict[str, Any] = {**calib.to_dict(), **getattr(det, "calibration_context", dict)()}
     if not args.dry_run:
         bundle.update_meta(calibration=record)
     print(json.dumps({"bundle": str(bundle.path), "family": bundle.family, "samples": len(samples),

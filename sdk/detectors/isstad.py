@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -47,6 +48,8 @@ from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError, describe
 from edgesentry.kernels import isstad as isstad_kernels
 from edgesentry.result import Result
+
+log = logging.getLogger("edgesentry.isstad")
 
 Color = Literal["rgb", "bgr"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -277,6 +280,21 @@ class ISSTADDetector(Detector):
                    preprocessing=dict(PREPROCESSING), bundle=None if self.bundle is None else str(self.bundle.path))
         return out
 
+    def calibration_context(self) -> dict[str, Any]:
+        """What the calibrated scores depend on (stored beside the thresholds; a bundle
+        opened with another scoring does not apply them)."""
+        o = self.options
+        ctx: dict[str, Any] = {"scoring": o.scoring}
+        if o.scoring == "weighted":
+            ctx.update(top_p=o.top_p, w_m=o.w_m, w_r=o.w_r)
+        return ctx
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Bundle:
+        bundle = super().save(path, overwrite=overwrite)
+        if self.calibration is not None:
+            bundle.update_meta(calibration={**self.calibration.to_dict(), **self.calibration_context()})
+        return bundle
+
     def bundle_payload(self) -> dict[str, Any]:
         """Config, preprocessing and weights for ``Detector.save`` (weights from the source bundle)."""
         if self.bundle is None or not self.bundle.has(WEIGHTS_NAME):
@@ -346,8 +364,18 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
         runner = OrtRunner(bundle.file(ONNX_NAME), inputs, list(GRAPH_OUTPUTS), providers=providers)
     else:
         raise ConfigError("ISSTAD has no TensorRT runner in this build; use backend='onnxruntime' or 'torch'")
+    calibration = bundle.calibration
+    if calibration is not None:
+        # Thresholds are on the raw scale of the scoring they were fitted with.
+        fitted = {k: calibration.get(k, cfg.get(k)) for k in ("scoring", "top_p", "w_m", "w_r")}
+        wanted = {"scoring": options.scoring, "top_p": options.top_p, "w_m": options.w_m, "w_r": options.w_r}
+        keys = ("scoring", "top_p", "w_m", "w_r") if options.scoring == "weighted" else ("scoring",)
+        if any(fitted[k] != wanted[k] for k in keys):
+            log.warning("bundle %s was calibrated for scoring %s; not applying its thresholds to scoring %s "
+                        "(re-run edgesentry calibrate)", bundle.path, fitted["scoring"], options.scoring)
+            calibration = None
     det = ISSTADDetector(cfg["model"], options, runner, backend=chosen, bundle=bundle, permutation_array=perm_array,
-                         keep_rgb=keep_rgb, kernels=kernels, calibration=bundle.calibration)
+                         keep_rgb=keep_rgb, kernels=kernels, calibration=calibration)
     if threshold is not None:
         det.threshold = threshold
     if pixel_threshold is not None:

@@ -119,6 +119,8 @@ def test_calibrate_save_and_adjustable_thresholds(bundle_copy, oracle, tmp_path)
     det.save(tmp_path / "saved")
     again = edgesentry.load(tmp_path / "saved", backend="torch")
     assert again.calibration == calib and again.threshold == calib.threshold
+    # thresholds belong to the scoring they were fitted with: another scoring does not use them
+    assert edgesentry.load(tmp_path / "saved", backend="torch", scoring="ham").threshold is None
 
 
 def test_cli_convert_calibrate_detect_on_hazelnut(shared, isstad_ref, tmp_path, capsys):
@@ -135,6 +137,7 @@ def test_cli_convert_calibrate_detect_on_hazelnut(shared, isstad_ref, tmp_path, 
     assert main(["calibrate", str(bundle), str(data / "train" / "good"), "--quantile", "0.95"]) == 0
     meta = json.loads((bundle / "meta.json").read_text())
     assert meta["calibration"]["n_samples"] == 20 and np.isfinite(meta["calibration"]["threshold"])
+    assert meta["calibration"]["scoring"] == "original"
     Bundle.open(bundle)  # checksums still valid after the in-place update
     out = tmp_path / "out"
     assert main(["detect", "isstad", str(bundle), str(data / "test"), "--out", str(out)]) == 0
