@@ -189,6 +189,45 @@ void check_views(const farr& z, const farr& p, const char* what) {
     throw std::invalid_argument(std::string(what) + ": z [Q, T, D] and p [N, T, D] must share T and D");
 }
 
+// Runs the 4 * pairs OTAM problems of the tiles delta[pair][view][i * t + j] (8 per SIMD
+// block) and writes dists [4, pairs] (problem pair * 4 + view * 2 + direction) and logits.
+void run_dps(const std::vector<float>& delta, long pairs, int t, float lam, bool parallel, float* out, float* lg) {
+  const long tt = static_cast<long>(t) * t;
+  const long problems = pairs * 4, blocks = (problems + kLanes - 1) / kLanes;
+  std::vector<float> result(static_cast<size_t>(blocks) * kLanes, 0.0f);
+#pragma omp parallel if (parallel && blocks > 1)
+  {
+    std::vector<float> packed(static_cast<size_t>(tt) * kLanes), rows(2 * static_cast<size_t>(t + 2) * kLanes);
+#pragma omp for schedule(static)
+    for (long blk = 0; blk < blocks; ++blk) {
+      for (int l = 0; l < kLanes; ++l) {
+        const long k = blk * kLanes + l;
+        if (k >= problems) {
+          for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = 0.0f;
+          continue;
+        }
+        const float* tile = delta.data() + (k / 4 * 2 + (k % 4) / 2) * tt;
+        if (k % 2 == 0) {
+          for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = tile[c];
+        } else {  // s -> q direction: the transposed tile
+          for (int i = 0; i < t; ++i)
+            for (int j = 0; j < t; ++j) packed[(static_cast<long>(i) * t + j) * kLanes + l] = tile[j * t + i];
+        }
+      }
+      dp_block(packed.data(), t, t, lam, rows.data(), rows.data() + (t + 2) * kLanes, result.data() + blk * kLanes);
+    }
+  }
+  for (long pair = 0; pair < pairs; ++pair) {
+    double total = 0.0;
+    for (int k = 0; k < 4; ++k) {
+      const float value = result[pair * 4 + k];
+      out[k * pairs + pair] = value;
+      total += value;
+    }
+    lg[pair] = static_cast<float>(-total);
+  }
+}
+
 // zl/zg [Q, T, D] query outputs, pl/pg [N, T, D] prototypes of the local and global views.
 py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
   check_views(zl, pl, "local view");
@@ -203,13 +242,12 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
   const float* ps[2] = {pl.data(), pg.data()};
   py::array_t<float> dists({4L, q_count, n_count});
   py::array_t<float> logits({q_count, n_count});
+  const long pairs = q_count * n_count;
+  const long tt = static_cast<long>(t) * t;
+  // Parallel only when there is enough work to be worth waking threads (a 5-way episode is not).
+  const bool parallel = static_cast<double>(pairs) * tt * d > 4.0e6;
   float* out = dists.mutable_data();
   float* lg = logits.mutable_data();
-  const long pairs = q_count * n_count;
-  // Parallel only when there is enough work to be worth waking threads (a 5-way episode is not).
-  const bool parallel = static_cast<double>(pairs) * t * t * d > 4.0e6;
-  const long tt = static_cast<long>(t) * t;
-  const long problems = pairs * 4, blocks = (problems + kLanes - 1) / kLanes;
   {
     py::gil_scoped_release release;
     std::vector<double> qn(2 * q_count * t), pn(2 * n_count * t);
@@ -219,7 +257,6 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
       for (long j = 0; j < n_count * t; ++j) pn[v * n_count * t + j] = std::sqrt(static_cast<double>(
           dot(ps[v] + j * d, ps[v] + j * d, d)));
     }
-    // delta[pair][view][i * t + j] = 1 - cos(z_i, p_j)
     std::vector<float> delta(static_cast<size_t>(pairs) * 2 * tt);
 #pragma omp parallel for schedule(static) if (parallel)
     for (long pair = 0; pair < pairs; ++pair) {
@@ -227,50 +264,57 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
       for (int v = 0; v < 2; ++v) {
         const float* z = zs[v] + q * t * d;
         const float* p = ps[v] + n * t * d;
-        float* out_tile = delta.data() + (pair * 2 + v) * tt;
+        float* tile = delta.data() + (pair * 2 + v) * tt;
         for (int i = 0; i < t; ++i) {
           const double a = qn[v * q_count * t + q * t + i];
           for (int j = 0; j < t; ++j) {
             const double b = pn[v * n_count * t + n * t + j];
-            out_tile[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
+            tile[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
           }
         }
       }
     }
-    // problem k = pair * 4 + (view * 2 + direction); direction 1 reads the tile transposed
-    std::vector<float> result(static_cast<size_t>(blocks) * kLanes, 0.0f);
-#pragma omp parallel if (parallel && blocks > 1)
-    {
-      std::vector<float> packed(static_cast<size_t>(tt) * kLanes), rows(2 * static_cast<size_t>(t + 2) * kLanes);
-#pragma omp for schedule(static)
-      for (long blk = 0; blk < blocks; ++blk) {
-        for (int l = 0; l < kLanes; ++l) {
-          const long k = blk * kLanes + l;
-          if (k >= problems) {
-            for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = 0.0f;
-            continue;
-          }
-          const float* tile = delta.data() + (k / 4 * 2 + (k % 4) / 2) * tt;
-          if (k % 2 == 0) {
-            for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = tile[c];
-          } else {
-            for (int i = 0; i < t; ++i)
-              for (int j = 0; j < t; ++j) packed[(static_cast<long>(i) * t + j) * kLanes + l] = tile[j * t + i];
-          }
-        }
-        dp_block(packed.data(), t, t, static_cast<float>(lam), rows.data(), rows.data() + (t + 2) * kLanes,
-                 result.data() + blk * kLanes);
-      }
-    }
+    run_dps(delta, pairs, t, static_cast<float>(lam), parallel, out, lg);
+  }
+  return py::make_tuple(dists, logits);
+}
+
+// Large galleries: the caller computes the frame dot products with one BLAS sgemm per view
+// (dots [2, Q*T, N*T]) and the norms ([2, Q*T], [2, N*T]); this assembles the tiles and runs
+// the DPs. (For small episodes ``fuse`` is faster: no BLAS threads to wake.)
+py::tuple fuse_dots(farr dots, farr qnorm, farr pnorm, int q_count, int n_count, int t, double lam, double eps) {
+  const long qt = static_cast<long>(q_count) * t, nt = static_cast<long>(n_count) * t;
+  if (dots.ndim() != 3 || dots.shape(0) != 2 || dots.shape(1) != qt || dots.shape(2) != nt)
+    throw std::invalid_argument("dots must be [2, Q*T, N*T]");
+  if (qnorm.ndim() != 2 || qnorm.shape(0) != 2 || qnorm.shape(1) != qt)
+    throw std::invalid_argument("qnorm must be [2, Q*T]");
+  if (pnorm.ndim() != 2 || pnorm.shape(0) != 2 || pnorm.shape(1) != nt)
+    throw std::invalid_argument("pnorm must be [2, N*T]");
+  if (!(lam > 0)) throw std::invalid_argument("lam must be > 0");
+  const long pairs = static_cast<long>(q_count) * n_count, tt = static_cast<long>(t) * t;
+  py::array_t<float> dists({4L, static_cast<long>(q_count), static_cast<long>(n_count)});
+  py::array_t<float> logits({static_cast<long>(q_count), static_cast<long>(n_count)});
+  const float* dp = dots.data();
+  const float* qn = qnorm.data();
+  const float* pn = pnorm.data();
+  float* out = dists.mutable_data();
+  float* lg = logits.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::vector<float> delta(static_cast<size_t>(pairs) * 2 * tt);
     for (long pair = 0; pair < pairs; ++pair) {
-      double total = 0.0;
-      for (int k = 0; k < 4; ++k) {
-        const float value = result[pair * 4 + k];
-        out[k * pairs + pair] = value;
-        total += value;
+      const long q = pair / n_count, n = pair % n_count;
+      for (int v = 0; v < 2; ++v) {
+        float* tile = delta.data() + (pair * 2 + v) * tt;
+        for (int i = 0; i < t; ++i) {
+          const double a = qn[v * qt + q * t + i];
+          const float* drow = dp + v * qt * nt + (q * t + i) * nt + n * t;
+          for (int j = 0; j < t; ++j)
+            tile[i * t + j] = static_cast<float>(1.0 - drow[j] / (a * static_cast<double>(pn[v * nt + n * t + j]) + eps));
+        }
       }
-      lg[pair] = static_cast<float>(-total);
     }
+    run_dps(delta, pairs, t, static_cast<float>(lam), false, out, lg);
   }
   return py::make_tuple(dists, logits);
 }
@@ -303,5 +347,8 @@ PYBIND11_MODULE(_cpu_otam, m) {
   m.doc() = "Fused soft-OTAM distance fusion (CLIP-MDMF), CPU tier";
   m.def("fuse", &fuse, py::arg("z_local"), py::arg("p_local"), py::arg("z_global"), py::arg("p_global"),
         py::arg("lam"), py::arg("eps"), "dists [4, Q, N] and logits [Q, N] of both views' outputs");
+  m.def("fuse_dots", &fuse_dots, py::arg("dots"), py::arg("qnorm"), py::arg("pnorm"), py::arg("q_count"),
+        py::arg("n_count"), py::arg("t"), py::arg("lam"), py::arg("eps"),
+        "dists and logits from precomputed frame dot products [2, Q*T, N*T] and norms");
   m.def("otam", &otam, py::arg("delta"), py::arg("lam"), "stabilised single-direction OTAM of [B, R, M] -> [B]");
 }
