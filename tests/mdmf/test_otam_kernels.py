@@ -194,8 +194,8 @@ def test_cpu_tier_blas_path_for_large_galleries(rng):
     want_d, want_l = ref.fuse_reference(*args)
     assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
     assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
-    far = _far(rng, 10, 10, 40, 64)
-    assert 10 * 10 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
+    far = _far(rng, 15, 15, 40, 64)
+    assert 15 * 15 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
     dists, _ = cpu.fuse(*far)
     want_d, _ = ref.fuse_reference(*far)
     assert (want_d > 52).all()
