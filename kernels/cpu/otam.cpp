@@ -184,6 +184,81 @@ float dot(const float* __restrict a, const float* __restrict b, int d) {
   return sum;
 }
 
+// tile[i * t + j] = z_i . p_j for the T x T frames of one (query, class) pair. On x86-64 with
+// AVX2 + FMA the tile is computed in 2 x 4 register blocks (6 loads per 8 FMAs, 8 independent
+// accumulators); elsewhere, and for the edge rows/columns, with ``dot``.
+#ifdef EDGESENTRY_X86
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* z, const float* p, int t, int d, float* tile) {
+  const int d8 = d & ~7;
+  int i = 0;
+  for (; i + 2 <= t; i += 2) {
+    const float* z0 = z + static_cast<long>(i) * d;
+    const float* z1 = z0 + d;
+    int j = 0;
+    for (; j + 4 <= t; j += 4) {
+      const float* p0 = p + static_cast<long>(j) * d;
+      const float* p1 = p0 + d;
+      const float* p2 = p1 + d;
+      const float* p3 = p2 + d;
+      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+      for (int k = 0; k < d8; k += 8) {
+        const __m256 x0 = _mm256_loadu_ps(z0 + k), x1 = _mm256_loadu_ps(z1 + k);
+        __m256 y = _mm256_loadu_ps(p0 + k);
+        a00 = _mm256_fmadd_ps(x0, y, a00);
+        a10 = _mm256_fmadd_ps(x1, y, a10);
+        y = _mm256_loadu_ps(p1 + k);
+        a01 = _mm256_fmadd_ps(x0, y, a01);
+        a11 = _mm256_fmadd_ps(x1, y, a11);
+        y = _mm256_loadu_ps(p2 + k);
+        a02 = _mm256_fmadd_ps(x0, y, a02);
+        a12 = _mm256_fmadd_ps(x1, y, a12);
+        y = _mm256_loadu_ps(p3 + k);
+        a03 = _mm256_fmadd_ps(x0, y, a03);
+        a13 = _mm256_fmadd_ps(x1, y, a13);
+      }
+      float r[8] = {hsum(a00), hsum(a01), hsum(a02), hsum(a03), hsum(a10), hsum(a11), hsum(a12), hsum(a13)};
+      for (int k = d8; k < d; ++k) {
+        for (int c = 0; c < 4; ++c) {
+          r[c] += z0[k] * p[static_cast<long>(j + c) * d + k];
+          r[4 + c] += z1[k] * p[static_cast<long>(j + c) * d + k];
+        }
+      }
+      for (int c = 0; c < 4; ++c) {
+        tile[i * t + j + c] = r[c];
+        tile[(i + 1) * t + j + c] = r[4 + c];
+      }
+    }
+    for (; j < t; ++j) {
+      tile[i * t + j] = dot(z0, p + static_cast<long>(j) * d, d);
+      tile[(i + 1) * t + j] = dot(z1, p + static_cast<long>(j) * d, d);
+    }
+  }
+  for (; i < t; ++i)
+    for (int j = 0; j < t; ++j) tile[i * t + j] = dot(z + static_cast<long>(i) * d, p + static_cast<long>(j) * d, d);
+}
+#endif
+
+void dot_tile(const float* z, const float* p, int t, int d, float* tile) {
+#ifdef EDGESENTRY_X86
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    tile_avx2(z, p, t, d, tile);
+    return;
+  }
+#endif
+  for (int i = 0; i < t; ++i)
+    for (int j = 0; j < t; ++j) tile[i * t + j] = dot(z + static_cast<long>(i) * d, p + static_cast<long>(j) * d, d);
+}
+
 void check_views(const farr& z, const farr& p, const char* what) {
   if (z.ndim() != 3 || p.ndim() != 3 || z.shape(1) != p.shape(1) || z.shape(2) != p.shape(2))
     throw std::invalid_argument(std::string(what) + ": z [Q, T, D] and p [N, T, D] must share T and D");
@@ -262,14 +337,13 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
     for (long pair = 0; pair < pairs; ++pair) {
       const long q = pair / n_count, n = pair % n_count;
       for (int v = 0; v < 2; ++v) {
-        const float* z = zs[v] + q * t * d;
-        const float* p = ps[v] + n * t * d;
         float* tile = delta.data() + (pair * 2 + v) * tt;
+        dot_tile(zs[v] + q * t * d, ps[v] + n * t * d, t, d, tile);
         for (int i = 0; i < t; ++i) {
           const double a = qn[v * q_count * t + q * t + i];
           for (int j = 0; j < t; ++j) {
             const double b = pn[v * n_count * t + n * t + j];
-            tile[i * t + j] = static_cast<float>(1.0 - dot(z + i * d, p + j * d, d) / (a * b + eps));
+            tile[i * t + j] = static_cast<float>(1.0 - tile[i * t + j] / (a * b + eps));
           }
         }
       }

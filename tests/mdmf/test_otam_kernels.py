@@ -183,19 +183,20 @@ def test_cuda_tier_rejects_long_clips(rng):
         otam.fuse(*args, tier="cuda")
 
 
-def test_cpu_tier_blas_path_for_large_galleries(rng):
+def test_cpu_tier_blas_path_for_large_galleries(rng, monkeypatch):
     """Above BLAS_THRESHOLD the dot products come from sgemm; same answers (incl. past underflow)."""
     pytest.importorskip("edgesentry.kernels._cpu_otam")
     from edgesentry.kernels.otam import cpu
 
-    args = _inputs(rng, 8, 40, 8, 1024)
-    assert 8 * 40 * 8 * 8 * 1024 > cpu.BLAS_THRESHOLD
+    monkeypatch.setattr(cpu, "BLAS_THRESHOLD", 1.0e6)  # exercise the path at a test-sized gallery
+    args = _inputs(rng, 8, 40, 8, 256)
+    assert 8 * 40 * 8 * 8 * 256 > cpu.BLAS_THRESHOLD
     dists, logits = cpu.fuse(*args)
     want_d, want_l = ref.fuse_reference(*args)
     assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
     assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
-    far = _far(rng, 15, 15, 40, 64)
-    assert 15 * 15 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
+    far = _far(rng, 4, 4, 40, 64)
+    assert 4 * 4 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
     dists, _ = cpu.fuse(*far)
     want_d, _ = ref.fuse_reference(*far)
     assert (want_d > 52).all()
