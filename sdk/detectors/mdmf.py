@@ -318,9 +318,7 @@ class MDMFDetector(Detector):
     def encode(self, clips: Sequence[Any]) -> np.ndarray:
         """Frame features [B, T, D] of clips: paths / ``Clip``s, RGB frames [T, H, W, 3],
         prepared frames [T, 3, S, S], or frame features [T, D] (passed through)."""
-        if isinstance(clips, (str, os.PathLike, Clip, np.ndarray)):
-            clips = [clips]
-        items = list(clips)
+        items = _clip_list(clips)
         if not items:
             raise InputError("no clips given; pass at least one clip")
         t, d = self.settings.frames, self.settings.dim
@@ -490,6 +488,16 @@ class MDMFDetector(Detector):
         return out
 
 
+def _clip_list(clips: Any) -> list[Any]:
+    """One clip (path, ``Clip``, features [T, D], frames [T, H, W, 3] / [T, 3, S, S]) or several
+    (a sequence, features [B, T, D], frames [B, T, ...]) -> a list of single clips."""
+    if isinstance(clips, (str, os.PathLike, Clip)):
+        return [clips]
+    if isinstance(clips, np.ndarray):
+        return [clips] if clips.ndim in (2, 4) else list(clips)
+    return list(clips)
+
+
 def _features(x: Any, name: str, t: int, d: int) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -567,10 +575,8 @@ class Gallery:
     def _outputs(self, clips: Any, text: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         # One clip per graph call: batched BLAS may round differently with the batch size, and a
         # shot's outputs must not depend on which other shots it was enrolled with (exact add_shot).
-        if isinstance(clips, (str, os.PathLike, Clip)) or (isinstance(clips, np.ndarray) and clips.ndim < 3):
-            clips = [clips]
         local, glob = [], []
-        for clip in clips:
+        for clip in _clip_list(clips):
             feats = self.detector.encode([clip])
             zl, zg = self.detector.graphs.views(feats, text[None])
             local.append(zl[0])

@@ -75,6 +75,10 @@ def test_gallery_save_load_round_trip(oracle, heads_detector, tmp_path):
     q = list(g("query_features"))
     np.testing.assert_array_equal(heads_detector.classify(q, gallery).extras["logits"],
                                   heads_detector.classify(q, loaded).extras["logits"])
+    # a [Q, T, D] array is Q queries; a [T, D] array is one
+    np.testing.assert_array_equal(heads_detector.classify(g("query_features"), loaded).extras["logits"],
+                                  heads_detector.classify(q, loaded).extras["logits"])
+    assert heads_detector.classify(q[1], loaded).extras["logits"].shape == (1, 5)
     # a gallery made by another model is refused
     other = heads_detector.gallery()
     other._classes = gallery._classes
