@@ -460,11 +460,13 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    where = "" if default else "the bundle's; "
     parser.add_argument("--scoring", default=default, choices=list(isstad_kernels.SCORINGS),
-                        help=f"score fusion (default: {default or 'the bundle’s'})")
-    parser.add_argument("--top-p", type=float, default=None, help="weighted score: top fraction (default: 0.1)")
-    parser.add_argument("--w-m", type=float, default=None, help="weighted score: P exponent (default: 1)")
-    parser.add_argument("--w-r", type=float, default=None, help="weighted score: R exponent (default: 1)")
+                        help=f"score fusion (default: {default or 'the bundle' + chr(39) + 's'})")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help=f"weighted score: top fraction (default: {where}0.1)")
+    parser.add_argument("--w-m", type=float, default=None, help=f"weighted score: P exponent (default: {where}1)")
+    parser.add_argument("--w-r", type=float, default=None, help=f"weighted score: R exponent (default: {where}1)")
 
 
 def convert_from_args(args: argparse.Namespace) -> Bundle:
