@@ -70,9 +70,21 @@ def test_enroll_and_classify_two_real_clips(files, clips, capsys):
     assert summary["label"] in CLIPS and set(summary["logits"]) == set(CLIPS)
     assert all(np.isfinite(v) for v in summary["logits"].values())
     assert "arm wrestling" in capsys.readouterr().out
+    # one more shot, a class from a precomputed text embedding, the seed's prompt draw
+    demo = clips["arm wrestling"]
+    assert main(["enroll", str(bundle), str(gallery), "arm wrestling", f"{demo}@0.25:0.5", "--append"]) == 0
+    np.save(files["dir"] / "emb.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
+    assert main(["enroll", str(bundle), str(gallery), "other", f"{demo}@0:0.25", "--embedding",
+                 str(files["dir"] / "emb.npy")]) == 0
+    assert "arm wrestling (2)" in capsys.readouterr().out
+    assert main(["classify", str(bundle), str(gallery), f"{demo}@0.5:1", "--prompt-mode", "sample",
+                 "--seed", "3"]) == 0
+    assert main(["classify", str(bundle), str(gallery), f"{demo}@0.5:1", "--prompt-mode", "sample"]) == 1
+    assert "explicit seed" in capsys.readouterr().err
     # the same through the Python API, both query halves; text embeddings are cached per prompt
     det = edgesentry.load(bundle, backend="torch")
     g = det.load_gallery(gallery)
+    g.remove("other")
     assert g.labels == sorted(CLIPS) and det.text_embedding("x", "a photo of drink water").shape == (32,)
     for path in clips.values():
         res = det.classify(f"{path}@0.5:1", g)
