@@ -130,8 +130,11 @@ def fuse(z_local: Any, p_local: Any, z_global: Any, p_global: Any, *, lam: float
     else:
         dists, logits = out
     block_t = max(2, _triton.next_power_of_2(t))
-    # keep the [BLOCK_T, BLOCK_T, BLOCK_D] product in registers (<= 8K elements)
-    block_d = max(16, min(_triton.next_power_of_2(d), 8192 // (block_t * block_t)))
+    # The DP extracts scalars with block reductions: with one warp (T <= 8) they are shuffles,
+    # not shared-memory round trips. Keep the [BLOCK_T, BLOCK_T, BLOCK_D] product at ~32 floats
+    # per thread.
+    num_warps = 1 if block_t <= 8 else (2 if block_t <= 16 else 4)
+    block_d = max(16, min(_triton.next_power_of_2(d), 1024 * num_warps // (block_t * block_t)))
     _fuse_kernel[(q * n,)](zl, pl, zg, pg, dists, logits, q, n, t, d, float(eps), float(lam),
-                           BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4)
+                           BLOCK_T=block_t, BLOCK_D=block_d, num_warps=num_warps)
     return _triton.to_like(dists, z_local), _triton.to_like(logits, z_local)
