@@ -475,8 +475,8 @@ def normalize_mdmf_keys(state: Mapping[str, torch.Tensor],
     dropped: list[str] = []
     alias_values: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        k = key[len("module."):] if key.startswith("module.") and not key.startswith("module.backbone") else key
-        k = k.replace("backbone.module.", "backbone.", 1) if k.startswith("backbone.module.") else k
+        k = key[len("module."):] if key.startswith("module.") else key  # whole model wrapped
+        k = k.replace("backbone.module.", "backbone.", 1) if k.startswith("backbone.module.") else k  # backbone only
         if k in UNUSED_KEYS or k.startswith(UNUSED_PREFIXES):
             dropped.append(key)
         elif k in aliases:

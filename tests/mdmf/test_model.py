@@ -82,6 +82,9 @@ def test_loader_handles_dataparallel_aliases_and_dead_keys():
             torch.testing.assert_close(a, b, atol=0, rtol=0)
     # the duplicated conv is one module: both names read the same tensor
     assert dst.tcn.network[0].net[0] is dst.tcn.network[0].conv1
+    # a whole-model DataParallel wrap (module.*) loads too
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    M.load_mdmf_state_dict(M.MDMF(SMALL), wrapped)
 
 
 def test_loader_is_strict():
