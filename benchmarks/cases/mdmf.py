@@ -216,7 +216,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
 
     from edgesentry.kernels.otam import reference as ref
 
-    sizes = [(2, 3, 8, 32)] if ctx.smoke else [(5, 5, 8, 1024), (25, 100, 8, 1024), (64, 500, 8, 1024),
+    sizes = [(2, 3, 8, 32)] if ctx.smoke else [(5, 5, 8, 1024), (25, 100, 8, 1024), (64, 200, 8, 1024),
                                                (8, 16, 32, 512)]
     cases = []
     for q, n, t, d in sizes:
