@@ -40,8 +40,18 @@ log = logging.getLogger("edgesentry.export.tensorrt")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_DIR = "engines"
-# Default range of a dynamic axis when neither the family nor the user gives one.
-DEFAULT_AXIS_RANGE = {"batch": (1, 1, 8)}
+# Default (min, opt, max) of the dynamic axes the families declare, used when neither the graph's
+# profile_hints nor --shape-hint give one. The opt values are the common case (one image, five
+# I3D crops, ~1 min of XD-Violence snippets, a 128 px hyperspectral tile); engines reject shapes
+# outside [min, max], so widen them with --shape-hint AXIS=MIN,OPT,MAX where needed.
+DEFAULT_AXIS_RANGE = {
+    "batch": (1, 1, 8),
+    "crops": (1, 5, 10),  # MAVD: RGB/flow crops per video
+    "audio_crops": (1, 1, 10),  # MAVD: audio streams
+    "T": (1, 64, 1024),  # MAVD: snippets (16 frames each)
+    "H": (5, 128, 512),  # FERS: cube height (>= 5 for the 4-pixel reflect padding)
+    "W": (5, 128, 512),  # FERS: cube width
+}
 # Ops kept in FP32 by the FP16 conversion (overflow / precision sensitive: NVIDIA/TensorRT#2564, #4355).
 FP32_OPS = (
     "LayerNormalization",
@@ -333,10 +343,46 @@ def to_fp16(model: Any, *, keep_ops: Iterable[str] = FP32_OPS) -> Any:
     clean = onnx.ModelProto()
     clean.CopyFrom(model)
     del clean.graph.value_info[:]
+    _fold_initializer_identities(clean)
     _split_consumed_outputs(clean)
-    return float16.convert_float_to_float16(
+    converted = float16.convert_float_to_float16(
         clean, keep_io_types=True, op_block_list=list(keep_ops), disable_shape_infer=False
     )
+    _fix_float_casts(converted)
+    return converted
+
+
+def _fix_float_casts(model: Any) -> None:
+    """``Cast(to=FLOAT)`` nodes whose output the converter declared FP16 must cast to FP16.
+
+    (The converter retypes such outputs, e.g. attention's ``sqrt(float(head_dim))``, but leaves
+    the ``to`` attribute; ONNX Runtime then rejects the graph and TensorRT would mis-type it.)
+    """
+    fp16 = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == 10}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == 1:
+                    attr.i = 10
+
+
+def _fold_initializer_identities(model: Any) -> None:
+    """Replace ``Identity(initializer)`` nodes (the TorchScript exporter's shared weights) by
+    initializer copies: the converter types such Identity outputs inconsistently."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in inits:
+            copy = graph.initializer.add()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            inits[copy.name] = copy
+        else:
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
 
 
 def _split_consumed_outputs(model: Any) -> None:

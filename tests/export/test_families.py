@@ -133,3 +133,35 @@ def test_info_runs_without_torch():
     assert facts["families"]["fers"]["missing"] == {"convert": ["torch"]}
     assert set(facts["kernel_tiers"]) == {"reference", "cpu", "triton", "cuda"}
     assert facts["torch_imported"] is False
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+def test_engine_build_plan_for_every_family_with_fake_tensorrt(family_bundles, version, tmp_path):
+    """What `edgesentry build --precision fp16` does for each family on TensorRT 10 and 11:
+    profiles resolve from the graphs' dynamic axes, and on 11 the FP16-converted ONNX still
+    runs in ONNX Runtime with inputs/outputs in FP32."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+
+    from edgesentry.bundle import Bundle
+    from edgesentry.export.tensorrt import build_bundle_engines
+    from tests.export.test_tensorrt_cache import fake_trt
+
+    for name, (bundle, _) in family_bundles.items():
+        copy = Bundle.open(shutil.copytree(bundle.path, tmp_path / name))
+        trt = fake_trt(version)
+        results = build_bundle_engines(copy, precision="fp16", trt=trt, capability=(8, 7))
+        assert [r.graph for r in results] == list(copy.meta["graphs"]) and all(r.built for r in results)
+        for r, profile in zip(results, trt.log["profiles"]):
+            assert set(profile) == set(copy.meta["graphs"][r.graph]["inputs"])
+        if version.startswith("11"):
+            for parsed, (g, gmeta) in zip(trt.log["parsed"], copy.meta["graphs"].items()):
+                model = onnx.load_from_string(parsed)
+                assert onnx.TensorProto.FLOAT16 in {i.data_type for i in model.graph.initializer}
+                # Session creation type-checks the whole graph (running a ViT in FP16 on the CPU
+                # EP is emulated and far too slow for a test; the tiny graph's FP16 run is in
+                # test_validate).
+                sess = ort.InferenceSession(parsed, providers=["CPUExecutionProvider"])
+                assert {i.type for i in sess.get_inputs()} | {o.type for o in sess.get_outputs()} == {"tensor(float)"}
