@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .base import InputSpec, Runner, resolve_backend
 from .onnxruntime import OrtRunner
+from .tensorrt import TensorRTRunner
 from .torch import TorchRunner
 
-__all__ = ["InputSpec", "Runner", "resolve_backend", "OrtRunner", "TorchRunner"]
+__all__ = ["InputSpec", "Runner", "resolve_backend", "OrtRunner", "TensorRTRunner", "TorchRunner"]
