@@ -115,7 +115,21 @@ def import_tensorrt(*, lean_ok: bool = False) -> Any:
     Raises:
         BackendUnavailableError: no GPU, or TensorRT (or its builder) is not installed.
     """
-    cuda_device_capability()
+    import importlib.util
+
+    try:
+        cuda_device_capability()
+    except BackendUnavailableError as exc:
+        # Say everything that is missing at once (do not import TensorRT: no driver -> crash).
+        have = [m for m in ("tensorrt", "tensorrt_lean") if importlib.util.find_spec(m) is not None]
+        trt_state = (
+            f"TensorRT: {', '.join(have)} installed"
+            if have
+            else "TensorRT: not installed (JetPack ships it; on x86 `pip install tensorrt`)"
+        )
+        raise BackendUnavailableError(
+            f"TensorRT engines need an NVIDIA GPU and TensorRT. GPU: {exc}. {trt_state}"
+        ) from None
     try:
         import tensorrt as trt
 
