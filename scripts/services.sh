@@ -42,10 +42,12 @@ if [ -x .venv/bin/python ]; then
   tsite=$tenv/lib/$(.venv/bin/python -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')/site-packages
   if [ ! -d "$tsite/numpy" ]; then
     base=$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')
-    "$base/bin/python3" -m venv --without-pip "$tenv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --target "$tsite" "numpy<2" 2>/dev/null \
-      || echo "services.sh: numpy<2 for the Triton side environment could not be installed; the Triton server test will skip" >&2
+    { "$base/bin/python3" -m venv --without-pip "$tenv" \
+        && .venv/bin/python -m pip install --quiet --disable-pip-version-check --target "$tsite" "numpy<2" 2>/dev/null; } \
+      || echo "services.sh: the numpy<2 side environment for Triton could not be made; the Triton server test will skip" >&2
   fi
-  main_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$tsite/zz_edgesentry_main_venv.pth"
+  if [ -d "$tsite" ]; then
+    main_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$tsite/zz_edgesentry_main_venv.pth"
+  fi
 fi
