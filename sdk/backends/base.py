@@ -24,7 +24,9 @@ class InputSpec:
 
     def check(self, name: str, value: np.ndarray) -> None:
         if value.ndim != len(self.shape):
-            raise InputError(f"graph input {name!r} expects rank {len(self.shape)} {self.shape}; got shape {value.shape}")
+            raise InputError(
+                f"graph input {name!r} expects rank {len(self.shape)} {self.shape}; got shape {value.shape}"
+            )
         for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
             if isinstance(want, int) and want != got:
                 raise InputError(f"graph input {name!r} expects {self.shape} (axis {axis} = {want}); got {value.shape}")
@@ -131,11 +133,16 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str
             raise BackendUnavailableError("backend 'torch' requested but torch is not installed (edgesentry[torch])")
     if requested == "onnxruntime":
         if not has_onnx:
-            raise BackendUnavailableError("backend 'onnxruntime' needs model.onnx; run `edgesentry export BUNDLE` first")
+            raise BackendUnavailableError(
+                "backend 'onnxruntime' needs model.onnx; run `edgesentry export BUNDLE` first"
+            )
         if not _importable("onnxruntime"):
-            raise BackendUnavailableError("backend 'onnxruntime' requested but onnxruntime is not installed (edgesentry[ort])")
+            raise BackendUnavailableError(
+                "backend 'onnxruntime' requested but onnxruntime is not installed (edgesentry[ort])"
+            )
     if requested == "tensorrt" and not (_importable("tensorrt") or _importable("tensorrt_lean")):
         raise BackendUnavailableError(
-            "backend 'tensorrt' requested but TensorRT is not installed (JetPack ships it; on x86 `pip install tensorrt`)"
+            "backend 'tensorrt' requested but TensorRT is not installed "
+            "(JetPack ships it; on x86 `pip install tensorrt`)"
         )
     return requested

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from edgesentry.errors import InputError
 
 CUBE_NAMES = ("data", "cube", "hsi", "img", "image", "X", "x")
