@@ -9,7 +9,7 @@ band-major) and forms ``f = (spa + spe) + x`` in registers, normalised as
   ``fers_band_sums``       per-band float64 sums over slices of pixels (coalesced along pixels).
   ``fers_centred_gram``    16 x 16 float64 tiles of the centred Gram per pixel slice; each block
                            derives the band means from the slice sums itself.
-  ``fers_finish_stats``    mean (B) and covariance (B x B, N - 1) from the slice partials.
+  ``rx_finish_stats``      mean (B) and covariance (B x B, N - 1) from the slice partials.
   host (numpy)             float64 ``eigh`` and the pinv cutoff (``rx.cpu.whitening``).
   ``fers_mahalanobis``     score_n = sum_k (z_n . v_k)^2 / w_k; a block owns 16 pixels and walks
                            16-wide tiles of k and bands in shared memory; the k x N projection
@@ -26,6 +26,7 @@ from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
 from edgesentry.kernels._cuda import DeviceArray, c_int, c_long, get_function, launch
 from edgesentry.kernels.rx.cpu import whitening
+from edgesentry.kernels.rx.cuda import FINISH_STATS_SOURCE
 
 from .reference import DEFAULT_RCOND
 
@@ -166,24 +167,6 @@ extern "C" __global__ void fers_centred_gram(const float* __restrict__ x, const 
   }
 }
 
-// mean[c] = sum_s sums[s][c] / n; cov[e] = sum_s gram[s][e] / (n - 1). One thread per element.
-extern "C" __global__ void fers_finish_stats(const double* __restrict__ sums, const double* __restrict__ gram,
-                                             int slices, long long n, int b, double* __restrict__ mean,
-                                             double* __restrict__ cov) {
-  const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long bb = (long long)b * b;
-  if (e < bb) {
-    double s = 0.0;
-    for (int k = 0; k < slices; ++k) s += gram[k * bb + e];
-    cov[e] = s / (double)(n - 1);
-  }
-  if (e < b) {
-    double s = 0.0;
-    for (int k = 0; k < slices; ++k) s += sums[(long long)k * b + e];
-    mean[e] = s / (double)n;
-  }
-}
-
 // score[p] = sum_k (z_p . v[:, k])^2 * invw[k]. Block (16, 16) owns 16 pixels and walks
 // 16-wide tiles of k and of bands, both staged in shared memory; grid ceil(n / 16).
 extern "C" __global__ void fers_mahalanobis(const float* __restrict__ x, const float* __restrict__ spe,
@@ -222,11 +205,13 @@ extern "C" __global__ void fers_mahalanobis(const float* __restrict__ x, const f
 }
 """
 
+FUSED_SOURCE = FUSED_SOURCE + FINISH_STATS_SOURCE  # rx_finish_stats: the same reduction as RX
+
 SOURCES: dict[str, str] = {"fers_fused": FUSED_SOURCE}
 #: The extern "C" kernels each source defines.
 KERNELS: dict[str, tuple[str, ...]] = {
     "fers_fused": ("fers_minmax_partial", "fers_minmax_final", "fers_band_sums", "fers_centred_gram",
-                   "fers_finish_stats", "fers_mahalanobis"),
+                   "rx_finish_stats", "fers_mahalanobis"),
 }
 
 
@@ -308,7 +293,7 @@ def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) 
                [*feats, (stats.ptr, None), (sums.ptr, None), (slices, c_int), (n, c_long), (bands, c_int),
                 (_PIXELS_PER_SLICE, c_int), (gram.ptr, None)])
         mean, cov = bufs.new((bands,)), bufs.new((bands, bands))
-        launch(fn("fers_finish_stats"), (_cdiv(bands * bands, 256),), (256,),
+        launch(fn("rx_finish_stats"), (_cdiv(bands * bands, 256),), (256,),
                [(sums.ptr, None), (gram.ptr, None), (slices, c_int), (n, c_long), (bands, c_int),
                 (mean.ptr, None), (cov.ptr, None)])
         vectors, values = whitening(cov.to_host(), rcond)

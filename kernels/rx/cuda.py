@@ -110,6 +110,10 @@ extern "C" __global__ void rx_centred_gram(const double* __restrict__ x, const d
   }
 }
 
+"""
+
+# Shared with the FERS fused kernel (kernels/fers/cuda.py), which reduces the same partials.
+FINISH_STATS_SOURCE = r"""
 // mean[c] = sum_s sums[s][c] / n; cov[e] = sum_s gram[s][e] / (n - 1). One thread per element.
 extern "C" __global__ void rx_finish_stats(const double* __restrict__ sums, const double* __restrict__ gram,
                                            int slices, long long n, int b, double* __restrict__ mean,
@@ -128,6 +132,9 @@ extern "C" __global__ void rx_finish_stats(const double* __restrict__ sums, cons
   }
 }
 """
+
+STATS_SOURCE = STATS_SOURCE + FINISH_STATS_SOURCE
+
 
 MAHALANOBIS_SOURCE = r"""
 #define TILE 16

@@ -40,8 +40,8 @@ import numpy as np
 
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import BundleError, ConfigError, InputError, describe
-from edgesentry.io.hsi import read_cube, read_ground_truth
+from edgesentry.errors import BundleError, ConfigError, InputError
+from edgesentry.io.hsi import as_cube, read_ground_truth
 from edgesentry.kernels import fers as fers_kernels
 from edgesentry.result import Result
 
@@ -182,16 +182,7 @@ class FERSDetector(Detector):
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
-        source: dict[str, Any] = {}
-        if isinstance(x, (str, os.PathLike)):
-            source["path"] = os.fspath(x)
-            x = read_cube(x, self.options.variable)
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"FERS expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
-        if x.ndim != 3:
-            raise InputError(f"FERS expects an (H, W, B) cube (band-last); got shape {x.shape}")
-        if x.dtype.kind not in "iuf":
-            raise InputError(f"FERS expects a real numeric cube (int, uint or float); got dtype {x.dtype}")
+        x, source = as_cube(x, variable=self.options.variable, who="FERS")
         h, w, b = x.shape
         if b < self.bands:
             raise InputError(

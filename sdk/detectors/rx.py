@@ -27,8 +27,8 @@ import numpy as np
 
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, InputError, describe
-from edgesentry.io.hsi import read_cube, read_ground_truth, select_bands
+from edgesentry.errors import ConfigError, InputError
+from edgesentry.io.hsi import as_cube, read_ground_truth, select_bands
 from edgesentry.kernels import rx as rx_kernels
 from edgesentry.result import Result
 
@@ -88,18 +88,7 @@ class RXDetector(Detector):
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
-        source: dict[str, Any] = {}
-        if isinstance(x, (str, os.PathLike)):
-            source["path"] = os.fspath(x)
-            x = read_cube(x, self.cfg.variable)
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"RX expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
-        if x.ndim != 3:
-            raise InputError(f"RX expects an (H, W, B) cube (band-last); got shape {x.shape}")
-        if x.dtype.kind not in "iuf":
-            raise InputError(f"RX expects a real numeric cube (int, uint or float); got dtype {x.dtype}")
-        if min(x.shape) == 0:
-            raise InputError(f"RX got an empty cube of shape {x.shape}")
+        x, source = as_cube(x, variable=self.cfg.variable, who="RX")
         cube = select_bands(x, self.cfg.bands).astype(np.float64)
         finite = np.isfinite(cube).all(axis=-1)
         if not finite.all():

@@ -185,3 +185,26 @@ def select_bands(cube: np.ndarray, bands: int | Sequence[int] | None) -> np.ndar
     if idx.min() < -total or idx.max() >= total:
         raise InputError(f"band indices must lie in [0, {total}); got min {idx.min()} max {idx.max()}")
     return cube[..., idx]
+
+
+def as_cube(x: object, *, variable: str | None = None, who: str = "RX") -> tuple[np.ndarray, dict[str, str]]:
+    """Validate a detector input: an (H, W, B) real array or a cube file path.
+
+    Returns the array (file dtype kept) and a source record (``{"path": ...}`` for files).
+    ``who`` names the detector in the error messages.
+    """
+    from edgesentry.errors import describe
+
+    source: dict[str, str] = {}
+    if isinstance(x, (str, os.PathLike)):
+        source["path"] = os.fspath(x)
+        x = read_cube(x, variable)
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{who} expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
+    if x.ndim != 3:
+        raise InputError(f"{who} expects an (H, W, B) cube (band-last); got shape {x.shape}")
+    if x.dtype.kind not in "iuf":
+        raise InputError(f"{who} expects a real numeric cube (int, uint or float); got dtype {x.dtype}")
+    if min(x.shape) == 0:
+        raise InputError(f"{who} got an empty cube of shape {x.shape}")
+    return x, source
