@@ -48,7 +48,15 @@ import numpy as np
 
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import BundleError, CallOrderError, ConfigError, InputError, WeightsError, describe
+from edgesentry.errors import (
+    BackendUnavailableError,
+    BundleError,
+    CallOrderError,
+    ConfigError,
+    InputError,
+    WeightsError,
+    describe,
+)
 from edgesentry.kernels import otam as otam_kernels
 from edgesentry.result import Result
 
@@ -286,6 +294,8 @@ class _Graphs:
         if self.backend == "onnxruntime" and not with_token0:
             return tuple(self._session("views").run(["z_local", "z_global"],
                                                     {"features": features, "prompt": prompt}))
+        if self.model is None:
+            raise BackendUnavailableError("view outputs with token 0 need the torch model; install torch")
         import torch
 
         with torch.inference_mode():
@@ -762,10 +772,7 @@ def build(**options: Any) -> MDMFDetector:
 
 def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto", device: str = "cpu",
                 threshold: float | None = None, **overrides: Any) -> MDMFDetector:
-    import torch
-
     from edgesentry.backends.base import resolve_backend
-    from edgesentry.models import mdmf as M
 
     try:
         settings = MDMFSettings(**{**bundle.config, **overrides})
@@ -775,9 +782,36 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
     needed = {"views"} | (set() if settings.features_in else {"visual"})
     used = resolve_backend(backend, has_onnx=needed <= set(graphs), has_weights=bundle.has("weights.safetensors"))
     tensors = bundle.load_tensors()
+    try:
+        model, text_tower, tokenizer = _torch_parts(bundle, settings, tensors, device)
+    except ImportError as exc:
+        if used != "onnxruntime":
+            raise BackendUnavailableError(
+                f"mdmf backend {used!r} needs torch ({exc}); pip install edgesentry[torch]"
+            ) from None
+        # Torch-free runtime: ONNX Runtime runs both graphs. What only the torch model offers (view
+        # outputs with token 0, encoding class-name prompts with the text tower) then says so.
+        model = text_tower = tokenizer = None
+    model_id = bundle.files.get("weights.safetensors", "")
+    det = MDMFDetector(settings, _Graphs(used, model, bundle, device), text_tower=text_tower, tokenizer=tokenizer,
+                       model_id=model_id, kernels=kernels, calibration=bundle.calibration)
+    if threshold is not None:
+        det.threshold = threshold
+    return det
+
+
+def _torch_parts(bundle: Bundle, settings: MDMFSettings, tensors: dict[str, np.ndarray],
+                 device: str) -> tuple[Any, Any, Any]:
+    """The torch model (heads, and the visual tower unless features-in), text tower and tokenizer.
+
+    Built for every backend when torch is installed: the model also serves the view outputs with
+    token 0 (oracle checks), which the exported graph does not return.
+    """
+    import torch
+
+    from edgesentry.models import mdmf as M
+
     cfg = model_config(settings.model)
-    # The torch model is built for every backend: it also serves the view outputs with token 0
-    # (oracle checks) and needs no export; ONNX Runtime then runs the graphs when chosen.
     with torch.device("meta"):
         model = M.MDMF(cfg)
     state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("text.")}
@@ -801,12 +835,7 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
         if bundle.has(_BPE_FILE):
             merges = json.loads(bundle.file(_BPE_FILE).read_text())["merges"]
             tokenizer = M.ClipTokenizer(merges)
-    model_id = bundle.files.get("weights.safetensors", "")
-    det = MDMFDetector(settings, _Graphs(used, model, bundle, device), text_tower=text_tower, tokenizer=tokenizer,
-                       model_id=model_id, kernels=kernels, calibration=bundle.calibration)
-    if threshold is not None:
-        det.threshold = threshold
-    return det
+    return model, text_tower, tokenizer
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
