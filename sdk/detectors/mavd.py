@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesentry._threads import single_threaded_blas
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError, describe
@@ -219,6 +220,10 @@ class MAVDDetector(Detector):
 
     def score_features(self, v: np.ndarray, a: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, str, dict[str, Any]]:
         """Align-and-fuse kernel + TCN/MIL head: features -> per-crop probabilities (B, T)."""
+        with single_threaded_blas():  # small matmuls: threads would only slow the next graph call
+            return self._score_features(v, a, f)
+
+    def _score_features(self, v: np.ndarray, a: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, str, dict[str, Any]]:
         from edgesentry.kernels import mavd as kernels
         from edgesentry.kernels.mavd import reference
 
