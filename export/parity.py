@@ -33,6 +33,12 @@ class OutputParity:
     passed: bool
     note: str = ""
 
+    @classmethod
+    def failed(cls, name: str, shape: tuple[int, ...], atol: float, rtol: float, count: int, note: str) -> OutputParity:
+        """An output that could not be compared at all (missing, or of another shape)."""
+        nan = float("nan")
+        return cls(name, shape, nan, nan, nan, nan, nan, nan, nan, nan, atol, rtol, count, False, note=note)
+
 
 @dataclass
 class ParityReport:
@@ -75,24 +81,7 @@ def compare_arrays(name: str, expected: np.ndarray, actual: np.ndarray, *, atol:
     e = np.asarray(expected, dtype=np.float64)
     a = np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape:
-        nan = float("nan")
-        return OutputParity(
-            name,
-            tuple(a.shape),
-            nan,
-            nan,
-            nan,
-            nan,
-            nan,
-            nan,
-            nan,
-            nan,
-            atol,
-            rtol,
-            a.size,
-            False,
-            note=f"shape {a.shape} != {e.shape}",
-        )
+        return OutputParity.failed(name, tuple(a.shape), atol, rtol, a.size, f"shape {a.shape} != {e.shape}")
     finite = np.isfinite(e) & np.isfinite(a)
     finite_mismatch = int(np.count_nonzero(np.isfinite(e) != np.isfinite(a)))
     diff = np.abs(a - e)[finite]
@@ -135,25 +124,8 @@ def compare_outputs(
         a_tol = atol[key] if isinstance(atol, Mapping) else atol
         r_tol = rtol[key] if isinstance(rtol, Mapping) else rtol
         if key not in actual:
-            nan = float("nan")
             report.outputs.append(
-                OutputParity(
-                    key,
-                    tuple(np.shape(exp)),
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    nan,
-                    a_tol,
-                    r_tol,
-                    int(np.size(exp)),
-                    False,
-                    note="missing",
-                )
+                OutputParity.failed(key, tuple(np.shape(exp)), a_tol, r_tol, int(np.size(exp)), "missing")
             )
             continue
         report.outputs.append(compare_arrays(key, exp, actual[key], atol=a_tol, rtol=r_tol))
