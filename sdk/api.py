@@ -28,10 +28,10 @@ def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector
         BackendUnavailableError: the requested backend cannot run here.
     """
     if isinstance(name_or_bundle, Bundle):
-        return family_module(name_or_bundle.family).from_bundle(name_or_bundle, **options)
+        return _call(family_module(name_or_bundle.family).from_bundle, name_or_bundle.family, name_or_bundle, **options)
     target = os.fspath(name_or_bundle)
     if target in FAMILIES and not Path(target).exists():
-        return family_module(target).build(**options)
+        return _call(family_module(target).build, target, **options)
     path = Path(target)
     if not path.exists():
         raise ConfigError(
@@ -40,7 +40,17 @@ def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector
     bundle = Bundle.open(path)
     if bundle.family not in FAMILIES:
         raise BundleError(f"bundle {path} is of unknown family {bundle.family!r}; expected one of {sorted(FAMILIES)}")
-    return family_module(bundle.family).from_bundle(bundle, **options)
+    return _call(family_module(bundle.family).from_bundle, bundle.family, bundle, **options)
+
+
+def _call(builder: Any, family: str, *args: Any, **options: Any) -> Detector:
+    """Call a family builder; an option it does not take is a ``ConfigError`` naming it."""
+    try:
+        return builder(*args, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ConfigError(f"family {family!r} does not take that option: {exc}") from None
 
 
 def convert(family: str, *args: Any, **kwargs: Any) -> Bundle:

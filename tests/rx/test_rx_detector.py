@@ -165,3 +165,9 @@ def test_result_has_stage_timings(rng):
     assert set(result.timings) == {"preprocess", "graph", "postprocess", "total"}
     assert result.timings["total"] >= result.timings["postprocess"] >= 0
     assert result.summary()["shape"] == [6, 6]
+
+
+@pytest.mark.parametrize("option", [{"backend": "tensorrt"}, {"windw": (3, 9)}])
+def test_options_a_family_does_not_take_are_config_errors(option):
+    with pytest.raises(ConfigError, match=f"family 'rx' does not take that option.*{next(iter(option))}"):
+        edgesentry.load("rx", **option)
