@@ -28,7 +28,6 @@ features when ``return_features=True``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -41,7 +40,7 @@ import numpy as np
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError
-from edgesentry.io.hsi import as_cube, read_ground_truth
+from edgesentry.io.hsi import as_cube
 from edgesentry.kernels import fers as fers_kernels
 from edgesentry.result import Result
 
@@ -387,8 +386,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
 def detect_from_args(args: argparse.Namespace) -> int:
     from edgesentry.api import load
     from edgesentry.cli._args import parse_pair
-    from edgesentry.metrics import roc_auc
-    from edgesentry.viz import save_heatmap
+    from edgesentry.detectors.rx import write_scene_report
 
     window = parse_pair(args.window, "--window") if args.window else None
     det = load(args.bundle, backend=args.backend, kernels=args.kernels, mode=args.mode, window=window,
@@ -396,19 +394,10 @@ def detect_from_args(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = det.predict(args.scene)
     elapsed = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.scene).stem
-    np.save(out / f"{stem}_scores.npy", result.extras["scores"])
-    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=f"FERS {det.options.mode}: {stem}")
-    summary: dict[str, Any] = {"scene": args.scene, "bundle": args.bundle, "seconds": elapsed, **result.summary()}
-    if args.gt:
-        gt = read_ground_truth(args.gt)
-        if gt.shape != result.anomaly_map.shape:
-            raise InputError(f"ground truth has shape {gt.shape}; the score map is {result.anomaly_map.shape}")
-        summary["auc"] = roc_auc(gt, result.extras["scores"])
-    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    summary = write_scene_report(result, args.scene, args.out, title=f"FERS {det.options.mode}: {stem}", gt=args.gt,
+                                 summary={"bundle": args.bundle, "seconds": elapsed})
     auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
     print(f"{stem}: FERS {det.options.mode} ({'spectral-only' if not det.has_spatial else 'full'}, "
-          f"{det.backend}) in {elapsed:.3f}s{auc} -> {out}")
+          f"{det.backend}) in {elapsed:.3f}s{auc} -> {args.out}")
     return 0

@@ -230,31 +230,39 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     _add_rx_options(parser)
 
 
-def detect_from_args(args: argparse.Namespace) -> int:
+def write_scene_report(result: Result, scene: str, out_dir: str | os.PathLike, *, title: str,
+                       gt: str | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``<stem>_scores.npy``, ``<stem>_heatmap.png`` and ``<stem>_summary.json`` (with
+    the AUC over the scored pixels when ground truth is given); return the summary."""
     from edgesentry.metrics import roc_auc
     from edgesentry.viz import save_heatmap
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(scene).stem
+    scores = result.extras["scores"]
+    np.save(out / f"{stem}_scores.npy", scores)
+    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=title)
+    summary = {"scene": scene, **result.summary(), **summary}
+    if gt:
+        truth = read_ground_truth(gt)
+        if truth.shape != result.anomaly_map.shape:
+            raise InputError(f"ground truth has shape {truth.shape}; the score map is {result.anomaly_map.shape}")
+        valid = result.extras.get("valid", np.ones(truth.shape, bool))
+        summary["auc"] = roc_auc(truth[valid], scores[valid])
+    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def detect_from_args(args: argparse.Namespace) -> int:
     det = build(threshold=args.threshold, **_options_from_args(args))
     start = time.perf_counter()
     result = det.predict(args.scene)
     elapsed = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.scene).stem
-    np.save(out / f"{stem}_scores.npy", result.extras["scores"])
-    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=f"RX {det.cfg.mode}: {stem}")
-    summary: dict[str, Any] = {
-        "scene": args.scene,
-        **result.summary(),
-        "seconds": elapsed,
-        "shape": list(result.extras["scores"].shape) + [result.info["bands"]],
-    }
-    if args.gt:
-        gt = read_ground_truth(args.gt)
-        if gt.shape != result.anomaly_map.shape:
-            raise InputError(f"ground truth has shape {gt.shape}; the score map is {result.anomaly_map.shape}")
-        summary["auc"] = roc_auc(gt[result.extras["valid"]], result.extras["scores"][result.extras["valid"]])
-    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    shape = list(result.extras["scores"].shape) + [result.info["bands"]]
+    summary = write_scene_report(result, args.scene, args.out, title=f"RX {det.cfg.mode}: {stem}", gt=args.gt,
+                                 summary={"seconds": elapsed, "shape": shape})
     auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
-    print(f"{stem}: {summary['shape']} in {elapsed:.3f}s{auc} -> {out}")
+    print(f"{stem}: {shape} in {elapsed:.3f}s{auc} -> {args.out}")
     return 0
