@@ -41,7 +41,7 @@ def _extensions() -> list[Pybind11Extension]:
     compile_args, link_args = _openmp_flags()
     # -O3 lets GCC vectorise the `omp simd` reductions; no -march=native so wheels stay portable
     # (hot loops carry target_clones for AVX2/AVX-512 on x86-64 instead).
-    compile_args = [*compile_args, "-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi"]
+    compile_args = [*compile_args, "-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wno-psabi"]
     if platform.machine() in ("x86_64", "AMD64"):
         compile_args.append("-DEDGESENTRY_X86")
     exts = []

@@ -61,42 +61,51 @@ F otam_dp(const F* base, int rows, int m_cols, long rs, long cs, F lam, F* prev,
 
 // ---------------------------------------------------------------- lockstep DP (SIMD)
 // The fused kernel runs the OTAM DPs of 8 problems ((pair, view, direction) triples) in
-// lockstep, one problem per SIMD lane, so every cell update is a handful of vector ops. exp and
-// log are branch-free Cody-Waite/Cephes-style polynomials (~2 ulp in float) that the compiler
-// inlines and vectorises; arguments are in the ranges the soft-min produces (exp of <= 0, log of
-// [1, 3]).
+// lockstep, one problem per SIMD lane, so every cell update is a handful of vector ops. The
+// lanes are a GCC/Clang vector type rather than an `omp simd` loop: an 8-trip loop was left
+// scalar by the vectoriser (alignment peeling), and the vector type maps to one AVX2 register
+// in the x86-64-v3 clone, two SSE or NEON registers elsewhere. exp and log are branch-free
+// Cody-Waite/Cephes-style polynomials (~2 ulp in float); arguments are in the ranges the
+// soft-min produces (exp of <= 0, log of [1, 3]).
 constexpr int kLanes = 8;
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
+typedef float vf_unaligned __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float))));
 
-__attribute__((always_inline)) inline float fast_exp(float x) {
-  x = x > -87.0f ? x : -87.0f;
-  // round to nearest with the 1.5 * 2^23 trick: branch-free, vectorises without SSE4.1
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
+__attribute__((always_inline)) inline vf load(const float* p) { return *reinterpret_cast<const vf_unaligned*>(p); }
+__attribute__((always_inline)) inline void store(float* p, vf v) { *reinterpret_cast<vf_unaligned*>(p) = v; }
+__attribute__((always_inline)) inline vf splat(float x) { return vf{} + x; }
+__attribute__((always_inline)) inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+__attribute__((always_inline)) inline vf vabs(vf x) {
+  return reinterpret_cast<vf>(reinterpret_cast<vi>(x) & 0x7fffffff);
+}
+
+__attribute__((always_inline)) inline vf fast_exp(vf x) {
+  x = x > -87.0f ? x : splat(-87.0f);
+  // round to nearest with the 1.5 * 2^23 trick: branch-free on every ISA
+  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const vf r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  vf y = splat(1.9875691500e-4f);
   y = y * r + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  return y * reinterpret_cast<vf>(bits);
 }
 
-__attribute__((always_inline)) inline float fast_log(float x) {  // x >= 1
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+__attribute__((always_inline)) inline vf fast_log(vf x) {  // x >= 1
+  vi bits = reinterpret_cast<vi>(x);
+  vf e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, vf);
   bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
-  float m;
-  std::memcpy(&m, &bits, sizeof m);
-  const float low = m < 0.707106781186547524f ? 1.0f : 0.0f;
+  vf m = reinterpret_cast<vf>(bits);
+  const vf low = m < 0.707106781186547524f ? splat(1.0f) : splat(0.0f);
   e -= low;
   m = m + low * m - 1.0f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
+  const vf z = m * m;
+  vf y = splat(7.0376836292e-2f);
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -113,52 +122,41 @@ __attribute__((always_inline)) inline float fast_log(float x) {  // x >= 1
 
 // d: [rows * m_cols][kLanes] costs; prev/cur: [(m_cols + 2)][kLanes]; out: [kLanes].
 #ifdef EDGESENTRY_X86
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 void dp_block(const float* d, int rows, int m_cols, float lam, float* prev, float* cur, float* out) {
   const int last = m_cols + 1;
   const float inv = 1.0f / lam;
-#pragma omp simd
-  for (int l = 0; l < kLanes; ++l) prev[l] = 0.0f;
+  vf acc = splat(0.0f);
+  store(prev, acc);
   for (int m = 1; m <= m_cols; ++m) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) prev[m * kLanes + l] = prev[(m - 1) * kLanes + l] + d[(m - 1) * kLanes + l];
+    acc += load(d + (m - 1) * kLanes);
+    store(prev + m * kLanes, acc);
   }
-#pragma omp simd
-  for (int l = 0; l < kLanes; ++l) prev[last * kLanes + l] = prev[m_cols * kLanes + l];
+  store(prev + last * kLanes, acc);
   for (int r = 1; r < rows; ++r) {
     const float* row = d + static_cast<long>(r) * m_cols * kLanes;
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      // cur[0] = 0, so softmin(prev[0], prev[1], 0)
-      const float a = prev[l], b = prev[kLanes + l];
-      const float ab = a < b ? a : b;
-      const float mn = ab < 0.0f ? ab : 0.0f;
-      const float s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp(mn * inv);
-      cur[l] = 0.0f;
-      cur[kLanes + l] = row[l] + (mn - lam * fast_log(s));
+    {  // cur[0] = 0, so softmin(prev[0], prev[1], 0)
+      const vf a = load(prev), b = load(prev + kLanes);
+      const vf mn = vmin(vmin(a, b), splat(0.0f));
+      const vf s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp(mn * inv);
+      store(cur, splat(0.0f));
+      store(cur + kLanes, load(row) + (mn - lam * fast_log(s)));
     }
     for (int m = 2; m <= m_cols; ++m) {
-#pragma omp simd
-      for (int l = 0; l < kLanes; ++l) {
-        const float a = prev[(m - 1) * kLanes + l], b = cur[(m - 1) * kLanes + l];
-        const float mn = a < b ? a : b;
-        cur[m * kLanes + l] = row[(m - 1) * kLanes + l] +
-                              (mn - lam * fast_log(1.0f + fast_exp(-std::fabs(a - b) * inv)));
-      }
+      const vf a = load(prev + (m - 1) * kLanes), b = load(cur + (m - 1) * kLanes);
+      const vf mn = vmin(a, b);
+      store(cur + m * kLanes, load(row + (m - 1) * kLanes) + (mn - lam * fast_log(1.0f + fast_exp(-vabs(a - b) * inv))));
     }
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      const float a = prev[m_cols * kLanes + l], b = prev[last * kLanes + l], c = cur[m_cols * kLanes + l];
-      const float bc = b < c ? b : c;
-      const float mn = a < bc ? a : bc;
-      const float s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp((mn - c) * inv);
-      cur[last * kLanes + l] = mn - lam * fast_log(s);
+    {
+      const vf a = load(prev + m_cols * kLanes), b = load(prev + last * kLanes), c = load(cur + m_cols * kLanes);
+      const vf mn = vmin(a, vmin(b, c));
+      const vf s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp((mn - c) * inv);
+      store(cur + last * kLanes, mn - lam * fast_log(s));
     }
     std::swap(prev, cur);
   }
-#pragma omp simd
-  for (int l = 0; l < kLanes; ++l) out[l] = prev[last * kLanes + l];
+  store(out, load(prev + last * kLanes));
 }
 
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -168,7 +166,7 @@ using darr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 // 32 partial sums, i.e. several independent vector accumulators: one accumulator would make the
 // loop wait on the FMA latency and run ~4x slower.
 #ifdef EDGESENTRY_X86
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 float dot(const float* __restrict a, const float* __restrict b, int d) {
   float acc[32] = {0.0f};  // lanes are independent: vectorises without reassociating
