@@ -65,7 +65,7 @@ def _fusion_rows(ctx: Any) -> list[Row]:
             for scoring in ("original", "weighted"):
                 size = f"{batch}x224x224 from {'12 logits' if logits else 'P'} {scoring}"
                 want = reference.isstad_fusion(*inputs, scoring=scoring)
-                variants = [("reference", "reference", None), ("cpu", "cpu", None), ("cpu 2 threads", "cpu", "2")]
+                variants = [("reference", "reference", None), ("cpu", "cpu", None), ("cpu 1 thread", "cpu", "1")]
                 for impl, tier, threads in variants:
                     old = os.environ.get("EDGESENTRY_CPU_THREADS")
                     if threads:

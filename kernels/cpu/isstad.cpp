@@ -117,10 +117,11 @@ ES_CLONES void hblur_row(const float* __restrict pad, const float* __restrict ta
   constexpr int R = NT / 2;
 #pragma omp simd
   for (int64_t j = 0; j < w; ++j) {
-    float acc = taps[R] * pad[j + R];
+    // four partial sums: one chain of 17 dependent FMAs would make the loop latency-bound
+    float acc[4] = {taps[R] * pad[j + R], 0.0f, 0.0f, 0.0f};
 #pragma GCC unroll 64
-    for (int t = 0; t < R; ++t) acc += taps[t] * (pad[j + t] + pad[j + NT - 1 - t]);
-    out[j] = acc;
+    for (int t = 0; t < R; ++t) acc[t % 4] += taps[t] * (pad[j + t] + pad[j + NT - 1 - t]);
+    out[j] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   }
 }
 
@@ -135,6 +136,52 @@ ES_CLONES void vblur_row(const float* const* __restrict rows, const float* __res
 #pragma GCC unroll 64
     for (int t = 0; t < R; ++t) acc += taps[t] * (rows[t][j] + rows[NT - 1 - t][j]);
     out[j] = acc;
+  }
+}
+
+// Vertical FIR of two consecutive output rows at once: out0 from rows[0 .. NT-1], out1 from
+// rows[1 .. NT]. The two rows share all NT + 1 loads, and the row pointers are read once per
+// 16 columns rather than once per column vector: the one-row version (vblur_row) reloaded its
+// 33 spilled pointers and 33 samples for every 8 outputs and ran load-bound at ~3x this cost.
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8f_u __attribute__((vector_size(32), aligned(alignof(float))));
+
+__attribute__((always_inline)) inline v8f load8(const float* p) { return *reinterpret_cast<const v8f_u*>(p); }
+__attribute__((always_inline)) inline void store8(float* p, v8f v) { *reinterpret_cast<v8f_u*>(p) = v; }
+
+template <int NT>
+ES_CLONES void vblur_pair(const float* const* __restrict rows, const float* __restrict taps, int64_t w,
+                          float* __restrict out0, float* __restrict out1) {
+  constexpr int R = NT / 2;
+  int64_t j = 0;
+  for (; j + 16 <= w; j += 16) {
+    const v8f centre = v8f{} + taps[R];
+    // two partial sums per output vector (even / odd taps): 8 independent FMA chains
+    v8f a0[2] = {centre * load8(rows[R] + j), v8f{}}, a1[2] = {centre * load8(rows[R] + j + 8), v8f{}};
+    v8f b0[2] = {centre * load8(rows[R + 1] + j), v8f{}}, b1[2] = {centre * load8(rows[R + 1] + j + 8), v8f{}};
+#pragma GCC unroll 64
+    for (int t = 0; t < R; ++t) {
+      const v8f tap = v8f{} + taps[t];
+      const float *lo = rows[t] + j, *hi = rows[NT - 1 - t] + j;
+      const float *lo1 = rows[t + 1] + j, *hi1 = rows[NT - t] + j;
+      a0[t % 2] += tap * (load8(lo) + load8(hi));
+      a1[t % 2] += tap * (load8(lo + 8) + load8(hi + 8));
+      b0[t % 2] += tap * (load8(lo1) + load8(hi1));
+      b1[t % 2] += tap * (load8(lo1 + 8) + load8(hi1 + 8));
+    }
+    store8(out0 + j, a0[0] + a0[1]);
+    store8(out0 + j + 8, a1[0] + a1[1]);
+    store8(out1 + j, b0[0] + b0[1]);
+    store8(out1 + j + 8, b1[0] + b1[1]);
+  }
+  for (; j < w; ++j) {
+    float a = taps[R] * rows[R][j], b = taps[R] * rows[R + 1][j];
+    for (int t = 0; t < R; ++t) {
+      a += taps[t] * (rows[t][j] + rows[NT - 1 - t][j]);
+      b += taps[t] * (rows[t + 1][j] + rows[NT - t][j]);
+    }
+    out0[j] = a;
+    out1[j] = b;
   }
 }
 
@@ -166,6 +213,16 @@ inline void hblur(const float* pad, const float* taps, int ntaps, int64_t w, flo
 inline void vblur(const float* const* rows, const float* taps, int ntaps, int64_t w, float* out) {
   if (ntaps == kSeedTaps) vblur_row<kSeedTaps>(rows, taps, w, out);
   else vblur_row_any(rows, taps, ntaps, w, out);
+}
+
+// rows: ntaps + 1 source rows; out0 / out1 the two output rows they cover.
+inline void vblur2(const float* const* rows, const float* taps, int ntaps, int64_t w, float* out0, float* out1) {
+  if (ntaps == kSeedTaps) {
+    vblur_pair<kSeedTaps>(rows, taps, w, out0, out1);
+  } else {
+    vblur_row_any(rows, taps, ntaps, w, out0);
+    vblur_row_any(rows + 1, taps, ntaps, w, out1);
+  }
 }
 
 // Row min and max of R (vectorised reductions).
@@ -223,52 +280,34 @@ struct Shape {
   bool logits;
 };
 
-// Mean of the k largest values: an exact two-level radix select on an order-preserving
-// 32-bit key (high 16 bits over all values, then low 16 bits over the threshold bin's
-// values). Linear time, no sort; blurred maps concentrate in few high-bit bins, which is
-// why a single level plus nth_element is not enough.
-inline uint32_t order_key(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof(u));
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// Highest bin b with (count above b) < k <= (count above b) + hist[b]; returns b and sets *above.
-inline int threshold_bin(const std::vector<int32_t>& hist, int64_t k, int64_t* above) {
-  int64_t acc = 0;
-  int bin = static_cast<int>(hist.size()) - 1;
-  for (; bin > 0; --bin) {
-    if (acc + hist[bin] >= k) break;
-    acc += hist[bin];
-  }
-  *above = acc;
-  return bin;
-}
-
+// Mean of the k largest values, exactly, in linear time: a 4096-bin histogram over the value
+// range [min, max] (the bin index is monotonic in the value, so every bin above the threshold
+// bin is wholly in the top k), then nth_element over the threshold bin's few values only.
+// Blurred maps are smooth, so bins by value spread them well (bins by the float's high bits
+// put most of a map in one or two bins and needed a second 64 K-bin level).
 double top_mean(const std::vector<float>& values, int64_t k) {
-  std::vector<int32_t> hist(1 << 16, 0);
-  for (const float v : values) ++hist[order_key(v) >> 16];
-  int64_t above_hi = 0;
-  const uint32_t hi_bin = static_cast<uint32_t>(threshold_bin(hist, k, &above_hi));
+  constexpr int kBins = 4096;
+  const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+  const float lo = *lo_it, hi = *hi_it;
+  if (!(hi > lo)) return static_cast<double>(lo);  // constant map
+  const float scale = static_cast<float>(kBins) / (hi - lo);
+  const auto bin_of = [&](float v) { return std::min(kBins - 1, static_cast<int>((v - lo) * scale)); };
+  std::vector<int32_t> hist(kBins, 0);
+  for (const float v : values) ++hist[bin_of(v)];
+  int64_t above = 0;
+  int bin = kBins - 1;
+  for (; bin > 0 && above + hist[bin] < k; --bin) above += hist[bin];
   double sum = 0.0;
   std::vector<float> edge;
-  edge.reserve(static_cast<size_t>(hist[hi_bin]));
+  edge.reserve(static_cast<size_t>(hist[bin]));
   for (const float v : values) {
-    const uint32_t b = order_key(v) >> 16;
-    if (b > hi_bin) sum += v;
-    else if (b == hi_bin) edge.push_back(v);
+    const int b = bin_of(v);
+    if (b > bin) sum += v;
+    else if (b == bin) edge.push_back(v);
   }
-  std::fill(hist.begin(), hist.end(), 0);
-  for (const float v : edge) ++hist[order_key(v) & 0xFFFFu];
-  int64_t above_lo = 0;
-  const uint32_t lo_bin = static_cast<uint32_t>(threshold_bin(hist, k - above_hi, &above_lo));
-  float at_threshold = 0.0f;
-  for (const float v : edge) {
-    const uint32_t b = order_key(v) & 0xFFFFu;
-    if (b > lo_bin) sum += v;
-    else if (b == lo_bin) at_threshold = v;  // one exact value (equal keys = equal floats)
-  }
-  sum += static_cast<double>(k - above_hi - above_lo) * at_threshold;
+  const int64_t need = k - above;  // 1 <= need <= edge.size()
+  std::nth_element(edge.begin(), edge.end() - need, edge.end());
+  for (auto it = edge.end() - need; it != edge.end(); ++it) sum += *it;
   return sum / static_cast<double>(k);
 }
 
@@ -287,9 +326,14 @@ void fuse_one(const float* heads, const float* recon, const float* image, const 
   std::vector<int64_t> col_src(w + 2 * radius);
   for (int64_t j = -radius; j < w + radius; ++j) col_src[j + radius] = reflect(j, w);
 
-  // ---------------------------------------------------------------- pass 1: rows
+  // One parallel region for both passes (the implicit barrier of the first `omp for` orders
+  // them): a second region would pay the thread wake-up again for ~0.1 ms of work.
+  float m = 0.0f, inv_span = 0.0f;
+  double top_p_mean = 0.0, top_r_mean = 0.0;
+  const int64_t top_k = std::min(hw, std::max<int64_t>(1, static_cast<int64_t>(std::ceil(top_p * static_cast<double>(hw)))));
 #pragma omp parallel num_threads(threads)
   {
+    // ---------------------------------------------------------------- pass 1: rows
     std::vector<float> pad_p(w + 2 * radius), pad_r(w + 2 * radius), pad_pr(w + 2 * radius);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < h; ++i) {
@@ -319,41 +363,59 @@ void fuse_one(const float* heads, const float* recon, const float* image, const 
         hblur(pad_pr.data(), taps, ntaps, w, hpr.data() + i * w);
       }
     }
-  }
-  const float m = *std::min_element(row_min.begin(), row_min.end());
-  const float mx = *std::max_element(row_max.begin(), row_max.end());
-  // Constant R: the seed divides by zero; Rn is defined as 0 here (see reference.py).
-  const float inv_span = mx > m ? 1.0f / (mx - m) : 0.0f;
+#pragma omp single
+    {
+      m = *std::min_element(row_min.begin(), row_min.end());
+      const float mx = *std::max_element(row_max.begin(), row_max.end());
+      // Constant R: the seed divides by zero; Rn is defined as 0 here (see reference.py).
+      inv_span = mx > m ? 1.0f / (mx - m) : 0.0f;
+    }  // implicit barrier: every thread sees m and inv_span
 
-  // --------------------------------------------------------- pass 2: columns + epilogue
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> ap(w), ar(w), apr(need_pr ? w : 0);
-    std::vector<const float*> rows_p(ntaps), rows_r(ntaps), rows_pr(ntaps);
+    // --------------------------------------------------------- pass 2: columns + epilogue
+    // Output rows in pairs (i, i + 1): they share 33 of their 34 source rows (vblur_pair).
+    std::vector<float> ap(2 * w), ar(2 * w), apr(need_pr ? 2 * w : 0);
+    std::vector<const float*> rows_p(ntaps + 1), rows_r(ntaps + 1), rows_pr(ntaps + 1);
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < h; ++i) {
-      for (int t = 0; t < ntaps; ++t) {
+    for (int64_t pair = 0; pair < (h + 1) / 2; ++pair) {
+      const int64_t i = 2 * pair;
+      const int64_t count = std::min<int64_t>(2, h - i);
+      for (int t = 0; t <= ntaps; ++t) {
         const int64_t off = reflect(i + t - radius, h) * w;
         rows_p[t] = hp.data() + off;
         rows_r[t] = hr.data() + off;
         if (need_pr) rows_pr[t] = hpr.data() + off;
       }
-      vblur(rows_p.data(), taps, ntaps, w, ap.data());
-      vblur(rows_r.data(), taps, ntaps, w, ar.data());
-      if (need_pr) vblur(rows_pr.data(), taps, ntaps, w, apr.data());
-      row_sum[i] = epilogue_row(ap.data(), ar.data(), need_pr ? apr.data() : ap.data(), w, pixel_mode, image_mode, m,
-                                inv_span, pixel + i * w);
-      if (image_mode == kWeighted) {
-        std::memcpy(pb_all.data() + i * w, ap.data(), sizeof(float) * w);
-        std::memcpy(rb_all.data() + i * w, ar.data(), sizeof(float) * w);
+      if (count == 2) {
+        vblur2(rows_p.data(), taps, ntaps, w, ap.data(), ap.data() + w);
+        vblur2(rows_r.data(), taps, ntaps, w, ar.data(), ar.data() + w);
+        if (need_pr) vblur2(rows_pr.data(), taps, ntaps, w, apr.data(), apr.data() + w);
+      } else {
+        vblur(rows_p.data(), taps, ntaps, w, ap.data());
+        vblur(rows_r.data(), taps, ntaps, w, ar.data());
+        if (need_pr) vblur(rows_pr.data(), taps, ntaps, w, apr.data());
+      }
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t row = i + k, at = k * w;
+        row_sum[row] = epilogue_row(ap.data() + at, ar.data() + at, need_pr ? apr.data() + at : ap.data() + at, w,
+                                    pixel_mode, image_mode, m, inv_span, pixel + row * w);
+        if (image_mode == kWeighted) {
+          std::memcpy(pb_all.data() + row * w, ap.data() + at, sizeof(float) * w);
+          std::memcpy(rb_all.data() + row * w, ar.data() + at, sizeof(float) * w);
+        }
+      }
+    }
+    if (weighted) {  // the two top-p means are independent: one per thread
+#pragma omp sections
+      {
+#pragma omp section
+        top_p_mean = top_mean(pb_all, top_k);
+#pragma omp section
+        top_r_mean = top_mean(rb_all, top_k);
       }
     }
   }
   if (weighted) {
-    const int64_t k = std::min(hw, std::max<int64_t>(1, static_cast<int64_t>(std::ceil(top_p * static_cast<double>(hw)))));
-    const double tp = top_mean(pb_all, k);
-    const double tr = top_mean(rb_all, k);
-    *score = std::pow(1.0 + tp, w_m) * std::pow(1.0 + tr, w_r);
+    *score = std::pow(1.0 + top_p_mean, w_m) * std::pow(1.0 + top_r_mean, w_r);
   } else {
     double total = 0.0;
     for (int64_t i = 0; i < h; ++i) total += row_sum[i];
@@ -432,9 +494,10 @@ py::tuple fusion(FArray heads, FArray recon, FArray image, int pixel_mode, int i
     // A batch of at least one image per thread runs image-parallel (no barriers inside an
     // image); otherwise each image is row-parallel (the inner regions get the threads).
     const bool by_image = s.b >= 2 && nthreads > 1;
-    // Row parallelism inside one 224 x 224 image is ~0.1 ms of work between barriers: it
-    // helps on an idle machine and stalls badly on a busy one, so it is opt-in (threads > 0).
-    const int row_threads = threads > 0 ? threads : 1;
+    // A single image is row-parallel on all cores by default (one parallel region, one
+    // barrier between the passes: 1.5x on 2 idle cores). On an oversubscribed machine the
+    // barrier can stall for a scheduler quantum; threads = 1 opts out.
+    const int row_threads = nthreads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (by_image)
     for (int64_t b = 0; b < s.b; ++b) {
       fuse_one(hd + b * head_stride, rc + b * s.c * hw, im + b * s.c * hw, s, taps.data(), radius, pixel_mode,

@@ -19,9 +19,9 @@ _TAPS = gaussian_weights()
 def threads() -> int:
     """OpenMP threads from ``EDGESENTRY_CPU_THREADS`` (default 0).
 
-    0: batches run image-parallel on all cores, a single image on one thread (row
-    parallelism inside one 224 x 224 image stalls on busy machines). N > 0: N threads for
-    both (a single image row-parallel).
+    0: all cores; batches run image-parallel, a single image row-parallel. N > 0: N threads.
+    Set 1 on a machine whose cores are already busy: the row-parallel passes of one image
+    meet at a barrier, which stalls when a thread is descheduled.
     """
     return int(os.environ.get("EDGESENTRY_CPU_THREADS", "0") or 0)
 
