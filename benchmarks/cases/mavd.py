@@ -83,7 +83,9 @@ def video_rows(ctx: Any, bundle: Any) -> list[Row]:
     for backend in ("torch", "onnxruntime"):
         for tier in ("cpu", "reference"):
             dets[f"{backend} + {tier} head"] = edgesentry.load(bundle.path, backend=backend, kernels=tier)
-    model = dets["torch + cpu head"].model
+    from edgesentry.detectors.mavd import build_model
+
+    model = build_model(bundle.load_tensors(), fused=False)  # the official layout, as the seed runs it
     for t in lengths:
         x = video_inputs(t)
         iters = ctx.iters if t <= 200 else max(2, ctx.iters // 4)

@@ -159,12 +159,117 @@ void align_fuse(const farr& v, const farr& a, const farr& f, const py::list& par
   {
     py::gil_scoped_release release;
     // threads only pay off beyond a few hundred rows (wake-up cost, shared cores)
-#pragma omp parallel for schedule(static) if (n >= 2048)
+#pragma omp parallel for schedule(static) if (n >= 4096)
     for (long tile = 0; tile < tiles; ++tile) {
       const long r0 = tile * TILE;
       fuse_tile(pv, pa, pf, m, r0, static_cast<int>(std::min<long>(TILE, n - r0)), wt, po);
     }
   }
+}
+
+// ------------------------------------------------------------------ fusion head (TCN + MIL)
+// The causal TCN (3 residual blocks, kernel 2, dilations 1/2/4, weight norm folded) and the
+// MIL head on one crop's (T, 64) embedding, float32, with the same register-blocked `layer`
+// as align_fuse. A kernel-2 causal conv is one 128 -> 64 layer on the stacked row
+// [x[t-d] | x[t]]. Each level runs over the whole sequence (conv1 into h, conv2 into y, then
+// x' = ReLU(y + x) into a second buffer) because row t reads row t - d of the level's input.
+struct HeadWeights {  // transposed (in, out) copies
+  std::vector<float> conv[3][2], mil0, mil1;
+  const float *bconv[3][2], *bmil0, *bmil1, *wmil2, *bmil2;
+};
+
+std::vector<float> stack_taps(const float* w) {  // (64 out, 64 in, 2 taps) -> (128, 64): rows [tap0 | tap1]
+  std::vector<float> t(128 * 64);
+  for (int o = 0; o < 64; ++o)
+    for (int i = 0; i < 64; ++i) {
+      t[static_cast<size_t>(i) * 64 + o] = w[(o * 64 + i) * 2];
+      t[static_cast<size_t>(64 + i) * 64 + o] = w[(o * 64 + i) * 2 + 1];
+    }
+  return t;
+}
+
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void causal_conv(const float* x, long len, int d, const float* wt, const float* b, float* y) {
+  alignas(64) float stacked[TILE * 128], out[TILE * 64];
+  for (long r0 = 0; r0 < len; r0 += TILE) {
+    const long rows = std::min<long>(TILE, len - r0);
+    std::fill(stacked, stacked + TILE * 128, 0.f);
+    for (long r = 0; r < rows; ++r) {
+      const long t = r0 + r;
+      if (t >= d) std::copy(x + (t - d) * 64, x + (t - d + 1) * 64, stacked + r * 128);
+      std::copy(x + t * 64, x + (t + 1) * 64, stacked + r * 128 + 64);
+    }
+    layer<128, 64>(stacked, 128, wt, b, out, false, true);
+    std::copy(out, out + rows * 64, y + r0 * 64);
+  }
+}
+
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void mil_rows(const float* x, long len, const HeadWeights& w, float* logits) {
+  alignas(64) float xin[TILE * 64], h[TILE * 128], g[TILE * 32];
+  for (long r0 = 0; r0 < len; r0 += TILE) {
+    const long rows = std::min<long>(TILE, len - r0);
+    std::fill(xin, xin + TILE * 64, 0.f);
+    std::copy(x + r0 * 64, x + (r0 + rows) * 64, xin);
+    layer<64, 128>(xin, 64, w.mil0.data(), w.bmil0, h, false, true);
+    layer<128, 32>(h, 128, w.mil1.data(), w.bmil1, g, false, false);
+    for (long r = 0; r < rows; ++r) {
+      float acc = w.bmil2[0];
+      for (int i = 0; i < 32; ++i) acc += g[r * 32 + i] * w.wmil2[i];
+      logits[r0 + r] = acc;
+    }
+  }
+}
+
+void head_crop(const float* emb, long len, const HeadWeights& w, float* logits) {
+  std::vector<float> x(emb, emb + len * 64), h(len * 64), y(len * 64), next(len * 64);
+  for (int level = 0; level < 3; ++level) {
+    const int d = 1 << level;
+    causal_conv(x.data(), len, d, w.conv[level][0].data(), w.bconv[level][0], h.data());
+    causal_conv(h.data(), len, d, w.conv[level][1].data(), w.bconv[level][1], y.data());
+    for (long i = 0; i < len * 64; ++i) next[i] = std::max(0.f, y[i] + x[i]);
+    x.swap(next);
+  }
+  mil_rows(x.data(), len, w, logits);
+}
+
+// emb (B, T, 64); params: tcn{0,1,2}.conv{1,2}.{w,b} (12 arrays, in that order), then
+// mil{0,1,2}.{w,b} (6) -> logits (B, T).
+py::array_t<float> fusion_head(const farr& emb, const py::list& params) {
+  if (emb.ndim() != 3 || emb.shape(2) != 64) throw std::invalid_argument("fusion_head expects emb (B, T, 64)");
+  if (params.size() != 18) throw std::invalid_argument("fusion_head expects 18 parameter arrays");
+  std::vector<farr> p;
+  for (auto item : params) p.push_back(item.cast<farr>());
+  const long sizes[18] = {8192, 64, 8192, 64, 8192, 64, 8192, 64, 8192, 64, 8192, 64, 8192, 128, 4096, 32, 32, 1};
+  for (int i = 0; i < 18; ++i)
+    if (p[i].size() != sizes[i])
+      throw std::invalid_argument("fusion_head parameter " + std::to_string(i) + " has the wrong size");
+  HeadWeights w;
+  for (int level = 0; level < 3; ++level)
+    for (int c = 0; c < 2; ++c) {
+      w.conv[level][c] = stack_taps(p[level * 4 + c * 2].data());
+      w.bconv[level][c] = p[level * 4 + c * 2 + 1].data();
+    }
+  w.mil0 = transpose(p[12].data(), 128, 64);
+  w.bmil0 = p[13].data();
+  w.mil1 = transpose(p[14].data(), 32, 128);
+  w.bmil1 = p[15].data();
+  w.wmil2 = p[16].data();
+  w.bmil2 = p[17].data();
+  const long nb = emb.shape(0), len = emb.shape(1);
+  py::array_t<float> logits({nb, len});
+  const float* src = emb.data();
+  float* dst = logits.mutable_data();
+  {
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) if (nb > 1 && nb * len >= 4096)
+    for (long b = 0; b < nb; ++b) head_crop(src + b * len * 64, len, w, dst + b * len);
+  }
+  return logits;
 }
 
 void positional(const farr& t, double decay, py::array_t<float> out) {
@@ -215,6 +320,8 @@ PYBIND11_MODULE(_cpu_mavd, m) {
   m.doc() = "Compiled CPU tier of the MAVD kernels (see edgesentry.kernels.mavd)";
   m.def("align_fuse", &align_fuse, py::arg("v"), py::arg("a"), py::arg("f"), py::arg("params"), py::arg("out"),
         "(N,128) v, (M,32) a (row n % M), (N,64) f, 16 float32 params -> writes the (N,64) fusion embedding into out");
+  m.def("fusion_head", &fusion_head, py::arg("emb"), py::arg("params"),
+        "(B, T, 64) fusion embedding + 18 float32 TCN/MIL params -> (B, T) logits (float32)");
   m.def("positional", &positional, py::arg("t"), py::arg("decay"), py::arg("out"),
         "A2 @ t over axis 1 of (N, T, C) float32 by two exponential scans");
 }

@@ -37,6 +37,23 @@ def align_fuse(
     return out
 
 
+#: parameter order of the compiled fusion head
+HEAD_PARAMS = tuple(f"tcn{i}.conv{c}.{k}" for i in range(3) for c in (1, 2) for k in ("w", "b")) + tuple(
+    f"mil{i}.{k}" for i in range(3) for k in ("w", "b")
+)
+
+
+def fusion_head(emb: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """See ``reference.fusion_head``: (B, T, 64) -> (B, T) logits, float32 in C++ (TCN + MIL)."""
+    from edgesentry.kernels import _cpu_mavd
+
+    x = np.ascontiguousarray(emb, np.float32)
+    if x.ndim != 3 or x.shape[2] != 64:
+        raise InputError(f"fusion_head expects emb of shape (B, T, 64); got {x.shape}")
+    flat = [np.ascontiguousarray(params[k], np.float32) for k in HEAD_PARAMS]
+    return _cpu_mavd.fusion_head(x, flat)
+
+
 def positional(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """See ``reference.positional``: (..., T, C) -> same shape, two scans in O(T)."""
     from edgesentry.kernels import _cpu_mavd

@@ -81,16 +81,31 @@ def positional_matrix(
 
 # ------------------------------------------------------------------------------ modules
 class Temporal(nn.Module):
-    """Conv1d(k=3, pad 1) + ReLU over time on (B, T, C) input (``embedding.conv_1``)."""
+    """Conv1d(k=3, pad 1) + ReLU over time on (B, T, C) input (``embedding.conv_1``).
 
-    def __init__(self, input_size: int, out_size: int):
+    ``fused=True`` computes the same conv in the (B, T, C) layout: one (B*T, C) x (C, 3*out)
+    product, then ``y[t] = z0[t-1] + z1[t] + z2[t+1]``. The official layout transposes the
+    1024-wide input to (B, C, T) and back; in the exported graph those transposes cost as
+    much as the conv itself.
+    """
+
+    def __init__(self, input_size: int, out_size: int, fused: bool = False):
         super().__init__()
+        self.fused = fused
         self.conv_1 = nn.Sequential(
             nn.Conv1d(input_size, out_size, kernel_size=3, stride=1, padding=1), nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_1(x.transpose(1, 2)).transpose(1, 2)
+        if not self.fused:
+            return self.conv_1(x.transpose(1, 2)).transpose(1, 2)
+        conv = self.conv_1[0]
+        out = conv.out_channels
+        taps = conv.weight.permute(1, 2, 0).reshape(conv.in_channels, 3 * out)  # column k*out + o
+        z = torch.matmul(x, taps)
+        before = F.pad(z[..., :out], (0, 0, 1, 0))[:, :-1]  # z0[t-1], zero at t = 0
+        after = F.pad(z[..., 2 * out :], (0, 0, 0, 1))[:, 1:]  # z2[t+1], zero at t = T-1
+        return F.relu(z[..., out : 2 * out] + before + after + conv.bias)
 
 
 class FeedForward(nn.Module):
@@ -113,16 +128,19 @@ class Attention(nn.Module):
     T x T product) or ``"scan"`` (two exponential scans, O(T); exact in real arithmetic).
     """
 
-    def __init__(self, dim: int, heads: int, dim_head: int, positional: str = "matrix"):
+    def __init__(self, dim: int, heads: int, dim_head: int, positional: str = "matrix", fused: bool = False):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
         self.scale = dim_head**-0.5
         self.positional = positional
+        self.fused = fused
         self.to_qkv = nn.Linear(dim, inner * 4, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner * 2, dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return self._forward_fused(x)
         b, n, _ = x.shape
         q, k, v, t = (
             c.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
@@ -130,12 +148,39 @@ class Attention(nn.Module):
         )
         attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
         out1 = torch.matmul(attn, v)
-        if self.positional == "scan":
-            out2 = positional_scan(t)
-        else:
-            out2 = torch.matmul(positional_matrix(n, dtype=x.dtype, device=x.device), t)
+        out2 = self._positional(t)
         out = torch.cat([out1, out2], dim=-1)  # (b, h, n, 2 dh)
         return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * 2 * self.dim_head))
+
+    def _positional(self, t: torch.Tensor) -> torch.Tensor:
+        if self.positional == "scan":
+            return positional_scan(t)
+        return torch.matmul(positional_matrix(t.shape[-2], dtype=t.dtype, device=t.device), t)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same attention with per-head weight views instead of activation reshapes.
+
+        q, k, v come straight out as (b, h, n, dh) from ``x[:, None] @ W_h`` (h, dim, dh), and
+        ``to_out`` is applied per head and summed over heads, so no activation is sliced,
+        transposed or concatenated (in ONNX Runtime those copies took ~40% of the unimodal
+        graph at T = 182): the head-major ``[out1_h | out2_h]`` input of ``to_out`` becomes a
+        split of its weight into the out1 and out2 halves of each head.
+
+        The positional branch is linear and shares A2 across heads, so it collapses:
+        ``sum_h A2 (x Wt_h) Wo2_h = A2 (x M)`` with ``M = sum_h Wt_h Wo2_h`` (dim x dim). That
+        drops the t projection and the per-head A2 products (~30% of the attention's work).
+        """
+        h, dh = self.heads, self.dim_head
+        w = self.to_qkv.weight.reshape(4, h, dh, -1).transpose(-1, -2)  # (4, h, dim, dh): q, k, v, t
+        proj = self.to_out[0]
+        wo = proj.weight.reshape(-1, h, 2 * dh).permute(1, 2, 0)  # (h, 2 dh, dim)
+        xs = x.unsqueeze(1)
+        q = torch.matmul(xs, w[0] * self.scale)
+        k, v = torch.matmul(xs, w[1]), torch.matmul(xs, w[2])
+        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
+        content = torch.matmul(torch.matmul(attn, v), wo[:, :dh]).sum(dim=1)
+        positional = self._positional(torch.matmul(x, torch.matmul(w[3], wo[:, dh:]).sum(dim=0)))
+        return content + positional + proj.bias
 
 
 def positional_scan(t: torch.Tensor) -> torch.Tensor:
@@ -176,13 +221,14 @@ class Transformer(nn.Module):
     """Pre-norm transformer: ``x = Attn(LN x) + x; x = FF(LN x) + x`` per layer, no final LN."""
 
     def __init__(
-        self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, positional: str = "matrix"
+        self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, positional: str = "matrix",
+        fused: bool = False,
     ):
         super().__init__()
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
-                    PreNorm(dim, Attention(dim, heads, dim_head, positional)),
+                    PreNorm(dim, Attention(dim, heads, dim_head, positional, fused)),
                     PreNorm(dim, FeedForward(dim, mlp_dim)),
                 ]
             )
@@ -219,11 +265,11 @@ class MIL(nn.Module):
 class Unimodal(nn.Module):
     """One modality: ``embedding`` (Conv1d k3 + ReLU), ``selfatt`` (transformer), ``mil``."""
 
-    def __init__(self, cfg: UnimodalConfig, positional: str = "matrix"):
+    def __init__(self, cfg: UnimodalConfig, positional: str = "matrix", fused: bool = False):
         super().__init__()
         d = cfg.feature_dim
-        self.embedding = Temporal(cfg.input_size, d)
-        self.selfatt = Transformer(d, cfg.depth, cfg.heads, d // 2, d, positional)
+        self.embedding = Temporal(cfg.input_size, d, fused)
+        self.selfatt = Transformer(d, cfg.depth, cfg.heads, d // 2, d, positional, fused)
         self.mil = MIL(d, cfg.h_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -311,14 +357,20 @@ class Multimodal(nn.Module):
 
 class MAVD(nn.Module):
     """The whole inference network. ``forward(rgb, flow, audio)`` returns per-crop snippet
-    probabilities (B, T); ``features`` gives the unimodal stage alone."""
+    probabilities (B, T); ``features`` gives the unimodal stage alone.
 
-    def __init__(self, cfg: MAVDConfig | None = None, positional: str = "matrix"):
+    ``fused=True`` selects the layout-free formulations of the conv embedding and the
+    attention (``Temporal``, ``Attention._forward_fused``): same parameters, same function
+    (float32 reassociation only), fewer activation copies. The detector and the exported graph
+    use it; ``fused=False`` is the official computation, kept as the benchmark baseline.
+    """
+
+    def __init__(self, cfg: MAVDConfig | None = None, positional: str = "matrix", fused: bool = False):
         super().__init__()
         self.cfg = cfg = cfg or MAVDConfig()
-        self.v_model = Unimodal(cfg.v, positional)
-        self.a_model = Unimodal(cfg.a, positional)
-        self.f_model = Unimodal(cfg.f, positional)
+        self.v_model = Unimodal(cfg.v, positional, fused)
+        self.a_model = Unimodal(cfg.a, positional, fused)
+        self.f_model = Unimodal(cfg.f, positional, fused)
         self.va_model = Projection(cfg.a.feature_dim, cfg.a.feature_dim, cfg.a.feature_dim)
         self.vf_model = Projection(cfg.f.feature_dim, cfg.f.feature_dim, cfg.f.feature_dim)
         mix = cfg.v.feature_dim + cfg.a.feature_dim + cfg.f.feature_dim

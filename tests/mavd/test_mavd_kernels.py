@@ -93,6 +93,35 @@ def test_fusion_head_matches_torch_module(model, rng):
     assert_verbose_allclose(K.fusion_head(emb, params), want, atol=1e-5, rtol=1e-5)
 
 
+def _random_head_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    shapes = {f"tcn{i}.conv{c}.w": (64, 64, 2) for i in range(3) for c in (1, 2)}
+    shapes |= {f"tcn{i}.conv{c}.b": (64,) for i in range(3) for c in (1, 2)}
+    shapes |= {"mil0.w": (128, 64), "mil0.b": (128,), "mil1.w": (32, 128), "mil1.b": (32,),
+               "mil2.w": (1, 32), "mil2.b": (1,)}  # fmt: skip
+    return {k: (rng.standard_normal(s) / np.sqrt(s[-1] if len(s) < 3 else 128)).astype(np.float32)
+            for k, s in shapes.items()}
+
+
+# (crops, T): T = 1 and T below the dilation 4, tile edges (16), several crops
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (2, 5), (5, 16), (3, 17), (5, 182)])
+def test_fusion_head_cpu_matches_reference(shape, rng):
+    _tier_or_skip(K.FUSION_HEAD, "cpu")
+    params = _random_head_params(rng)
+    emb = np.maximum(rng.standard_normal((*shape, 64)), 0).astype(np.float32)
+    want = R.fusion_head(emb, params)
+    got, tier = K.fast_fusion_head(emb, params)
+    assert tier == "cpu" and got.shape == shape and got.dtype == np.float32
+    assert_verbose_allclose(got, want, atol=1e-5, rtol=1e-5)
+    # the numpy float32 fallback of the fast tiers agrees as well
+    assert_verbose_allclose(R.fusion_head(emb, params, dtype=np.float32), want, atol=1e-5, rtol=1e-5)
+
+
+def test_fusion_head_cpu_rejects_bad_shapes(rng):
+    _tier_or_skip(K.FUSION_HEAD, "cpu")
+    with pytest.raises(InputError, match="B, T, 64"):
+        K.FUSION_HEAD.load("cpu")(np.zeros((2, 5, 32), np.float32), _random_head_params(rng))
+
+
 def test_align_fuse_bad_shapes(rng):
     p = random_params(rng)
     v, a, f = np.zeros((6, 128), np.float32), np.zeros((4, 32), np.float32), np.zeros((6, 64), np.float32)
