@@ -1,7 +1,8 @@
 """RX kernels: every host tier against the numpy reference on fresh random inputs.
 
 The reference (``kernels/rx/reference.py``) is the per-pixel float64 pinv formulation; the
-``cpu`` tier (BLAS eigh for global, compiled sliding-window Cholesky for local) must equal it
+``cpu`` tier (compiled moments + Cholesky whitening for global, with the eigendecomposition
+path for singular covariances; compiled sliding-window Cholesky for local) must equal it
 to 1e-9 relative on well-conditioned data and to 1e-6 on rank-deficient data (where the
 eigen- and singular-value cutoffs of numerically zero directions differ in the last bits).
 """
@@ -49,6 +50,34 @@ def test_global_rx_matches_reference(rng, tier, n, b):
     assert used == tier
     rtol = 1e-6 if n <= b else 1e-9  # rank-deficient: cutoff of numerically zero directions
     assert_verbose_allclose(got, expected, atol=1e-9 * np.abs(expected).max(), rtol=rtol)
+
+
+# pixel counts around the 512-pixel chunks of the compiled passes, bands around the 4-band tiles
+@pytest.mark.parametrize("n, b", [(2, 1), (511, 3), (512, 4), (513, 5), (1025, 13), (3000, 205)])
+def test_global_rx_cpu_moments_and_cholesky_path(rng, n, b):
+    from edgesentry.kernels import _cpu_rx_global
+    from edgesentry.kernels.rx import cpu
+
+    x = _cube(rng, n, 1, b).reshape(n, b)
+    mean, cov = _cpu_rx_global.moments(x)
+    assert_verbose_allclose(mean, x.mean(axis=0), atol=0, rtol=1e-13)
+    assert_verbose_allclose(cov, np.atleast_2d(np.cov(x, rowvar=False)), atol=1e-12 * np.abs(cov).max(), rtol=1e-10)
+    factor = cpu.inverse_cholesky(cov)
+    assert factor is not None  # well conditioned: the triangular whitening path
+    assert_verbose_allclose(factor @ cov @ factor.T, np.eye(b), atol=1e-8, rtol=0)
+    expected = reference.global_rx(x)
+    assert_verbose_allclose(cpu.global_rx(x), expected, atol=1e-9 * np.abs(expected).max(), rtol=1e-9)
+
+
+def test_global_rx_cpu_singular_takes_the_pinv_path(rng):
+    from edgesentry.kernels.rx import cpu
+
+    x = _rank_deficient(rng, 30, 30, 12).reshape(-1, 12)
+    assert cpu.inverse_cholesky(np.cov(x, rowvar=False)) is None
+    # an explicit rcond above the conditioning also refuses the Cholesky path (pinv would cut)
+    well = _cube(rng, 40, 40, 6).reshape(-1, 6)
+    assert cpu.inverse_cholesky(np.cov(well, rowvar=False)) is not None
+    assert cpu.inverse_cholesky(np.cov(well, rowvar=False), rcond=0.5) is None
 
 
 @pytest.mark.parametrize("tier", HOST_TIERS)
