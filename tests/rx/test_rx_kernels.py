@@ -109,6 +109,8 @@ def test_global_rx_ridge(rng, tier, ridge):
         (10, 12, 4, 2, 6),  # even windows (the shift rule takes size // 2 before the pixel)
         (16, 9, 8, 3, 5),  # background of 16 pixels for 8 bands
         (9, 9, 1, 1, 3),  # one band
+        (12, 12, 13, 3, 9),  # three 4-column Cholesky panels + one leftover column
+        (12, 12, 23, 1, 11),  # five panels + three leftover columns
     ],
 )
 def test_local_rx_matches_reference(rng, tier, h, w, b, inner, outer):
