@@ -37,11 +37,11 @@ inline void window_bounds(int index, int size, int length, int& start, int& stop
 
 inline size_t packed_size(int b) { return static_cast<size_t>(b) * (b + 1) / 2; }
 
-// acc += sign * (moments of pixel row `r` for every column), over `cols` columns.
-void add_row(const double* x, int r, int width, int bands, double sign, std::vector<double>& col_m,
+// acc += sign * (moments of pixel row `r`), for the columns [c0, c1) of a `width`-wide image.
+void add_row(const double* x, int r, int width, int c0, int c1, int bands, double sign, std::vector<double>& col_m,
              std::vector<double>& col_s) {
   const size_t pk = packed_size(bands);
-  for (int c = 0; c < width; ++c) {
+  for (int c = c0; c < c1; ++c) {
     const double* v = x + (static_cast<size_t>(r) * width + c) * bands;
     double* m = col_m.data() + c * pk;
     double* s = col_s.data() + static_cast<size_t>(c) * bands;
@@ -55,19 +55,21 @@ void add_row(const double* x, int r, int width, int bands, double sign, std::vec
   }
 }
 
-// Column sums over rows [r0, r1) recomputed or slid from the previous [p0, p1).
-void move_rows(const double* x, int width, int bands, int p0, int p1, int r0, int r1, bool fresh,
+// Column sums over rows [r0, r1) recomputed or slid from the previous [p0, p1), for the
+// columns [c0, c1) (each thread updates its own share of the shared column moments).
+void move_rows(const double* x, int width, int c0, int c1, int bands, int p0, int p1, int r0, int r1, bool fresh,
                std::vector<double>& col_m, std::vector<double>& col_s) {
+  const size_t pk = packed_size(bands);
   if (fresh) {
-    std::fill(col_m.begin(), col_m.end(), 0.0);
-    std::fill(col_s.begin(), col_s.end(), 0.0);
-    for (int r = r0; r < r1; ++r) add_row(x, r, width, bands, 1.0, col_m, col_s);
+    std::fill(col_m.begin() + c0 * pk, col_m.begin() + c1 * pk, 0.0);
+    std::fill(col_s.begin() + static_cast<size_t>(c0) * bands, col_s.begin() + static_cast<size_t>(c1) * bands, 0.0);
+    for (int r = r0; r < r1; ++r) add_row(x, r, width, c0, c1, bands, 1.0, col_m, col_s);
     return;
   }
-  for (int r = p0; r < std::min(p1, r0); ++r) add_row(x, r, width, bands, -1.0, col_m, col_s);
-  for (int r = std::max(p0, r1); r < p1; ++r) add_row(x, r, width, bands, -1.0, col_m, col_s);
-  for (int r = r0; r < std::min(r1, p0); ++r) add_row(x, r, width, bands, 1.0, col_m, col_s);
-  for (int r = std::max(r0, p1); r < r1; ++r) add_row(x, r, width, bands, 1.0, col_m, col_s);
+  for (int r = p0; r < std::min(p1, r0); ++r) add_row(x, r, width, c0, c1, bands, -1.0, col_m, col_s);
+  for (int r = std::max(p0, r1); r < p1; ++r) add_row(x, r, width, c0, c1, bands, -1.0, col_m, col_s);
+  for (int r = r0; r < std::min(r1, p0); ++r) add_row(x, r, width, c0, c1, bands, 1.0, col_m, col_s);
+  for (int r = std::max(r0, p1); r < r1; ++r) add_row(x, r, width, c0, c1, bands, 1.0, col_m, col_s);
 }
 
 // Ring (outer minus inner) sums over the columns of the current window, recomputed or slid
@@ -282,39 +284,47 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
 
   {
     py::gil_scoped_release release;
+    // The column moments are shared: every thread slides its share of the columns to the new
+    // window rows, then scores its own segment of the image row (segments are whole groups of
+    // kLanes pixels, each starting its ring afresh). Splitting rows over threads instead gave
+    // each thread its own copy of the moments (2 x W x B^2 / 2 doubles, several MB), and those
+    // memory-bound passes did not scale.
+    std::vector<double> out_cm(pk * width), out_cs(static_cast<size_t>(bands) * width);
+    std::vector<double> in_cm(pk * width), in_cs(static_cast<size_t>(bands) * width);
 #pragma omp parallel
     {
-      std::vector<double> out_cm(pk * width), out_cs(static_cast<size_t>(bands) * width);
-      std::vector<double> in_cm(pk * width), in_cs(static_cast<size_t>(bands) * width);
+#ifdef _OPENMP
+      const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+      const int nt = 1, me = 0;
+#endif
+      const int groups = (width + kLanes - 1) / kLanes;
+      const int seg0 = std::min(width, groups * me / nt * kLanes), seg1 = std::min(width, groups * (me + 1) / nt * kLanes);
+      const int mom0 = width * me / nt, mom1 = width * (me + 1) / nt;
       std::vector<double> ring_m(pk), ring_s(bands);
       std::vector<double> cov4(pk * kLanes), lanes(pk * kLanes), mean(bands), z4(static_cast<size_t>(bands) * kLanes),
           u4(static_cast<size_t>(bands) * kLanes);
       int pro0 = 0, pro1 = 0, pri0 = 0, pri1 = 0;
-      bool fresh_rows = true;
-      int last_row = -2;
-#pragma omp for schedule(static)
       for (int i = 0; i < height; ++i) {
         int ro0, ro1, ri0, ri1;
         window_bounds(i, outer, height, ro0, ro1);
         window_bounds(i, inner, height, ri0, ri1);
-        fresh_rows = (i != last_row + 1);  // each thread's static chunk starts fresh
-        move_rows(x, width, bands, pro0, pro1, ro0, ro1, fresh_rows, out_cm, out_cs);
-        move_rows(x, width, bands, pri0, pri1, ri0, ri1, fresh_rows, in_cm, in_cs);
+        move_rows(x, width, mom0, mom1, bands, pro0, pro1, ro0, ro1, i == 0, out_cm, out_cs);
+        move_rows(x, width, mom0, mom1, bands, pri0, pri1, ri0, ri1, i == 0, in_cm, in_cs);
         pro0 = ro0; pro1 = ro1; pri0 = ri0; pri1 = ri1;
-        last_row = i;
+#pragma omp barrier
         int pco0 = 0, pco1 = 0, pci0 = 0, pci1 = 0;
-        for (int j = 0; j < width; ++j) {
+        for (int j = seg0; j < seg1; ++j) {
           int co0, co1, ci0, ci1;
           window_bounds(j, outer, width, co0, co1);
           window_bounds(j, inner, width, ci0, ci1);
-          if (j == 0) {
+          if (j == seg0) {
             std::fill(ring_m.begin(), ring_m.end(), 0.0);
             std::fill(ring_s.begin(), ring_s.end(), 0.0);
           }
-          move_window(out_cm, out_cs, bands, pco0, pco1, co0, co1, j == 0, 1.0, ring_m, ring_s);
-          move_window(in_cm, in_cs, bands, pci0, pci1, ci0, ci1, j == 0, -1.0, ring_m, ring_s);
+          move_window(out_cm, out_cs, bands, pco0, pco1, co0, co1, j == seg0, 1.0, ring_m, ring_s);
+          move_window(in_cm, in_cs, bands, pci0, pci1, ci0, ci1, j == seg0, -1.0, ring_m, ring_s);
           pco0 = co0; pco1 = co1; pci0 = ci0; pci1 = ci1;
-
           for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
           const int lane = j % kLanes;
           double trace = 0.0;
@@ -348,6 +358,7 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
             }
           }
         }
+#pragma omp barrier  // nobody reads the moments while the next row's slide writes them
       }
     }
   }
