@@ -4,8 +4,9 @@
 // The Python wrapper (kernels/rx/cpu.py) factors the B x B covariance in between and falls
 // back to the eigendecomposition path when it is not safely positive definite.
 //
-// moments(x): the band means, then the lower triangle of Z^T Z (Z = x - mean) without ever
-//   materialising Z: each thread packs a chunk of KC pixels, centred and transposed to
+// moments(x): the band means and the lower triangle of Z^T Z (Z = x - mean) in one pass,
+//   without ever materialising Z: each thread packs a chunk of KC pixels, centred (about a
+//   provisional centre, corrected at the end) and transposed to
 //   band-major rows (Zt[b][k]), and accumulates 4 x 4 tiles of band dot products over the
 //   chunk into its own partial sum; partials are added at the end. Only the lower triangle
 //   is computed (half the work of a GEMM), at GEMM-like register blocking: a 4 x 4 tile is
@@ -165,6 +166,16 @@ py::tuple moments(const darr& x) {
   const long chunks = (n + KC - 1) / KC;
   {
     py::gil_scoped_release release;
+    // One pass: the products are taken about a provisional centre (the mean of the first
+    // chunk) and corrected by the exact mean afterwards, C = (S^T S - n d d^T) / (n - 1) with
+    // d = mean - centre. The centre is within a fraction of a standard deviation of the mean,
+    // so the correction is small and cancels nothing that exact centring would keep (a
+    // separate mean pass re-read the whole cube: ~10% of the run).
+    std::vector<double> centre(bands, 0.0);
+    const long first = std::min(n, KC);
+    for (long r = 0; r < first; ++r)
+      for (long b = 0; b < bands; ++b) centre[b] += px[r * bands + b];
+    for (long b = 0; b < bands; ++b) centre[b] /= static_cast<double>(first);
 #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
@@ -173,33 +184,35 @@ py::tuple moments(const darr& x) {
       const int me = 0;
 #endif
       double* s = sums.data() + static_cast<size_t>(me) * bands;
-#pragma omp for schedule(static)
-      for (long r = 0; r < n; ++r) {
-        const double* row = px + r * bands;
-#pragma omp simd
-        for (long b = 0; b < bands; ++b) s[b] += row[b];
-      }
-#pragma omp single
-      for (long b = 0; b < bands; ++b) {
-        double total = 0.0;
-        for (int t = 0; t < threads; ++t) total += sums[static_cast<size_t>(t) * bands + b];
-        mean[b] = total / static_cast<double>(n);
-      }  // implicit barrier: every thread sees the mean
       std::vector<double> zt(static_cast<size_t>(bands_pad) * LDZ);
       double* c = partial.data() + static_cast<size_t>(me) * bands_pad * bands_pad;
 #pragma omp for schedule(static)
       for (long chunk = 0; chunk < chunks; ++chunk) {
         const long r0 = chunk * KC;
-        pack_centred(px, r0, std::min(KC, n - r0), bands, bands_pad, mean, zt.data());
+        pack_centred(px, r0, std::min(KC, n - r0), bands, bands_pad, centre.data(), zt.data());
+        for (long b = 0; b < bands; ++b) {  // padded pixels are zero
+          const double* row = zt.data() + b * LDZ;
+          double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+          for (long k = 0; k < KC; ++k) acc += row[k];
+          s[b] += acc;
+        }
         gram_chunk(zt.data(), bands_pad, c);
       }
     }
-    const double scale = 1.0 / static_cast<double>(n - 1);
+    std::vector<double> d(bands);
+    for (long b = 0; b < bands; ++b) {
+      double total = 0.0;
+      for (int t = 0; t < threads; ++t) total += sums[static_cast<size_t>(t) * bands + b];
+      d[b] = total / static_cast<double>(n);
+      mean[b] = centre[b] + d[b];
+    }
+    const double scale = 1.0 / static_cast<double>(n - 1), nd = static_cast<double>(n);
     for (long i = 0; i < bands; ++i)
       for (long j = 0; j <= i; ++j) {
         double total = 0.0;
         for (int t = 0; t < threads; ++t) total += partial[(static_cast<size_t>(t) * bands_pad + i) * bands_pad + j];
-        cov[i * bands + j] = cov[j * bands + i] = total * scale;
+        cov[i * bands + j] = cov[j * bands + i] = (total - nd * d[i] * d[j]) * scale;
       }
   }
   return py::make_tuple(mean_out, cov_out);
