@@ -94,6 +94,33 @@ void pack_centred(const double* x, long r0, long rows, long bands, long bands_pa
     for (long b = 0; b < bands; ++b) std::fill(zt + b * LDZ + rows, zt + b * LDZ + KC, 0.0);
 }
 
+// The same packing from band-major pixels xt (B, N) (a Fortran-ordered cube, as MATLAB files
+// store them): every band row is a contiguous copy.
+void pack_centred_band_major(const double* xt, long n, long r0, long rows, long bands, long bands_pad,
+                             const double* mean, double* zt) {
+  for (long b = bands; b < bands_pad; ++b) std::fill(zt + b * LDZ, zt + b * LDZ + KC, 0.0);
+  for (long b = 0; b < bands; ++b) {
+    const double* src = xt + b * n + r0;
+    double* dst = zt + b * LDZ;
+    const double m = mean[b];
+#pragma omp simd
+    for (long k = 0; k < rows; ++k) dst[k] = src[k] - m;
+    std::fill(dst + rows, dst + KC, 0.0);
+  }
+}
+
+// Pixels as (N, B) pixel-major or (B, N) band-major.
+struct Pixels {
+  const double* data;
+  long n, bands;
+  bool band_major;
+  double at(long r, long b) const { return band_major ? data[b * n + r] : data[r * bands + b]; }
+  void pack(long r0, long rows, long bands_pad, const double* mean, double* zt) const {
+    if (band_major) pack_centred_band_major(data, n, r0, rows, bands, bands_pad, mean, zt);
+    else pack_centred(data, r0, rows, bands, bands_pad, mean, zt);
+  }
+};
+
 // c[i0 + i][j0 + j] += sum_k zt[i0 + i][k] zt[j0 + j][k] for the 4 x 4 tile.
 #if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -147,16 +174,17 @@ void whiten_norms(const double* zt, const double* w, long bands_pad, double* d) 
   }
 }
 
-void check_pixels(const darr& x) {
-  if (x.ndim() != 2 || x.shape(0) < 2 || x.shape(1) < 1)
-    throw std::invalid_argument("pixels must be (N, B) with N >= 2 and B >= 1");
+Pixels checked_pixels(const darr& x, bool band_major) {
+  if (x.ndim() != 2) throw std::invalid_argument("pixels must be 2-D: (N, B), or (B, N) band-major");
+  const long n = band_major ? x.shape(1) : x.shape(0), bands = band_major ? x.shape(0) : x.shape(1);
+  if (n < 2 || bands < 1) throw std::invalid_argument("pixels need N >= 2 and B >= 1");
+  return Pixels{x.data(), n, bands, band_major};
 }
 
 // (mean (B,), cov (B, B) with the N - 1 divisor) of float64 pixels (N, B).
-py::tuple moments(const darr& x) {
-  check_pixels(x);
-  const long n = x.shape(0), bands = x.shape(1), bands_pad = round_up(bands, TB);
-  const double* px = x.data();
+py::tuple moments(const darr& x, bool band_major) {
+  const Pixels px = checked_pixels(x, band_major);
+  const long n = px.n, bands = px.bands, bands_pad = round_up(bands, TB);
   py::array_t<double> mean_out(bands), cov_out({bands, bands});
   double* mean = mean_out.mutable_data();
   double* cov = cov_out.mutable_data();
@@ -174,7 +202,7 @@ py::tuple moments(const darr& x) {
     std::vector<double> centre(bands, 0.0);
     const long first = std::min(n, KC);
     for (long r = 0; r < first; ++r)
-      for (long b = 0; b < bands; ++b) centre[b] += px[r * bands + b];
+      for (long b = 0; b < bands; ++b) centre[b] += px.at(r, b);
     for (long b = 0; b < bands; ++b) centre[b] /= static_cast<double>(first);
 #pragma omp parallel num_threads(threads)
     {
@@ -189,7 +217,7 @@ py::tuple moments(const darr& x) {
 #pragma omp for schedule(static)
       for (long chunk = 0; chunk < chunks; ++chunk) {
         const long r0 = chunk * KC;
-        pack_centred(px, r0, std::min(KC, n - r0), bands, bands_pad, centre.data(), zt.data());
+        px.pack(r0, std::min(KC, n - r0), bands_pad, centre.data(), zt.data());
         for (long b = 0; b < bands; ++b) {  // padded pixels are zero
           const double* row = zt.data() + b * LDZ;
           double acc = 0.0;
@@ -219,9 +247,9 @@ py::tuple moments(const darr& x) {
 }
 
 // Squared Mahalanobis distances |W (x - mean)|^2 for a lower-triangular W (B, B).
-py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w) {
-  check_pixels(x);
-  const long n = x.shape(0), bands = x.shape(1), bands_pad = round_up(bands, TB);
+py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, bool band_major) {
+  const Pixels px = checked_pixels(x, band_major);
+  const long n = px.n, bands = px.bands, bands_pad = round_up(bands, TB);
   if (mean.ndim() != 1 || mean.shape(0) != bands) throw std::invalid_argument("mean must be (B,)");
   if (w.ndim() != 2 || w.shape(0) != bands || w.shape(1) != bands) throw std::invalid_argument("W must be (B, B)");
   std::vector<double> wp(static_cast<size_t>(bands_pad) * bands_pad, 0.0);  // lower triangle, zero-padded
@@ -229,7 +257,6 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w) 
     for (long c = 0; c <= r; ++c) wp[r * bands_pad + c] = w.data()[r * bands + c];
   py::array_t<double> out(n);
   double* d = out.mutable_data();
-  const double* px = x.data();
   const double* pm = mean.data();
   const long chunks = (n + KC - 1) / KC;
   {
@@ -240,7 +267,7 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w) 
 #pragma omp for schedule(static)
       for (long chunk = 0; chunk < chunks; ++chunk) {
         const long r0 = chunk * KC, rows = std::min(KC, n - r0);
-        pack_centred(px, r0, rows, bands, bands_pad, pm, zt.data());
+        px.pack(r0, rows, bands_pad, pm, zt.data());
         whiten_norms(zt.data(), wp.data(), bands_pad, dk.data());
         std::copy(dk.begin(), dk.begin() + rows, d + r0);
       }
@@ -253,7 +280,8 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w) 
 
 PYBIND11_MODULE(_cpu_rx_global, m) {
   m.doc() = "Compiled CPU tier of global RX: centred moments and triangular whitening (no BLAS)";
-  m.def("moments", &moments, py::arg("pixels"), "(N, B) float64 -> (mean (B,), covariance (B, B), N - 1 divisor)");
-  m.def("mahalanobis", &mahalanobis, py::arg("pixels"), py::arg("mean"), py::arg("w"),
+  m.def("moments", &moments, py::arg("pixels"), py::arg("band_major") = false,
+        "(N, B) float64 (or (B, N) with band_major) -> (mean (B,), covariance (B, B), N - 1 divisor)");
+  m.def("mahalanobis", &mahalanobis, py::arg("pixels"), py::arg("mean"), py::arg("w"), py::arg("band_major") = false,
         "|W (x - mean)|^2 per pixel for a lower-triangular W = L^-1 -> (N,) float64");
 }

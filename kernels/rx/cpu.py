@@ -64,12 +64,15 @@ def global_rx(pixels: np.ndarray, *, ridge: float = 0.0, rcond: float = DEFAULT_
     """Global RX; see ``reference.global_rx`` for the arguments."""
     from edgesentry.kernels import _cpu_rx_global
 
-    x = np.ascontiguousarray(pixels, dtype=np.float64)
-    mean, cov = _cpu_rx_global.moments(x)
+    x = np.asarray(pixels, dtype=np.float64)
+    # a Fortran-ordered cube (MATLAB files) gives band-major pixels: read them as they lie
+    band_major = not x.flags.c_contiguous and x.T.flags.c_contiguous
+    data = x.T if band_major else np.ascontiguousarray(x)
+    mean, cov = _cpu_rx_global.moments(data, band_major)
     cov = _regularize(cov, ridge)
     factor = inverse_cholesky(cov, rcond)
     if factor is not None:
-        return _cpu_rx_global.mahalanobis(x, mean, factor)
+        return _cpu_rx_global.mahalanobis(data, mean, factor, band_major)
     vectors, values = whitening(cov, rcond)
     return np.square((x - mean) @ vectors) @ (1.0 / values)
 

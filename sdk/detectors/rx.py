@@ -110,10 +110,12 @@ class RXDetector(Detector):
         h, w, b = cube.shape
         if self.cfg.mode == "global":
             every = bool(valid.all())
-            pixels = cube.reshape(-1, b) if every else cube[valid]  # a view unless pixels are masked
+            # a view unless pixels are masked; a Fortran-ordered cube (MATLAB) stays band-major
+            order = "F" if cube.flags.f_contiguous and not cube.flags.c_contiguous else "C"
+            pixels = cube.reshape(-1, b, order=order) if every else cube[valid]
             values, tier = rx_kernels.global_rx(pixels, ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels)
             if every:
-                scores = np.asarray(values, dtype=np.float64).reshape(h, w)
+                scores = np.asarray(values, dtype=np.float64).reshape(h, w, order=order)
             else:
                 scores = np.full((h, w), np.nan)
                 scores[valid] = values

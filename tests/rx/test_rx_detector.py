@@ -53,6 +53,17 @@ def test_local_mode_and_tiers_agree(rng):
     assert_verbose_allclose(fast.extras["scores"], ref.extras["scores"], atol=0, rtol=1e-9)
 
 
+def test_fortran_ordered_cube_maps_scores_to_the_right_pixels(rng):
+    """MATLAB cubes arrive Fortran-ordered; the detector reads them band-major in place."""
+    cube = rng.normal(size=(13, 9, 6)) * 30 + 500
+    cube[4, 7] += 400  # an anomaly at a known, non-symmetric position
+    det = edgesentry.load("rx")
+    fortran = det.predict(np.asfortranarray(cube)).extras["scores"]
+    expected = reference.global_rx(cube.reshape(-1, 6)).reshape(13, 9)
+    assert_verbose_allclose(fortran, expected, atol=0, rtol=1e-9)
+    assert np.unravel_index(np.argmax(fortran), fortran.shape) == (4, 7)
+
+
 def test_integer_cubes_with_negative_values(rng):
     cube = rng.integers(-3000, 3000, size=(15, 15, 6)).astype(np.int16)
     result = edgesentry.load("rx").predict(cube)

@@ -69,6 +69,19 @@ def test_global_rx_cpu_moments_and_cholesky_path(rng, n, b):
     assert_verbose_allclose(cpu.global_rx(x), expected, atol=1e-9 * np.abs(expected).max(), rtol=1e-9)
 
 
+@pytest.mark.parametrize("n, b", [(513, 5), (3000, 205)])
+def test_global_rx_cpu_reads_band_major_pixels_in_place(rng, n, b):
+    """A Fortran-ordered cube (as MATLAB stores it) gives band-major pixels: same scores."""
+    from edgesentry.kernels.rx import cpu
+
+    x = _cube(rng, n, 1, b).reshape(n, b)
+    fortran = np.asfortranarray(x)
+    assert not fortran.flags.c_contiguous and fortran.T.flags.c_contiguous
+    assert_verbose_allclose(cpu.global_rx(fortran), cpu.global_rx(x), atol=0, rtol=1e-12)
+    singular = np.asfortranarray(_rank_deficient(rng, 30, 30, 12).reshape(-1, 12))  # the pinv path too
+    assert_verbose_allclose(cpu.global_rx(singular), reference.global_rx(singular), atol=0, rtol=1e-6)
+
+
 def test_global_rx_cpu_singular_takes_the_pinv_path(rng):
     from edgesentry.kernels.rx import cpu
 
