@@ -46,7 +46,7 @@ def inverse_cholesky(cov: np.ndarray, rcond: float = DEFAULT_RCOND) -> np.ndarra
 
     from edgesentry._threads import single_threaded_blas
 
-    # B x B work (~1 ms): BLAS threads would only be woken up to spin against the kernels'
+    # B x B work (~1 ms): BLAS threads would only wake up to spin against the kernels' OpenMP
     with single_threaded_blas():
         try:
             chol = np.linalg.cholesky(cov)
