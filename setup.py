@@ -53,6 +53,8 @@ def _extensions() -> list[Pybind11Extension]:
                 cxx_std=17,
                 extra_compile_args=compile_args,
                 extra_link_args=link_args,
+                # shared headers next to the sources: a change to one rebuilds every kernel
+                depends=[str(h.relative_to(ROOT)) for h in sorted((ROOT / "kernels" / "cpu").glob("*.h"))],
             )
         )
     return exts

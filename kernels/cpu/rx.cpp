@@ -14,6 +14,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "transpose4.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -235,8 +237,6 @@ void fill_identity_lane(double* lane_cov, double* z4, int bands, int lane) {
   }
 }
 
-typedef long long v4i __attribute__((vector_size(32)));
-
 // cov4[k][q] = lanes[q][k]: the four pixels' packed covariances (built contiguously, with
 // vector arithmetic) interleaved for the lockstep Cholesky by 4 x 4 register transposes
 // (building them in place meant one strided scalar store per element: ~1/6 of the run).
@@ -247,13 +247,9 @@ void interleave_lanes(const double* lanes, size_t pk, double* cov4) {
   const double *l0 = lanes, *l1 = lanes + pk, *l2 = lanes + 2 * pk, *l3 = lanes + 3 * pk;
   size_t k = 0;
   for (; k + 4 <= pk; k += 4) {
-    const v4d a = load4(l0 + k), b = load4(l1 + k), c = load4(l2 + k), d = load4(l3 + k);
-    const v4d t0 = __builtin_shuffle(a, b, v4i{0, 4, 2, 6}), t1 = __builtin_shuffle(a, b, v4i{1, 5, 3, 7});
-    const v4d t2 = __builtin_shuffle(c, d, v4i{0, 4, 2, 6}), t3 = __builtin_shuffle(c, d, v4i{1, 5, 3, 7});
-    store4(cov4 + k * kLanes, __builtin_shuffle(t0, t2, v4i{0, 1, 4, 5}));
-    store4(cov4 + (k + 1) * kLanes, __builtin_shuffle(t1, t3, v4i{0, 1, 4, 5}));
-    store4(cov4 + (k + 2) * kLanes, __builtin_shuffle(t0, t2, v4i{2, 3, 6, 7}));
-    store4(cov4 + (k + 3) * kLanes, __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7}));
+    v4d col[4];
+    edgesentry_simd::transpose4(load4(l0 + k), load4(l1 + k), load4(l2 + k), load4(l3 + k), col);
+    for (int i = 0; i < 4; ++i) store4(cov4 + (k + i) * kLanes, col[i]);
   }
   for (; k < pk; ++k)
     for (int q = 0; q < kLanes; ++q) cov4[k * kLanes + q] = lanes[q * pk + k];

@@ -18,6 +18,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "transpose4.h"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -62,8 +64,6 @@ inline int thread_count() { return 1; }
 // Zt[b][k] = x[r0 + k][b] - mean[b] for k < rows, 0 for rows <= k < KC and for the padded bands.
 // 4 pixels x 4 bands at a time: four contiguous spectrum loads, centred, transposed in
 // registers and stored as four band-row vectors (scalar strided stores were ~1/5 of the run).
-typedef long long v4i __attribute__((vector_size(32)));
-
 #if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
@@ -77,10 +77,8 @@ void pack_centred(const double* x, long r0, long rows, long bands, long bands_pa
       const v4d m = load4(mean + b);
       const v4d a = load4(p0 + b) - m, c = load4(p0 + bands + b) - m;
       const v4d e = load4(p0 + 2 * bands + b) - m, g = load4(p0 + 3 * bands + b) - m;
-      const v4d t0 = __builtin_shuffle(a, c, v4i{0, 4, 2, 6}), t1 = __builtin_shuffle(a, c, v4i{1, 5, 3, 7});
-      const v4d t2 = __builtin_shuffle(e, g, v4i{0, 4, 2, 6}), t3 = __builtin_shuffle(e, g, v4i{1, 5, 3, 7});
-      const v4d out[4] = {__builtin_shuffle(t0, t2, v4i{0, 1, 4, 5}), __builtin_shuffle(t1, t3, v4i{0, 1, 4, 5}),
-                          __builtin_shuffle(t0, t2, v4i{2, 3, 6, 7}), __builtin_shuffle(t1, t3, v4i{2, 3, 6, 7})};
+      v4d out[4];
+      edgesentry_simd::transpose4(a, c, e, g, out);
       for (int i = 0; i < 4; ++i) std::memcpy(zt + (b + i) * LDZ + k, &out[i], sizeof(v4d));
     }
     for (; b < bands; ++b)
