@@ -1,13 +1,22 @@
-// Dual-window local RX on the CPU: sliding window moments + one Cholesky per pixel.
+// Dual-window local RX on the CPU: one Cholesky per pixel, or one per shared outer window.
 //
 // Specification: edgesentry/kernels/rx/reference.py::local_rx (per-pixel np.cov + pinv).
-// Instead of gathering every background window, the kernel keeps per-column sums of x and
-// of the packed lower triangle of x x^T over the current window rows, and slides them:
-// moving one row (or column) costs O(B^2) whatever the window size. The covariance of the
-// outer-minus-inner ring then costs O(B^2) per pixel and is factored by a Cholesky whose
-// row dot products vectorise (omp simd). The score z^T C^-1 z is |L^-1 z|^2, so only a
-// forward solve is needed. Pixels whose covariance is not safely positive definite are
-// flagged and recomputed by the caller with the reference pseudo-inverse.
+//
+// Direct path. Instead of gathering every background window, the kernel keeps per-column
+// sums of x and of the packed lower triangle of x x^T over the current window rows, and
+// slides them: moving one row (or column) costs O(B^2) whatever the window size. The
+// covariance of the outer-minus-inner ring then costs O(B^2) per pixel and is factored by a
+// Cholesky (four pixels in lockstep, one SIMD lane each). The score z^T C^-1 z is |L^-1 z|^2,
+// so only a forward solve is needed.
+//
+// Shared-window path. With the shift rule, every pixel within outer/2 of a border shares its
+// outer window with its neighbours along that border (on a 24 x 24 crop with outer = 21, 16
+// windows serve all 576 pixels). For such a group, one Cholesky of the outer window plus a
+// rank-n_i Woodbury correction per pixel (n_i = inner^2) replaces a B^3/6 factorisation per
+// pixel; see score_group. A cost model picks the path group by group.
+//
+// Pixels whose covariance is not safely positive definite are flagged and recomputed by the
+// caller with the reference pseudo-inverse.
 //
 // Input must be centred by the scene mean (float64): it removes the cancellation that
 // raw radiances (~1e3..1e4) would cause in M - s s^T / n.
@@ -255,8 +264,442 @@ void interleave_lanes(const double* lanes, size_t pk, double* cov4) {
     for (int q = 0; q < kLanes; ++q) cov4[k * kLanes + q] = lanes[q * pk + k];
 }
 
+// ---- Shared outer windows ----------------------------------------------------------------
+// For a group of pixels with the same outer window O (|O| = o^2 pixels, mean m_O, scatter
+// A_O = sum_O (x - m_O)(x - m_O)^T), the background of pixel p is O minus its guard window
+// I_p (n_i pixels). With Y the n_i rows x_q - m_O (q in I_p) and n = o^2 - n_i:
+//   scatter of O \ I_p about its own mean:  A_p = A_O - Y^T P Y,   P = I + 1 1^T / n
+//   z_p = x_p - mean(O \ I_p) = Y^T v,      v = e_p + 1 / n        (p lies in I_p)
+// With A_O = L L^T, W = L^-1 Y^T and G = W^T W, Woodbury gives
+//   z^T A_p^-1 z = v^T G v + (G v)^T K^-1 (G v),   K = P^-1 - G = I - 1 1^T / (n + n_i) - G
+// and the score is (n - 1) times that. The columns of W depend on the guard pixel q only, so
+// they are solved once per group for the union U of its guard windows: factoring the
+// bordered matrix [[A_O, .], [Y_U, .]] to its first B columns yields L and the rows
+// (L^-1 y_q)^T together, and G_U = W_U^T W_U holds every pixel's G as a principal submatrix.
+// K is positive definite exactly when A_p is; a K pivot below kGuardPivotFloor (an
+// inner pixel that carries a direction of the outer window almost alone) sends the pixel to
+// the direct path instead, where the whole ring is factored afresh.
+constexpr double kGuardPivotFloor = 1e-4;
+
+inline long round_up4(long n) { return (n + 3) & ~3L; }
+__attribute__((always_inline)) inline double hsum4(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+// out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len % 4 == 0):
+// 16 vector accumulators fed by 8 loads per 16 FMAs.
+__attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
+                                                     double out[4][4]) {
+  v4d acc[4][4] = {};
+  const double *ri = a + i0 * ld, *rj = a + j0 * ld;
+  for (long k = 0; k < len; k += 4) {
+    v4d x[4], y[4];
+    for (int m = 0; m < 4; ++m) {
+      x[m] = load4(ri + m * ld + k);
+      y[m] = load4(rj + m * ld + k);
+    }
+    for (int m = 0; m < 4; ++m)
+      for (int q = 0; q < 4; ++q) acc[m][q] += x[m] * y[q];
+  }
+  for (int m = 0; m < 4; ++m)
+    for (int q = 0; q < 4; ++q) out[m][q] = hsum4(acc[m][q]);
+}
+
+// zt[b][k] = px[k][b] - mean[b] (band-major, zero-padded to bp rows and `len` columns), four
+// pixels x four bands per register transpose.
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+void pack_band_major(const double* const* px, long count, long bands, long bp, long len, const double* mean,
+                     double* zt, long ldz) {
+  for (long b = 0; b < bp; ++b) std::fill(zt + b * ldz + count, zt + b * ldz + len, 0.0);
+  for (long b = bands; b < bp; ++b) std::fill(zt + b * ldz, zt + b * ldz + count, 0.0);
+  const long count4 = count & ~3L, bands4 = bands & ~3L;
+  for (long k = 0; k < count4; k += 4) {
+    long b = 0;
+    for (; b < bands4; b += 4) {
+      const v4d m = load4(mean + b);
+      v4d col[4];
+      edgesentry_simd::transpose4(load4(px[k] + b) - m, load4(px[k + 1] + b) - m, load4(px[k + 2] + b) - m,
+                                  load4(px[k + 3] + b) - m, col);
+      for (int i = 0; i < 4; ++i) store4(zt + (b + i) * ldz + k, col[i]);
+    }
+    for (; b < bands; ++b)
+      for (long q = 0; q < 4; ++q) zt[b * ldz + k + q] = px[k + q][b] - mean[b];
+  }
+  for (long k = count4; k < count; ++k)
+    for (long b = 0; b < bands; ++b) zt[b * ldz + k] = px[k][b] - mean[b];
+}
+
+// f[i][j] = sum_{k < len} zt[i][k] zt[j][k] for the lower triangle of the n x n result
+// (n % 4 == 0), in 4 x 4 tiles.
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void lower_gram(const double* zt, long ldz, long len, long n, double* f, long ldf) {
+  double s[4][4];
+  for (long i0 = 0; i0 < n; i0 += 4)
+    for (long j0 = 0; j0 <= i0; j0 += 4) {
+      tile_dots(zt, ldz, i0, j0, len, s);
+      for (int m = 0; m < 4; ++m)
+        for (int q = 0; q < 4; ++q) f[(i0 + m) * ldf + j0 + q] = s[m][q];
+    }
+}
+
+// In place, left-looking in panels of four columns: the Cholesky factor of the leading n x n
+// block of f (n % 4 == 0) and, for the rows n..rows-1 below it, their first n columns
+// times L^-T. False when a pivot is not above `floor`.
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+bool factor_bordered(double* f, long ld, long n, long rows, double floor) {
+  double s[4][4];
+  for (long j0 = 0; j0 < n; j0 += 4) {
+    tile_dots(f, ld, j0, j0, j0, s);
+    double* d[4] = {f + j0 * ld + j0, f + (j0 + 1) * ld + j0, f + (j0 + 2) * ld + j0, f + (j0 + 3) * ld + j0};
+    double inv[4];
+    for (int c = 0; c < 4; ++c) {  // the 4 x 4 diagonal block
+      double pivot = d[c][c] - s[c][c];
+      for (int k = 0; k < c; ++k) pivot -= d[c][k] * d[c][k];
+      if (!(pivot > floor)) return false;
+      d[c][c] = std::sqrt(pivot);
+      inv[c] = 1.0 / d[c][c];
+      for (int r = c + 1; r < 4; ++r) {
+        double v = d[r][c] - s[r][c];
+        for (int k = 0; k < c; ++k) v -= d[r][k] * d[c][k];
+        d[r][c] = v * inv[c];
+      }
+    }
+    for (long i0 = j0 + 4; i0 < rows; i0 += 4) {  // the rows below: dots, then the panel's solve
+      tile_dots(f, ld, i0, j0, j0, s);
+      for (int m = 0; m < 4; ++m) {
+        double* e = f + (i0 + m) * ld + j0;
+        const double x0 = (e[0] - s[m][0]) * inv[0];
+        const double x1 = (e[1] - s[m][1] - x0 * d[1][0]) * inv[1];
+        const double x2 = (e[2] - s[m][2] - x0 * d[2][0] - x1 * d[2][1]) * inv[2];
+        const double x3 = (e[3] - s[m][3] - x0 * d[3][0] - x1 * d[3][1] - x2 * d[3][2]) * inv[3];
+        e[0] = x0;
+        e[1] = x1;
+        e[2] = x2;
+        e[3] = x3;
+      }
+    }
+  }
+  return true;
+}
+
+// score = (n - 1) (v^T G v + g^T K^-1 g), g = G v, from the group's G_U (lower, ldg) and the
+// union indices idx (ascending) of the pixel's guard window; own = the pixel's place in it.
+// False when K has a pivot below kGuardPivotFloor.
+bool guard_correction(const double* gu, long ldg, const int* idx, int ni, int own, double n, double* k,
+                      double* g, double& score) {
+  const double vn = 1.0 / n, shift = 1.0 / (n + ni);
+  std::fill(g, g + ni, 0.0);
+  for (int a = 0; a < ni; ++a) {
+    const double* row = gu + idx[a] * ldg;
+    double* ka = k + static_cast<size_t>(a) * ni;
+    for (int c = 0; c < a; ++c) {
+      const double gac = row[idx[c]];
+      ka[c] = -shift - gac;
+      g[a] += gac * vn;
+      g[c] += gac * vn;
+    }
+    const double gaa = row[idx[a]];
+    ka[a] = 1.0 - shift - gaa;
+    g[a] += gaa * vn;
+  }
+  for (int a = 0; a < ni; ++a) {  // + G e_own
+    const int lo = std::min(a, own), hi = std::max(a, own);
+    g[a] += gu[idx[hi] * ldg + idx[lo]];
+  }
+  double t = 0.0;
+  for (int a = 0; a < ni; ++a) t += g[a] * vn;
+  t += g[own];
+  double w2 = 0.0;  // |L_K^-1 g|^2, L_K computed row by row in place
+  for (int a = 0; a < ni; ++a) {
+    double* ka = k + static_cast<size_t>(a) * ni;
+    for (int c = 0; c < a; ++c) {
+      const double* kc = k + static_cast<size_t>(c) * ni;
+      double v = ka[c];
+      for (int j = 0; j < c; ++j) v -= ka[j] * kc[j];
+      ka[c] = v / kc[c];
+    }
+    double pivot = ka[a], ga = g[a];
+    for (int j = 0; j < a; ++j) {
+      pivot -= ka[j] * ka[j];
+      ga -= ka[j] * g[j];
+    }
+    if (!(pivot > kGuardPivotFloor)) return false;
+    ka[a] = std::sqrt(pivot);
+    g[a] = ga / ka[a];  // g now holds L_K^-1 g up to row a
+    w2 += g[a] * g[a];
+  }
+  score = (n - 1.0) * (t + w2);
+  return true;
+}
+
+// Consecutive pixels along one axis whose `size` window starts at the same place.
+struct Run {
+  int first, last, start;
+  int count() const { return last - first + 1; }
+};
+
+std::vector<Run> window_runs(int length, int size) {
+  std::vector<Run> runs;
+  for (int i = 0; i < length; ++i) {
+    int start, stop;
+    window_bounds(i, size, length, start, stop);
+    if (!runs.empty() && runs.back().start == start) runs.back().last = i;
+    else runs.push_back({i, i, start});
+  }
+  return runs;
+}
+
+// The pixels of one outer-window group and the union of their guard windows.
+struct Group {
+  Run rows, cols;
+  int u_row0, u_rows, u_col0, u_cols;  // union of the guard windows
+  double cost;                         // estimated multiply-adds on the shared-window path
+  int union_size() const { return u_rows * u_cols; }
+};
+
+Group make_group(const Run& rows, const Run& cols, int height, int width, int inner, int outer, int bands) {
+  int r0, r1, c0, c1, stop;
+  window_bounds(rows.first, inner, height, r0, stop);
+  window_bounds(rows.last, inner, height, r1, stop);
+  window_bounds(cols.first, inner, width, c0, stop);
+  window_bounds(cols.last, inner, width, c1, stop);
+  Group g{rows, cols, r0, r1 + inner - r0, c0, c1 + inner - c0, 0.0};
+  const double b = bands, u = g.union_size(), ni = static_cast<double>(inner) * inner;
+  const double pixels = static_cast<double>(rows.count()) * cols.count();
+  g.cost = static_cast<double>(outer) * outer * b * b / 2 + b * b * b / 6 + u * b * b / 2 + u * u * b / 2 +
+           pixels * ni * ni * (ni / 6 + 2);
+  return g;
+}
+
+// The direct path's multiply-adds for one pixel: its B^3/6 Cholesky, the ring and covariance.
+inline double direct_cost(int bands) { return static_cast<double>(bands) * bands * (bands / 6.0 + 3.0); }
+
+// Sliding the column moments is a memory-bound stream of packed B x B triangles: one add per
+// element read and written. Measured on the direct path, one such add costs about as much as
+// ten multiply-adds of the register-tiled factorisations.
+constexpr double kMomentAddCost = 10.0;
+
+// The direct path's cost for the rows it scores, beyond its per-pixel work: each row moves the
+// outer and inner column moments by one row in and one out (2 x 2 x W packed triangles), and
+// the first row of a run of rows fills them afresh ((outer + inner) x W triangles).
+double direct_row_overhead(int width, int bands, int inner, int outer, bool fresh) {
+  const double triangles = fresh ? static_cast<double>(outer + inner) * width : 4.0 * width;
+  return kMomentAddCost * triangles * packed_size(bands);
+}
+
+struct GroupScratch {
+  std::vector<const double*> px;
+  std::vector<double> mean, zt, f, gu, k, g;
+  std::vector<int> idx;
+};
+
+// Scores the pixels of one group; the ones it cannot score keep need = 1 (direct path).
+void score_group(const double* x, int height, int width, int bands, int inner, int outer, const Group& grp, double tol,
+                 GroupScratch& s, double* out, uint8_t* need) {
+  const long bp = round_up4(bands), count = static_cast<long>(outer) * outer, len = round_up4(count);
+  const long ldz = len + 4;  // rows a multiple of 4 KB apart would share L1 sets
+  const long nu = grp.union_size(), nu4 = round_up4(nu), rows = bp + nu4;
+  const int ro = grp.rows.start, co = grp.cols.start;
+  s.px.resize(count);
+  for (int r = 0; r < outer; ++r)
+    for (int c = 0; c < outer; ++c) s.px[r * outer + c] = x + (static_cast<size_t>(ro + r) * width + co + c) * bands;
+  s.mean.assign(bp, 0.0);
+  for (long q = 0; q < count; ++q)
+    for (int b = 0; b < bands; ++b) s.mean[b] += s.px[q][b];
+  for (int b = 0; b < bands; ++b) s.mean[b] /= static_cast<double>(count);
+
+  s.zt.resize(bp * ldz);
+  pack_band_major(s.px.data(), count, bands, bp, len, s.mean.data(), s.zt.data(), ldz);
+  s.f.assign(rows * bp, 0.0);
+  double* f = s.f.data();
+  lower_gram(s.zt.data(), ldz, len, bp, f, bp);
+  double max_diag = 0.0;
+  for (int b = 0; b < bands; ++b) max_diag = std::max(max_diag, f[b * bp + b]);
+  for (long b = bands; b < bp; ++b) f[b * bp + b] = 1.0;  // padded bands: identity, uncoupled
+  for (int r = 0; r < grp.u_rows; ++r)
+    for (int c = 0; c < grp.u_cols; ++c) {
+      const double* v = x + (static_cast<size_t>(grp.u_row0 + r) * width + grp.u_col0 + c) * bands;
+      double* row = f + (bp + r * grp.u_cols + c) * bp;
+      for (int b = 0; b < bands; ++b) row[b] = v[b] - s.mean[b];
+    }
+  if (!(max_diag > 0.0) || !factor_bordered(f, bp, bp, rows, tol * max_diag)) return;
+
+  s.gu.resize(nu4 * nu4);
+  lower_gram(f + bp * bp, bp, bp, nu4, s.gu.data(), nu4);  // G_U from the rows (L^-1 y_q)^T
+
+  const int ni = inner * inner;
+  const double n = static_cast<double>(count - ni);
+  s.idx.resize(ni);
+  s.k.resize(static_cast<size_t>(ni) * ni);
+  s.g.resize(ni);
+  for (int i = grp.rows.first; i <= grp.rows.last; ++i) {
+    int ir0, ir1;
+    window_bounds(i, inner, height, ir0, ir1);
+    for (int j = grp.cols.first; j <= grp.cols.last; ++j) {
+      int ic0, ic1;
+      window_bounds(j, inner, width, ic0, ic1);
+      for (int r = 0; r < inner; ++r)
+        for (int c = 0; c < inner; ++c)
+          s.idx[r * inner + c] = (ir0 + r - grp.u_row0) * grp.u_cols + (ic0 + c - grp.u_col0);
+      const int own = (i - ir0) * inner + (j - ic0);
+      const size_t p = static_cast<size_t>(i) * width + j;
+      double score;
+      if (guard_correction(s.gu.data(), nu4, s.idx.data(), ni, own, n, s.k.data(), s.g.data(), score)) {
+        out[p] = score;
+        need[p] = 0;
+      }
+    }
+  }
+}
+
+// The direct path's inputs: pixels with need = 1 are scored (or flagged in `bad`).
+struct DirectPass {
+  const double* x;
+  int height, width, bands, inner, outer;
+  double ridge, pivot_tol;
+  const uint8_t* need;
+  double* out;
+  uint8_t* bad;
+};
+
+// Per-column sums of x and of the packed x x^T over the current window rows, for all columns.
+struct ColumnMoments {
+  std::vector<double> m, s;
+  ColumnMoments(int width, int bands) : m(packed_size(bands) * width), s(static_cast<size_t>(bands) * width) {}
+};
+
+// Called by every thread of a parallel region: slides the shared column moments down the rows
+// that have pixels to score and scores each row's pixels, four per lockstep Cholesky.
+void score_rings(const DirectPass& d, ColumnMoments& outer_cols, ColumnMoments& inner_cols) {
+#ifdef _OPENMP
+  const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+  const int nt = 1, me = 0;
+#endif
+  const double* x = d.x;
+  const int height = d.height, width = d.width, bands = d.bands, inner = d.inner, outer = d.outer;
+  const double n = static_cast<double>(outer) * outer - static_cast<double>(inner) * inner;
+  const size_t pk = packed_size(bands);
+  const int mom0 = width * me / nt, mom1 = width * (me + 1) / nt;
+  std::vector<double> ring_m(pk), ring_s(bands);
+  std::vector<double> cov4(pk * kLanes), lanes(pk * kLanes), mean(bands), z4(static_cast<size_t>(bands) * kLanes),
+      u4(static_cast<size_t>(bands) * kLanes);
+  std::vector<int> todo;
+  int pro0 = 0, pro1 = 0, pri0 = 0, pri1 = 0;
+  bool first_row = true;
+  for (int i = 0; i < height; ++i) {
+    todo.clear();
+    for (int j = 0; j < width; ++j)
+      if (d.need[static_cast<size_t>(i) * width + j]) todo.push_back(j);
+    if (todo.empty()) continue;  // every thread sees the same rows
+    int ro0, ro1, ri0, ri1;
+    window_bounds(i, outer, height, ro0, ro1);
+    window_bounds(i, inner, height, ri0, ri1);
+    move_rows(x, width, mom0, mom1, bands, pro0, pro1, ro0, ro1, first_row, outer_cols.m, outer_cols.s);
+    move_rows(x, width, mom0, mom1, bands, pri0, pri1, ri0, ri1, first_row, inner_cols.m, inner_cols.s);
+    pro0 = ro0; pro1 = ro1; pri0 = ri0; pri1 = ri1;
+    first_row = false;
+#pragma omp barrier
+    const int lane_groups = (static_cast<int>(todo.size()) + kLanes - 1) / kLanes;
+    const int t0 = std::min<int>(todo.size(), lane_groups * me / nt * kLanes);
+    const int t1 = std::min<int>(todo.size(), lane_groups * (me + 1) / nt * kLanes);
+    int pco0 = 0, pco1 = 0, pci0 = 0, pci1 = 0;
+    for (int t = t0; t < t1; ++t) {
+      const int j = todo[t];
+      int co0, co1, ci0, ci1;
+      window_bounds(j, outer, width, co0, co1);
+      window_bounds(j, inner, width, ci0, ci1);
+      if (t == t0) {
+        std::fill(ring_m.begin(), ring_m.end(), 0.0);
+        std::fill(ring_s.begin(), ring_s.end(), 0.0);
+      }
+      move_window(outer_cols.m, outer_cols.s, bands, pco0, pco1, co0, co1, t == t0, 1.0, ring_m, ring_s);
+      move_window(inner_cols.m, inner_cols.s, bands, pci0, pci1, ci0, ci1, t == t0, -1.0, ring_m, ring_s);
+      pco0 = co0; pco1 = co1; pci0 = ci0; pci1 = ci1;
+      for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
+      const int lane = (t - t0) % kLanes;
+      double trace = 0.0;
+      const double inv_dof = 1.0 / (n - 1.0);  // multiply, not divide, in the inner loop
+      double* lc = lanes.data() + lane * pk;
+      for (int r = 0; r < bands; ++r) {
+        const size_t row = static_cast<size_t>(r) * (r + 1) / 2;
+        const double mr = n * mean[r];
+        const double* rm = ring_m.data() + row;
+        double* dst = lc + row;
+#pragma omp simd
+        for (int c = 0; c <= r; ++c) dst[c] = (rm[c] - mr * mean[c]) * inv_dof;
+        trace += dst[r];
+      }
+      if (d.ridge > 0.0) {
+        const double load = d.ridge * trace / bands;
+        for (int r = 0; r < bands; ++r) lc[static_cast<size_t>(r) * (r + 1) / 2 + r] += load;
+      }
+      const double* v = x + (static_cast<size_t>(i) * width + j) * bands;
+      for (int b = 0; b < bands; ++b) z4[b * kLanes + lane] = v[b] - mean[b];
+      if (lane == kLanes - 1 || t == t1 - 1) {
+        for (int q = lane + 1; q < kLanes; ++q) fill_identity_lane(lanes.data() + q * pk, z4.data(), bands, q);
+        interleave_lanes(lanes.data(), pk, cov4.data());
+        double score[kLanes];
+        unsigned char ok[kLanes];
+        cholesky_mahalanobis_lanes(cov4.data(), z4.data(), u4.data(), bands, d.pivot_tol, score, ok);
+        for (int q = 0; q <= lane; ++q) {
+          const size_t idx = static_cast<size_t>(i) * width + todo[t - lane + q];
+          d.out[idx] = ok[q] ? score[q] : std::nan("");
+          d.bad[idx] = ok[q] ? 0 : 1;
+        }
+      }
+    }
+#pragma omp barrier  // nobody reads the moments while the next row's slide writes them
+  }
+}
+
+// Which pixels share their outer window with enough neighbours for the shared-window path to
+// cost less than the direct path (mode 0: none, 1: by the cost model, 2: all). A group is
+// shared when that is cheaper than its pixels' own factorisations; then every run of rows
+// left to the direct path is checked as a whole, with the cost of filling and sliding its
+// column moments: a few leftover pixels (on a small image: the ones whose outer window is
+// shared with nobody) are cheaper on the shared-window path too.
+std::vector<Group> shared_window_groups(int height, int width, int bands, int inner, int outer, int mode) {
+  std::vector<Group> chosen, direct;
+  if (mode == 0) return chosen;
+  const std::vector<Run> row_runs = window_runs(height, outer), col_runs = window_runs(width, outer);
+  for (const Run& rows : row_runs)
+    for (const Run& cols : col_runs) {
+      const Group g = make_group(rows, cols, height, width, inner, outer, bands);
+      const bool shared = mode == 2 || g.cost < static_cast<double>(rows.count()) * cols.count() * direct_cost(bands);
+      (shared ? chosen : direct).push_back(g);
+    }
+  // direct groups come in row order; take one stretch of consecutive direct rows at a time
+  for (size_t a = 0; a < direct.size();) {
+    double direct_total = 0.0, shared_total = 0.0;
+    int run_first = -1, last_row = direct[a].rows.first - 1;
+    size_t b = a;
+    for (; b < direct.size(); ++b) {
+      const Group& g = direct[b];
+      if (g.rows.first != run_first) {  // the next row run: it must follow the stretch's last row
+        if (g.rows.first != last_row + 1) break;
+        direct_total += direct_row_overhead(width, bands, inner, outer, b == a) +
+                        (g.rows.count() - 1) * direct_row_overhead(width, bands, inner, outer, false);
+        run_first = g.rows.first;
+        last_row = g.rows.last;
+      }
+      direct_total += static_cast<double>(g.rows.count()) * g.cols.count() * direct_cost(bands);
+      shared_total += g.cost;
+    }
+    if (shared_total < direct_total) chosen.insert(chosen.end(), direct.begin() + a, direct.begin() + b);
+    a = b;
+  }
+  // largest first: the dynamic schedule then ends on small groups
+  std::sort(chosen.begin(), chosen.end(), [](const Group& a, const Group& b) { return a.cost > b.cost; });
+  return chosen;
+}
+
 py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast> cube, int inner, int outer,
-                   double ridge, double pivot_tol) {
+                   double ridge, double pivot_tol, int shared_windows) {
   if (cube.ndim() != 3) throw std::invalid_argument("local_rx: cube must be (H, W, B); got ndim " + std::to_string(cube.ndim()));
   const int height = static_cast<int>(cube.shape(0));
   const int width = static_cast<int>(cube.shape(1));
@@ -268,6 +711,7 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
   if (outer > height || outer > width)
     throw std::invalid_argument("local_rx: outer window " + std::to_string(outer) + " exceeds the image " +
                                 std::to_string(height) + "x" + std::to_string(width));
+  if (shared_windows < 0 || shared_windows > 2) throw std::invalid_argument("local_rx: shared_windows must be 0, 1 or 2");
   const double n = static_cast<double>(outer) * outer - static_cast<double>(inner) * inner;
   if (n < 2) throw std::invalid_argument("local_rx: fewer than 2 background pixels");
 
@@ -276,89 +720,47 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
   const double* x = cube.data();
   double* out = scores.mutable_data();
   uint8_t* bad = failed.mutable_data();
-  const size_t pk = packed_size(bands);
+  // The diagonal loading depends on each ring's trace, which breaks the low-rank relation
+  // between a ring and its outer window: with a ridge every pixel takes the direct path.
+  const std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer, ridge > 0.0 ? 0 : shared_windows);
 
   {
     py::gil_scoped_release release;
-    // The column moments are shared: every thread slides its share of the columns to the new
-    // window rows, then scores its own segment of the image row (segments are whole groups of
-    // kLanes pixels, each starting its ring afresh). Splitting rows over threads instead gave
-    // each thread its own copy of the moments (2 x W x B^2 / 2 doubles, several MB), and those
-    // memory-bound passes did not scale.
-    std::vector<double> out_cm(pk * width), out_cs(static_cast<size_t>(bands) * width);
-    std::vector<double> in_cm(pk * width), in_cs(static_cast<size_t>(bands) * width);
+    std::vector<uint8_t> need(static_cast<size_t>(height) * width, 1);
+    std::fill(bad, bad + static_cast<size_t>(height) * width, 0);
 #pragma omp parallel
     {
-#ifdef _OPENMP
-      const int nt = omp_get_num_threads(), me = omp_get_thread_num();
-#else
-      const int nt = 1, me = 0;
-#endif
-      const int groups = (width + kLanes - 1) / kLanes;
-      const int seg0 = std::min(width, groups * me / nt * kLanes), seg1 = std::min(width, groups * (me + 1) / nt * kLanes);
-      const int mom0 = width * me / nt, mom1 = width * (me + 1) / nt;
-      std::vector<double> ring_m(pk), ring_s(bands);
-      std::vector<double> cov4(pk * kLanes), lanes(pk * kLanes), mean(bands), z4(static_cast<size_t>(bands) * kLanes),
-          u4(static_cast<size_t>(bands) * kLanes);
-      int pro0 = 0, pro1 = 0, pri0 = 0, pri1 = 0;
-      for (int i = 0; i < height; ++i) {
-        int ro0, ro1, ri0, ri1;
-        window_bounds(i, outer, height, ro0, ro1);
-        window_bounds(i, inner, height, ri0, ri1);
-        move_rows(x, width, mom0, mom1, bands, pro0, pro1, ro0, ro1, i == 0, out_cm, out_cs);
-        move_rows(x, width, mom0, mom1, bands, pri0, pri1, ri0, ri1, i == 0, in_cm, in_cs);
-        pro0 = ro0; pro1 = ro1; pri0 = ri0; pri1 = ri1;
-#pragma omp barrier
-        int pco0 = 0, pco1 = 0, pci0 = 0, pci1 = 0;
-        for (int j = seg0; j < seg1; ++j) {
-          int co0, co1, ci0, ci1;
-          window_bounds(j, outer, width, co0, co1);
-          window_bounds(j, inner, width, ci0, ci1);
-          if (j == seg0) {
-            std::fill(ring_m.begin(), ring_m.end(), 0.0);
-            std::fill(ring_s.begin(), ring_s.end(), 0.0);
-          }
-          move_window(out_cm, out_cs, bands, pco0, pco1, co0, co1, j == seg0, 1.0, ring_m, ring_s);
-          move_window(in_cm, in_cs, bands, pci0, pci1, ci0, ci1, j == seg0, -1.0, ring_m, ring_s);
-          pco0 = co0; pco1 = co1; pci0 = ci0; pci1 = ci1;
-          for (int b = 0; b < bands; ++b) mean[b] = ring_s[b] / n;
-          const int lane = j % kLanes;
-          double trace = 0.0;
-          const double inv_dof = 1.0 / (n - 1.0);  // multiply, not divide, in the inner loop
-          double* lc = lanes.data() + lane * pk;
-          for (int r = 0; r < bands; ++r) {
-            const size_t row = static_cast<size_t>(r) * (r + 1) / 2;
-            const double mr = n * mean[r];
-            const double* rm = ring_m.data() + row;
-            double* dst = lc + row;
-#pragma omp simd
-            for (int c = 0; c <= r; ++c) dst[c] = (rm[c] - mr * mean[c]) * inv_dof;
-            trace += dst[r];
-          }
-          if (ridge > 0.0) {
-            const double load = ridge * trace / bands;
-            for (int r = 0; r < bands; ++r) lc[static_cast<size_t>(r) * (r + 1) / 2 + r] += load;
-          }
-          const double* v = x + (static_cast<size_t>(i) * width + j) * bands;
-          for (int b = 0; b < bands; ++b) z4[b * kLanes + lane] = v[b] - mean[b];
-          if (lane == kLanes - 1 || j == width - 1) {
-            for (int q = lane + 1; q < kLanes; ++q) fill_identity_lane(lanes.data() + q * pk, z4.data(), bands, q);
-            interleave_lanes(lanes.data(), pk, cov4.data());
-            double score[kLanes];
-            unsigned char ok[kLanes];
-            cholesky_mahalanobis_lanes(cov4.data(), z4.data(), u4.data(), bands, pivot_tol, score, ok);
-            for (int q = 0; q <= lane; ++q) {
-              const size_t idx = static_cast<size_t>(i) * width + (j - lane + q);
-              out[idx] = ok[q] ? score[q] : std::nan("");
-              bad[idx] = ok[q] ? 0 : 1;
-            }
-          }
-        }
-#pragma omp barrier  // nobody reads the moments while the next row's slide writes them
-      }
+      GroupScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+      for (size_t gi = 0; gi < groups.size(); ++gi)
+        score_group(x, height, width, bands, inner, outer, groups[gi], pivot_tol, scratch, out, need.data());
+    }
+    if (std::find(need.begin(), need.end(), 1) != need.end()) {
+      const DirectPass pass{x, height, width, bands, inner, outer, ridge, pivot_tol, need.data(), out, bad};
+      // The column moments are shared: every thread slides its share of the columns to the
+      // new window rows, then scores its share of the row's pixels (whole groups of kLanes
+      // pixels, each thread starting its ring afresh). Splitting rows over threads instead
+      // gave each thread its own copy of the moments (2 x W x B^2 / 2 doubles, several MB),
+      // and those memory-bound passes did not scale.
+      ColumnMoments outer_cols(width, bands), inner_cols(width, bands);
+#pragma omp parallel
+      score_rings(pass, outer_cols, inner_cols);
     }
   }
   return py::make_tuple(scores, failed);
+}
+
+// (H, W) uint8: 1 for the pixels the cost model gives to the shared-window path.
+py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int inner, int outer, int shared_windows) {
+  if (inner < 1 || outer <= inner || outer > height || outer > width || bands < 1)
+    throw std::invalid_argument("shared_window_plan: need 1 <= inner < outer <= min(H, W) and B >= 1");
+  py::array_t<uint8_t> plan({height, width});
+  uint8_t* p = plan.mutable_data();
+  std::fill(p, p + static_cast<size_t>(height) * width, 0);
+  for (const Group& g : shared_window_groups(height, width, bands, inner, outer, shared_windows))
+    for (int i = g.rows.first; i <= g.rows.last; ++i)
+      for (int j = g.cols.first; j <= g.cols.last; ++j) p[static_cast<size_t>(i) * width + j] = 1;
+  return plan;
 }
 
 int num_threads() {
@@ -374,7 +776,12 @@ int num_threads() {
 PYBIND11_MODULE(_cpu_rx, m) {
   m.doc() = "Compiled CPU tier of the RX kernels (see edgesentry.kernels.rx)";
   m.def("local_rx", &local_rx, py::arg("cube"), py::arg("inner"), py::arg("outer"), py::arg("ridge") = 0.0,
-        py::arg("pivot_tol") = 1e-12,
-        "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, failed) (H, W) arrays");
+        py::arg("pivot_tol") = 1e-12, py::arg("shared_windows") = 1,
+        "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, failed) (H, W) arrays; "
+        "shared_windows: 0 = one Cholesky per pixel, 1 = shared outer windows where the cost model "
+        "says so, 2 = wherever possible");
+  m.def("shared_window_plan", &shared_window_plan, py::arg("height"), py::arg("width"), py::arg("bands"),
+        py::arg("inner"), py::arg("outer"), py::arg("shared_windows") = 1,
+        "(H, W) uint8 mask of the pixels local_rx scores on the shared-window path");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use");
 }

@@ -11,11 +11,19 @@ pseudo-inverse cutoff and ``L^-T L^-1`` is the reference's pinv to ~cond x eps. 
 (singular scenes such as 3 of the 6 FERS ABU ones) the eigendecomposition path reproduces
 pinv exactly: ``C = V diag(w) V^T``, ``score = sum((Z V_k)^2 / w_k)`` over the eigenvalues
 kept by ``|w| > rcond * max|w|`` (the singular values of a symmetric matrix are ``|w|``).
+
+Local RX (``kernels/cpu/rx.cpp``) has two paths, chosen by a cost model group by group:
+pixels whose (shifted) outer windows coincide, i.e. every pixel within ``outer // 2`` of a
+border, share one Cholesky of that window, and each pixel's guard window becomes a rank-
+``inner**2`` Woodbury correction; the others factor their own ring covariance, built from
+sliding column moments. Both are float64 and equal the reference to ~1e-9 relative.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edgesentry.errors import ConfigError
 
 from .reference import DEFAULT_RCOND, _regularize, background_mask
 
@@ -77,15 +85,36 @@ def global_rx(pixels: np.ndarray, *, ridge: float = 0.0, rcond: float = DEFAULT_
     return np.square((x - mean) @ vectors) @ (1.0 / values)
 
 
+#: ``shared_windows`` of ``local_rx``: where pixels that share an outer window are scored
+#: together (one Cholesky of the window + a Woodbury correction for each guard window)
+SHARED_WINDOWS = {"never": 0, "auto": 1, "always": 2}
+
+
 def local_rx(
-    cube: np.ndarray, *, inner: int, outer: int, ridge: float = 0.0, rcond: float = DEFAULT_RCOND
+    cube: np.ndarray,
+    *,
+    inner: int,
+    outer: int,
+    ridge: float = 0.0,
+    rcond: float = DEFAULT_RCOND,
+    shared_windows: str = "auto",
 ) -> np.ndarray:
-    """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule."""
+    """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
+
+    ``shared_windows``: ``"auto"`` lets the kernel's cost model choose, group by group,
+    between one factorisation per shared outer window and one per pixel; ``"never"`` and
+    ``"always"`` force either path (tests and benchmarks compare them). With ``ridge > 0``
+    every pixel takes the per-pixel path.
+    """
     from edgesentry.kernels import _cpu_rx
 
+    if shared_windows not in SHARED_WINDOWS:
+        raise ConfigError(f"shared_windows must be one of {sorted(SHARED_WINDOWS)}; got {shared_windows!r}")
     x = np.asarray(cube, dtype=np.float64)
     centred = x - x.reshape(-1, x.shape[-1]).mean(axis=0)
-    scores, failed = _cpu_rx.local_rx(centred, int(inner), int(outer), float(ridge), _PIVOT_TOL)
+    scores, failed = _cpu_rx.local_rx(
+        centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows]
+    )
     # Windows whose covariance is (near) singular take the reference pseudo-inverse path.
     for i, j in np.argwhere(failed):
         background = centred[background_mask(i, j, x.shape[:2], inner, outer)]

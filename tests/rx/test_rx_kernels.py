@@ -134,6 +134,80 @@ def test_local_rx_matches_reference(rng, tier, h, w, b, inner, outer):
     assert_verbose_allclose(got, expected, atol=0, rtol=1e-9)
 
 
+@pytest.mark.parametrize("shared_windows", ["never", "always"])
+@pytest.mark.parametrize(
+    "h, w, b, inner, outer",
+    [
+        (7, 7, 3, 1, 7),  # one window for the whole image: one group, guard window of 1 pixel
+        (13, 11, 5, 3, 7),  # groups of 1 to 16 pixels, guard-window unions of odd sizes
+        (10, 12, 4, 2, 6),  # even windows
+        (12, 12, 13, 3, 9),  # bands not a multiple of 4: padded bands in the bordered factor
+        (14, 15, 23, 4, 11),  # union rows not a multiple of 4, even guard window
+        (9, 9, 1, 1, 3),  # one band
+    ],
+)
+def test_local_rx_cpu_both_paths_match_reference(rng, shared_windows, h, w, b, inner, outer):
+    """Shared outer window (one Cholesky + Woodbury per guard window) and per-pixel Cholesky."""
+    from edgesentry.kernels.rx import cpu
+
+    cube = _cube(rng, h, w, b)
+    expected = reference.local_rx(cube, inner=inner, outer=outer)
+    got = cpu.local_rx(cube, inner=inner, outer=outer, shared_windows=shared_windows)
+    assert_verbose_allclose(got, expected, atol=0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("shared_windows", ["never", "always"])
+def test_local_rx_cpu_spike_alone_in_its_band(rng, shared_windows):
+    """A pixel that alone carries a band: the outer windows holding it stay positive definite,
+    but the rings around it lose that direction (the Woodbury correction's K loses a pivot):
+    those pixels must fall back to the per-pixel path and then to the pinv."""
+    from edgesentry.kernels.rx import cpu
+
+    cube = _cube(rng, 11, 11, 5)
+    cube[..., 2] = 0.0
+    cube[5, 5, 2] = 400.0
+    expected = reference.local_rx(cube, inner=3, outer=7)
+    got = cpu.local_rx(cube, inner=3, outer=7, shared_windows=shared_windows)
+    assert np.all(np.isfinite(got))
+    assert_verbose_allclose(got, expected, atol=0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, window, shared",
+    [
+        ((24, 24, 205), (5, 21), 24 * 24),  # the benchmark crop: 16 windows for 576 pixels
+        ((100, 100, 205), (5, 21), 100 * 100 - 78 * 78),  # the 11-pixel border band only
+        ((40, 40, 8), (3, 11), 0),  # few bands: factoring each pixel's ring is cheaper
+    ],
+)
+def test_local_rx_cpu_cost_model_plan(shape, window, shared):
+    from edgesentry.kernels import _cpu_rx
+
+    plan = _cpu_rx.shared_window_plan(*shape, *window, 1)
+    assert int(plan.sum()) == shared
+    assert _cpu_rx.shared_window_plan(*shape, *window, 0).sum() == 0
+    assert _cpu_rx.shared_window_plan(*shape, *window, 2).all()
+
+
+def test_local_rx_cpu_auto_mixes_both_paths(rng):
+    from edgesentry.kernels import _cpu_rx
+    from edgesentry.kernels.rx import cpu
+
+    h, w, b, inner, outer = 30, 30, 24, 3, 11
+    plan = _cpu_rx.shared_window_plan(h, w, b, inner, outer, 1)
+    assert 0 < plan.sum() < plan.size  # the corners are shared, the rest is per pixel
+    cube = _cube(rng, h, w, b)
+    expected = reference.local_rx(cube, inner=inner, outer=outer)
+    assert_verbose_allclose(cpu.local_rx(cube, inner=inner, outer=outer), expected, atol=0, rtol=1e-9)
+
+
+def test_local_rx_cpu_rejects_unknown_shared_windows(rng):
+    from edgesentry.kernels.rx import cpu
+
+    with pytest.raises(ConfigError, match="shared_windows"):
+        cpu.local_rx(_cube(rng, 8, 8, 3), inner=1, outer=5, shared_windows="sometimes")
+
+
 @pytest.mark.parametrize("tier", HOST_TIERS)
 def test_local_rx_singular_windows_take_the_pinv_path(rng, tier):
     cube = _cube(rng, 9, 10, 6)
