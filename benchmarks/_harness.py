@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +58,42 @@ def measure(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10, min_time
         tracemalloc.stop()
     q = np.quantile(times, [0.2, 0.5, 0.8, 0.9])
     return Timing(*(float(v) for v in q), iters=len(times), peak_mb=peak)
+
+
+def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 5, block: int = 2,
+                        min_time: float = 0.0, track_memory: bool = True) -> dict[str, Timing]:
+    """Time several implementations of one job in alternating blocks (A A B B C C A A ...).
+
+    A VM's speed drifts by tens of percent within minutes; timed one after the other, each
+    implementation would see a different machine and their ratio would carry the drift. In
+    alternating blocks every implementation samples the same stretch of time. Each block
+    starts with one untimed call, so that threads another runtime left spinning (ONNX
+    Runtime's and OpenMP's pools keep spinning for a while after a call) and cold caches
+    cost the warm-up call, not a timed one. Runs at least ``rounds`` rounds and ``min_time``
+    seconds.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    done = 0
+    while done < rounds or (time.perf_counter() - start) < min_time:
+        for name, fn in fns.items():
+            fn()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        done += 1
+    out = {}
+    for name, fn in fns.items():
+        peak = None
+        if track_memory:
+            tracemalloc.start()
+            fn()
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+        q = np.quantile(times[name], [0.2, 0.5, 0.8, 0.9])
+        out[name] = Timing(*(float(v) for v in q), iters=len(times[name]), peak_mb=peak)
+    return out
 
 
 @dataclass

@@ -8,7 +8,7 @@
 // buffer, so nothing but the 64-d output is written to memory. Weights are transposed once
 // per call to (in, out) so that the inner loop runs over contiguous outputs (vectorised,
 // FMA in the x86-64-v3 clone) and every weight row serves RB rows per pass. OpenMP splits
-// tiles over threads for large inputs.
+// tiles over threads from a few hundred rows.
 //
 // positional: A2 t = K (t / s) with K[i, j] = r^|i-j|. K u is a forward scan
 // (y_i = u_i + r y_{i-1}) plus a backward scan minus u (the diagonal is counted twice);
@@ -21,6 +21,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace py = pybind11;
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -158,8 +162,10 @@ void align_fuse(const farr& v, const farr& a, const farr& f, const py::list& par
   const long tiles = (n + TILE - 1) / TILE;
   {
     py::gil_scoped_release release;
-    // threads only pay off beyond a few hundred rows (wake-up cost, shared cores)
-#pragma omp parallel for schedule(static) if (n >= 4096)
+    // Threads pay off from a few hundred rows (one video at T = 182: 910 rows, 0.85 -> 0.5 ms).
+    // Next to ONNX Runtime this needs its session to stop spinning after run() (the runner
+    // sets session.force_spinning_stop), or its idle workers hold the second core.
+#pragma omp parallel for schedule(static) if (n >= 512)
     for (long tile = 0; tile < tiles; ++tile) {
       const long r0 = tile * TILE;
       fuse_tile(pv, pa, pf, m, r0, static_cast<int>(std::min<long>(TILE, n - r0)), wt, po);
@@ -237,9 +243,38 @@ void head_crop(const float* emb, long len, const HeadWeights& w, float* logits) 
   mil_rows(x.data(), len, w, logits);
 }
 
+int num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Output row t of the TCN reads input rows t - kHeadReach .. t (two kernel-2 convs per level,
+// dilations 1, 2, 4), so a chunk of rows [t0, t1) is exact when computed from row
+// t0 - kHeadReach on (the sequence start is zero-padded either way).
+constexpr long kHeadReach = 2 * (1 + 2 + 4);
+
+// Chunks per crop that spread nb crops evenly over the threads (5 crops on 2 threads: 10
+// chunks, not a 3 : 2 split), none shorter than 4 x the reach they recompute.
+long head_chunks(long nb, long len, int threads) {
+  long chunks = 1;
+  while ((nb * chunks) % threads != 0 && len / (chunks + 1) >= 4 * kHeadReach) ++chunks;
+  return chunks;
+}
+
+// Logits for rows [t0, t1) of one crop.
+void head_chunk(const float* emb, long t0, long t1, const HeadWeights& w, float* logits) {
+  const long start = std::max(0L, t0 - kHeadReach);
+  std::vector<float> out(t1 - start);
+  head_crop(emb + start * 64, t1 - start, w, out.data());
+  std::copy(out.begin() + (t0 - start), out.end(), logits + t0);
+}
+
 // emb (B, T, 64); params: tcn{0,1,2}.conv{1,2}.{w,b} (12 arrays, in that order), then
 // mil{0,1,2}.{w,b} (6) -> logits (B, T).
-py::array_t<float> fusion_head(const farr& emb, const py::list& params) {
+py::array_t<float> fusion_head(const farr& emb, const py::list& params, long chunks) {
   if (emb.ndim() != 3 || emb.shape(2) != 64) throw std::invalid_argument("fusion_head expects emb (B, T, 64)");
   if (params.size() != 18) throw std::invalid_argument("fusion_head expects 18 parameter arrays");
   std::vector<farr> p;
@@ -266,8 +301,14 @@ py::array_t<float> fusion_head(const farr& emb, const py::list& params) {
   float* dst = logits.mutable_data();
   {
     py::gil_scoped_release release;
-#pragma omp parallel for schedule(static) if (nb > 1 && nb * len >= 4096)
-    for (long b = 0; b < nb; ++b) head_crop(src + b * len * 64, len, w, dst + b * len);
+    const bool threaded = nb * len >= 512;  // as align_fuse: threads pay from a few hundred rows
+    if (chunks <= 0) chunks = threaded ? head_chunks(nb, len, num_threads()) : 1;
+    chunks = std::min(chunks, len);
+#pragma omp parallel for schedule(static) if (threaded)
+    for (long task = 0; task < nb * chunks; ++task) {
+      const long b = task / chunks, c = task % chunks;
+      head_chunk(src + b * len * 64, len * c / chunks, len * (c + 1) / chunks, w, dst + b * len);
+    }
   }
   return logits;
 }
@@ -320,8 +361,9 @@ PYBIND11_MODULE(_cpu_mavd, m) {
   m.doc() = "Compiled CPU tier of the MAVD kernels (see edgesentry.kernels.mavd)";
   m.def("align_fuse", &align_fuse, py::arg("v"), py::arg("a"), py::arg("f"), py::arg("params"), py::arg("out"),
         "(N,128) v, (M,32) a (row n % M), (N,64) f, 16 float32 params -> writes the (N,64) fusion embedding into out");
-  m.def("fusion_head", &fusion_head, py::arg("emb"), py::arg("params"),
-        "(B, T, 64) fusion embedding + 18 float32 TCN/MIL params -> (B, T) logits (float32)");
+  m.def("fusion_head", &fusion_head, py::arg("emb"), py::arg("params"), py::arg("chunks") = 0,
+        "(B, T, 64) fusion embedding + 18 float32 TCN/MIL params -> (B, T) logits (float32); "
+        "chunks: time chunks per crop (0 = spread the crops over the threads)");
   m.def("positional", &positional, py::arg("t"), py::arg("decay"), py::arg("out"),
         "A2 @ t over axis 1 of (N, T, C) float32 by two exponential scans");
 }

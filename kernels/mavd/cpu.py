@@ -43,15 +43,19 @@ HEAD_PARAMS = tuple(f"tcn{i}.conv{c}.{k}" for i in range(3) for c in (1, 2) for 
 )
 
 
-def fusion_head(emb: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
-    """See ``reference.fusion_head``: (B, T, 64) -> (B, T) logits, float32 in C++ (TCN + MIL)."""
+def fusion_head(emb: np.ndarray, params: Mapping[str, np.ndarray], *, chunks: int = 0) -> np.ndarray:
+    """See ``reference.fusion_head``: (B, T, 64) -> (B, T) logits, float32 in C++ (TCN + MIL).
+
+    ``chunks``: time chunks per crop computed as separate tasks, each from 14 rows before its
+    start (the TCN's reach), so they are exact; 0 picks enough to keep every thread busy.
+    """
     from edgesentry.kernels import _cpu_mavd
 
     x = np.ascontiguousarray(emb, np.float32)
     if x.ndim != 3 or x.shape[2] != 64:
         raise InputError(f"fusion_head expects emb of shape (B, T, 64); got {x.shape}")
     flat = [np.ascontiguousarray(params[k], np.float32) for k in HEAD_PARAMS]
-    return _cpu_mavd.fusion_head(x, flat)
+    return _cpu_mavd.fusion_head(x, flat, int(chunks))
 
 
 def positional(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

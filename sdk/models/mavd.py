@@ -138,9 +138,11 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner * 4, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner * 2, dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a2: torch.Tensor | None = None) -> torch.Tensor:
+        """``a2``: the (T, T) positional matrix when the caller shares one across layers
+        (fused layout only; otherwise it is built here)."""
         if self.fused:
-            return self._forward_fused(x)
+            return self._forward_fused(x, a2)
         b, n, _ = x.shape
         q, k, v, t = (
             c.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
@@ -157,7 +159,7 @@ class Attention(nn.Module):
             return positional_scan(t)
         return torch.matmul(positional_matrix(t.shape[-2], dtype=t.dtype, device=t.device), t)
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, a2: torch.Tensor | None = None) -> torch.Tensor:
         """The same attention with per-head weight views instead of activation reshapes.
 
         q, k, v come straight out as (b, h, n, dh) from ``x[:, None] @ W_h`` (h, dim, dh), and
@@ -179,7 +181,8 @@ class Attention(nn.Module):
         k, v = torch.matmul(xs, w[1]), torch.matmul(xs, w[2])
         attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
         content = torch.matmul(torch.matmul(attn, v), wo[:, :dh]).sum(dim=1)
-        positional = self._positional(torch.matmul(x, torch.matmul(w[3], wo[:, dh:]).sum(dim=0)))
+        t = torch.matmul(x, torch.matmul(w[3], wo[:, dh:]).sum(dim=0))
+        positional = torch.matmul(a2, t) if a2 is not None else self._positional(t)
         return content + positional + proj.bias
 
 
@@ -213,8 +216,8 @@ class PreNorm(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.fn = fn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self.norm(x))
+    def forward(self, x: torch.Tensor, **kwargs: torch.Tensor | None) -> torch.Tensor:
+        return self.fn(self.norm(x), **kwargs)
 
 
 class Transformer(nn.Module):
@@ -235,9 +238,9 @@ class Transformer(nn.Module):
             for _ in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a2: torch.Tensor | None = None) -> torch.Tensor:
         for attn, ff in self.layers:
-            x = attn(x) + x
+            x = attn(x, a2=a2) + x
             x = ff(x) + x
         return x
 
@@ -272,9 +275,9 @@ class Unimodal(nn.Module):
         self.selfatt = Transformer(d, cfg.depth, cfg.heads, d // 2, d, positional, fused)
         self.mil = MIL(d, cfg.h_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a2: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, D_in) -> ``satt_f`` (B, T, d): the feature the official ``.pt`` graphs return."""
-        return self.selfatt(self.embedding(x))
+        return self.selfatt(self.embedding(x), a2)
 
 
 class Projection(nn.Module):
@@ -367,6 +370,7 @@ class MAVD(nn.Module):
 
     def __init__(self, cfg: MAVDConfig | None = None, positional: str = "matrix", fused: bool = False):
         super().__init__()
+        self.fused, self.positional = fused, positional
         self.cfg = cfg = cfg or MAVDConfig()
         self.v_model = Unimodal(cfg.v, positional, fused)
         self.a_model = Unimodal(cfg.a, positional, fused)
@@ -379,8 +383,16 @@ class MAVD(nn.Module):
     def features(
         self, rgb: torch.Tensor, flow: torch.Tensor, audio: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """Unimodal features ``(v_feat (B,T,128), a_feat (Ba,T,32), f_feat (B,T,64))``."""
-        return self.v_model(rgb), self.a_model(audio), self.f_model(flow)
+        """Unimodal features ``(v_feat (B,T,128), a_feat (Ba,T,32), f_feat (B,T,64))``.
+
+        In the fused layout the positional matrix is built once and shared by the six
+        attention layers (the three streams have the same T); in an exported graph each
+        layer would otherwise rebuild it from ``Range`` (~20 small nodes per layer).
+        """
+        a2 = None
+        if self.fused and self.positional == "matrix":
+            a2 = positional_matrix(rgb.shape[-2], dtype=rgb.dtype, device=rgb.device)
+        return self.v_model(rgb, a2), self.a_model(audio, a2), self.f_model(flow, a2)
 
     def fuse(self, v_feat: torch.Tensor, a_feat: torch.Tensor, f_feat: torch.Tensor) -> torch.Tensor:
         """Align and fuse: ``[v | va(a) | vf(f)]`` (B, T, 224); audio broadcast over crops."""

@@ -116,6 +116,20 @@ def test_fusion_head_cpu_matches_reference(shape, rng):
     assert_verbose_allclose(R.fusion_head(emb, params, dtype=np.float32), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape, chunks", [((1, 300), 2), ((3, 200), 3), ((2, 130), 7), ((1, 5), 9)])
+def test_fusion_head_cpu_time_chunks_are_exact(shape, chunks, rng):
+    """Chunks start 14 rows early (the causal TCN's reach): every chunk count gives the
+    unchunked logits, including chunks shorter than the reach and more chunks than rows."""
+    _tier_or_skip(K.FUSION_HEAD, "cpu")
+    from edgesentry.kernels.mavd import cpu
+
+    params = _random_head_params(rng)
+    emb = np.maximum(rng.standard_normal((*shape, 64)), 0).astype(np.float32)
+    whole = cpu.fusion_head(emb, params, chunks=1)
+    np.testing.assert_array_equal(cpu.fusion_head(emb, params, chunks=chunks), whole)
+    assert_verbose_allclose(whole, R.fusion_head(emb, params), atol=1e-5, rtol=1e-5)
+
+
 def test_fusion_head_cpu_rejects_bad_shapes(rng):
     _tier_or_skip(K.FUSION_HEAD, "cpu")
     with pytest.raises(InputError, match="B, T, 64"):
