@@ -61,7 +61,7 @@ def measure(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10, min_time
 
 
 def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 5, block: int = 2,
-                        min_time: float = 0.0, track_memory: bool = True) -> dict[str, Timing]:
+                        min_time: float = 0.0, pause: float = 0.0, track_memory: bool = True) -> dict[str, Timing]:
     """Time several implementations of one job in alternating blocks (A A B B C C A A ...).
 
     A VM's speed drifts by tens of percent within minutes; timed one after the other, each
@@ -69,14 +69,18 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 5
     alternating blocks every implementation samples the same stretch of time. Each block
     starts with one untimed call, so that threads another runtime left spinning (ONNX
     Runtime's and OpenMP's pools keep spinning for a while after a call) and cold caches
-    cost the warm-up call, not a timed one. Runs at least ``rounds`` rounds and ``min_time``
-    seconds.
+    cost the warm-up call, not a timed one. ``pause`` seconds of idling before each block
+    outlast pools that spin longer than one call (OpenBLAS workers spin ~0.1 s after a
+    multi-threaded BLAS call: ``spectral.rx`` left them spinning through the next block of
+    global RX, whose time doubled). Runs at least ``rounds`` rounds and ``min_time`` seconds.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     done = 0
     while done < rounds or (time.perf_counter() - start) < min_time:
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             fn()
             for _ in range(block):
                 t0 = time.perf_counter()
