@@ -133,31 +133,18 @@ def align_fuse_rows(ctx: Any, bundle: Any) -> list[Row]:
                 return model.vaf_model.embedding(model.fuse(vt, at, ft)).reshape(n, 64).numpy()
 
         want = kernels.reference.align_fuse(v, a, f, params)
-        rows.append(
-            Row(
-                "mavd",
-                "align_fuse",
-                "torch eager",
-                f"{n} rows",
-                measure(eager, iters=ctx.iters),
-                extra={"rel_err": rel_err(eager(), want)},
-            )
-        )
+        fns = {"torch eager": eager}
+        errors = {"torch eager": rel_err(eager(), want)}
         for tier in ("reference", "cpu"):
             out = np.empty((n, 64), np.float32)
-            rows.append(
-                Row(
-                    "mavd",
-                    "align_fuse",
-                    f"kernel {tier}",
-                    f"{n} rows",
-                    measure(
-                        lambda tr=tier, v=v, a=a, f=f, o=out: kernels.align_fuse(v, a, f, params, out=o, tier=tr),
-                        iters=ctx.iters,
-                    ),
-                    extra={"rel_err": rel_err(kernels.align_fuse(v, a, f, params, tier=tier)[0], want)},
-                )
-            )
+            fns[f"kernel {tier}"] = lambda tr=tier, v=v, a=a, f=f, o=out: kernels.align_fuse(
+                v, a, f, params, out=o, tier=tr)
+            errors[f"kernel {tier}"] = rel_err(kernels.align_fuse(v, a, f, params, tier=tier)[0], want)
+        # alternating blocks after a pause: the float64 reference's multi-threaded BLAS leaves
+        # OpenBLAS workers spinning for ~0.1 s, which took the second core from the next row
+        timings = measure_interleaved(fns, rounds=3 if ctx.quick else 8, block=10, pause=0.15)
+        rows += [Row("mavd", "align_fuse", name, f"{n} rows", timings[name], extra={"rel_err": errors[name]})
+                 for name in fns]
     add_speedups(rows, "torch eager", "vs eager")
     return rows
 
