@@ -27,7 +27,8 @@ from _harness import Row, add_speedups, measure, measure_interleaved, rel_err
 
 NOTES = [
     "video: 'torch eager (official)' = whole MAVD network in torch as the official test() runs it "
-    "(audio x5 crops, T x T positional matrix, the unused v/a/f MIL heads, mean of crop sigmoids); "
+    "(audio x5 crops, the T x T positional matrix repeated per crop and head, the unused v/a/f MIL "
+    "heads, mean of crop sigmoids); "
     "detector rows include input validation and the fused head. The five implementations are "
     "timed in alternating blocks (each block after one untimed call), so all see the same machine.",
     "positional: 2 layers x 4 heads x 5 crops = 40 sequences of dh = 64 channels (the RGB branch).",

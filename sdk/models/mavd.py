@@ -150,7 +150,12 @@ class Attention(nn.Module):
         )
         attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
         out1 = torch.matmul(attn, v)
-        out2 = self._positional(t)
+        if self.positional == "matrix":
+            # as the official code (self_attention.py:61): one copy of A2 per crop and head
+            a2 = positional_matrix(n, dtype=t.dtype, device=t.device)
+            out2 = torch.matmul(a2.unsqueeze(0).unsqueeze(1).repeat(b, self.heads, 1, 1), t)
+        else:
+            out2 = self._positional(t)
         out = torch.cat([out1, out2], dim=-1)  # (b, h, n, 2 dh)
         return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * 2 * self.dim_head))
 
