@@ -16,15 +16,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "threads.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace py = pybind11;
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -243,14 +241,6 @@ void head_crop(const float* emb, long len, const HeadWeights& w, float* logits) 
   mil_rows(x.data(), len, w, logits);
 }
 
-int num_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
 // Output row t of the TCN reads input rows t - kHeadReach .. t (two kernel-2 convs per level,
 // dilations 1, 2, 4), so a chunk of rows [t0, t1) is exact when computed from row
 // t0 - kHeadReach on (the sequence start is zero-padded either way).
@@ -302,7 +292,7 @@ py::array_t<float> fusion_head(const farr& emb, const py::list& params, long chu
   {
     py::gil_scoped_release release;
     const bool threaded = nb * len >= 512;  // as align_fuse: threads pay from a few hundred rows
-    if (chunks <= 0) chunks = threaded ? head_chunks(nb, len, num_threads()) : 1;
+    if (chunks <= 0) chunks = threaded ? head_chunks(nb, len, edgesentry_threads::max_threads()) : 1;
     chunks = std::min(chunks, len);
 #pragma omp parallel for schedule(static) if (threaded)
     for (long task = 0; task < nb * chunks; ++task) {

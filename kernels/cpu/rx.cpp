@@ -23,6 +23,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "band_gram.h"
+#include "threads.h"
 #include "transpose4.h"
 
 #include <algorithm>
@@ -281,68 +283,10 @@ void interleave_lanes(const double* lanes, size_t pk, double* cov4) {
 // the direct path instead, where the whole ring is factored afresh.
 constexpr double kGuardPivotFloor = 1e-4;
 
-inline long round_up4(long n) { return (n + 3) & ~3L; }
-__attribute__((always_inline)) inline double hsum4(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
-
-// out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len % 4 == 0):
-// 16 vector accumulators fed by 8 loads per 16 FMAs.
-__attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
-                                                     double out[4][4]) {
-  v4d acc[4][4] = {};
-  const double *ri = a + i0 * ld, *rj = a + j0 * ld;
-  for (long k = 0; k < len; k += 4) {
-    v4d x[4], y[4];
-    for (int m = 0; m < 4; ++m) {
-      x[m] = load4(ri + m * ld + k);
-      y[m] = load4(rj + m * ld + k);
-    }
-    for (int m = 0; m < 4; ++m)
-      for (int q = 0; q < 4; ++q) acc[m][q] += x[m] * y[q];
-  }
-  for (int m = 0; m < 4; ++m)
-    for (int q = 0; q < 4; ++q) out[m][q] = hsum4(acc[m][q]);
-}
-
-// zt[b][k] = px[k][b] - mean[b] (band-major, zero-padded to bp rows and `len` columns), four
-// pixels x four bands per register transpose.
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-void pack_band_major(const double* const* px, long count, long bands, long bp, long len, const double* mean,
-                     double* zt, long ldz) {
-  for (long b = 0; b < bp; ++b) std::fill(zt + b * ldz + count, zt + b * ldz + len, 0.0);
-  for (long b = bands; b < bp; ++b) std::fill(zt + b * ldz, zt + b * ldz + count, 0.0);
-  const long count4 = count & ~3L, bands4 = bands & ~3L;
-  for (long k = 0; k < count4; k += 4) {
-    long b = 0;
-    for (; b < bands4; b += 4) {
-      const v4d m = load4(mean + b);
-      v4d col[4];
-      edgesentry_simd::transpose4(load4(px[k] + b) - m, load4(px[k + 1] + b) - m, load4(px[k + 2] + b) - m,
-                                  load4(px[k + 3] + b) - m, col);
-      for (int i = 0; i < 4; ++i) store4(zt + (b + i) * ldz + k, col[i]);
-    }
-    for (; b < bands; ++b)
-      for (long q = 0; q < 4; ++q) zt[b * ldz + k + q] = px[k + q][b] - mean[b];
-  }
-  for (long k = count4; k < count; ++k)
-    for (long b = 0; b < bands; ++b) zt[b * ldz + k] = px[k][b] - mean[b];
-}
-
-// f[i][j] = sum_{k < len} zt[i][k] zt[j][k] for the lower triangle of the n x n result
-// (n % 4 == 0), in 4 x 4 tiles.
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void lower_gram(const double* zt, long ldz, long len, long n, double* f, long ldf) {
-  double s[4][4];
-  for (long i0 = 0; i0 < n; i0 += 4)
-    for (long j0 = 0; j0 <= i0; j0 += 4) {
-      tile_dots(zt, ldz, i0, j0, len, s);
-      for (int m = 0; m < 4; ++m)
-        for (int q = 0; q < 4; ++q) f[(i0 + m) * ldf + j0 + q] = s[m][q];
-    }
-}
+using edgesentry_tiles::lower_gram;
+using edgesentry_tiles::pack_band_major;
+using edgesentry_tiles::round_up4;
+using edgesentry_tiles::tile_dots;
 
 // In place, left-looking in panels of four columns: the Cholesky factor of the leading n x n
 // block of f (n % 4 == 0) and, for the rows n..rows-1 below it, their first n columns
@@ -516,7 +460,7 @@ void score_group(const double* x, int height, int width, int bands, int inner, i
   pack_band_major(s.px.data(), count, bands, bp, len, s.mean.data(), s.zt.data(), ldz);
   s.f.assign(rows * bp, 0.0);
   double* f = s.f.data();
-  lower_gram(s.zt.data(), ldz, len, bp, f, bp);
+  lower_gram(s.zt.data(), ldz, len, bp, f, bp, false);
   double max_diag = 0.0;
   for (int b = 0; b < bands; ++b) max_diag = std::max(max_diag, f[b * bp + b]);
   for (long b = bands; b < bp; ++b) f[b * bp + b] = 1.0;  // padded bands: identity, uncoupled
@@ -529,7 +473,7 @@ void score_group(const double* x, int height, int width, int bands, int inner, i
   if (!(max_diag > 0.0) || !factor_bordered(f, bp, bp, rows, tol * max_diag)) return;
 
   s.gu.resize(nu4 * nu4);
-  lower_gram(f + bp * bp, bp, bp, nu4, s.gu.data(), nu4);  // G_U from the rows (L^-1 y_q)^T
+  lower_gram(f + bp * bp, bp, bp, nu4, s.gu.data(), nu4, false);  // G_U from the rows (L^-1 y_q)^T
 
   const int ni = inner * inner;
   const double n = static_cast<double>(count - ni);
@@ -763,13 +707,7 @@ py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int in
   return plan;
 }
 
-int num_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+int num_threads() { return edgesentry_threads::max_threads(); }
 
 }  // namespace
 

@@ -18,7 +18,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include "transpose4.h"
+#include "band_gram.h"
+#include "threads.h"
 
 #include <algorithm>
 #include <cstring>
@@ -42,7 +43,6 @@ typedef double v4d_u __attribute__((vector_size(32), aligned(alignof(double))));
 
 inline v4d load4(const double* p) { return *reinterpret_cast<const v4d_u*>(p); }
 inline v4d splat4(double x) { return v4d{x, x, x, x}; }  // not v4d{} + x: 0.0 + -0.0 != -0.0 costs an add
-inline double hsum4(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 constexpr long KC = 256;  // pixels per packed chunk (measured: 128 and 512 were ~1.3x slower)
 // A tile's 4 band rows (8 KB) stay in L1 while the other rows stream from L2, and the whole
@@ -55,41 +55,14 @@ constexpr int TB = 4;     // bands per tile side
 
 inline long round_up(long n, long m) { return (n + m - 1) / m * m; }
 
-#ifdef _OPENMP
-inline int thread_count() { return omp_get_max_threads(); }
-#else
-inline int thread_count() { return 1; }
-#endif
+using edgesentry_threads::max_threads;
 
-// Zt[b][k] = x[r0 + k][b] - mean[b] for k < rows, 0 for rows <= k < KC and for the padded bands.
-// 4 pixels x 4 bands at a time: four contiguous spectrum loads, centred, transposed in
-// registers and stored as four band-row vectors (scalar strided stores were ~1/5 of the run).
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
+// Zt[b][k] = x[r0 + k][b] - mean[b] for k < rows, 0 for rows <= k < KC and for the padded bands
+// (the shared band-major packing over the chunk's row pointers).
 void pack_centred(const double* x, long r0, long rows, long bands, long bands_pad, const double* mean, double* zt) {
-  for (long b = bands; b < bands_pad; ++b) std::fill(zt + b * LDZ, zt + b * LDZ + KC, 0.0);
-  const long rows4 = rows & ~3L, bands4 = bands & ~3L;
-  for (long k = 0; k < rows4; k += 4) {
-    const double* p0 = x + (r0 + k) * bands;
-    long b = 0;
-    for (; b < bands4; b += 4) {
-      const v4d m = load4(mean + b);
-      const v4d a = load4(p0 + b) - m, c = load4(p0 + bands + b) - m;
-      const v4d e = load4(p0 + 2 * bands + b) - m, g = load4(p0 + 3 * bands + b) - m;
-      v4d out[4];
-      edgesentry_simd::transpose4(a, c, e, g, out);
-      for (int i = 0; i < 4; ++i) std::memcpy(zt + (b + i) * LDZ + k, &out[i], sizeof(v4d));
-    }
-    for (; b < bands; ++b)
-      for (long q = 0; q < 4; ++q) zt[b * LDZ + k + q] = p0[q * bands + b] - mean[b];
-  }
-  for (long k = rows4; k < rows; ++k) {
-    const double* px = x + (r0 + k) * bands;
-    for (long b = 0; b < bands; ++b) zt[b * LDZ + k] = px[b] - mean[b];
-  }
-  if (rows < KC)
-    for (long b = 0; b < bands; ++b) std::fill(zt + b * LDZ + rows, zt + b * LDZ + KC, 0.0);
+  const double* px[KC];
+  for (long k = 0; k < rows; ++k) px[k] = x + (r0 + k) * bands;
+  edgesentry_tiles::pack_band_major(px, rows, bands, bands_pad, KC, mean, zt, LDZ);
 }
 
 // The same packing from band-major pixels xt (B, N) (a Fortran-ordered cube, as MATLAB files
@@ -118,29 +91,6 @@ struct Pixels {
     else pack_centred(data, r0, rows, bands, bands_pad, mean, zt);
   }
 };
-
-// c[i0 + i][j0 + j] += sum_k zt[i0 + i][k] zt[j0 + j][k] for the 4 x 4 tile.
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void gram_chunk(const double* zt, long bands_pad, double* c) {
-  for (long i0 = 0; i0 < bands_pad; i0 += TB) {
-    const double* a0 = zt + i0 * LDZ;
-    for (long j0 = 0; j0 <= i0; j0 += TB) {
-      const double* b0 = zt + j0 * LDZ;
-      v4d acc[TB][TB] = {};
-      for (long k = 0; k < KC; k += 4) {
-        v4d a[TB], b[TB];
-        for (int i = 0; i < TB; ++i) a[i] = load4(a0 + i * LDZ + k);
-        for (int j = 0; j < TB; ++j) b[j] = load4(b0 + j * LDZ + k);
-        for (int i = 0; i < TB; ++i)
-          for (int j = 0; j < TB; ++j) acc[i][j] += a[i] * b[j];
-      }
-      for (int i = 0; i < TB; ++i)
-        for (int j = 0; j < TB; ++j) c[(i0 + i) * bands_pad + j0 + j] += hsum4(acc[i][j]);
-    }
-  }
-}
 
 // d[k] = sum_r (sum_{c <= r} w[r][c] zt[c][k])^2 over the chunk's KC pixels (w: bands_pad^2,
 // lower triangular, zero-padded).
@@ -186,7 +136,7 @@ py::tuple moments(const darr& x, bool band_major) {
   py::array_t<double> mean_out(bands), cov_out({bands, bands});
   double* mean = mean_out.mutable_data();
   double* cov = cov_out.mutable_data();
-  const int threads = thread_count();
+  const int threads = max_threads();
   std::vector<double> sums(static_cast<size_t>(threads) * bands, 0.0);
   std::vector<double> partial(static_cast<size_t>(threads) * bands_pad * bands_pad, 0.0);
   const long chunks = (n + KC - 1) / KC;
@@ -223,7 +173,7 @@ py::tuple moments(const darr& x, bool band_major) {
           for (long k = 0; k < KC; ++k) acc += row[k];
           s[b] += acc;
         }
-        gram_chunk(zt.data(), bands_pad, c);
+        edgesentry_tiles::lower_gram(zt.data(), LDZ, KC, bands_pad, c, bands_pad, true);
       }
     }
     std::vector<double> d(bands);
@@ -259,7 +209,7 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, 
   const long chunks = (n + KC - 1) / KC;
   {
     py::gil_scoped_release release;
-#pragma omp parallel num_threads(thread_count())
+#pragma omp parallel num_threads(max_threads())
     {
       std::vector<double> zt(static_cast<size_t>(bands_pad) * LDZ), dk(KC);
 #pragma omp for schedule(static)

@@ -1,0 +1,89 @@
+// Band-major packing and lower-triangle Gram tiles, shared by the RX kernels: global RX's
+// moments (rx_global.cpp) and the outer-window scatter, bordered factorisation and guard Gram
+// of local RX (rx.cpp).
+//
+// Functions are in an unnamed namespace: each kernel gets its own copy, target clones
+// included (x86-64-v4/v3 clones pick AVX-512VL/AVX2 at load time, by ISA, on any vendor).
+#pragma once
+
+#include "transpose4.h"
+
+#include <algorithm>
+
+namespace edgesentry_tiles {
+namespace {
+
+// 4 doubles, loaded and stored unaligned: one AVX2 register (one of the 32 AVX-512VL registers
+// in the v4 clone, which keeps the 16-accumulator tiles in registers).
+typedef double v4d __attribute__((vector_size(32), aligned(8)));
+
+__attribute__((always_inline)) inline v4d load4(const double* p) { return *reinterpret_cast<const v4d*>(p); }
+__attribute__((always_inline)) inline void store4(double* p, v4d v) { *reinterpret_cast<v4d*>(p) = v; }
+__attribute__((always_inline)) inline double hsum4(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+inline long round_up4(long n) { return (n + 3) & ~3L; }
+
+// out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len % 4 == 0):
+// 16 vector accumulators fed by 8 loads per 16 FMAs.
+__attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
+                                                     double out[4][4]) {
+  v4d acc[4][4] = {};
+  const double *ri = a + i0 * ld, *rj = a + j0 * ld;
+  for (long k = 0; k < len; k += 4) {
+    v4d x[4], y[4];
+    for (int m = 0; m < 4; ++m) {
+      x[m] = load4(ri + m * ld + k);
+      y[m] = load4(rj + m * ld + k);
+    }
+    for (int m = 0; m < 4; ++m)
+      for (int q = 0; q < 4; ++q) acc[m][q] += x[m] * y[q];
+  }
+  for (int m = 0; m < 4; ++m)
+    for (int q = 0; q < 4; ++q) out[m][q] = hsum4(acc[m][q]);
+}
+
+// zt[b][k] = px[k][b] - mean[b] (band-major, zero-padded to bp rows and `len` columns), four
+// pixels x four bands per register transpose (scalar strided stores were ~1/5 of global RX).
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void pack_band_major(const double* const* px, long count, long bands, long bp, long len, const double* mean,
+                     double* zt, long ldz) {
+  for (long b = 0; b < bp; ++b) std::fill(zt + b * ldz + count, zt + b * ldz + len, 0.0);
+  for (long b = bands; b < bp; ++b) std::fill(zt + b * ldz, zt + b * ldz + count, 0.0);
+  const long count4 = count & ~3L, bands4 = bands & ~3L;
+  for (long k = 0; k < count4; k += 4) {
+    long b = 0;
+    for (; b < bands4; b += 4) {
+      const v4d m = load4(mean + b);
+      v4d col[4];
+      edgesentry_simd::transpose4(load4(px[k] + b) - m, load4(px[k + 1] + b) - m, load4(px[k + 2] + b) - m,
+                                  load4(px[k + 3] + b) - m, col);
+      for (int i = 0; i < 4; ++i) store4(zt + (b + i) * ldz + k, col[i]);
+    }
+    for (; b < bands; ++b)
+      for (long q = 0; q < 4; ++q) zt[b * ldz + k + q] = px[k + q][b] - mean[b];
+  }
+  for (long k = count4; k < count; ++k)
+    for (long b = 0; b < bands; ++b) zt[b * ldz + k] = px[k][b] - mean[b];
+}
+
+// f[i][j] (+)= sum_{k < len} zt[i][k] zt[j][k] for the lower triangle of the n x n result
+// (n % 4 == 0), in 4 x 4 tiles; `accumulate` adds to f instead of overwriting it.
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void lower_gram(const double* zt, long ldz, long len, long n, double* f, long ldf, bool accumulate) {
+  double s[4][4];
+  for (long i0 = 0; i0 < n; i0 += 4)
+    for (long j0 = 0; j0 <= i0; j0 += 4) {
+      tile_dots(zt, ldz, i0, j0, len, s);
+      for (int m = 0; m < 4; ++m)
+        for (int q = 0; q < 4; ++q) {
+          double& dst = f[(i0 + m) * ldf + j0 + q];
+          dst = accumulate ? dst + s[m][q] : s[m][q];
+        }
+    }
+}
+
+}  // namespace
+}  // namespace edgesentry_tiles
