@@ -50,6 +50,11 @@ def measure(fn: Callable[[], Any], *, warmup: int = 2, iters: int = 10, min_time
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return _timing(fn, times, track_memory)
+
+
+def _timing(fn: Callable[[], Any], times: list[float], track_memory: bool) -> Timing:
+    """Quantiles of ``times``; with ``track_memory``, the tracemalloc peak of one more call."""
     peak = None
     if track_memory:
         tracemalloc.start()
@@ -87,17 +92,7 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 5
                 fn()
                 times[name].append(time.perf_counter() - t0)
         done += 1
-    out = {}
-    for name, fn in fns.items():
-        peak = None
-        if track_memory:
-            tracemalloc.start()
-            fn()
-            peak = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-        q = np.quantile(times[name], [0.2, 0.5, 0.8, 0.9])
-        out[name] = Timing(*(float(v) for v in q), iters=len(times[name]), peak_mb=peak)
-    return out
+    return {name: _timing(fn, times[name], track_memory) for name, fn in fns.items()}
 
 
 @dataclass

@@ -50,3 +50,14 @@ def shared() -> Path:
 def rng() -> np.random.Generator:
     """A fresh generator per test (seeded from the test's name, so reruns reproduce)."""
     return np.random.default_rng(abs(hash(os.environ.get("PYTEST_CURRENT_TEST", ""))) % 2**32)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch at 1 intra-op thread for the test (restored after): on a loaded 2-core machine the
+    2-thread OpenMP pool spins against other work and makes tiny-model calls 10x slower."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

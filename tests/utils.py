@@ -1,8 +1,12 @@
-"""Assertion helpers that explain failures (in the spirit of Liger's assert_verbose_allclose)."""
+"""Assertion helpers that explain failures (in the spirit of Liger's assert_verbose_allclose),
+and the loading of a family's reference oracle."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 
 def assert_verbose_allclose(actual, expected, *, atol: float, rtol: float, max_print: int = 5) -> None:
@@ -36,3 +40,17 @@ def poison(array: np.ndarray) -> np.ndarray:
     """Fill an output buffer with NaN so an element a kernel never writes cannot pass."""
     array[...] = np.nan
     return array
+
+
+def reference_dir(shared: Path, family: str) -> Path:
+    """``shared/reference/<family>``; the test skips when that family's ``oracle.npz`` is absent."""
+    path = shared / "reference" / family
+    if not (path / "oracle.npz").is_file():
+        pytest.skip(f"{family.upper()} oracle not found under {path}")
+    return path
+
+
+def load_oracle(ref: Path) -> dict[str, np.ndarray]:
+    """Every array of ``ref/oracle.npz``, read into memory (no pickles)."""
+    with np.load(ref / "oracle.npz", allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files}

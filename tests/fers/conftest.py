@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.utils import load_oracle, reference_dir
+
 SCENES = {
     "abu-airport-2_B200": "saved_models/200bands",
     "abu-beach-2_B100": "saved_models/100bands",
@@ -19,16 +21,12 @@ WEIGHT_DIRS = ["saved_models/50bands", "saved_models/100bands", "saved_models/20
 
 @pytest.fixture(scope="session")
 def fers_ref(shared: Path) -> Path:
-    path = shared / "reference" / "fers"
-    if not (path / "oracle.npz").is_file():
-        pytest.skip(f"FERS oracle not found under {path}")
-    return path
+    return reference_dir(shared, "fers")
 
 
 @pytest.fixture(scope="session")
-def oracle(fers_ref: Path):
-    with np.load(fers_ref / "oracle.npz") as archive:
-        yield {k: archive[k] for k in archive.files}
+def oracle(fers_ref: Path) -> dict[str, np.ndarray]:
+    return load_oracle(fers_ref)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.utils import load_oracle, reference_dir
+
 #: oracle key per (scoring -> pixel map key, image score key)
 FORMULAS = {
     "original": ("O_pixel_map", "O_image_score"),
@@ -26,16 +28,12 @@ RTOL_SCORE = 1e-5
 
 @pytest.fixture(scope="session")
 def isstad_ref(shared: Path) -> Path:
-    path = shared / "reference" / "isstad"
-    if not (path / "oracle.npz").is_file():
-        pytest.skip(f"ISSTAD oracle not found under {path}")
-    return path
+    return reference_dir(shared, "isstad")
 
 
 @pytest.fixture(scope="session")
 def oracle(isstad_ref: Path) -> dict[str, np.ndarray]:
-    with np.load(isstad_ref / "oracle.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    return load_oracle(isstad_ref)
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.utils import load_oracle, reference_dir
+
 CASES = ("case_B5_T1", "case_B5_T7", "case_B5_T64", "case_B5_T300", "case_B1_T33")
 
 
 @pytest.fixture(scope="session")
 def mavd_ref(shared: Path) -> Path:
-    root = shared / "reference" / "mavd"
-    if not (root / "oracle.npz").is_file():
-        pytest.skip(f"MAVD oracle not found under {root}")
-    return root
+    return reference_dir(shared, "mavd")
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +24,7 @@ def weights_dir(mavd_ref: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def oracle(mavd_ref: Path) -> dict[str, np.ndarray]:
-    with np.load(mavd_ref / "oracle.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_oracle(mavd_ref)
 
 
 @pytest.fixture(scope="session")

@@ -8,19 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.utils import load_oracle, reference_dir
+
 
 @pytest.fixture(scope="session")
 def mdmf_ref(shared: Path) -> Path:
-    path = shared / "reference" / "mdmf"
-    if not (path / "oracle.npz").is_file():
-        pytest.skip(f"MDMF oracle not found under {path}")
-    return path
+    return reference_dir(shared, "mdmf")
 
 
 @pytest.fixture(scope="session")
 def oracle(mdmf_ref: Path) -> dict[str, np.ndarray]:
-    with np.load(mdmf_ref / "oracle.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_oracle(mdmf_ref)
 
 
 @pytest.fixture(scope="session")

@@ -96,14 +96,3 @@ def session_env(_bundle_root: Path, tmp_path_factory) -> Env:
     from tests.conftest import SHARED
 
     return Env(SHARED if SHARED.is_dir() else None, _bundle_root, tmp_path_factory.mktemp("session_env"))
-
-
-@pytest.fixture
-def torch_one_thread():
-    """torch at 1 intra-op thread for the test (restored after): on a loaded 2-core machine the
-    2-thread OpenMP pool spins against other work and makes tiny-model calls 10x slower."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

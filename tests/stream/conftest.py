@@ -50,14 +50,3 @@ def mosquitto(tmp_path: Path):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@pytest.fixture
-def torch_one_thread():
-    """torch at 1 intra-op thread for the test (restored after): on a loaded 2-core machine the
-    2-thread OpenMP pool spins against other work and makes tiny-model calls 10x slower."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
