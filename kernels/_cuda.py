@@ -219,6 +219,44 @@ class DeviceArray:
         self.free()
 
 
+class DeviceBuffers:
+    """Device buffers freed together when a kernel call ends (even on error).
+
+    ``array_type``: the calling module's ``DeviceArray`` (the tests' CPU emulator swaps it per
+    module, so it is passed in, not taken from here). New buffers have ``dtype`` unless one is
+    given and are NaN-poisoned unless ``poison=False``, so an element a kernel never writes
+    cannot pass; uploads are cast to ``upload_dtype`` when it is set. ``keep`` holds any other
+    object (a CUDA tensor whose pointer is in use) until the call ends.
+    """
+
+    def __init__(self, array_type: Any = None, dtype: Any = np.float64, upload_dtype: Any = None):
+        self.array_type = DeviceArray if array_type is None else array_type
+        self.dtype, self.upload_dtype = dtype, upload_dtype
+        self.items: list[Any] = []
+
+    def new(self, shape: tuple[int, ...], dtype: Any = None, poison: bool = True) -> Any:
+        buf = self.array_type(shape, self.dtype if dtype is None else dtype)
+        self.items.append(buf)
+        return buf.fill_nan() if poison else buf
+
+    def upload(self, array: np.ndarray) -> Any:
+        host = array if self.upload_dtype is None else np.ascontiguousarray(array, dtype=self.upload_dtype)
+        buf = self.array_type.from_host(host)
+        self.items.append(buf)
+        return buf
+
+    def keep(self, obj: Any) -> None:
+        self.items.append(obj)
+
+    def __enter__(self) -> DeviceBuffers:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for buf in self.items:
+            if isinstance(buf, self.array_type):
+                buf.free()
+
+
 def pointer(x: Any) -> Any:
     """Device pointer of a ``DeviceArray`` or a CUDA torch tensor, for ``launch``."""
     from cuda.bindings import driver

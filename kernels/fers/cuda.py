@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, c_int, c_long, get_function, launch
+from edgesentry.kernels._cuda import DeviceArray, DeviceBuffers, c_int, c_long, get_function, launch
 from edgesentry.kernels.rx.cpu import whitening
 from edgesentry.kernels.rx.cuda import FINISH_STATS_SOURCE
 
@@ -228,41 +228,20 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class _Buffers:
-    """Device buffers freed together when the call ends (even on error)."""
-
-    def __init__(self) -> None:
-        self.items: list[DeviceArray] = []
-
-    def new(self, shape: tuple[int, ...], dtype: Any = np.float64) -> DeviceArray:
-        buf = DeviceArray(shape, dtype).fill_nan()  # poisoned: an unwritten element cannot pass
-        self.items.append(buf)
-        return buf
-
-    def upload(self, array: np.ndarray) -> DeviceArray:
-        buf = DeviceArray.from_host(array)
-        self.items.append(buf)
-        return buf
+class _FeatureBuffers(DeviceBuffers):
+    """``DeviceBuffers`` that also take the (B, N) float32 features: CUDA tensors in place."""
 
     def feature(self, a: Any, bands: int, n: int) -> Any:
         """Device pointer of a (B, N) float32 feature: CUDA tensors in place, numpy uploaded."""
         if hasattr(a, "data_ptr") and getattr(a.device, "type", "") == "cuda":
             t = a.detach().reshape(bands, n).float().contiguous()
-            self.items.append(t)  # type: ignore[arg-type]  # keeps the tensor alive until the call ends
+            self.keep(t)  # alive until the call ends
             return _cuda.pointer(t)
         if hasattr(a, "detach"):
             a = a.detach().cpu().numpy()
         if not isinstance(a, np.ndarray):
             raise InputError(f"cuda tier takes numpy arrays or torch tensors; got {type(a).__name__}")
         return self.upload(np.ascontiguousarray(a.reshape(bands, n), dtype=np.float32)).ptr
-
-    def __enter__(self) -> _Buffers:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for buf in self.items:
-            if isinstance(buf, DeviceArray):
-                buf.free()
 
 
 def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) -> Any:
@@ -272,7 +251,7 @@ def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) 
     total = bands * n
     slices = _cdiv(n, _PIXELS_PER_SLICE)
     fn = lambda name: get_function(FUSED_SOURCE, name)  # noqa: E731
-    with _Buffers() as bufs:
+    with _FeatureBuffers(DeviceArray) as bufs:
         px, pspe = bufs.feature(x, bands, n), bufs.feature(spe, bands, n)
         pspa = bufs.feature(spa, bands, n) if spa is not None else pspe
         has_spa = int(spa is not None)

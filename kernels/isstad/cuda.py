@@ -29,7 +29,7 @@ import numpy as np
 
 from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, c_int, get_function, launch
+from edgesentry.kernels._cuda import DeviceArray, DeviceBuffers, c_int, get_function, launch
 
 from .reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, gaussian_weights
 
@@ -223,30 +223,6 @@ def compile_all(arch: str) -> dict[str, bytes]:
     return {name: _cuda.compile_cubin(src, arch=arch) for name, src in SOURCES.items()}
 
 
-class _Buffers:
-    """Device buffers freed together when the call ends (even on error)."""
-
-    def __init__(self) -> None:
-        self.items: list[DeviceArray] = []
-
-    def new(self, shape: tuple[int, ...], poison: bool = True) -> DeviceArray:
-        buf = DeviceArray(shape, np.float32)
-        self.items.append(buf)
-        return buf.fill_nan() if poison else buf
-
-    def upload(self, array: np.ndarray) -> DeviceArray:
-        buf = DeviceArray.from_host(np.ascontiguousarray(array, dtype=np.float32))
-        self.items.append(buf)
-        return buf
-
-    def __enter__(self) -> _Buffers:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for buf in self.items:
-            buf.free()
-
-
 def _host(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -275,7 +251,7 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
     prob_error = get_function(FUSION_SOURCE, "isstad_prob_error")
     hblur = get_function(FUSION_SOURCE, "isstad_hblur")
     vblur = get_function(FUSION_SOURCE, "isstad_vblur")
-    with _Buffers() as bufs:
+    with DeviceBuffers(DeviceArray, dtype=np.float32, upload_dtype=np.float32) as bufs:
         d_heads, d_recon, d_image = bufs.upload(h_np), bufs.upload(r_np), bufs.upload(i_np)
         d_taps = bufs.upload(_TAPS)
         d_prob, d_rerr, d_pixel = bufs.new((b, h, w)), bufs.new((b, h, w)), bufs.new((b, h, w))

@@ -38,7 +38,7 @@ import numpy as np
 
 from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, c_double, c_int, c_long, get_function, launch
+from edgesentry.kernels._cuda import DeviceArray, DeviceBuffers, c_double, c_int, c_long, get_function, launch
 
 from .cpu import whitening
 from .reference import DEFAULT_RCOND, _regularize, background_mask
@@ -364,37 +364,13 @@ def _host(x: Any) -> tuple[np.ndarray, Any]:
     raise InputError(f"cuda tier takes numpy arrays or torch tensors; got {type(x).__name__}")
 
 
-class _Buffers:
-    """Device buffers freed together when the call ends (even on error)."""
-
-    def __init__(self) -> None:
-        self.items: list[DeviceArray] = []
-
-    def new(self, shape: tuple[int, ...], dtype: Any = np.float64, poison: bool = True) -> DeviceArray:
-        buf = DeviceArray(shape, dtype)
-        self.items.append(buf)
-        return buf.fill_nan() if poison else buf
-
-    def upload(self, array: np.ndarray) -> DeviceArray:
-        buf = DeviceArray.from_host(array)
-        self.items.append(buf)
-        return buf
-
-    def __enter__(self) -> _Buffers:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for buf in self.items:
-            buf.free()
-
-
 # ----------------------------------------------------------------------------- global
 def global_rx(pixels: Any, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND) -> Any:
     """Global RX; see ``reference.global_rx``. numpy in -> numpy out."""
     x, back = _host(pixels)
     n, b = x.shape
     slices = _cdiv(n, _ROWS_PER_BLOCK)
-    with _Buffers() as bufs:
+    with DeviceBuffers(DeviceArray) as bufs:
         dx = bufs.upload(x)
         sums = bufs.new((slices, b))
         gram = bufs.new((slices, b, b))
@@ -449,7 +425,7 @@ def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: fl
     row_prefix = get_function(LOCAL_SOURCE, "rx_row_prefix")
     col_prefix = get_function(LOCAL_SOURCE, "rx_col_prefix")
     score = get_function(LOCAL_SOURCE, "rx_local_score")
-    with _Buffers() as bufs:
+    with DeviceBuffers(DeviceArray) as bufs:
         dz = bufs.upload(centred)
         dpi, dpj = bufs.upload(pi), bufs.upload(pj)
         dro, dri, dco, dci = (bufs.upload(a) for a in (ro, ri, co, ci))
