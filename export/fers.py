@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgesentry.bundle import Bundle
-
-from .onnx import GraphSpec, parity_torch_vs_ort
-from .parity import ParityReport
+from edgesentry.export.onnx import GraphSpec, parity_torch_vs_ort
+from edgesentry.export.parity import ParityReport
 
 EXAMPLE_HW = (24, 20)
 

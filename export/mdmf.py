@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.bundle import Bundle
-
-from .onnx import GraphSpec
+from edgesentry.export.onnx import GraphSpec
 
 
 class _Visual:  # built lazily so that importing this module does not import torch

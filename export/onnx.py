@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry import __version__
+from edgesentry._version import __version__
 from edgesentry.bundle import Bundle
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
-
-from .parity import ParityReport, compare_outputs
+from edgesentry.export.parity import ParityReport, compare_outputs
 
 log = logging.getLogger("edgesentry.export")
 
@@ -193,7 +192,7 @@ def output_spec(path: str | Path) -> dict[str, dict[str, Any]]:
     """Graph outputs of an ONNX file: dtype and shape (dynamic dims by name, unknown as None)."""
     import onnx
 
-    from .lint import _dims, _dtype
+    from edgesentry.export.lint import _dims, _dtype
 
     model = onnx.load(str(path), load_external_data=False)
     return {o.name: {"dtype": _dtype(o.type.tensor_type.elem_type), "shape": _dims(o)} for o in model.graph.output}

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import BundleError, ChecksumError
+from edgesentry._version import __version__
+from edgesentry.errors import BundleError, ChecksumError
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .calibration import Calibration, fit_calibration
-from .errors import ConfigError, InputError, describe
-from .result import Result
+from edgesentry.calibration import Calibration, fit_calibration
+from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.result import Result
 
 KernelTier = str  # "auto" | "reference" | "cpu" | "triton" | "cuda"
 
@@ -204,7 +204,7 @@ class Detector:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Any:
         """Write this detector (config, weights, calibration) as a bundle directory."""
-        from .bundle import write_bundle
+        from edgesentry.bundle import write_bundle
 
         payload = self.bundle_payload()
         return write_bundle(

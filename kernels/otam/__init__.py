@@ -11,24 +11,33 @@ loop formulation (may be inf past ~52), kept for tests and the benchmark baselin
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
+from edgesentry.kernels.otam import cpu, reference
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
-from .reference import COS_EPS, LAMBDA
 
-FUSE = KernelOp(
-    "otam_fuse",
-    {
-        "reference": "edgesentry.kernels.otam.reference:fuse_reference",
-        "cpu": "edgesentry.kernels.otam.cpu:fuse",
-        "triton": "edgesentry.kernels.otam.triton:fuse",
-        "cuda": "edgesentry.kernels.otam.cuda:fuse",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.otam import triton  # needs the triton package: imported when the tier is asked for
+
+    return triton
+
+
+def _cuda() -> ModuleType:
+    from edgesentry.kernels.otam import cuda  # NVRTC launchers: imported when the tier is asked for
+
+    return cuda
+
+
+#: tier -> module (reference and cpu import only numpy; the compiled extension loads on first call)
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": _cuda}
+
+FUSE = KernelOp("otam_fuse", "fuse", TIER_MODULES)
 
 __all__ = ["FUSE", "LAMBDA", "COS_EPS", "fuse", "check_inputs"]
 

@@ -8,9 +8,9 @@ and TensorRT are imported lazily, so a CPU-only install imports edgesentry.
 
 from __future__ import annotations
 
-from .base import InputSpec, Runner, resolve_backend
-from .onnxruntime import OrtRunner
-from .tensorrt import TensorRTRunner
-from .torch import TorchRunner
+from edgesentry.backends.base import InputSpec, Runner, resolve_backend
+from edgesentry.backends.onnxruntime import OrtRunner
+from edgesentry.backends.tensorrt import TensorRTRunner
+from edgesentry.backends.torch import TorchRunner
 
 __all__ = ["InputSpec", "Runner", "resolve_backend", "OrtRunner", "TensorRTRunner", "TorchRunner"]

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesentry.backends.base import InputSpec, Runner
 from edgesentry.errors import BackendUnavailableError, InputError
-
-from .base import InputSpec, Runner
 
 
 def _check(err: Any, what: str) -> None:

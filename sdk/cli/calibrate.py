@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgesentry.cli._args import add_backend_args, add_kernel_args
 from edgesentry.errors import InputError
-
-from ._args import add_backend_args, add_kernel_args
 
 HELP = "learn image/pixel thresholds from normal samples and store them in the bundle"
 LONG_RUNNING = True

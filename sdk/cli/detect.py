@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgesentry.cli.convert import _importable
 from edgesentry.detectors import FAMILIES, family_module
-
-from .convert import _importable
 
 HELP = "run a detector on input files and write score maps, heatmaps and a JSON summary"
 LONG_RUNNING = True

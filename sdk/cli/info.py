@@ -17,7 +17,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from edgesentry import __version__
+from edgesentry._version import __version__
 
 HELP = "show versions, backends, ONNX Runtime providers, kernel tiers and families available here"
 

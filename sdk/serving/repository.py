@@ -31,8 +31,7 @@ import numpy as np
 
 from edgesentry.bundle import Bundle
 from edgesentry.errors import ConfigError
-
-from .runtime import ARRAY_INPUT, feed_name
+from edgesentry.serving.runtime import ARRAY_INPUT, feed_name
 
 _TRITON_TYPES = {
     "float32": "TYPE_FP32",
