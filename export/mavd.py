@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.bundle import Bundle
-from edgesentry.export.graph import GraphSpec, export_graph, parity_torch_vs_ort
+from edgesentry.export.graph import GraphSpec, parity_torch_vs_ort
 from edgesentry.export.parity import ParityReport
 
 DYNAMIC_AXES = {
@@ -63,11 +63,6 @@ def feature_spec(tensors: dict[str, np.ndarray], *, atol: float = 1e-4, rtol: fl
 def graph_specs(bundle: Bundle) -> list[GraphSpec]:
     """The graphs of a MAVD bundle (``edgesentry export BUNDLE``)."""
     return [feature_spec(bundle.load_tensors())]
-
-
-def export_features(tensors: dict[str, np.ndarray], path: str | Path) -> ParityReport | None:
-    """Export the feature graph of ``tensors`` to ``path`` (checked, with parity on the example)."""
-    return export_graph(feature_spec(tensors), path)
 
 
 def parity_sweep(

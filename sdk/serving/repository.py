@@ -152,13 +152,6 @@ class TritonPythonModel:
 '''
 
 
-def _tensor(kind: str, name: str, dtype: str, dims: Sequence[int]) -> str:
-    return (
-        f'{kind} [\n  {{\n    name: "{name}"\n    data_type: {_TRITON_TYPES[dtype]}\n'
-        f"    dims: [ {', '.join(str(int(d)) for d in dims)} ]\n  }}\n]\n"
-    )
-
-
 def _tensors(kind: str, items: Sequence[tuple[str, str, Sequence[int]]]) -> str:
     body = ",\n".join(
         f'  {{\n    name: "{n}"\n    data_type: {_TRITON_TYPES[t]}\n'
