@@ -15,25 +15,20 @@ from typing import Any
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
-from edgesentry.kernels.fers import cpu, reference
+from edgesentry.kernels.fers import cpu, cuda, reference
 from edgesentry.kernels.fers.reference import DEFAULT_RCOND
 
 __all__ = ["FERS_RX", "FERS_HAM", "DEFAULT_RCOND", "fers_rx", "fers_ham", "check_features"]
 
 def _triton() -> ModuleType:
-    from edgesentry.kernels.fers import triton  # needs the triton package: imported when the tier is asked for
+    from edgesentry.kernels.fers import triton
 
     return triton
 
 
-def _cuda() -> ModuleType:
-    from edgesentry.kernels.fers import cuda  # NVRTC launchers: imported when the tier is asked for
-
-    return cuda
-
-
-#: tier -> module (reference and cpu import only numpy; the compiled extension loads on first call)
-TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": _cuda}
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
 
 FERS_RX = KernelOp("fers_rx", "fers_rx", TIER_MODULES)
 FERS_HAM = KernelOp("fers_ham", "fers_ham", {"reference": reference, "cpu": cpu})

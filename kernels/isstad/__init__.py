@@ -18,26 +18,21 @@ import numpy as np
 
 from edgesentry.errors import ConfigError, InputError, describe
 from edgesentry.kernels._dispatch import KernelOp, on_device
-from edgesentry.kernels.isstad import cpu, reference
+from edgesentry.kernels.isstad import cpu, cuda, reference
 from edgesentry.kernels.isstad.reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, SIGMA, gaussian_weights
 
 __all__ = ["ISSTAD_FUSION", "SCORINGS", "PIXEL_MODES", "IMAGE_MODES", "SIGMA", "RADIUS", "gaussian_weights",
            "isstad_fusion", "check_fusion_inputs"]
 
 def _triton() -> ModuleType:
-    from edgesentry.kernels.isstad import triton  # needs the triton package: imported when the tier is asked for
+    from edgesentry.kernels.isstad import triton
 
     return triton
 
 
-def _cuda() -> ModuleType:
-    from edgesentry.kernels.isstad import cuda  # NVRTC launchers: imported when the tier is asked for
-
-    return cuda
-
-
-#: tier -> module (reference and cpu import only numpy; the compiled extension loads on first call)
-TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": _cuda}
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
 
 ISSTAD_FUSION = KernelOp("isstad_fusion", "isstad_fusion", TIER_MODULES)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgesentry.errors import InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
-from edgesentry.kernels.mavd import cpu, reference
+from edgesentry.kernels.mavd import cpu, cuda, reference
 from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS, POS_DECAY, fusion_head, positional_matrix, sigmoid
 
 __all__ = [
@@ -33,19 +33,14 @@ __all__ = [
 ]
 
 def _triton() -> ModuleType:
-    from edgesentry.kernels.mavd import triton  # needs the triton package: imported when the tier is asked for
+    from edgesentry.kernels.mavd import triton
 
     return triton
 
 
-def _cuda() -> ModuleType:
-    from edgesentry.kernels.mavd import cuda  # NVRTC launchers: imported when the tier is asked for
-
-    return cuda
-
-
-#: tier -> module (reference and cpu import only numpy; the compiled extension loads on first call)
-TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": _cuda}
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
 
 ALIGN_FUSE = KernelOp("mavd_align_fuse", "align_fuse", TIER_MODULES)
 POSITIONAL = KernelOp("mavd_positional", "positional", TIER_MODULES)

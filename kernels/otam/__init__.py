@@ -18,24 +18,19 @@ import numpy as np
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
-from edgesentry.kernels.otam import cpu, reference
+from edgesentry.kernels.otam import cpu, cuda, reference
 from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
 
 def _triton() -> ModuleType:
-    from edgesentry.kernels.otam import triton  # needs the triton package: imported when the tier is asked for
+    from edgesentry.kernels.otam import triton
 
     return triton
 
 
-def _cuda() -> ModuleType:
-    from edgesentry.kernels.otam import cuda  # NVRTC launchers: imported when the tier is asked for
-
-    return cuda
-
-
-#: tier -> module (reference and cpu import only numpy; the compiled extension loads on first call)
-TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": _cuda}
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
 
 FUSE = KernelOp("otam_fuse", "fuse", TIER_MODULES)
 

@@ -127,25 +127,18 @@ class FERSDetector(Detector):
     def _make_runners(self, backend: str, state_dicts: dict[str, dict[str, np.ndarray]],
                       onnx_paths: dict[str, Any], providers: Sequence[Any]) -> dict[str, Any]:
         """One runner per graph (``spectral``, and ``spatial`` when the bundle has it)."""
-        from edgesentry.backends import InputSpec
+        from edgesentry.backends import InputSpec, make_runner
 
         spec = {"x": InputSpec("float32", (1, self.bands, None, None))}
-        if backend == "torch":
-            from edgesentry.backends import TorchRunner
+
+        def branch(name: str) -> Any:
             from edgesentry.models.fers import build_from_tensors
 
-            return {name: TorchRunner(build_from_tensors(self.arch, sd, name), spec, [GRAPH_OUTPUTS[name]])
-                    for name, sd in state_dicts.items()}
-        if backend == "onnxruntime":
-            from edgesentry.backends import OrtRunner
+            return build_from_tensors(self.arch, state_dicts[name], name)
 
-            missing = [name for name in state_dicts if name not in onnx_paths]
-            if missing:
-                raise ConfigError(
-                    f"backend 'onnxruntime' needs the bundle's {missing[0]}.onnx (run `edgesentry export`)")
-            return {name: OrtRunner(onnx_paths[name], spec, [GRAPH_OUTPUTS[name]], providers=providers)
-                    for name in state_dicts}
-        raise ConfigError(f"FERS runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+        return {name: make_runner(backend, spec, [GRAPH_OUTPUTS[name]], module=lambda n=name: branch(n),
+                                  onnx=onnx_paths.get(name), providers=providers, what=f"the FERS {name} graph")
+                for name in state_dicts}
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
@@ -261,8 +254,6 @@ def from_bundle(
     onnx_paths = {name: bundle.file(g["file"]) for name, g in graphs.items() if bundle.has(g["file"])}
     needed = {"spectral", "spatial"} if cfg.get("spatial") else {"spectral"}
     chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"))
-    if chosen == "tensorrt":
-        raise ConfigError("FERS has no TensorRT path yet; use backend='onnxruntime' or 'torch'")
     det = FERSDetector(bundle.load_tensors(), cfg["arch"], options, backend=chosen, onnx_paths=onnx_paths,
                        providers=providers, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:

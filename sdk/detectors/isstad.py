@@ -224,7 +224,7 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
     ``permutation``: ``"identity"`` (default), ``"official"`` (with ``seed``; torch backend) or a
     recorded (B, L) integer array applied to every batch of B images (torch backend).
     """
-    from edgesentry.backends import InputSpec, resolve_backend
+    from edgesentry.backends import InputSpec, make_runner, resolve_backend
 
     cfg = bundle.config
     if "model" not in cfg:
@@ -249,19 +249,16 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
                               f"the identity permutation); got backend {chosen!r}")
     size = int(cfg["model"].get("img_size", 224))
     inputs = {"image": InputSpec("float32", (None, 3, size, size))}
-    if chosen == "torch":
-        from edgesentry.backends import TorchRunner
+
+    def graph() -> Any:
         from edgesentry.models.isstad import ISSTADGraph, build_from_tensors
 
         net = build_from_tensors(cfg["model"], bundle.load_tensors())
-        graph = ISSTADGraph(net, permutation=options.permutation, seed=options.seed, recorded=perm_array)
-        runner = TorchRunner(graph, inputs, list(GRAPH_OUTPUTS), device=device)
-    elif chosen == "onnxruntime":
-        from edgesentry.backends import OrtRunner
+        return ISSTADGraph(net, permutation=options.permutation, seed=options.seed, recorded=perm_array)
 
-        runner = OrtRunner(bundle.file(ONNX_NAME), inputs, list(GRAPH_OUTPUTS), providers=providers)
-    else:
-        raise ConfigError("ISSTAD has no TensorRT runner in this build; use backend='onnxruntime' or 'torch'")
+    runner = make_runner(chosen, inputs, list(GRAPH_OUTPUTS), module=graph,
+                         onnx=bundle.file(ONNX_NAME) if onnx_ok else None, providers=providers, device=device,
+                         what="the ISSTAD graph")
     calibration = bundle.calibration
     if calibration is not None:
         # Thresholds are on the raw scale of the scoring they were fitted with.

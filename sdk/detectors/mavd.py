@@ -113,26 +113,21 @@ class MAVDDetector(Detector):
         self.runner = self._make_runner(backend, onnx_path, providers)
 
     def _make_runner(self, backend: str, onnx_path: Any, providers: Sequence[Any]) -> Any:
-        from edgesentry.backends import InputSpec
+        from edgesentry.backends import InputSpec, make_runner
 
         specs = {
             "rgb": InputSpec("float32", (None, None, 1024)),
             "flow": InputSpec("float32", (None, None, 1024)),
             "audio": InputSpec("float32", (None, None, 128)),
         }
-        if backend == "torch":
-            from edgesentry.backends import TorchRunner
+
+        def features() -> Any:
             from edgesentry.models.mavd import MAVDFeatures, build_from_tensors
 
-            self.model = build_from_tensors(self.tensors, self.options.positional)
-            return TorchRunner(MAVDFeatures(self.model), specs, GRAPH_OUTPUTS)
-        if backend == "onnxruntime":
-            from edgesentry.backends import OrtRunner
+            return MAVDFeatures(build_from_tensors(self.tensors, self.options.positional))
 
-            if onnx_path is None:
-                raise ConfigError("backend 'onnxruntime' needs the bundle's features.onnx (run `edgesentry export`)")
-            return OrtRunner(onnx_path, specs, GRAPH_OUTPUTS, providers=providers)
-        raise ConfigError(f"MAVD runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+        return make_runner(backend, specs, GRAPH_OUTPUTS, module=features, onnx=onnx_path, providers=providers,
+                           what="the MAVD features graph")
 
     # ---------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
@@ -366,8 +361,6 @@ def from_bundle(
     graph = bundle.meta.get("graphs", {}).get("features")
     has_onnx = graph is not None and bundle.has(graph["file"])
     chosen = resolve_backend(backend, has_onnx=has_onnx, has_weights=bundle.has("weights.safetensors"))
-    if chosen == "tensorrt":
-        raise ConfigError("MAVD has no TensorRT path yet; use backend='onnxruntime' or 'torch'")
     det = MAVDDetector(
         bundle.load_tensors(),
         opts,

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.backends import InputSpec, Runner
+from edgesentry.backends import InputSpec, Runner, make_runner
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BackendUnavailableError, CallOrderError, ConfigError, InputError, describe
@@ -626,20 +626,17 @@ def _runners(backend: str, settings: MDMFSettings, model: Any, bundle: Bundle, d
                        ["z_local", "z_global"])}
     if not settings.features_in:
         specs["visual"] = ({"frames": InputSpec("float32", (None, t, 3, s, s))}, ["features"])
-    if backend == "onnxruntime":
-        from edgesentry.backends import OrtRunner
+    graphs = bundle.meta.get("graphs") or {}
+    return {name: make_runner(backend, inputs, outputs, module=lambda n=name: _graph_module(n, model),
+                              onnx=bundle.file(graphs[name]["file"]) if name in graphs else None, device=device,
+                              what=f"the mdmf {name} graph")
+            for name, (inputs, outputs) in specs.items()}
 
-        graphs = bundle.meta.get("graphs") or {}
-        return {name: OrtRunner(bundle.file(graphs[name]["file"]), inputs, outputs)
-                for name, (inputs, outputs) in specs.items()}
-    if backend == "torch":
-        from edgesentry.backends import TorchRunner
-        from edgesentry.models.mdmf import MDMFViews, MDMFVisual
 
-        graphs = {"views": MDMFViews, "visual": MDMFVisual}
-        return {name: TorchRunner(graphs[name](model), inputs, outputs, device=device)
-                for name, (inputs, outputs) in specs.items()}
-    raise ConfigError(f"mdmf runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+def _graph_module(name: str, model: Any) -> Any:
+    from edgesentry.models.mdmf import MDMFViews, MDMFVisual
+
+    return {"views": MDMFViews, "visual": MDMFVisual}[name](model)
 
 
 def _torch_parts(bundle: Bundle, settings: MDMFSettings, tensors: dict[str, np.ndarray],
