@@ -110,6 +110,8 @@ def resolve_tier(tier: str, ops: Sequence[KernelOp], *, device: bool = False) ->
     that every op can run.
     """
     wanted = requested_tier(tier)
+    if not ops:  # nothing to run (a graph-only or test detector): the request stands as given
+        return wanted
     if wanted != "auto":
         for op in ops:
             op.load(wanted)
