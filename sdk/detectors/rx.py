@@ -207,11 +207,13 @@ def from_bundle(
     bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
 ) -> RXDetector:
     cfg = {**bundle.config, **overrides}
-    if cfg.get("window") is not None:
-        cfg["window"] = tuple(cfg["window"])
     try:
+        if cfg.get("window") is not None:
+            cfg["window"] = tuple(cfg["window"])
         config = RXConfig(**cfg)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # ConfigError (a ValueError) names the option itself
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"RX bundle/option mismatch: {exc}") from None
     det = RXDetector(config, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:
