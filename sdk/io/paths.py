@@ -132,7 +132,7 @@ def check_output_file(path: str | os.PathLike, *, flag: str) -> Path:
     if is_special(p):
         raise ConfigError(f"{flag} {str(p)!r} is a FIFO, socket or device, not a regular file; refused "
                           "(writing to it could block or never be read back)")
-    check_output_dir(p.parent if str(p.parent) else Path("."), flag=flag, create=True)
+    check_output_dir(p.parent if str(p.parent) else Path("."), flag=f"{flag}: folder", create=True)
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{flag} {str(p)!r} is not writable")
     return p
