@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import edgesentry
-from edgesentry.bundle import META_MAX_BYTES, Bundle, write_bundle
+from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.cli import main
 from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError
 
@@ -238,6 +238,8 @@ def test_deeply_nested_meta_is_a_bundle_error(graph_bundle: Bundle, capsys) -> N
 
 def test_meta_json_has_a_size_cap(graph_bundle: Bundle) -> None:
     """Finding 8: meta.json had no size cap (it was read whole, whatever its size)."""
+    from edgesentry.bundle import META_MAX_BYTES
+
     meta = _meta(graph_bundle.path)
     meta["extra"] = {"padding": "x" * META_MAX_BYTES}
     _write_meta(graph_bundle.path, meta)
