@@ -71,7 +71,7 @@ def test_decompression_bomb_in_a_hot_folder_is_one_failed_frame(tmp_path: Path) 
     (folder / "b_bomb.png").write_bytes(png_bytes(30_000, 30_000))
     for i in range(3, 6):
         _png(folder / f"c{i}.png", frame_image(i))
-    summary, written, by_frame = _run(MeanDetector(), folder, tmp_path, once=True, settle_s=0)
+    summary, written, by_frame = _run(MeanDetector(), folder, tmp_path, once=True)
     assert summary.exit_code == 0 and written["produced"] == 7
     assert written["processed"] == 6 and written["failed"] == 1 and written["failed_by_reason"] == {"decode": 1}
     (bomb,) = [r for r in by_frame.values() if r["status"] == "failed"]
@@ -88,7 +88,7 @@ def test_cli_watch_survives_a_bomb_in_the_hot_folder(tmp_path: Path, capsys) -> 
     _png(folder / "a.png", frame_image(0))
     (folder / "bomb.png").write_bytes(png_bytes(30_000, 30_000))
     _png(folder / "c.png", frame_image(1))
-    code = main(["watch", "rx", str(folder), "--once", "--settle", "0", "--quiet",
+    code = main(["watch", "rx", str(folder), "--once", "--quiet",
                  "--jsonl", str(tmp_path / "r.jsonl"), "--summary", str(tmp_path / "s.json")])
     assert code == 0, capsys.readouterr().err
     check_accounting(read_jsonl(tmp_path / "r.jsonl"), json.loads((tmp_path / "s.json").read_text()))
@@ -347,13 +347,13 @@ def test_file_written_in_two_bursts_waits_for_the_second(tmp_path: Path) -> None
 
 
 def test_file_that_failed_while_incomplete_is_retried_when_it_changes(tmp_path: Path) -> None:
-    """A pause longer than the settle time: the half file fails (it was unchanged), and when the
-    second burst lands the file is read again and scored."""
+    """A pause longer than the settle time (the default, 0.5 s): the half file fails (it was
+    unchanged), and when the second burst lands the file is read again and scored."""
     folder = tmp_path / "in"
     folder.mkdir()
     image = frame_image(4, shape=(64, 80))
-    writer = _two_bursts(folder / "part.png", _png_bytes_of(image), pause=1.5)  # 1.3 s of margin
-    summary, written, by_frame = _run(MeanDetector(), folder, tmp_path, idle_timeout=3.0, settle_s=0.2)
+    writer = _two_bursts(folder / "part.png", _png_bytes_of(image), pause=1.5)  # 1 s of margin
+    summary, written, by_frame = _run(MeanDetector(), folder, tmp_path, idle_timeout=3.0)
     writer.join()
     assert [by_frame[i]["status"] for i in sorted(by_frame)] == ["failed", "ok"]
     assert by_frame[1]["source"] == "part.png" and by_frame[1]["score"] == pytest.approx(mean_score(image), rel=1e-6)
