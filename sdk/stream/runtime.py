@@ -206,6 +206,7 @@ class Stream:
         self._late: list[tuple[Frame, Any, str | None]] = []  # results no queue will take any more
         self._late_lock = threading.Lock()
         self._output_alive = True
+        self._capture_abandoned = False  # stuck in read() past stop_grace_s: not waited for again
 
     # ------------------------------------------------------------------------ control
     def start(self) -> Stream:
@@ -253,6 +254,7 @@ class Stream:
         if self._threads and self._threads[0].is_alive():
             log.warning("source %s did not return from read() within %.1fs of stop; finishing without it",
                         self.source.name, self.stop_grace_s)
+            self._capture_abandoned = True
             self.capture_q.close()  # a late frame from the stuck reader is then counted as dropped
 
     def join(self, timeout: float | None = None) -> StreamSummary | None:
@@ -561,7 +563,7 @@ class Stream:
             self._deliver(frame, None, f"{INTERNAL_ERROR}: frame {index} was lost by a crashed worker")
 
     def _finish(self) -> None:
-        if self._threads and self._threads[0].is_alive():
+        if self._threads and self._threads[0].is_alive() and not self._capture_abandoned:
             self._threads[0].join(self.stop_grace_s)  # capture: normally long done here
         self._settle_leftovers()
         self.acc.stop_clock()
