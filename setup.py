@@ -9,7 +9,6 @@ compiles the CPU kernels.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -40,10 +39,10 @@ def _openmp_flags() -> tuple[list[str], list[str]]:
 def _extensions() -> list[Pybind11Extension]:
     compile_args, link_args = _openmp_flags()
     # -O3 lets GCC vectorise the `omp simd` reductions; no -march=native so wheels stay portable
-    # (hot loops carry target_clones for AVX2/AVX-512 on x86-64 instead).
+    # (hot loops carry target_clones for AVX2/AVX-512 on x86-64; NEON is baseline on aarch64).
+    # The instruction set is the compiler's target (kernels/cpu/simd.h), not this machine's: a
+    # cross build (scripts/build_wheels.sh aarch64) compiles the aarch64 paths on an x86-64 host.
     compile_args = [*compile_args, "-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wno-psabi"]
-    if platform.machine() in ("x86_64", "AMD64"):
-        compile_args.append("-DEDGESENTRY_X86")
     exts = []
     for src in sorted((ROOT / "kernels" / "cpu").glob("*.cpp")):
         exts.append(
@@ -60,11 +59,21 @@ def _extensions() -> list[Pybind11Extension]:
     return exts
 
 
+class ParallelBuildExt(build_ext):
+    """build_ext compiling the kernels in parallel (one per core, EDGESENTRY_BUILD_JOBS to change):
+    each kernel is one translation unit of ~20-60 s, so a serial build waits for the sum."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = int(os.environ.get("EDGESENTRY_BUILD_JOBS", "0")) or os.cpu_count() or 1
+
+
 packages, package_dir = _packages()
 setup(
     packages=packages,
     package_dir=package_dir,
     package_data={"edgesentry.kernels": ["cpu/*.cpp", "cpu/*.h"], "edgesentry.export": ["data/*.json"]},
     ext_modules=_extensions(),
-    cmdclass={"build_ext": build_ext},
+    cmdclass={"build_ext": ParallelBuildExt},
 )
