@@ -70,10 +70,13 @@ class ParallelBuildExt(build_ext):
 
 
 packages, package_dir = _packages()
+# Folders of data (the kernel sources ship so that an sdist or wheel can be rebuilt) are listed
+# as packages of their own: setuptools warns about importable folders missing from `packages`.
+DATA = {"edgesentry.kernels.cpu": ["*.cpp", "*.h"], "edgesentry.export.data": ["*.json"]}
 setup(
-    packages=packages,
+    packages=[*packages, *DATA],
     package_dir=package_dir,
-    package_data={"edgesentry.kernels": ["cpu/*.cpp", "cpu/*.h"], "edgesentry.export": ["data/*.json"]},
+    package_data=DATA,
     ext_modules=_extensions(),
     cmdclass={"build_ext": ParallelBuildExt},
 )
