@@ -88,7 +88,7 @@ for arch in x86_64 aarch64; do
   log=$LOGS/wheel-$arch.log
   echo "  $arch: $(grep -c -E '(aarch64-linux-gnu-g\+\+|^(g\+\+|c\+\+|gcc|x86_64-linux-gnu-g\+\+)) .*-c kernels/cpu/' "$log" || true) kernels compiled," \
     "$(grep -c -i ' warning: ' "$log" || true) compiler warnings, $(grep -c -i ' error: ' "$log" || true) errors;" \
-    "$(grep -o 'is consistent with the following platform tag: "[^"]*"' "$LOGS/auditwheel-$arch.log" | head -1 | cut -d'"' -f2)"
+    "auditwheel: $(grep -o 'New filename tags: .*' "$LOGS/auditwheel-$arch.log" | head -1 | cut -d' ' -f4-)"
 done
 for whl in "$OUT"/edgesentry-*.whl "$SDIST"; do
   echo "  $(basename "$whl")  $(du -h "$whl" | cut -f1)"

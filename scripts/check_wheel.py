@@ -61,8 +61,9 @@ for mode, opts in (("global", {}), ("local", {"mode": "local", "window": (3, 9)}
     top = np.unravel_index(int(np.argmax(amap)), amap.shape)
     (cpu, used), (ref, _) = kernels[mode](cube, "cpu"), kernels[mode](cube, "reference")  # float64 scores
     rel = float(np.max(np.abs(cpu - ref)) / np.max(np.abs(ref)))
+    ok = tuple(top) == (7, 11) and used == "cpu" and rel < 1e-8
     out["checks"][f"rx_{mode}"] = {"top_pixel": [int(top[0]), int(top[1])], "tier": used,
-                                   "rel_err_vs_reference": rel, "ok": tuple(top) == (7, 11) and used == "cpu" and rel < 1e-8}
+                                   "rel_err_vs_reference": rel, "ok": ok}
 bundle = sys.argv[1] if len(sys.argv) > 1 else ""
 if bundle:
     det = edgesentry.load(bundle, backend="onnxruntime")
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sysroot is not None:
             sysroot = args.sysroot.resolve()
             _run([*_interpreter(sysroot, sysroot / "usr/bin/python3.11"), "-m", "venv", "--without-pip", str(venv)])
-            pip_wheel = next(iter(sorted(args.find_links.resolve().glob("pip-*.whl"))), None) if args.find_links else None
-            if pip_wheel is None:
+            pip_wheels = sorted(args.find_links.resolve().glob("pip-*.whl")) if args.find_links else []
+            if not pip_wheels:
                 raise SystemExit("--sysroot needs --find-links with a pip wheel in it")
-            pip = [*_interpreter(sysroot, venv / "bin/python"), str(pip_wheel / "pip")]
+            pip = [*_interpreter(sysroot, venv / "bin/python"), str(pip_wheels[-1] / "pip")]
         else:
             sysroot = None
             _run([args.python, "-m", "venv", str(venv)])

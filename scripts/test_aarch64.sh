@@ -60,9 +60,9 @@ else
   scripts/build_wheels.sh dist | tee "$LOGS/build_wheels.txt"
   sed -n '/summary/,$p' "$LOGS/build_wheels.txt" >> "$SUMMARY"
 fi
-WHL_X86=$(ls dist/edgesentry-*x86_64.whl)
-WHL_ARM=$(ls dist/edgesentry-*aarch64.whl)
-SDIST=$(ls dist/edgesentry-*.tar.gz)
+WHL_X86=$(ls "$ROOT"/dist/edgesentry-*x86_64.whl)
+WHL_ARM=$(ls "$ROOT"/dist/edgesentry-*aarch64.whl)
+SDIST=$(ls "$ROOT"/dist/edgesentry-*.tar.gz)
 note "wheels: $(elapsed "$t")"
 
 # ---- 3. machine code of the aarch64 kernels ---------------------------------------------------------
@@ -75,14 +75,14 @@ cat "$LOGS/codegen.txt" >> "$SUMMARY"
 # ---- 4. aarch64 test environment ----------------------------------------------------------------
 # onnxruntime 1.27.0: the newest aarch64 wheel that imports under Debian 12's qemu 7.2 (1.28 and
 # later stop with SIGSEGV while importing, in the emulator; real aarch64 CPUs run them).
-ARM_PIP=(--disable-pip-version-check --no-warn-conflicts --only-binary=:all: --python-version 3.11
+ARM_PIP=(--disable-pip-version-check --only-binary=:all: --python-version 3.11
   --implementation cp --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64
   --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64)
 ARM_DEPS=(numpy scipy "onnxruntime==1.27.0" onnx safetensors pillow threadpoolctl)
 if [ ! -f "$A/site/.done" ]; then
   step "aarch64 site-packages (PyPI)"
   rm -rf "$A/site"
-  "$VPY" -m pip install --quiet "${ARM_PIP[@]}" --target "$A/site" "${ARM_DEPS[@]}" pytest
+  "$VPY" -m pip install --quiet --no-warn-conflicts "${ARM_PIP[@]}" --target "$A/site" "${ARM_DEPS[@]}" pytest
   touch "$A/site/.done"
 fi
 if [ ! -f "$A/wheelhouse/.done" ]; then

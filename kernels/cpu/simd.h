@@ -52,13 +52,7 @@ struct Wide {
   template <typename... T, typename = typename std::enable_if<sizeof...(T) == N * kPartLanes>::type>
   Wide(T... lanes) {  // {a, b, c, d}
     const E values[] = {static_cast<E>(lanes)...};
-    for (int i = 0; i < N * kPartLanes; ++i) part[i / kPartLanes][i % kPartLanes] = values[i];
-  }
-  static Wide splat(E x) {
-    Wide w;
-    for (int i = 0; i < N; ++i)
-      for (int l = 0; l < kPartLanes; ++l) w.part[i][l] = x;  // a dup, not 0 + x (-0.0 stays -0.0)
-    return w;
+    __builtin_memcpy(part, values, sizeof part);
   }
   E& operator[](int i) { return reinterpret_cast<E*>(part)[i]; }
   E operator[](int i) const { return part[i / kPartLanes][i % kPartLanes]; }
