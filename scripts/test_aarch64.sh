@@ -152,7 +152,10 @@ check() {  # check NAME ARGS...
 }
 check x86_64 "$WHL_X86" --python "$(command -v python3.11 || echo "$VPY")"
 check aarch64 "$WHL_ARM" --sysroot "$SYSROOT" --find-links "$A/wheelhouse"
-PY310=$(command -v python3.10 || ls "$HOME"/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null | tail -1 || true)
+PY310=""
+for py in "$HOME"/.pyenv/versions/3.10*/bin/python3.10 "$(command -v python3.10 || true)"; do
+  if [ -n "$py" ] && "$py" -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null; then PY310=$py; break; fi
+done
 if [ -n "$PY310" ]; then
   check sdist-py310 "$SDIST" --python "$PY310"
 else
