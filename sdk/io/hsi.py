@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.errors import ConfigError, InputError
-from edgesentry.io.paths import check_regular_file, read_text_bounded
+from edgesentry.errors import InputError
+from edgesentry.io.paths import check_regular_file, limit_from_env, read_text_bounded
 
 CUBE_NAMES = ("data", "cube", "hsi", "img", "image", "X", "x")
 GT_NAMES = ("map", "gt", "groundtruth", "ground_truth", "mask", "label", "labels")
@@ -44,12 +44,7 @@ _MAT_CLASS_BYTES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2,
 
 def max_cube_bytes() -> int:
     """The largest array a cube reader materialises: ``EDGESENTRY_MAX_CUBE_BYTES`` or 2 GiB."""
-    text = os.environ.get("EDGESENTRY_MAX_CUBE_BYTES")
-    if text is None:
-        return DEFAULT_MAX_CUBE_BYTES
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"EDGESENTRY_MAX_CUBE_BYTES must be a positive integer; got {text!r}")
-    return int(text)
+    return limit_from_env("EDGESENTRY_MAX_CUBE_BYTES", DEFAULT_MAX_CUBE_BYTES)
 
 
 def _check_declared(nbytes: int, what: str, path: Path) -> None:

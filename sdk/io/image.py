@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError, describe
-from edgesentry.io.paths import check_regular_file
+from edgesentry.io.paths import check_regular_file, limit_from_env
 
 Color = Literal["rgb", "bgr"]
 #: the suffixes folder expansion, hot folders and ``edgesentry calibrate`` take as images
@@ -34,12 +34,7 @@ _MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 def max_image_pixels() -> int:
     """The decompression-bomb limit in pixels: ``EDGESENTRY_MAX_IMAGE_PIXELS`` or the default."""
-    text = os.environ.get("EDGESENTRY_MAX_IMAGE_PIXELS")
-    if text is None:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"EDGESENTRY_MAX_IMAGE_PIXELS must be a positive integer; got {text!r}")
-    return int(text)
+    return limit_from_env("EDGESENTRY_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:

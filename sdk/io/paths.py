@@ -24,6 +24,20 @@ MAX_NAME_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 
 
+def limit_from_env(name: str, default: int) -> int:
+    """A positive integer limit from environment variable ``name``, else ``default``.
+
+    Raises:
+        ConfigError: the variable is set but not a positive integer.
+    """
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {text!r}")
+    return int(text)
+
+
 def check_relative_name(name: object, *, what: str, error: type[EdgesentryError]) -> str:
     """``name`` if it is a plain relative POSIX path that stays inside its folder, else ``error``.
 
