@@ -880,6 +880,10 @@ def _device_interface(x: Any) -> tuple[int, tuple[int, ...], np.dtype, bool]:
     return int(cai["data"][0]), shape, dtype, contiguous
 
 
+#: Constants (weights, tables) kept on the device per runtime, by content.
+_CONSTANTS_KEPT = 256
+
+
 class KernelCall:
     """One call of a cuda-tier op: its stream, inputs, scratch and outputs.
 
@@ -937,6 +941,26 @@ class KernelCall:
         if not isinstance(x, np.ndarray):
             raise InputError(f"cuda tier takes numpy arrays, torch tensors or CUDA arrays; got {type(x).__name__}")
         return np.ascontiguousarray(x, dtype=dtype)
+
+    def constant(self, x: Any, dtype: Any) -> DeviceArray:
+        """A device array for a constant of the op (weights, tables): device arrays in place, host
+        arrays uploaded once per content (blake2b of the bytes) and kept for later calls."""
+        if is_device_array(x):
+            return self.input(x, dtype)
+        host = self._host_array(x, np.dtype(dtype))
+        key = (host.dtype.str, host.shape, hashlib.blake2b(host.tobytes(), digest_size=16).digest())
+        cache = self.runtime.__dict__.setdefault("_constants", {})
+        buf = cache.get(key)
+        if buf is None:
+            buf = DeviceArray(host.shape, host.dtype, stream=self.stream)
+            if host.nbytes:
+                self.runtime.upload(buf.ptr, host, self.stream)
+            self.runtime.synchronize(self.stream)  # complete: any stream may read it from now on
+            if len(cache) < _CONSTANTS_KEPT:
+                cache[key] = buf
+            else:  # a full cache: this one lives as long as the call
+                self._scratch.append(buf)
+        return buf
 
     def upload(self, host: np.ndarray) -> DeviceArray:
         """A scratch copy of a host array (pinned staging, on the call's stream)."""

@@ -208,7 +208,7 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
     source, threads = FUSION_SOURCE, _threads()
     with KernelCall(heads, recon, image) as call:
         d_heads, d_recon, d_image = (call.input(x, np.float32) for x in (heads, recon, image))
-        d_taps = call.upload(_TAPS)
+        d_taps = call.constant(_TAPS, np.float32)
         prob, rerr, pixel = (call.output((b, h, w), np.float32) for _ in range(3))
         d_rmin, d_rmax = call.scratch((rows,), np.float32), call.scratch((rows,), np.float32)
         need_pr = pixel_mode <= 1

@@ -221,7 +221,7 @@ def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = Non
     n, m = int(v.shape[0]), int(a.shape[0])
     with KernelCall(v, a, f) as call:
         inputs = [call.input(x, np.float32) for x in (v, a, f)]
-        weights = [call.input(params[k], np.float32) for k in ALIGN_FUSE_PARAMS]
+        weights = [call.constant(params[k], np.float32) for k in ALIGN_FUSE_PARAMS]
         res = call.output((n, 64), np.float32)
         if n:
             args = [(p, None) for p in (*inputs, res, *weights)] + [(n, c_long), (m, c_long)]
@@ -236,7 +236,7 @@ def positional(t: Any, out: Any = None) -> Any:
     seqs = int(np.prod(shape[:-2], dtype=np.int64))
     with KernelCall(t) as call:
         x = call.input(t, np.float32)
-        inv_s = call.upload((1.0 / positional_row_sums(n)).astype(np.float32))
+        inv_s = call.constant(1.0 / positional_row_sums(n), np.float32)
         res = call.output(shape, np.float32)
         if seqs * c:
             args = [(x, None), (inv_s, None), (res, None), (n, c_long), (c, c_long), (POS_DECAY, c_float)]

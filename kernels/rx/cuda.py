@@ -473,7 +473,7 @@ def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: fl
         mean = call.scratch((b,), np.float64)
         call.launch(src, "rx_mean", (_cdiv(b, 128),), (128,),
                     [(sums, None), (slices, c_int), (h * w, c_long), (b, c_int), (mean, None)])
-        dpi, dpj, dco, dci = (call.upload(a) for a in (pi, pj, co, ci))
+        dpi, dpj, dco, dci = (call.constant(a, np.int32) for a in (pi, pj, co, ci))
         vo, vi = call.scratch((w, channels), np.float64), call.scratch((w, channels), np.float64)
         ring = call.scratch((plan.rows * w, channels), np.float64)
         failed = call.scratch((plan.rows * w,), np.uint8)

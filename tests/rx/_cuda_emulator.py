@@ -255,6 +255,7 @@ class FakeDeviceArray:
     def __init__(self, host: np.ndarray, runtime: EmuRuntime):
         self.host = np.ascontiguousarray(host)
         self.ptr = runtime.register(self.host)
+        self.shape, self.dtype = self.host.shape, self.host.dtype
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
