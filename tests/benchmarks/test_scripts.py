@@ -34,7 +34,7 @@ def test_gpu_check_smoke_compiles_and_checks_every_kernel(tmp_path):
             assert r["status"].startswith("COMPILED") and "sm_87" in r["status"] and "sm_90" in r["status"], r
         else:
             assert r["status"] == "PASS", r
-    assert "| kernel | tier | size | status |" in proc.stdout
+    assert "| family | kernel | tier | mode | size | status |" in proc.stdout
 
 
 @pytest.mark.slow
