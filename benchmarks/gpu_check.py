@@ -606,6 +606,64 @@ def write_json(path: str | None, probed: dict[str, Any], planned: list[dict[str,
     tmp.replace(path)
 
 
+# ----------------------------------------------------------------------------- resources
+KERNEL_FAMILIES = ("rx", "fers", "isstad", "mavd", "otam")
+
+
+def triton_resources(families: Sequence[str] = KERNEL_FAMILIES) -> list[dict[str, Any]]:
+    """Every Triton kernel at its launch settings (``AOT_CONFIGS``) for sm_87 and sm_90, from ptxas -v.
+
+    Runs in a child process: the real compiler cannot run where ``TRITON_INTERPRET=1``.
+    """
+    code = ("import importlib, json, sys\nfrom edgesentry.kernels import _triton\nrows = []\n"
+            "for family in sys.argv[1:]:\n"
+            "    module = importlib.import_module(f'edgesentry.kernels.{family}.triton')\n"
+            "    rows += [{**r.__dict__, 'family': family, 'ok': r.ok} for r in _triton.compile_module_ahead(module)]\n"
+            "print(json.dumps(rows))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code, *families], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"Triton ahead-of-time compile failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cuda_resources(families: Sequence[str] = KERNEL_FAMILIES) -> list[dict[str, Any]]:
+    """Every CUDA kernel built by NVRTC for sm_87 and sm_90, from NVRTC's ptxas -v log."""
+    from edgesentry.kernels import _cuda
+
+    rows = []
+    for family in families:
+        module = importlib.import_module(f"edgesentry.kernels.{family}.cuda")
+        for name, source in module.SOURCES.items():
+            for arch in _cuda.TARGET_ARCHS:
+                usage = _cuda.resource_usage(source, arch=arch)
+                rows += [{"family": family, "source": name, "arch": arch, "listed": r.name in module.KERNELS[name],
+                          **r.__dict__} for r in usage.values()]
+    return rows
+
+
+def _rows_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
+
+
+def print_resources(json_path: str | None) -> int:
+    """Print the register / spill tables of every kernel (no GPU needed); 1 if anything spills."""
+    triton_rows, cuda_rows = triton_resources(), cuda_resources()
+    print("Triton kernels (ptxas -v of Triton's own build, at the launchers' settings):")
+    print(_rows_table(triton_rows, ("family", "capability", "label", "registers", "spill_stores", "spill_loads",
+                                    "shared_bytes", "cubin_bytes")))
+    print("\nCUDA kernels (NVRTC, --ptxas-options=-v):")
+    print(_rows_table(cuda_rows, ("family", "source", "arch", "name", "registers", "spill_stores", "spill_loads",
+                                  "stack_bytes", "shared_bytes")))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"triton": triton_rows, "cuda": cuda_rows}, indent=2))
+    spills = [r for r in triton_rows if not r["ok"]] + [r for r in cuda_rows if r["spill_stores"] or r["spill_loads"]]
+    print(f"\n{len(triton_rows)} Triton and {len(cuda_rows)} CUDA kernel builds, {len(spills)} with spills")
+    return 1 if spills else 0
+
+
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -639,9 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args)
     if args.resources:
-        import resources
-
-        return resources.main()
+        return print_resources(args.json)
     started = time.time()
     deadline = started + args.budget_s
     known = families_available()

@@ -32,8 +32,8 @@ removes the cancellation in ``M - s s^T / n`` for raw radiances).
                       ``|L^-1 (z - ring mean)|^2``. A pivot below ``_PIVOT_TOL`` x the largest
                       diagonal entry flags the pixel; the host recomputes flagged pixels with
                       the reference pseudo-inverse (the contract of ``cpu.py``).
-Working memory is 2 w C doubles plus w C per output row of a batch (``plan_local``), within
-``LOCAL_CHUNK_BYTES`` for scenes up to 1024 x 1024 x 200.
+Working memory is 2 w C doubles plus w C per output row of a batch (``local_plan.plan_local``),
+within ``LOCAL_CHUNK_BYTES`` for scenes up to 1024 x 1024 x 200.
 
 Inputs come through ``KernelCall``: device arrays in place, host arrays by pinned staging,
 every launch on the caller's stream.
@@ -41,7 +41,6 @@ every launch on the caller's stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +49,7 @@ from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
 from edgesentry.kernels._cuda import DEVICE_HELPERS, KernelCall, c_double, c_int, c_long
 from edgesentry.kernels.rx.cpu import whitening
+from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_starts
 from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, background_mask
 
 _PIVOT_TOL = 1e-12
@@ -396,59 +396,6 @@ def global_rx(pixels: Any, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND) 
 
 
 # ----------------------------------------------------------------------------- local
-def _window_starts(size: int, window: int) -> np.ndarray:
-    return np.clip(np.arange(size) - window // 2, 0, size - window).astype(np.int32)
-
-
-def ring_channels(b: int) -> int:
-    """Moments per pixel: b sums and the b (b + 1) / 2 products of the packed lower triangle."""
-    return b + b * (b + 1) // 2
-
-
-def packed_pairs(b: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the lower triangle in column-major order (the packed covariance layout)."""
-    cols, rows = np.triu_indices(b)  # (k, r) with r >= k, k-major: column k's rows r = k..b-1
-    return rows.astype(np.int32), cols.astype(np.int32)
-
-
-@dataclass(frozen=True)
-class LocalPlan:
-    """Working memory of local RX on the GPU: running column sums plus ``rows`` output rows of ring moments.
-
-    ``fixed_bytes`` (the outer and inner running sums, w x C each) are paid once; each batch
-    of ``rows`` output rows needs ``rows * row_bytes`` of ring moments (factored in place).
-    ``row_passes`` counts the image rows whose moments are formed over the whole scene: each
-    row enters and leaves each running sum once, so it grows like 4 h, not like h x outer.
-    """
-
-    rows: int
-    fixed_bytes: int
-    row_bytes: int
-    batches: int
-    row_passes: int
-
-    @property
-    def peak_bytes(self) -> int:
-        return self.fixed_bytes + self.rows * self.row_bytes
-
-
-def plan_local(h: int, w: int, b: int, inner: int, outer: int, budget: int) -> LocalPlan:
-    """Rows per batch so the working memory stays within ``budget`` bytes.
-
-    Raises:
-        InputError: not even one output row fits (the message gives the bytes needed).
-    """
-    row_bytes = w * ring_channels(b) * 8
-    fixed = 2 * row_bytes  # running outer and inner column sums
-    rows = min(h, (budget - fixed) // row_bytes) if budget > fixed else 0
-    if rows < 1:
-        raise InputError(f"cuda local RX needs {fixed + row_bytes} bytes of working memory for a {w}-pixel row of "
-                         f"{b} bands; the budget is {budget} (raise chunk_bytes)")
-    shifts_outer = int(np.count_nonzero(np.diff(_window_starts(h, outer))))
-    shifts_inner = int(np.count_nonzero(np.diff(_window_starts(h, inner))))
-    return LocalPlan(rows, fixed, row_bytes, _cdiv(h, rows), outer + inner + 2 * (shifts_outer + shifts_inner))
-
-
 def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: float = DEFAULT_RCOND,
              chunk_bytes: int | None = None) -> Any:
     """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
@@ -461,8 +408,8 @@ def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: fl
         raise InputError(f"cuda local RX supports up to 3072 bands (shared memory); got {b}")
     channels = ring_channels(b)
     plan = plan_local(h, w, b, inner, outer, LOCAL_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
-    ro, ri = _window_starts(h, outer), _window_starts(h, inner)
-    co, ci = _window_starts(w, outer), _window_starts(w, inner)
+    ro, ri = window_starts(h, outer), window_starts(h, inner)
+    co, ci = window_starts(w, outer), window_starts(w, inner)
     pi, pj = packed_pairs(b)
     n_bg = float(outer * outer - inner * inner)
     src = LOCAL_SOURCE
