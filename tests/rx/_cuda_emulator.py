@@ -185,6 +185,7 @@ class EmuRuntime:
     def __init__(self) -> None:
         self.memory: dict[int, np.ndarray] = {}  # base address -> bytes (allocated or registered)
         self.ops: list[tuple[str, int]] = []
+        self.live_bytes = self.peak_bytes = 0  # of allocations (registered arrays not counted)
 
     # -- memory
     def _region(self, ptr: int, nbytes: int) -> np.ndarray:
@@ -199,6 +200,8 @@ class EmuRuntime:
         view = buf[offset: offset + int(nbytes)]
         self.memory[view.ctypes.data] = view
         self.ops.append(("alloc", stream))
+        self.live_bytes += int(nbytes)
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         return view.ctypes.data
 
     def register(self, host: np.ndarray) -> int:
@@ -208,8 +211,10 @@ class EmuRuntime:
         return view.ctypes.data
 
     def free(self, ptr: int, stream: int) -> None:
-        if self.memory.pop(ptr, None) is None:
+        buf = self.memory.pop(ptr, None)
+        if buf is None:
             raise IllegalAddress(f"free of {ptr:#x}, which was not allocated")
+        self.live_bytes -= buf.nbytes
         self.ops.append(("free", stream))
 
     def memset(self, ptr: int, byte: int, nbytes: int, stream: int) -> None:
