@@ -29,8 +29,7 @@ import triton.language as tl
 
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
-
-from .reference import DEFAULT_RCOND
+from edgesentry.kernels.fers.reference import DEFAULT_RCOND
 
 
 def unavailable_reason() -> str | None:

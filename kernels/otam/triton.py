@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reference import COS_EPS, LAMBDA
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
 try:
     import triton
