@@ -443,10 +443,9 @@ def _save_timing_cache(config: Any, cache: Any, path: Path | None) -> None:
     path.write_bytes(bytes(current.serialize()))
 
 
-#: Calibration data for ``build_bundle_engines``: feeds (input name -> array), feeds per graph,
-#: or sample files (``.npz`` / ``.npy``) read for each graph with that graph's input names.
-Calibration = Union[Sequence[Mapping[str, np.ndarray]], Mapping[str, Sequence[Mapping[str, np.ndarray]]],
-                    Sequence[Union[str, os.PathLike]]]
+#: Calibration data for ``build_bundle_engines``: feeds (input name -> array; each graph takes the
+#: feeds holding its inputs) or feeds per graph (graph name -> feeds; what ``edgesentry build`` passes).
+Calibration = Union[Sequence[Mapping[str, np.ndarray]], Mapping[str, Sequence[Mapping[str, np.ndarray]]]]
 
 
 def calibration_feeds(calibration: Calibration, graph: str, graph_meta: Mapping[str, Any],
@@ -466,10 +465,6 @@ def calibration_feeds(calibration: Calibration, graph: str, graph_meta: Mapping[
             raise ConfigError(f"no calibration samples for graph {graph!r} (samples were given for "
                               f"{sorted(calibration)})")
         feeds = [dict(f) for f in calibration[graph]]
-    elif calibration and all(isinstance(c, (str, os.PathLike)) for c in calibration):
-        from edgesentry.export.validate import load_samples
-
-        feeds = [feed for _, feed in load_samples(list(calibration), graph_meta)]
     else:
         feeds = [{n: f[n] for n in names} for f in calibration if all(n in f for n in names)]
         if calibration and not feeds:

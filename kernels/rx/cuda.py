@@ -49,7 +49,7 @@ from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
 from edgesentry.kernels._cuda import DEVICE_HELPERS, KernelCall, c_double, c_int, c_long
 from edgesentry.kernels.rx.cpu import whitening
-from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_starts
+from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_moves, window_starts
 from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, background_mask
 
 _PIVOT_TOL = 1e-12
@@ -435,14 +435,14 @@ def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: fl
 
         rows(vo, (int(ro[0]), int(ro[0]) + outer), (0, 0), 0)
         rows(vi, (int(ri[0]), int(ri[0]) + inner), (0, 0), 0)
+        moves = ((vo, window_moves(h, outer)), (vi, window_moves(h, inner)))
         flagged: list[tuple[int, int]] = []
         for i0 in range(0, h, plan.rows):
             i1 = min(h, i0 + plan.rows)
             for i in range(i0, i1):
-                for v, starts, size in ((vo, ro, outer), (vi, ri, inner)):
-                    if i > 0 and starts[i] != starts[i - 1]:  # the window moved down one row
-                        rows(v, (int(starts[i]) + size - 1, int(starts[i]) + size),
-                             (int(starts[i - 1]), int(starts[i - 1]) + 1), 1)
+                for v, moved in moves:
+                    if i in moved:  # one image row enters the window, one leaves
+                        rows(v, (moved[i][0], moved[i][0] + 1), (moved[i][1], moved[i][1] + 1), 1)
                 call.launch(src, "rx_ring_box", (_cdiv(channels, 128), _cdiv(w, seg)), (128,),
                             [(vo, None), (vi, None), (dco, None), (dci, None), (w, c_int), (channels, c_int),
                              (outer, c_int), (inner, c_int), (seg, c_int),

@@ -39,6 +39,13 @@ def packed_pairs(b: int) -> tuple[np.ndarray, np.ndarray]:
     return rows.astype(np.int32), cols.astype(np.int32)
 
 
+def window_moves(size: int, window: int) -> dict[int, tuple[int, int]]:
+    """Output row -> (image row entering, image row leaving) of a ``window``-row running sum, for the
+    rows where the (border-shifted) window moves down by one."""
+    starts = window_starts(size, window)
+    return {i: (int(starts[i]) + window - 1, int(starts[i - 1])) for i in range(1, size) if starts[i] != starts[i - 1]}
+
+
 @dataclass(frozen=True)
 class LocalPlan:
     """``rows`` output rows per batch and ``pixels`` per factorisation chunk within ``budget`` bytes."""

@@ -41,7 +41,7 @@ import triton.language as tl
 
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
-from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_starts
+from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_moves, window_starts
 from edgesentry.kernels.rx.reference import DEFAULT_RCOND
 
 _PIVOT_TOL = 1e-12
@@ -401,14 +401,14 @@ def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: fl
 
     rows(vo, (int(ro[0]), int(ro[0]) + outer), (0, 0), False)
     rows(vi, (int(ri[0]), int(ri[0]) + inner), (0, 0), False)
+    moves = ((vo, window_moves(h, outer)), (vi, window_moves(h, inner)))
     flat = x.reshape(h * w, b)
     for i0 in range(0, h, plan.rows):
         i1 = min(h, i0 + plan.rows)
         for i in range(i0, i1):
-            for v, starts, size in ((vo, ro, outer), (vi, ri, inner)):
-                if i > 0 and starts[i] != starts[i - 1]:  # the window moved down one row
-                    rows(v, (int(starts[i]) + size - 1, int(starts[i]) + size),
-                         (int(starts[i - 1]), int(starts[i - 1]) + 1), True)
+            for v, moved in moves:
+                if i in moved:  # one image row enters the window, one leaves
+                    rows(v, (moved[i][0], moved[i][0] + 1), (moved[i][1], moved[i][1] + 1), True)
             _ring_box_kernel[(triton.cdiv(channels, _RING_BLOCK), triton.cdiv(w, _RING_SEG))](
                 vo, vi, co, ci, ring[(i - i0) * w:], w, channels, outer, inner, SEG=_RING_SEG, BLOCK_C=_RING_BLOCK)
         npix = (i1 - i0) * w

@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.export.tensorrt import build_bundle_engines
+    from edgesentry.export.validate import load_samples
 
     bundle = Bundle.open(args.bundle)
     graphs = bundle.meta.get("graphs", {})
@@ -67,10 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
     if args.precision == "int8" and not args.calib:
         raise ConfigError("--precision int8 needs --calib SAMPLES (calibration inputs, .npz per sample)")
+    # each graph reads its own inputs from the sample files (one file may hold every graph's inputs)
+    calibration = {name: [feed for _, feed in load_samples(args.calib, gmeta)] for name, gmeta in graphs.items()}
     results = build_bundle_engines(
         bundle,
         precision=args.precision,
-        calibration=list(args.calib),  # files: each graph reads its own inputs from them
+        calibration=calibration if args.calib else [],
         version_compatible=args.version_compatible,
         hints=dict(args.shape_hint),
         force=args.force,

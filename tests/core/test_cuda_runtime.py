@@ -183,18 +183,6 @@ def _isstad_inputs(rng):
     return heads, rng.normal(size=(1, 3, 6, 9)).astype(np.float32), rng.uniform(-1, 1, (1, 3, 6, 9)).astype(np.float32)
 
 
-def _mavd_params(rng):
-    from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS
-
-    shapes = {"va": (32, 32), "vf": (64, 64), "e1": (112, 224), "e2": (64, 112)}
-    out = {}
-    for key in ALIGN_FUSE_PARAMS:
-        layer, kind = key.split(".")
-        o, i = shapes[layer[:2]]
-        out[key] = (rng.standard_normal((o, i) if kind == "w" else (o,)) / np.sqrt(i)).astype(np.float32)
-    return out
-
-
 def _small_threads(monkeypatch, module):
     if hasattr(module, "_LOCAL_THREADS"):
         monkeypatch.setattr(module, "_LOCAL_THREADS", 32)
@@ -210,8 +198,9 @@ def _ops() -> dict[str, Op]:
     from edgesentry.kernels.mavd import reference as mavd_ref
     from edgesentry.kernels.otam import reference as otam_ref
     from edgesentry.kernels.rx import reference as rx_ref
+    from tests.mavd.test_mavd_kernels import random_params
 
-    params = _mavd_params(np.random.default_rng(5))
+    params = random_params(np.random.default_rng(5))
     return {
         "rx.global_rx": Op("rx", lambda m, x: m.global_rx(x), lambda rng: (_cube(rng, (37, 5)),),
                            rx_ref.global_rx, 0.0, 1e-8),
