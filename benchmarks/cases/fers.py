@@ -122,7 +122,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
                     atol=1e-6, rtol=1e-4,
                     notes={"seed": seed},
                     compile=_compile_all if tier == "cuda" else None,
-                    estimate_s=10.0 if tier == "triton" else 4.0,
+                    estimate_s=5.0 if tier == "triton" else 2.0,
                 ))
     return cases
 

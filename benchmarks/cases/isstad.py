@@ -180,7 +180,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
                     # x255 map: float32 accumulation of 33 taps vs scipy's float64
                     atol=2e-3, rtol=1e-5,
                     compile=_compile_all if tier == "cuda" else None,
-                    estimate_s=(8.0 if tier == "triton" else 3.0) + 0.1 * batch,
+                    estimate_s=(4.0 if tier == "triton" else 2.0) + 0.1 * batch,
                 ))
     return cases
 

@@ -291,7 +291,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
                     reference=ref, bytes_moved=4.0 * (n * (128 + 64 + 64) + m * 32), flops=flops,
                     atol=5e-5, rtol=5e-5, notes={"seed": 11},
                     compile=_compile_all if tier == "cuda" else None,
-                    estimate_s=(8.0 if tier == "triton" else 3.0) + n / 2e5,
+                    estimate_s=(4.0 if tier == "triton" else 2.0) + n / 1e5,
                 ))
     for b, t, c in pos_sizes:
         x = rng.standard_normal((b, t, c)).astype(np.float32)
@@ -306,6 +306,6 @@ def gpu_cases(ctx: Any) -> list[Any]:
                     bytes_moved=4.0 * b * t * c * 4, flops=8.0 * b * t * c,
                     atol=1e-5, rtol=1e-5, notes={"seed": 11, "T x T flops": 2.0 * b * t * t * c},
                     compile=_compile_all if tier == "cuda" else None,
-                    estimate_s=5.0 if tier == "triton" else 2.0,
+                    estimate_s=3.0 if tier == "triton" else 1.5,
                 ))
     return cases

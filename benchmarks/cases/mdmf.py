@@ -228,7 +228,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
             dists, logits = ref.fuse_reference(*args)
             return np.concatenate([dists, logits[None]])
 
-        reference = shared_reference(reference)
+        reference = shared_reference(reference)  # the numpy reference: ~q n T^2 of Python-level DP work
         # unique bytes: both views' queries and prototypes once, 5 outputs per pair
         nbytes = 4 * (2 * (q + n) * t * d + 5 * q * n)
         flops = 2 * 2 * q * n * t * t * d
@@ -238,7 +238,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
                                      run=_runner(tier, ctx.on(mode, args)), reference=reference, bytes_moved=nbytes,
                                      flops=flops, atol=1e-4, rtol=1e-4, notes={"seed": q * 1000 + n},
                                      compile=_compile_all if tier == "cuda" else None,
-                                     estimate_s=(8.0 if tier == "triton" else 3.0) + q * n * t * t / 2e6))
+                                     estimate_s=(4.0 if tier == "triton" else 2.0) + q * n * t * t / 2e5))
     return cases
 
 

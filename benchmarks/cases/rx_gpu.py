@@ -77,7 +77,7 @@ def _global_cases(ctx: Any, label: str, cubes: list[np.ndarray], seed: int) -> l
                 flops=count * 4.0 * n * b * b,
                 atol=1e-6, rtol=1e-6, notes=notes,
                 compile=_compile_all if tier == "cuda" else None,
-                estimate_s=(8.0 if tier == "triton" else 4.0) + 0.2 * count,
+                estimate_s=(5.0 if tier == "triton" else 2.0) + 0.2 * count,
             ))
     return cases
 
@@ -123,7 +123,7 @@ def _local_cases(ctx: Any, label: str, cube: np.ndarray, window: tuple[int, int]
                 flops=h * w * (b**3 / 3.0 + 2.0 * b * b),
                 atol=1e-6, rtol=1e-6, notes=notes,
                 compile=_compile_all if tier == "cuda" else None,
-                estimate_s=20.0 if tier == "triton" else 6.0,
+                estimate_s=15.0 if tier == "triton" else 4.0,
             ))
     return cases
 
