@@ -39,7 +39,11 @@ def to_tensor(x: Any, dtype: Any = None) -> Any:
     import torch
 
     if isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device())
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        dev = device()
+        # host arrays go up through torch's caching pinned allocator (async copy on the current
+        # stream), not a pageable copy; under the interpreter the "device" is the CPU
+        t = t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t
     elif isinstance(x, torch.Tensor):
         t = x if x.device.type == "cuda" or interpreting() else x.to(device())
     else:
