@@ -266,7 +266,11 @@ class EngineCache:
 
 
 def onnx_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The graph's hash for engine keys: the ONNX file without its ``metadata_props`` (new
+    thresholds mirrored into the metadata leave engines valid; any graph change rebuilds them)."""
+    from edgesentry.bundle import onnx_graph_sha256
+
+    return onnx_graph_sha256(path)
 
 
 # --------------------------------------------------------------------------- FP16 graphs
