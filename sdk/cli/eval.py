@@ -14,7 +14,6 @@ import argparse
 import json
 
 HELP = "evaluate a bundle on a labelled test set (mavd: frame-level AP on XD-Violence features)"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
