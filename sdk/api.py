@@ -78,7 +78,7 @@ def _call(builder: Any, family: str, *args: Any, **options: Any) -> Detector:
     valid = valid_options(builder, family)
     unknown = [] if valid is None else [k for k in options if k not in valid]
     if unknown:
-        close = [m for k in unknown for m in difflib.get_close_matches(k, valid, n=1)]
+        close = [m for k in unknown for m in difflib.get_close_matches(k, valid, n=1, cutoff=0.7)]
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise ConfigError(f"family {family!r} has no option {', '.join(repr(k) for k in unknown)}{hint}; "
                           f"valid options: {', '.join(valid)}")

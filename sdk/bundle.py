@@ -208,8 +208,12 @@ class Bundle:
         self._write_meta()
 
     def update_meta(self, **changes: Any) -> None:
+        """Change ``meta.json`` sections; the exported graphs' ONNX metadata follow any change to
+        a section they mirror (``MIRRORED_KEYS``), so they never disagree with ``meta.json``."""
         self.meta.update(changes)
         self._write_meta()
+        if set(changes) & set(MIRRORED_KEYS):
+            self.mirror_metadata()
 
     def copy_files_from(self, source: Bundle) -> None:
         """Copy every file listed in ``source`` (weights, graphs, engines ...) and its ``graphs``
@@ -447,6 +451,18 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def _copy_range(fh: Any, start: int, end: int, sink: Any) -> None:
+    """Feed bytes ``[start, end)`` of an open file to ``sink`` in 1 MiB pieces."""
+    fh.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = fh.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise BundleError(f"{getattr(fh, 'name', 'file')} ended while being read")
+        sink(chunk)
+        remaining -= len(chunk)
+
+
 def onnx_graph_sha256(path: str | os.PathLike) -> str:
     """sha256 of an ONNX file without its ``metadata_props``: what a TensorRT engine depends on,
     so mirroring new thresholds into the metadata does not invalidate cached engines."""
@@ -456,12 +472,7 @@ def onnx_graph_sha256(path: str | os.PathLike) -> str:
         for number, start, end in _top_level_fields(path):
             if number == _METADATA_FIELD:
                 continue
-            fh.seek(start)
-            remaining = end - start
-            while remaining:
-                chunk = fh.read(min(remaining, 1 << 20))
-                digest.update(chunk)
-                remaining -= len(chunk)
+            _copy_range(fh, start, end, digest.update)
     return digest.hexdigest()
 
 
@@ -483,12 +494,7 @@ def write_onnx_metadata(path: str | os.PathLike, updates: Mapping[str, str]) -> 
                         out.write(new_entries)
                         placed = True
                     continue
-                src.seek(start)
-                remaining = end - start
-                while remaining:
-                    chunk = src.read(min(remaining, 1 << 20))
-                    out.write(chunk)
-                    remaining -= len(chunk)
+                _copy_range(src, start, end, out.write)
         if not placed:
             out.write(new_entries)
 

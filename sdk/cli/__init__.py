@@ -55,7 +55,7 @@ def _reject_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, e
     valid = sorted({s for a in target._actions for s in a.option_strings if s not in ("-h", "--help")})
     hints = []
     for extra in extras:
-        close = difflib.get_close_matches(extra.split("=")[0], valid, n=1) if extra.startswith("-") else []
+        close = difflib.get_close_matches(extra.split("=")[0], valid, n=1, cutoff=0.7) if extra.startswith("-") else []
         hints.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
     message = f"unrecognized arguments: {' '.join(hints)}"
     if valid:

@@ -226,7 +226,8 @@ class MDMFDetector(Detector):
                 out.append(item.astype(np.float32))
             elif self.settings.features_in:
                 raise InputError(f"this bundle is features-in (no visual tower): pass frame features [T={t}, D={d}] "
-                                 f"instead of {describe(item)}, or convert with a backbone / --clip RN50.pt")
+                                 f"(an array or a .npy file) instead of {describe(item)}, or convert the checkpoint "
+                                 f"with a backbone or {option('clip', 'RN50.pt')}")
             else:
                 out.append(self._frames(item))
         return out

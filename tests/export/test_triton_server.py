@@ -101,8 +101,7 @@ def test_export_verb_writes_triton_repo(family_bundles, tmp_path, capsys):
 @pytest.mark.triton_server
 def test_tritonserver_serves_results_equal_to_predict(family_bundles, tmp_path):
     import edgesentry
-    from edgesentry.errors import BackendUnavailableError
-    from edgesentry.serving.local import LocalTritonServer
+    from tests.utils import start_triton_server
 
     served = [n for n in SERVED if n in family_bundles]
     if not served:
@@ -111,12 +110,7 @@ def test_tritonserver_serves_results_equal_to_predict(family_bundles, tmp_path):
     for name in served:
         bundle, _ = family_bundles[name]
         write_model_repository(bundle, repo, variant="python", example=_example(name, bundle))
-    server = LocalTritonServer(repo, startup_timeout=45)
-    try:
-        server.start()  # before tritonclient.http is imported: gevent must not be forked
-    except BackendUnavailableError as exc:
-        server.close()
-        pytest.skip(f"pytriton's tritonserver cannot start here: {exc}")
+    server = start_triton_server(repo, startup_timeout=45)
     try:
         from edgesentry.serving import Client
 

@@ -212,3 +212,23 @@ def test_triton_repo_from_the_cli_reproduces_predict(name, bundle_of, shared, tm
     feed_of = family_module(name).serving_feed
     for x in fam.inputs(shared, tmp_path):
         assert_same_results([served_result(repo, bundle, feed_of(x))], [det.predict(x)])
+
+
+def test_any_meta_change_reaches_the_onnx_metadata(bundle_of):
+    """``Bundle.update_meta`` of a mirrored section rewrites every graph's metadata_props; the
+    graph stays valid (onnx.checker) and its engine key (the graph without metadata) unchanged."""
+    import onnx
+
+    from edgesentry.bundle import Bundle, onnx_graph_sha256, sha256_file
+
+    path = bundle_of("isstad", "exported")
+    bundle = Bundle.open(path)
+    onnx_file = path / bundle.meta["graphs"]["model"]["file"]
+    before_file, before_graph = sha256_file(onnx_file), onnx_graph_sha256(onnx_file)
+    bundle.update_meta(thresholds={"score_scale": "raw", "threshold": 0.25, "raw_threshold": 0.25,
+                                   "pixel_threshold": None, "scoring": "original"})
+    assert assert_metadata_mirrors_meta(path) == 1
+    assert sha256_file(onnx_file) != before_file and onnx_graph_sha256(onnx_file) == before_graph
+    onnx.checker.check_model(onnx.load(str(onnx_file)), full_check=True)
+    Bundle.open(path)  # checksums follow
+    assert _load(path).threshold == 0.25

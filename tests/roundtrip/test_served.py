@@ -23,6 +23,8 @@ pytest.importorskip("onnxruntime")
 if importlib.util.find_spec("tritonclient") is None:  # not imported here: gevent must not be forked
     pytest.skip("tritonclient is not installed", allow_module_level=True)
 
+from tests.utils import start_triton_server  # noqa: E402
+
 pytestmark = [pytest.mark.shared, pytest.mark.triton_server]
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -38,9 +40,6 @@ def _cli(*argv: str) -> None:
 def served(shared, tmp_path_factory):
     """(server, {family: (bundle dir, inputs, gallery)}) with every repository written by the CLI."""
     pytest.importorskip("torch")
-    from edgesentry.errors import BackendUnavailableError
-    from edgesentry.serving.local import LocalTritonServer
-
     root = tmp_path_factory.mktemp("served")
     ref, data = shared / "reference", shared / "data"
     repo = root / "repo"
@@ -84,12 +83,7 @@ def served(shared, tmp_path_factory):
     for bundle, _, gal in cases.values():
         extra = ["--gallery", str(gal)] if gal else []
         _cli("export", str(bundle), "--format", "triton-repo", str(repo), "--triton-variant", "python", *extra)
-    server = LocalTritonServer(repo, startup_timeout=120)
-    try:
-        server.start()  # before tritonclient.http is imported: gevent must not be forked
-    except BackendUnavailableError as exc:
-        server.close()
-        pytest.skip(f"pytriton's tritonserver cannot start here: {exc}")
+    server = start_triton_server(repo, startup_timeout=120)
     yield server, cases
     server.close()
 
