@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import edgesentry
     from edgesentry.cli._args import family_of_bundle
     from edgesentry.cli.families.mdmf import clip_arguments
+    from edgesentry.errors import BundleError
     from edgesentry.io.files import read_npy
 
     family_of_bundle(args.bundle, "mdmf", command="enroll")
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         prompt = read_npy(args.embedding) if args.embedding else args.prompt
         gallery.enroll(args.label, clips, prompt=prompt)
     gallery.save(path)
+    again = det.load_gallery(path)  # what was written loads, with every class and shot
+    if [(k, again.shots(k)) for k in again.labels] != [(k, gallery.shots(k)) for k in gallery.labels]:
+        raise BundleError(f"{path} does not load with the classes written")
     shots = ", ".join(f"{k} ({gallery.shots(k)})" for k in gallery.labels)
     print(f"{path}: {len(gallery)} classes: {shots}")
     return 0
