@@ -36,6 +36,7 @@ import numpy as np
 
 from edgesentry.backends.tensorrt import cuda_device_capability, import_tensorrt
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
+from edgesentry.io.paths import check_relative_name, read_bytes_bounded
 
 log = logging.getLogger("edgesentry.export.tensorrt")
 
@@ -202,21 +203,47 @@ class CacheLookup:
     reason: str  # "hit" | "miss" | why a plan was rejected
 
 
+#: a sidecar is a small JSON record; anything larger is not one of ours
+SIDECAR_MAX_BYTES = 1 << 20
+
+
 class EngineCache:
     """Plans in ``DIR`` (a bundle's ``engines/``), each with a ``.json`` sidecar (key + plan sha256).
 
     ``lookup`` returns a plan only when the sidecar's key equals the requested key and the plan's
     sha256 equals the sidecar's; anything else (another TensorRT, another GPU, an edited ONNX,
-    a truncated copy) is reported and ignored, so the caller rebuilds it.
+    a truncated copy) is reported and ignored, so the caller rebuilds it. With ``listed`` (a
+    bundle's ``files``: name -> sha256, names relative to ``listed_root``), plan and sidecar
+    must also be listed there with their current sha256: a file dropped into ``engines/`` by
+    hand is never used.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, on_write: Callable[[Path], None] | None = None):
+    def __init__(self, directory: str | os.PathLike, *, on_write: Callable[[Path], None] | None = None,
+                 listed: Mapping[str, str] | None = None, listed_root: str | os.PathLike | None = None):
         self.dir = Path(directory)
         self.on_write = on_write
+        self.listed = listed
+        self.listed_root = Path(listed_root) if listed_root is not None else self.dir
 
     def _paths(self, key: EngineKey) -> tuple[Path, Path]:
-        plan = self.dir / key.filename()
+        name = key.filename()
+        check_relative_name(name, what="TensorRT plan", error=ConfigError)
+        if "/" in name:
+            raise ConfigError(f"TensorRT plan name {name!r} must be one file name (graph and TensorRT version "
+                              "may not hold '/')")
+        plan = self.dir / name
         return plan, plan.with_suffix(".json")
+
+    def _unlisted(self, path: Path, data: bytes) -> str | None:
+        """Why ``path`` is not a listed, hashed bundle file (``None`` when it is, or nothing is listed)."""
+        if self.listed is None:
+            return None
+        rel = path.relative_to(self.listed_root).as_posix()
+        if rel not in self.listed:
+            return f"{rel} is not listed in meta.json"
+        if hashlib.sha256(data).hexdigest() != self.listed[rel]:
+            return f"{rel} does not match its sha256 in meta.json"
+        return None
 
     def lookup(self, key: EngineKey) -> CacheLookup:
         plan, side = self._paths(key)
@@ -225,13 +252,21 @@ class EngineCache:
             why = f"no plan for this key; other plans for {key.graph}: {stale}" if stale else "miss"
             return CacheLookup(None, why)
         try:
-            record = json.loads(side.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            return self._reject(plan, f"sidecar {side.name} unreadable ({exc})")
+            side_bytes = read_bytes_bounded(side, limit=SIDECAR_MAX_BYTES, what="plan sidecar", error=ConfigError)
+            record = json.loads(side_bytes)
+            if not isinstance(record, dict) or not isinstance(record.get("key", {}), dict):
+                raise ValueError("not a JSON object with an object 'key'")
+        except (ConfigError, ValueError, RecursionError) as exc:
+            return self._reject(plan, f"sidecar {side.name} unreadable ({str(exc)[:200]})")
         if record.get("key") != key.to_dict():
             diff = sorted(k for k, v in key.to_dict().items() if record.get("key", {}).get(k) != v)
             return self._reject(plan, f"sidecar key differs in {diff}")
-        actual = hashlib.sha256(plan.read_bytes()).hexdigest()
+        plan_bytes = plan.read_bytes()
+        for path, data in ((side, side_bytes), (plan, plan_bytes)):
+            why = self._unlisted(path, data)
+            if why is not None:
+                return self._reject(plan, why)
+        actual = hashlib.sha256(plan_bytes).hexdigest()
         if actual != record.get("plan_sha256"):
             return self._reject(
                 plan,
@@ -524,7 +559,7 @@ def engine_key(
         )
     return EngineKey(
         graph,
-        onnx_sha256(bundle.path / meta["file"]),
+        onnx_sha256(bundle.file(meta["file"])),
         precision,
         compute_capability,
         trt_version,
@@ -561,7 +596,8 @@ def build_bundle_engines(
     if precision == "int8" and trt_major(trt) >= 11:
         build_plan(trt, b"", ShapeProfile(()), BuildOptions(precision="int8"))  # raises the explanatory ConfigError
     cc = f"{capability[0]}.{capability[1]}"
-    cache = EngineCache(bundle.path / ENGINE_DIR, on_write=lambda p: bundle.add_file(str(p.relative_to(bundle.path))))
+    cache = EngineCache(bundle.path / ENGINE_DIR, listed=bundle.meta["files"], listed_root=bundle.path,
+                        on_write=lambda p: bundle.add_file(p.relative_to(bundle.path).as_posix()))
     results = []
     for name, gmeta in graphs.items():
         profile = profile_from_graph(gmeta, hints)
@@ -587,7 +623,7 @@ def build_bundle_engines(
             calibration_cache=bundle.path / ENGINE_DIR / f"{name}.int8-calibration.cache",
             timing_cache=bundle.path / ENGINE_DIR / f"timing.sm{cc.replace('.', '')}.trt{trt.__version__}.cache",
         )
-        plan = build_plan(trt, (bundle.path / gmeta["file"]).read_bytes(), profile, options)
+        plan = build_plan(trt, bundle.file(gmeta["file"]).read_bytes(), profile, options)
         path = cache.store(key, plan, build_info={"precision": precision})
         for extra in (options.calibration_cache, options.timing_cache):
             if extra is not None and extra.is_file():
@@ -618,4 +654,64 @@ def find_engine(
         trt_version=str(trt.__version__),
         version_compatible=version_compatible,
     )
-    return EngineCache(bundle.path / ENGINE_DIR).lookup(key).path
+    return EngineCache(bundle.path / ENGINE_DIR, listed=bundle.files, listed_root=bundle.path).lookup(key).path
+
+
+@dataclass
+class ListedPlan:
+    """A plan listed and hashed in a bundle's ``meta.json``, with its verified sidecar key."""
+
+    name: str  # bundle-relative, ``engines/<graph>.<precision>...plan``
+    path: Path
+    key: dict[str, Any]
+
+
+def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
+    """The plans of ``graph`` that ``bundle`` vouches for, and why the others were set aside.
+
+    A plan qualifies only when it and its ``.json`` sidecar are listed in ``meta.json`` with
+    their current sha256, the sidecar names this graph and the hash of the graph's current
+    ONNX file (``onnx_sha256``: without its metadata), and the plan's sha256 equals the sidecar's.
+    Nothing is globbed from disk.
+    """
+    gmeta = bundle.meta.get("graphs", {}).get(graph)
+    if gmeta is None:
+        raise ConfigError(f"bundle has no exported graph {graph!r} (graphs: {sorted(bundle.meta.get('graphs', {}))})")
+    onnx_sha = onnx_sha256(bundle.file(gmeta["file"])) if gmeta["file"] in bundle.files else None
+    found: list[ListedPlan] = []
+    rejected: list[str] = []
+    for name in sorted(bundle.files):
+        if not (name.startswith(f"{ENGINE_DIR}/{graph}.") and name.endswith(".plan")):
+            continue
+        side_name = name[: -len(".plan")] + ".json"
+        why = _plan_problem(bundle, name, side_name, graph, onnx_sha)
+        if isinstance(why, str):
+            rejected.append(f"{name}: {why}")
+        else:
+            found.append(ListedPlan(name, bundle.file(name), why))
+    return found, rejected
+
+
+def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: str | None) -> str | dict[str, Any]:
+    """The sidecar key of a listed plan, or why the plan cannot be trusted."""
+    if side_name not in bundle.files:
+        return f"its sidecar {side_name} is not listed in meta.json"
+    side_bytes = read_bytes_bounded(bundle.file(side_name), limit=SIDECAR_MAX_BYTES, what="plan sidecar",
+                                    error=ConfigError)
+    plan_sha = hashlib.sha256(bundle.file(name).read_bytes()).hexdigest()
+    if hashlib.sha256(side_bytes).hexdigest() != bundle.files[side_name] or plan_sha != bundle.files[name]:
+        return "plan or sidecar differs from its sha256 in meta.json"
+    try:
+        record = json.loads(side_bytes)
+        key = record["key"]
+        if not isinstance(key, dict):
+            raise TypeError("key is not an object")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        return f"sidecar unreadable ({str(exc)[:120]})"
+    if key.get("graph") != graph:
+        return f"sidecar key is for graph {str(key.get('graph'))[:40]!r}"
+    if key.get("onnx_sha256") != onnx_sha:
+        return "built from another ONNX file (re-run `edgesentry build`)"
+    if record.get("plan_sha256") != plan_sha:
+        return "plan sha256 differs from its sidecar (truncated or corrupt)"
+    return key

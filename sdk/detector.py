@@ -15,6 +15,11 @@ normalised to [0, 1] with the calibrated threshold at 0.5, and ``threshold`` is 
 (0, 1] on that scale (``raw_threshold`` reads and sets it on the raw scale). ``pixel_threshold``
 is on the anomaly map's scale, which is never normalised. ``save`` keeps all of them.
 
+Non-finite scores: a NaN or Inf raw score is neither above nor below any threshold, so it is
+never turned into ``label=False``: ``finalize`` raises ``InputError`` naming the score (a
+stream records that frame as failed). Weights are checked for NaN/Inf when a bundle is loaded,
+so such a score comes from the input or a degenerate computation.
+
 Thread safety: ``predict`` does not mutate the detector, so one instance may be shared by
 threads once loaded; ``calibrate``, the threshold setters and ``save`` must not run
 concurrently with ``predict``.
@@ -202,13 +207,25 @@ class Detector:
                                total=(t3 - t0) / n)
             if self.batches_graph:
                 res.info["batch"] = n
-            out.append(self.finalize(res))
+            try:
+                out.append(self.finalize(res))
+            except EdgesentryError as exc:  # e.g. a non-finite score: that input fails, not the chunk
+                if on_error == "raise":
+                    raise
+                out.append(exc)
         return out
 
     def finalize(self, result: Result) -> Result:
-        """Apply normalisation, threshold and pixel mask to a raw result."""
+        """Apply normalisation, threshold and pixel mask to a raw result.
+
+        Raises:
+            InputError: the raw score is NaN or infinite (see the module docstring).
+        """
         raw = result.raw_score if result.raw_score is not None else result.score
         result.raw_score = float(raw)
+        if not math.isfinite(result.raw_score):
+            raise InputError(f"{self.family or type(self).__name__} produced a non-finite score ({result.raw_score}); "
+                             "no label can be given: check the input for extreme or degenerate values")
         if self._calibration is not None:
             result.score = self._calibration.normalize(raw)
         if self._threshold is not None:
