@@ -68,3 +68,11 @@ def start_triton_server(repository: Path, startup_timeout: float):
     except BackendUnavailableError as exc:
         server.close()
         pytest.skip(f"pytriton's tritonserver cannot start here: {exc}")
+
+
+def one_error_line(err: str) -> bool:
+    """A CLI user error as the tests expect it on stderr: one ``edgesentry VERB: error: ...`` line,
+    then the verb's ``failed | edgesentry VERB | N s`` status line, nothing else."""
+    lines = err.strip().splitlines()
+    return (len(lines) == 2 and lines[0].startswith("edgesentry ") and ": error: " in lines[0]
+            and lines[1].startswith("failed | edgesentry "))

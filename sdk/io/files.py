@@ -17,9 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgesentry.errors import InputError
+from edgesentry.io.hsi import read_npy as read_npy  # feature files: the bounded .npy reader, re-exported
 
 _GLOB_CHARS = frozenset("*?[")
 #: cube files (``edgesentry.io.hsi.read_cube``)
@@ -90,17 +89,6 @@ def expand(items: str | os.PathLike | Iterable[str | os.PathLike], suffixes: Seq
 
 def _listing(suffixes: Sequence[str] | None) -> str:
     return f" ({', '.join(suffixes)})" if suffixes else ""
-
-
-def read_npy(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array (never a pickle): feature files of MAVD and MDMF."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"feature file {str(p)!r} does not exist")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{p} is not a readable .npy array: {exc}") from None
 
 
 def names_for(paths: Sequence[Path]) -> list[str]:
