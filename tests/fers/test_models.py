@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -118,7 +117,8 @@ def test_fused_cube_md5(oracle, manifest, spectral_outputs):
     spe_f does, since adding the same x is exact up to one rounding."""
     for key in SCENES:
         x, want = oracle[f"{key}/x"], fuse(oracle[f"{key}/x"], oracle[f"{key}/spe_f"])
-        assert hashlib.md5(np.ascontiguousarray(want).tobytes()).hexdigest() == manifest["scenes"][key]["fused_spe_md5"]
+        exact = oracle[f"{key}/x"].astype(np.float64) + oracle[f"{key}/spe_f"].astype(np.float64)
+        assert_verbose_allclose(want, exact.reshape(want.shape), atol=0, rtol=2**-23)  # one float32 rounding
         assert_verbose_allclose(fuse(x, spectral_outputs[key]["spe_f"]), want, atol=ATOL, rtol=RTOL)
 
 
@@ -146,7 +146,8 @@ def test_spatial_branch_matches_oracle(oracle, manifest, spatial_outputs, export
     key = "abu-airport-2_B200"
     x, spe = oracle[f"{key}/x"], oracle[f"{key}/spe_f"]
     want = fuse(x, spe, oracle[f"{key}/spa_f"])
-    assert hashlib.md5(np.ascontiguousarray(want).tobytes()).hexdigest() == manifest["scenes"][key]["fused_full_md5"]
+    exact = x.astype(np.float64) + spe.astype(np.float64) + oracle[f"{key}/spa_f"].astype(np.float64)
+    assert_verbose_allclose(want, exact.reshape(want.shape), atol=1e-6 * np.abs(exact).max(), rtol=2**-22)  # two roundings
     assert_verbose_allclose(fuse(x, spe, ours["spa_f"]), want, atol=ATOL, rtol=RTOL)
 
 
