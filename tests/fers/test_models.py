@@ -147,7 +147,7 @@ def test_spatial_branch_matches_oracle(oracle, manifest, spatial_outputs, export
     x, spe = oracle[f"{key}/x"], oracle[f"{key}/spe_f"]
     want = fuse(x, spe, oracle[f"{key}/spa_f"])
     exact = x.astype(np.float64) + spe.astype(np.float64) + oracle[f"{key}/spa_f"].astype(np.float64)
-    assert_verbose_allclose(want, exact.reshape(want.shape), atol=1e-6 * np.abs(exact).max(), rtol=2**-22)  # two roundings
+    assert_verbose_allclose(want, exact.reshape(want.shape), atol=1e-6 * np.abs(exact).max(), rtol=2**-22)
     assert_verbose_allclose(fuse(x, spe, ours["spa_f"]), want, atol=ATOL, rtol=RTOL)
 
 
