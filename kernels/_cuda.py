@@ -260,7 +260,10 @@ def _nvrtc_compile(source: str, arch: str, options: tuple[str, ...], kind: Liter
         opts = [f"--gpu-architecture={arch}", "--std=c++17", "--ptxas-options=-v", *options]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
         err_log, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        text = b" " * size
+        # NVRTC writes into the buffer it is given, so it must be a fresh mutable one: ``b" " * 1``
+        # is CPython's shared one-byte ``b" "``, and an empty log (size 1, its NUL) turned every
+        # space read afterwards in the process into ``\x00``.
+        text = bytearray(size)
         nvrtc.nvrtcGetProgramLog(prog, text)
         build_log = text.rstrip(b"\x00 ").decode(errors="replace")
         if int(err) != 0:
@@ -271,7 +274,7 @@ def _nvrtc_compile(source: str, arch: str, options: tuple[str, ...], kind: Liter
                               else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
         err, size = get_size(prog)
         _nvrtc_check(nvrtc, err, f"NVRTC {kind} size")
-        code = b" " * size
+        code = bytearray(size)
         (err,) = get_code(prog, code)
         _nvrtc_check(nvrtc, err, f"NVRTC {kind}")
         return Build(bytes(code), build_log)

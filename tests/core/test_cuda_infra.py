@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes.util
+import subprocess
+import sys
 
 import pytest
 
@@ -39,6 +41,23 @@ def test_compile_is_cached_per_source_and_arch():
     assert after.misses == before.misses + 1 and after.hits == before.hits + 1
     other = _cuda.compile_cubin(source, arch="sm_87")  # another arch is another entry
     assert other is not first and _cuda._build_cached.cache_info().misses == before.misses + 2
+
+
+@needs_nvrtc
+def test_compiling_leaves_the_processes_bytes_alone():
+    """NVRTC writes its log and code into the buffers it is handed. A PTX build has an empty log
+    (one NUL byte), and a one-byte ``b" " * 1`` buffer is CPython's shared ``b" "``: every space
+    read later in the process (file headers, protobuf tags) came back as ``\\x00``. Run in a
+    fresh process, since a failure would corrupt this one."""
+    probe = (
+        "from edgesentry.kernels import _cuda\n"
+        f"build = _cuda._nvrtc_compile({TINY!r}, 'compute_80', (), 'ptx')\n"
+        "assert build.log == '' and build.code.startswith(b'//'), build\n"
+        "space = bytes([32])\n"  # the shared one-byte object, not a fresh copy
+        "assert space[0] == 32 and b'4 1'.split() == [b'4', b'1'], repr(space)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @needs_nvrtc
