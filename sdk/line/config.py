@@ -64,6 +64,7 @@ class DetectorSpec:
     batch_size: int = 8
     latency_budget_ms: float = 20.0
     torch_threads: int | None = None
+    workers: int = 1  # worker threads sharing the detector's queue (detectors are thread-safe)
     require_signature: bool = False
 
 

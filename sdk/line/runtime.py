@@ -1,6 +1,6 @@
 """The line runtime: many cameras, shared detectors, parts with deadlines, gates and record sinks.
 
-    cameras (one capture thread each)     detectors (one worker each)         output thread
+    cameras (one capture thread each)     detectors (workers: 1 by default)   output thread
     source -> claim(part?) --lane--> FairQueue -> scorer.score(batch) --> frame records, accounting
                   |                                    |                   gates: OPC UA nodes, PLC writer
                   +------------- PartTracker <---------+ outcomes          records (in part order):
@@ -116,10 +116,11 @@ class LineRuntime:
                 spec, source, claim=self.tracker.claim, stop=self._stop, on_dropped=self._frame_dropped,
                 enqueue=lambda frame, drop_oldest, lane=lane, cid=spec.id: lane.put(cid, frame,
                                                                                      drop_oldest=drop_oldest))
-        self.workers = {name: DetectorWorker(name, scorer, self.queues[name], hold=InHand(),
-                                             batch_size=cfg.detectors[name].batch_size,
-                                             latency_budget_ms=cfg.detectors[name].latency_budget_ms,
-                                             on_scored=self._scored)
+        self.workers = {name: [DetectorWorker(name, scorer, self.queues[name], hold=InHand(),
+                                              batch_size=cfg.detectors[name].batch_size,
+                                              latency_budget_ms=cfg.detectors[name].latency_budget_ms,
+                                              on_scored=self._scored)
+                               for _ in range(cfg.detectors[name].workers)]
                         for name, scorer in self.scorers.items()}
         self._build_outputs()
         self._build_triggers()
@@ -231,8 +232,9 @@ class LineRuntime:
             cam.acc.start_clock()
             self._spawn(f"camera-{cam.id}", cam.loop, on_crash=self._camera_crashed(cam),
                         on_exit=lambda name, gave_up, cam=cam: self.queues[cam.spec.detector].close(cam.id))
-        for name, worker in self.workers.items():
-            self._spawn(f"detector-{name}", worker.loop, on_crash=self._worker_crashed(worker))
+        for name, workers in self.workers.items():
+            for i, worker in enumerate(workers):
+                self._spawn(f"detector-{name}-{i}", worker.loop, on_crash=self._worker_crashed(worker))
         self._spawn("output", self._output_loop, on_crash=self._output_crashed)
         self._threads["ticker"] = threading.Thread(target=self._tick_loop, name="edgesentry-line-ticker", daemon=True)
         self._threads["control"] = threading.Thread(target=self._control_loop, name="edgesentry-line-control",
@@ -462,7 +464,7 @@ class LineRuntime:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.cfg.drain_timeout_s
-        workers = [self._threads[f"detector-{n}"] for n in self.workers]
+        workers = [self._threads[f"detector-{n}-{i}"] for n, ws in self.workers.items() for i in range(len(ws))]
         for t in workers:
             t.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in workers):
@@ -530,7 +532,7 @@ class LineRuntime:
         """Per camera and detector health, and per station ``ok`` / ``degraded`` (naming the cameras)."""
         cams = {cid: cam.health for cid, cam in self.cameras.items()}
         dets = {name: ("ok" if w.scorer.healthy or not w.scorer.remote else "unreachable")
-                for name, w in self.workers.items()}
+                for name, ws in self.workers.items() for w in ws[:1]}
         stations = {}
         for s in self.cfg.stations:
             bad = [c for c in s.cameras if cams[c] not in ("ok", "starting", "ended", "stopped")
@@ -573,7 +575,7 @@ class LineRuntime:
             "identity_holds": all(s.identity_holds for s in snaps.values()) and (not final or total["pending"] == 0),
             "fps": total["processed"] / elapsed if elapsed > 0 else 0.0,
             "cameras": cameras,
-            "detectors": {name: w.stats() for name, w in self.workers.items()},
+            "detectors": {name: _merge_stats([w.stats() for w in ws]) for name, ws in self.workers.items()},
             "stations": {sid: st.to_dict() for sid, st in self.tracker.stats.items()},
             "health": self.health(), "sink_errors": dict(self._sink_errors), "worker_crashes": crashes,
             "sinks": sinks or {},
@@ -612,6 +614,15 @@ class LineRuntime:
                     if value not in ("ok", "starting", "ended", "stopped"):
                         log.warning("%s %s: %s", key, name, value)
                     self.bus.publish(Event("health", {key: name, "health": value}))
+
+
+def _merge_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(stats[0])
+    for key in ("batches", "frames", "mixed_batches"):
+        out[key] = sum(s[key] for s in stats)
+    out["mean_batch"] = out["frames"] / out["batches"] if out["batches"] else 0.0
+    out["workers"] = len(stats)
+    return out
 
 
 def status_line(summary: dict[str, Any]) -> str:

@@ -16,7 +16,8 @@ Scorers turn a list of images into one ``(result, error)`` per image, never rais
   isolated frame by frame);
 - ``RemoteScorer``: a model served by Triton Inference Server through ``edgesentry.serving.Client``.
   A call that fails or times out is a failed frame (``RemoteError``); once the server is
-  unreachable the rest of that batch fails at once, and the next batch tries again.
+  unreachable the rest of that batch fails at once, and the next batch tries again. Each worker
+  thread has its own connection.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ class RemoteScorer:
         self.url, self.model, self.protocol, self.timeout_s = url, model, protocol, timeout_s
         self.threshold = threshold
         self._factory = client_factory or self._connect
-        self._client: Any = None
+        self._local = threading.local()  # one client per worker thread: tritonclient's are not shared
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
         self.healthy = False
         self.last_error: str | None = None
 
@@ -176,13 +179,16 @@ class RemoteScorer:
     def score(self, images: Sequence[Any]) -> list[Outcome]:
         out: list[Outcome] = []
         for image in images:
-            if self._client is None:
+            client = getattr(self._local, "client", None)
+            if client is None:
                 try:
-                    self._client = self._factory()
+                    client = self._local.client = self._factory()
                 except Exception as exc:
                     return out + self._unreachable(exc, len(images) - len(out))
+                with self._lock:
+                    self._clients.append(client)
             try:
-                out.append((self._client.predict(image), None))
+                out.append((client.predict(image), None))
                 self.healthy, self.last_error = True, None
             except Exception as exc:  # noqa: BLE001 - any transport or server error fails this frame only
                 if _is_transport_error(exc):
@@ -198,15 +204,24 @@ class RemoteScorer:
         return [(None, self.last_error)] * n
 
     def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail too
-            pass
+        client, self._local.client = self._local.client, None
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        _close_quietly(client)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._drop_client()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            _close_quietly(client)
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+        pass
 
 
 def _one_line(exc: BaseException) -> str:
