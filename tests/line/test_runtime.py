@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,65 @@ def test_trigger_during_shutdown_is_refused(tmp_path: Path) -> None:
         runtime.trigger("st")
     summary = runtime.join(30)
     assert summary["exit_reason"] == "stopped" and summary["identity_holds"]
+
+
+LISTENERS_LINE = """
+[detectors.mean]
+bundle = "unused"
+
+[[cameras]]
+id = "a"
+detector = "mean"
+source = { kind = "video", path = "unused.avi" }
+
+[[stations]]
+id = "st"
+cameras = ["a"]
+
+[[triggers]]
+station = "st"
+kind = "http"
+
+[[triggers]]
+station = "st"
+kind = "opcua"
+
+[http]
+port = 0
+
+[outputs]
+opcua = { port = 0 }
+"""
+
+
+def test_every_listening_socket_is_on_loopback_by_default(tmp_path: Path) -> None:
+    pytest.importorskip("asyncua")
+    from asyncua.sync import Client
+
+    from .helpers import is_loopback, listening_sockets
+
+    before = set(listening_sockets())
+    cfg = load_line_file(_write(tmp_path, LISTENERS_LINE), check_bundles=False)
+    runtime = LineRuntime(cfg, detectors={"mean": MeanDetector()}, sources={"a": _paced("a", 500, 50)}).start()
+    try:
+        opened = set(listening_sockets()) - before
+        assert {port for _, port in opened} == {runtime.opcua.port, runtime.http_trigger.port}
+        assert all(is_loopback(addr) for addr, _ in opened), opened
+        client = Client(runtime.opcua.endpoint, timeout=10)  # the OPC UA trigger method opens a part
+        client.connect()
+        try:
+            idx = client.get_namespace_index("urn:edgesentry:line")
+            station = client.nodes.objects.get_child([f"{idx}:{cfg.name}", f"{idx}:Stations", f"{idx}:st"])
+            seq = station.call_method(f"{idx}:Trigger", "PLC-1")
+            wait_for(lambda: station.get_child([f"{idx}:FinalPartId"]).read_value() == "PLC-1", 20, "the verdict")
+        finally:
+            client.disconnect()
+        assert seq == 0
+        with urllib.request.urlopen(f"{runtime.http_trigger.url}/health", timeout=5) as response:
+            health = json.loads(response.read())
+        assert health["stations"]["st"] == "ok" and health["cameras"]["a"] == "ok"
+    finally:
+        runtime.stop()
+        summary = runtime.join(30)
+    assert summary["stations"]["st"]["final"] == 1 and summary["exit_code"] == 0
+    assert not set(listening_sockets()) - before  # every listener closed with the line
