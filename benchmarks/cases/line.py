@@ -156,15 +156,3 @@ def latency_rows(ctx: Any) -> list[Row]:
     add_speedups(rows, "detector per camera", "vs per-camera")
     return rows
 
-
-if __name__ == "__main__":  # quick manual run: python benchmarks/cases/line.py
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from latency import SHARED, Context
-
-    from _harness import markdown_table
-
-    start = time.perf_counter()
-    print(markdown_table(latency_rows(Context(quick=True, shared=SHARED, iters=3))))
-    print(f"{time.perf_counter() - start:.1f}s")

@@ -30,7 +30,6 @@ import logging
 import os
 import queue
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -50,7 +49,7 @@ from edgesentry.stream.queues import Frame
 from edgesentry.stream.runtime import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SINK_ERRORS, EXIT_SOURCE_LOST, INTERNAL_ERROR
 from edgesentry.stream.sinks import JsonlSink, MqttCredentials, MqttSink, Sink, atomic_write_text, dumps
 from edgesentry.stream.sources import Source
-from edgesentry.stream.supervisor import InHand, describe_crash, supervise
+from edgesentry.stream.supervisor import InHand, describe_crash, supervise, wait_handling_signals
 
 log = logging.getLogger("edgesentry.line")
 
@@ -268,18 +267,9 @@ class LineRuntime:
 
     def run(self, *, handle_signals: bool = True) -> dict[str, Any]:
         """Run until every camera ended or a signal stops the line; returns the summary."""
-        previous: dict[int, Any] = {}
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        try:
-            if not self._started:
-                self.start()
-            while not self._finished.wait(0.1):
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        if not self._started:
+            self.start()
+        wait_handling_signals(self._finished, self.stop, handle_signals=handle_signals)
         assert self._summary is not None
         return self._summary
 

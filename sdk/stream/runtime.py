@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +63,7 @@ from edgesentry.stream.sources import (
     Source,
     open_source,
 )
-from edgesentry.stream.supervisor import InHand, describe_crash, supervise
+from edgesentry.stream.supervisor import InHand, describe_crash, supervise, wait_handling_signals
 
 log = logging.getLogger("edgesentry.stream")
 
@@ -265,17 +264,8 @@ class Stream:
 
     def run(self, *, handle_signals: bool = True) -> StreamSummary:
         """Run to the end. In the main thread SIGINT/SIGTERM stop (first: drain; second: drop)."""
-        previous: dict[int, Any] = {}
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        try:
-            self.start()
-            while not self._finished.wait(0.1):  # short waits keep signal handlers responsive
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self.start()
+        wait_handling_signals(self._finished, self.stop, handle_signals=handle_signals)
         assert self._summary is not None
         return self._summary
 
