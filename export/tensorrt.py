@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -394,6 +394,8 @@ class BuildOptions:
     calibration: Sequence[Mapping[str, np.ndarray]] = field(default_factory=list)
     calibration_cache: Path | None = None
     timing_cache: Path | None = None
+    #: ``cuda.bindings.runtime`` for the calibrator's buffers (None: imported when needed; tests inject a stub)
+    cudart: Any = None
 
 
 def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: BuildOptions) -> bytes:
@@ -442,12 +444,18 @@ def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: Buil
             config.set_flag(trt.BuilderFlag.FP16)
         if options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache)
+            config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache,
+                                                     cudart=options.cudart)
             config.set_calibration_profile(trt_profile)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     cache = _load_timing_cache(config, options.timing_cache)
-    plan = builder.build_serialized_network(network, config)
+    calibrator = getattr(config, "int8_calibrator", None)
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.free()  # the calibration batches' device buffers
     if plan is None:
         raise EngineBuildError("TensorRT builder returned no engine (see the TensorRT log above)")
     _save_timing_cache(config, cache, options.timing_cache)
@@ -470,9 +478,63 @@ def _save_timing_cache(config: Any, cache: Any, path: Path | None) -> None:
     path.write_bytes(bytes(current.serialize()))
 
 
-def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache_path: Path | None) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over ``samples`` (one feed per batch), cache at ``cache_path``."""
-    from cuda.bindings import runtime as cudart
+#: Calibration data for ``build_bundle_engines``: feeds (input name -> array; each graph takes the
+#: feeds holding its inputs) or feeds per graph (graph name -> feeds; what ``edgesentry build`` passes).
+Calibration = Union[Sequence[Mapping[str, np.ndarray]], Mapping[str, Sequence[Mapping[str, np.ndarray]]]]
+
+
+def calibration_feeds(calibration: Calibration, graph: str, graph_meta: Mapping[str, Any],
+                      profile: ShapeProfile) -> list[dict[str, np.ndarray]]:
+    """The calibration feeds of one graph, checked against its inputs and its calibration profile.
+
+    TensorRT 10 calibrates at the profile's ``opt`` shapes (``set_calibration_profile``), so every
+    feed must hold each input of *this* graph at exactly that shape; the arrays are cast to the
+    graph's input dtypes. ``calibration`` is one of ``Calibration``'s forms.
+
+    Raises:
+        ConfigError: no feed fits this graph, or a feed's shape is not the profile's opt shape.
+    """
+    names = list(graph_meta.get("inputs", {}))
+    if isinstance(calibration, Mapping):
+        if graph not in calibration:
+            raise ConfigError(f"no calibration samples for graph {graph!r} (samples were given for "
+                              f"{sorted(calibration)})")
+        feeds = [dict(f) for f in calibration[graph]]
+    else:
+        feeds = [{n: f[n] for n in names} for f in calibration if all(n in f for n in names)]
+        if calibration and not feeds:
+            have = sorted({k for f in calibration for k in f})
+            raise ConfigError(f"calibration samples hold {have}; graph {graph!r} takes {names}")
+    opt = {name: o for name, _, o, _ in profile.shapes}
+    out = []
+    for i, feed in enumerate(feeds):
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise ConfigError(f"calibration sample {i} for graph {graph!r} lacks inputs {missing}")
+        checked = {}
+        for n in names:
+            arr = np.asarray(feed[n])
+            if n in opt and tuple(arr.shape) != tuple(opt[n]):
+                raise ConfigError(
+                    f"calibration sample {i} for graph {graph!r}: input {n!r} has shape {tuple(arr.shape)}, but "
+                    f"TensorRT calibrates at the profile's opt shape {tuple(opt[n])}; give samples of that shape "
+                    "or move opt with --shape-hint AXIS=MIN,OPT,MAX")
+            dtype = np.dtype(graph_meta["inputs"][n].get("dtype", arr.dtype))
+            checked[n] = np.ascontiguousarray(arr, dtype=dtype)
+        out.append(checked)
+    return out
+
+
+def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache_path: Path | None, *,
+                    cudart: Any = None) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over one graph's ``samples`` (one feed per batch), cache at ``cache_path``.
+
+    Device buffers are allocated once per input (the feeds share a shape: the calibration
+    profile's opt shape) and released by ``free()``, which ``build_plan`` calls when the build
+    ends, also on error. ``cudart`` is ``cuda.bindings.runtime`` (injectable for tests).
+    """
+    if cudart is None:
+        from cuda.bindings import runtime as cudart
 
     base = trt.IInt8EntropyCalibrator2
 
@@ -482,6 +544,7 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
             self.samples = list(samples)
             self.index = 0
             self.buffers: dict[str, tuple[int, int]] = {}
+            self.cudart = cudart
 
         def get_batch_size(self) -> int:
             first = next(iter(self.samples[0].values())) if self.samples else None
@@ -492,6 +555,10 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
                 return None
             feed = self.samples[self.index]
             self.index += 1
+            unknown = [n for n in names if n not in feed]
+            if unknown:  # TensorRT asks for inputs this graph's samples do not hold: stop, do not crash
+                log.error("calibration: TensorRT asked for inputs %s; the samples hold %s", unknown, sorted(feed))
+                return None
             ptrs = []
             for name in names:
                 arr = np.ascontiguousarray(feed[name])
@@ -501,13 +568,18 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
                         cudart.cudaFree(ptr)
                     err, ptr = cudart.cudaMalloc(arr.nbytes)
                     _check_cuda(err, "cudaMalloc")
-                    self.buffers[name] = (ptr, arr.nbytes)
+                    self.buffers[name] = (int(ptr), arr.nbytes)
                 (err,) = cudart.cudaMemcpy(
                     ptr, arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
                 )
                 _check_cuda(err, "cudaMemcpy")
                 ptrs.append(int(ptr))
             return ptrs
+
+        def free(self) -> None:
+            for ptr, _ in self.buffers.values():
+                cudart.cudaFree(ptr)
+            self.buffers.clear()
 
         def read_calibration_cache(self) -> bytes | None:
             if cache_path is not None and cache_path.is_file():
@@ -568,17 +640,19 @@ def build_bundle_engines(
     bundle: Any,
     *,
     precision: str = "fp32",
-    calibration: Sequence[Mapping[str, np.ndarray]] = (),
+    calibration: Calibration = (),
     version_compatible: bool = False,
     hints: Mapping[str, Sequence[int]] | None = None,
     force: bool = False,
     trt: Any = None,
     capability: tuple[int, int] | None = None,
+    cudart: Any = None,
 ) -> list[EngineResult]:
     """Build (or reuse) a plan for every exported graph of ``bundle`` into ``BUNDLE/engines/``.
 
-    ``trt`` and ``capability`` are injectable for tests; by default TensorRT is imported after
-    the CUDA device check.
+    INT8 calibration is per graph (``calibration_feeds``): each graph gets the samples of its
+    own inputs, checked against its calibration profile. ``trt``, ``capability`` and ``cudart``
+    are injectable for tests; by default TensorRT is imported after the CUDA device check.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}; got {precision!r}")
@@ -612,10 +686,12 @@ def build_bundle_engines(
             continue
         if found.reason not in ("miss",):
             log.warning("building %s: %s", key.filename(), found.reason)
+        feeds = calibration_feeds(calibration, name, gmeta, profile) if precision == "int8" else []
         options = BuildOptions(
             precision=precision,
             version_compatible=version_compatible,
-            calibration=list(calibration),
+            calibration=feeds,
+            cudart=cudart,
             calibration_cache=bundle.path / ENGINE_DIR / f"{name}.int8-calibration.cache",
             timing_cache=bundle.path / ENGINE_DIR / f"timing.sm{cc.replace('.', '')}.trt{trt.__version__}.cache",
         )
