@@ -168,7 +168,7 @@ class RemoteScorer:
         self._local = threading.local()  # one client per worker thread: tritonclient's are not shared
         self._clients: list[Any] = []
         self._lock = threading.Lock()
-        self.healthy = False
+        self.healthy = True  # until a call fails: nothing is contacted before the first frame
         self.last_error: str | None = None
 
     def _connect(self) -> Any:
