@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -176,11 +177,21 @@ def parse(text: str, path: Path) -> tuple[dict[str, Any], Locator]:
     raise LineFileError(f"a line file must end in .toml, .yaml or .yml; got {path.name!r}", file=str(path))
 
 
-def _parse_toml(text: str, path: Path) -> tuple[dict[str, Any], Locator]:
+def toml_module() -> Any:
+    """``tomllib`` (Python 3.11+) or its backport ``tomli`` (3.10; in the ``line`` extra)."""
+    if sys.version_info >= (3, 11):
+        import tomllib  # novermin - only reached on 3.11+
+
+        return tomllib
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli
+    except ImportError:
+        raise ConfigError("TOML line files on Python 3.10 need tomli: pip install 'edgesentry[line]'") from None
+    return tomli
+
+
+def _parse_toml(text: str, path: Path) -> tuple[dict[str, Any], Locator]:
+    tomllib = toml_module()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
