@@ -14,7 +14,6 @@ import argparse
 import sys
 
 HELP = "validate (check) or run (run) a production line file: cameras, stations, triggers, outputs"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

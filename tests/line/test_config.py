@@ -59,8 +59,12 @@ def _check(tmp_path: Path, text: str, capsys, name: str = "line.toml") -> tuple[
     path = tmp_path / name
     path.write_text(text)
     code = main(["line", "check", str(path)])
-    captured = capsys.readouterr()
-    return code, captured.err.strip()
+    lines = capsys.readouterr().err.strip().splitlines()
+    # one line for the problem, then the verb's status line
+    assert len(lines) == (2 if code else 1) and lines[-1].startswith(f"{'failed' if code else 'done'} | edgesentry "
+                                                                    "line |"), lines
+    return code, lines[0] if code else ""
+
 
 
 def test_good_file_checks(tmp_path: Path, bundle_dir: Path, capsys) -> None:
@@ -102,7 +106,6 @@ def test_bad_line_file_is_one_line_naming_key_and_line(tmp_path: Path, bundle_di
     assert old in GOOD
     code, err = _check(tmp_path, GOOD.replace(old, new, 1), capsys)
     assert code == 1
-    assert len(err.splitlines()) == 1, err
     assert err.startswith(f"edgesentry line: error: {tmp_path / 'line.toml'}:{line}: "), err
     assert f": {key}: " in err if key else True, err
     assert phrase in err, err
