@@ -131,6 +131,26 @@ def listening_sockets() -> list[tuple[str, int]]:
     return out
 
 
+def ss_listening_sockets(pid: int) -> list[tuple[str, int]] | None:
+    """The same list as :func:`listening_sockets`, as ``ss -ltnp`` prints it for process ``pid``
+    (an independent cross-check); None where ``ss`` is not installed."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        return None
+    text = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=10, check=True).stdout
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or f"pid={pid}," not in line:
+            continue
+        addr, _, port = fields[3].rpartition(":")
+        out.append((re.sub(r"^\[|\](%.*)?$|%.*$", "", addr), int(port)))
+    return out
+
+
 def _address(hex_addr: str, v6: bool) -> str:
     raw = bytes.fromhex(hex_addr)
     if not v6:

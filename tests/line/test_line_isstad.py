@@ -10,6 +10,7 @@ here with ``Detector.predict`` on the pixels the test wrote.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,7 @@ from .helpers import (
     listening_sockets,
     read_jsonl,
     rule_verdict,
+    ss_listening_sockets,
     wait_for,
     write_video,
 )
@@ -165,6 +167,8 @@ def test_four_camera_line(isstad_bundle: Path, mosquitto: int, tmp_path: Path, m
         sockets = listening_sockets()
         assert sockets and all(is_loopback(addr) for addr, _ in sockets), sockets
         assert {runtime.opcua.port, runtime.http_trigger.port} <= {port for _, port in sockets}
+        by_ss = ss_listening_sockets(os.getpid())  # `ss -ltnp` agrees, where it is installed
+        assert by_ss is None or sorted(by_ss) == sorted(sockets), (by_ss, sockets)
         opc, read = _opcua_reader(runtime.opcua.endpoint, "testline")
         wait_for(lambda: runtime.mqtt_trigger.subscribed, 10, "the trigger subscription")
         seen_opcua = {}
