@@ -75,16 +75,31 @@ def test_streamed_file_is_the_in_memory_export(tmp_path):
     assert len(ours) >= 7  # weights, biases and the folded transposes really went through the stream
 
 
+def test_a_torch_that_skips_the_hook_still_exports_the_same_graph(tmp_path, monkeypatch, caplog):
+    import contextlib
+
+    from edgesentry.export import graph
+
+    @contextlib.contextmanager
+    def never_called():
+        yield {}
+
+    monkeypatch.setattr(graph, "exported_without_weights", never_called)
+    spec = _mlp_spec()
+    with caplog.at_level(logging.INFO, logger="edgesentry.export"):
+        assert graph.export_graph(spec, tmp_path / "model.onnx")
+    assert "embedded its weights" in caplog.text
+    embedded, plain = _initializers(onnx.load(str(tmp_path / "model.onnx"))), _initializers(_in_memory_export(spec))
+    assert list(embedded) == list(plain)
+
+
 def test_write_model_refuses_past_the_protobuf_limit_before_writing(tmp_path):
     from edgesentry.export._stream import write_model
-    from edgesentry.export.graph import ExportError, export_graph
-
     model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
     huge = np.broadcast_to(np.zeros(1, np.float32), (1 << 29,))  # 2 GiB declared, 4 bytes held
     with pytest.raises(ValueError, match="2 GiB"):
         write_model(tmp_path / "big.onnx", model, {"w": huge})
     assert not (tmp_path / "big.onnx").exists()
-    assert issubclass(ExportError, Exception) and export_graph  # the caller turns it into ExportError
 
 
 def test_skeleton_keeps_the_graph_and_drops_large_weights(tmp_path):
