@@ -202,6 +202,7 @@ class LineModel {
     }
     py::array_t<double> out(in.w);
     double* scores = out.mutable_data();
+    std::fill(scores, scores + in.w, kNaN);  // poisoned: a row the kernel misses reads "not scored"
     {
       py::gil_scoped_release release;
       if (given) std::copy(given_scores.data(), given_scores.data() + in.w, scores);
@@ -217,6 +218,7 @@ class LineModel {
     LineInput in = parse_line(line, valid_obj, b_);
     py::array_t<double> out(in.w);
     double* scores = out.mutable_data();
+    std::fill(scores, scores + in.w, kNaN);
     {
       py::gil_scoped_release release;
       if (in.f64) score_only(in.x64.data(), in.w, in.keep.data(), scores);
@@ -263,6 +265,9 @@ class LineModel {
     d["seconds_score_side"] = t_score_;
     d["seconds_factor"] = t_factor_;
     d["seconds_step"] = t_step_;
+    d["split_gram_rows_a"] = last_s_;
+    d["split_score_rows_a"] = last_q_;
+    d["threaded_lines"] = threaded_lines_;
     return d;
   }
   // "refactor" or "update": what the cost model picks for a line of `kept` pixels.
@@ -295,6 +300,7 @@ class LineModel {
   std::vector<double> sums_, other_sums_, centre_;
   // measured costs (seconds, moving averages) that split a line between two threads
   double cost_syrk_row_ = 0.0, cost_trsm_row_ = 0.0, cost_factor_ = 0.0;
+  long last_s_ = 0, last_q_ = 0, threaded_lines_ = 0;
 
   py::array_t<double> symmetric(const std::vector<double>& lower) const {
     py::array_t<double> out({b_, b_});
@@ -405,7 +411,6 @@ class LineModel {
     for (long r = 0; r < w; ++r) kept += keep[r] != 0;
     if (count_ == 0.0 && kept > 0) centre_on(x, w, keep.data(), kept);
     centre_ = mean_;  // every share centres on the model the line is scored against
-    if (!scoring && !given) std::fill(scores, scores + w, kNaN);
     // The factor of line t is computed while line t is scored, unless a score can still take
     // a pixel out of line t's update.
     const bool fuse = !(std::isfinite(threshold) && (scoring || given));
@@ -413,6 +418,9 @@ class LineModel {
     long s = w, q = w;
     if (threaded) shares(w, scoring, fuse, s, q);
     if (!scoring) q = w;
+    last_s_ = s;
+    last_q_ = q;
+    threaded_lines_ += threaded;
     std::atomic<bool> other_gram_done{false};
     double t_gram_a = 0, t_gram_b = 0, t_score_a = 0, t_score_b = 0, t_factor = 0;
     auto part_b = [&] {  // Gram rows [s, w), then scores of rows [q, w)
@@ -471,10 +479,7 @@ class LineModel {
 
   template <class S>
   void score_only(const S* x, long w, const uint8_t* keep, double* scores) {
-    if (!factor_ok_) {
-      std::fill(scores, scores + w, kNaN);
-      return;
-    }
+    if (!factor_ok_) return;  // scores stay NaN
     centre_ = mean_;
     if (long(y_.size()) < w * b_) y_.assign(w * b_, T(0));
     const long half = w / 2;
@@ -643,14 +648,23 @@ class LineModel {
   double covariance_scale() const { return count_ > 1.0 ? 1.0 / (count_ - 1.0) : 0.0; }
 
   // next_ = chol(M / (N - 1) + ridge tr / B); factor_ok_ says whether it is safely positive
-  // definite (else the Python tier takes the pseudo-inverse path for the next line).
+  // definite (else the Python tier takes the pseudo-inverse path for the next line). A window
+  // that is not recombines its statistics from the ring first: add/subtract rounding leaves
+  // ~1e-13 relative noise where a rank-deficient window has exact zeros, which the
+  // pseudo-inverse's 1e-15 cutoff would keep (and score).
   void refactor() {
     since_refactor_ = 0;
     ++refactors_;
-    if (count_ <= 1.0) {
-      factor_ok_ = false;
-      return;
+    factor_ok_ = try_factor();
+    if (!factor_ok_ && window_ > 0 && count_ > 1.0) {
+      recombine();
+      factor_ok_ = try_factor();
     }
+    if (!factor_ok_) ++not_pd_;
+  }
+
+  bool try_factor() {
+    if (count_ <= 1.0) return false;
     const double scale = covariance_scale();
     double trace = 0.0;
     for (long i = 0; i < b_; ++i) trace += scatter_[i * b_ + i] * scale;
@@ -670,18 +684,13 @@ class LineModel {
     char uplo = 'L';
     int n = int(b_), info = 0;
     g_blas.dpotrf(&uplo, &n, next_.data(), &n, &info);
-    if (info != 0 || !(anorm > 0)) {
-      factor_ok_ = false;
-      ++not_pd_;
-      return;
-    }
+    if (info != 0 || !(anorm > 0)) return false;
     double rcond = 0.0;
     std::vector<double> work(3 * b_);
     std::vector<int> iwork(b_);
     g_blas.dpocon(&uplo, &n, next_.data(), &n, &anorm, &rcond, work.data(), iwork.data(), &info);
     // the margin covers the estimate's looseness (as the global RX tier does)
-    factor_ok_ = info == 0 && rcond > std::max(1.0 / max_cond_, 1e3 * double(b_) * pinv_rcond_);
-    if (!factor_ok_) ++not_pd_;
+    return info == 0 && rcond > std::max(1.0 / max_cond_, 1e3 * double(b_) * pinv_rcond_);
   }
 
   // Rank-k path: next_ = sqrt(a) L, then k updates with sqrt(b) z_r and one downdate with

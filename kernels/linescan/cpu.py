@@ -55,8 +55,9 @@ REFRESH_EVERY = 1024
 
 def unavailable_reason() -> str | None:
     try:
-        from edgesentry.kernels import _cpu_linescan  # noqa: F401
         from scipy.linalg import cython_blas, cython_lapack  # noqa: F401
+
+        from edgesentry.kernels import _cpu_linescan  # noqa: F401
     except ImportError as exc:
         return f"compiled CPU kernels or scipy's BLAS not available ({exc}); reinstall with `pip install -e .`"
     return None
