@@ -54,7 +54,6 @@ namespace {
 
 // ------------------------------------------------------------------------------ BLAS table
 using dsyrk_t = void (*)(char*, char*, int*, int*, double*, double*, int*, double*, double*, int*);
-using ssyrk_t = void (*)(char*, char*, int*, int*, float*, float*, int*, float*, float*, int*);
 using dtrsm_t = void (*)(char*, char*, char*, char*, int*, int*, double*, double*, int*, double*, int*);
 using strsm_t = void (*)(char*, char*, char*, char*, int*, int*, float*, float*, int*, float*, int*);
 using dpotrf_t = void (*)(char*, int*, double*, int*, int*);
@@ -62,7 +61,6 @@ using dpocon_t = void (*)(char*, int*, double*, int*, double*, double*, double*,
 
 struct BlasTable {
   dsyrk_t dsyrk = nullptr;
-  ssyrk_t ssyrk = nullptr;
   dtrsm_t dtrsm = nullptr;
   strsm_t strsm = nullptr;
   dpotrf_t dpotrf = nullptr;
@@ -81,7 +79,6 @@ void* capsule_pointer(const py::dict& capsules, const char* name) {
 
 void bind_blas(const py::dict& capsules) {
   g_blas.dsyrk = reinterpret_cast<dsyrk_t>(capsule_pointer(capsules, "dsyrk"));
-  g_blas.ssyrk = reinterpret_cast<ssyrk_t>(capsule_pointer(capsules, "ssyrk"));
   g_blas.dtrsm = reinterpret_cast<dtrsm_t>(capsule_pointer(capsules, "dtrsm"));
   g_blas.strsm = reinterpret_cast<strsm_t>(capsule_pointer(capsules, "strsm"));
   g_blas.dpotrf = reinterpret_cast<dpotrf_t>(capsule_pointer(capsules, "dpotrf"));
@@ -94,12 +91,6 @@ void syrk(double* z, int w, int b, double* g) {
   double one = 1.0, zero = 0.0;
   int ld = b;
   g_blas.dsyrk(&uplo, &trans, &b, &w, &one, z, &ld, &zero, g, &b);
-}
-void syrk(float* z, int w, int b, float* g) {
-  char uplo = 'L', trans = 'N';
-  float one = 1.0f, zero = 0.0f;
-  int ld = b;
-  g_blas.ssyrk(&uplo, &trans, &b, &w, &one, z, &ld, &zero, g, &b);
 }
 // Y := L^-1 Y for the columns of Y (b, w) column-major (one pixel per column).
 void trsm(double* l, int b, double* y, int w) {
@@ -180,7 +171,7 @@ class LineModel {
         pinv_rcond_(pinv_rcond), refresh_every_(refresh_every), guard_tol_(guard_tol),
         rank_update_ratio_(rank_update_ratio), mean_(bands, 0.0), scatter_(bands * bands, 0.0),
         factor_(bands * bands, 0.0), next_(bands * bands, 0.0), factor_t_(bands * bands, T(0)),
-        gram_(bands * bands, T(0)), probe_(probe_vector(bands)) {
+        gram_(bands * bands, 0.0), probe_(probe_vector(bands)) {
     if (bands < 1) throw std::invalid_argument("bands must be >= 1");
     if (!(forgetting > 0.0 && forgetting <= 1.0)) throw std::invalid_argument("forgetting must lie in (0, 1]");
     if (window < 0) throw std::invalid_argument("window must be >= 0 (0: exponential statistics)");
@@ -261,6 +252,7 @@ class LineModel {
     d["not_positive_definite"] = not_pd_;
     d["window_recombinations"] = recombinations_;
     d["last_guard_residual"] = last_residual_;
+    d["last_condition_estimate"] = last_condition_;
     d["seconds_update_side"] = t_update_;
     d["seconds_score_side"] = t_score_;
     d["seconds_factor"] = t_factor_;
@@ -283,7 +275,8 @@ class LineModel {
   double count_ = 0.0;
   long lines_ = 0;
   std::vector<double> mean_, scatter_, factor_, next_;
-  std::vector<T> factor_t_, gram_;
+  std::vector<T> factor_t_;
+  std::vector<double> gram_;
   std::vector<double> probe_;
   bool factor_ok_ = false;
   long since_refactor_ = 0;
@@ -291,12 +284,12 @@ class LineModel {
   long ring_head_ = 0, ring_size_ = 0;
   // counters
   long refactors_ = 0, rank_updates_ = 0, guard_trips_ = 0, not_pd_ = 0, recombinations_ = 0;
-  double last_residual_ = 0.0;
+  double last_residual_ = 0.0, last_condition_ = 0.0;
   // seconds spent per phase (summed over lines; the two sides overlap when threaded)
   double t_update_ = 0.0, t_score_ = 0.0, t_factor_ = 0.0, t_step_ = 0.0;
   // workspace
-  std::vector<T> z_, y_;
-  std::vector<T> other_gram_;
+  std::vector<double> z_, other_gram_;  // the Gram side is always float64 (see the header)
+  std::vector<T> y_;
   std::vector<double> sums_, other_sums_, centre_;
   // measured costs (seconds, moving averages) that split a line between two threads
   double cost_syrk_row_ = 0.0, cost_trsm_row_ = 0.0, cost_factor_ = 0.0;
@@ -323,13 +316,13 @@ class LineModel {
 
   // Rows [r0, r1) of the line: z = x - centre, computed in double and stored as T, zero rows
   // for dropped pixels; `sums` (if given) accumulates the kept z in double.
-  template <class S>
-  void pack(const S* x, long r0, long r1, const uint8_t* keep, T* z, double* sums) const {
+  template <class S, class U>
+  void pack(const S* x, long r0, long r1, const uint8_t* keep, U* z, double* sums) const {
     const double* centre = centre_.data();
     for (long r = r0; r < r1; ++r) {
-      T* zr = z + r * b_;
+      U* zr = z + r * b_;
       if (!keep[r]) {
-        std::fill(zr, zr + b_, T(0));
+        std::fill(zr, zr + b_, U(0));
         continue;
       }
       const S* xr = x + r * b_;
@@ -337,22 +330,22 @@ class LineModel {
 #pragma omp simd
         for (long c = 0; c < b_; ++c) {
           const double v = double(xr[c]) - centre[c];
-          zr[c] = static_cast<T>(v);
+          zr[c] = static_cast<U>(v);
           sums[c] += v;
         }
       } else {
 #pragma omp simd
-        for (long c = 0; c < b_; ++c) zr[c] = static_cast<T>(double(xr[c]) - centre[c]);
+        for (long c = 0; c < b_; ++c) zr[c] = static_cast<U>(double(xr[c]) - centre[c]);
       }
     }
   }
 
   // Gram share of rows [r0, r1) into g (lower; zero when the share is empty).
   template <class S>
-  void gram_rows(const S* x, long r0, long r1, const uint8_t* keep, T* g, double* sums) {
+  void gram_rows(const S* x, long r0, long r1, const uint8_t* keep, double* g, double* sums) {
     pack(x, r0, r1, keep, z_.data(), sums);
     if (r1 > r0) syrk(z_.data() + r0 * b_, int(r1 - r0), int(b_), g);
-    else std::fill(g, g + b_ * b_, T(0));
+    else std::fill(g, g + b_ * b_, 0.0);
   }
 
   // scores[r] = |L^-1 (x_r - m)|^2 for rows [r0, r1) with the current factor (one trsm).
@@ -400,7 +393,7 @@ class LineModel {
   void run(const S* x, long w, const uint8_t* keep_in, bool given, bool scoring, double* scores, double threshold) {
     const double t0 = now();
     if (long(z_.size()) < w * b_) {
-      z_.assign(w * b_, T(0));
+      z_.assign(w * b_, 0.0);
       y_.assign(w * b_, T(0));
     }
     sums_.assign(b_, 0.0);
@@ -542,21 +535,21 @@ class LineModel {
     if (rows.empty()) return kept;
     for (long r : rows) {
       keep[r] = 0;
-      T* zr = z_.data() + r * b_;
-      for (long c = 0; c < b_; ++c) sums_[c] -= double(zr[c]);
+      const double* zr = z_.data() + r * b_;
+      for (long c = 0; c < b_; ++c) sums_[c] -= zr[c];
     }
     if (long(rows.size()) * 4 > w) {
-      for (long r : rows) std::fill(z_.begin() + r * b_, z_.begin() + (r + 1) * b_, T(0));
+      for (long r : rows) std::fill(z_.begin() + r * b_, z_.begin() + (r + 1) * b_, 0.0);
       syrk(z_.data(), int(w), int(b_), gram_.data());
     } else {
-      std::vector<T> e(rows.size() * b_), ge(b_ * b_);
+      std::vector<double> e(rows.size() * b_), ge(b_ * b_);
       for (size_t k = 0; k < rows.size(); ++k)
         std::copy(z_.begin() + rows[k] * b_, z_.begin() + (rows[k] + 1) * b_, e.begin() + k * b_);
       syrk(e.data(), int(rows.size()), int(b_), ge.data());
       for (long j = 0; j < b_; ++j)
         for (long i = j; i < b_; ++i) gram_[j * b_ + i] -= ge[j * b_ + i];
     }
-    for (long r : rows) std::fill(z_.begin() + r * b_, z_.begin() + (r + 1) * b_, T(0));
+    for (long r : rows) std::fill(z_.begin() + r * b_, z_.begin() + (r + 1) * b_, 0.0);
     return kept - long(rows.size());
   }
 
@@ -580,7 +573,7 @@ class LineModel {
     const double coef = total > 0 ? n * n / total : 0.0;
     for (long j = 0; j < b_; ++j)
       for (long i = j; i < b_; ++i)
-        scatter_[j * b_ + i] = lam * scatter_[j * b_ + i] + double(gram_[j * b_ + i]) - coef * d[i] * d[j];
+        scatter_[j * b_ + i] = lam * scatter_[j * b_ + i] + gram_[j * b_ + i] - coef * d[i] * d[j];
     std::vector<double> line_mean(b_);
     for (long c = 0; c < b_; ++c) {
       line_mean[c] = mean_[c] + d[c];
@@ -603,7 +596,7 @@ class LineModel {
     slot.mean = line_mean;
     slot.scatter.assign(b_ * b_, 0.0);
     for (long j = 0; j < b_; ++j)
-      for (long i = j; i < b_; ++i) slot.scatter[j * b_ + i] = double(gram_[j * b_ + i]) - n * d[i] * d[j];
+      for (long i = j; i < b_; ++i) slot.scatter[j * b_ + i] = gram_[j * b_ + i] - n * d[i] * d[j];
     ring_head_ = (ring_head_ + 1) % window_;
     ring_size_ = std::min(ring_size_ + 1, window_);
     if (ring_head_ == 0) recombine();
@@ -689,8 +682,10 @@ class LineModel {
     std::vector<double> work(3 * b_);
     std::vector<int> iwork(b_);
     g_blas.dpocon(&uplo, &n, next_.data(), &n, &anorm, &rcond, work.data(), iwork.data(), &info);
-    // the margin covers the estimate's looseness (as the global RX tier does)
-    return info == 0 && rcond > std::max(1.0 / max_cond_, 1e3 * double(b_) * pinv_rcond_);
+    last_condition_ = rcond > 0 ? 1.0 / rcond : std::numeric_limits<double>::infinity();
+    // Cholesky scores equal the pseudo-inverse's when no eigenvalue is near its cutoff (100x
+    // margin for the estimate's looseness); beyond max_cond they would differ by ~cond * eps.
+    return info == 0 && rcond > std::max(1.0 / max_cond_, 100.0 * pinv_rcond_);
   }
 
   // Rank-k path: next_ = sqrt(a) L, then k updates with sqrt(b) z_r and one downdate with
@@ -705,8 +700,8 @@ class LineModel {
     std::vector<double> v(b_);
     for (long r = 0; r < w; ++r) {
       if (!keep[r]) continue;
-      const T* zr = z_.data() + r * b_;
-      for (long i = 0; i < b_; ++i) v[i] = sb * double(zr[i]);
+      const double* zr = z_.data() + r * b_;
+      for (long i = 0; i < b_; ++i) v[i] = sb * zr[i];
       rank_one(v.data(), +1.0);
     }
     if (n > 0) {
@@ -803,7 +798,7 @@ void bind_model(py::module_& m, const char* name) {
 PYBIND11_MODULE(_cpu_linescan, m) {
   m.doc() = "Compiled CPU tier of line-scan RX: per-line syrk + trsm + potrf through scipy's BLAS";
   m.def("bind_blas", &bind_blas, py::arg("capsules"),
-        "bind dsyrk/ssyrk/dtrsm/strsm/dpotrf/dpocon from scipy.linalg.cython_blas/cython_lapack capsules");
+        "bind dsyrk/dtrsm/strsm/dpotrf/dpocon from scipy.linalg.cython_blas/cython_lapack capsules");
   bind_model<double>(m, "Model64");
   bind_model<float>(m, "Model32");
 }

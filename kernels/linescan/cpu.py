@@ -39,11 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.kernels.rx.cpu import CHOLESKY_MAX_COND, whitening
+from edgesentry.kernels.rx.cpu import whitening
 from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize
 
 from .reference import check_line, check_options
 
+#: Largest condition estimate (LAPACK ``pocon``) of the covariance for the Cholesky path.
+#: Real hyperspectral covariances sit at 1e8..1e10 (ABU, measured); below 1e12 no eigenvalue is
+#: near the pseudo-inverse's 1e-15 cutoff and Cholesky scores differ from it by ~cond * eps.
+#: (Global RX's tier is stricter, 1e9: there the pinv path is one eigh per scene, here per line.)
+MAX_COND = 1e12
 #: Measured speed of k rank-1 factor updates relative to ``potrf`` per multiply-add (the
 #: update path runs at about half the rate of LAPACK's blocked Cholesky).
 RANK_UPDATE_RATIO = 2.0
@@ -70,7 +75,7 @@ def _core_module() -> Any:
 
     from edgesentry.kernels import _cpu_linescan
 
-    capsules = {name: cython_blas.__pyx_capi__[name] for name in ("dsyrk", "ssyrk", "dtrsm", "strsm")}
+    capsules = {name: cython_blas.__pyx_capi__[name] for name in ("dsyrk", "dtrsm", "strsm")}
     capsules.update({name: cython_lapack.__pyx_capi__[name] for name in ("dpotrf", "dpocon")})
     _cpu_linescan.bind_blas(capsules)
     return _cpu_linescan
@@ -103,7 +108,7 @@ class LineModel:
     """
 
     def __init__(self, bands: int, *, forgetting: float = 1.0, window: int = 0, ridge: float = 0.0,
-                 rcond: float = DEFAULT_RCOND, dtype: str = "float64", max_cond: float = CHOLESKY_MAX_COND,
+                 rcond: float = DEFAULT_RCOND, dtype: str = "float64", max_cond: float = MAX_COND,
                  refresh_every: int = REFRESH_EVERY, guard_tol: float = GUARD_TOL,
                  rank_update_ratio: float = RANK_UPDATE_RATIO):
         check_options(bands, forgetting, window, ridge, rcond, dtype)
@@ -149,13 +154,16 @@ class LineModel:
 
     def _pinv_scores(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """The specification's pseudo-inverse path (eigh with the pinv cutoff), in numpy."""
+        from edgesentry._threads import single_threaded_blas
+
         self.pinv_lines += 1
         _, mean, cov = self.statistics()
-        vectors, values = whitening(_regularize(cov, self.ridge), pinv_cutoff(self.rcond, self.bands, self.dtype))
         z = np.asarray(x, dtype=np.float64) - mean
         if mask is not None:
             z = np.where(mask[:, None], z, 0.0)  # invalid pixels may hold NaN
-        scores = np.square(z @ vectors) @ (1.0 / values) if values.size else np.zeros(len(z))
+        with single_threaded_blas():  # small: BLAS threads would only spin against the kernel's
+            vectors, values = whitening(_regularize(cov, self.ridge), pinv_cutoff(self.rcond, self.bands, self.dtype))
+            scores = np.square(z @ vectors) @ (1.0 / values) if values.size else np.zeros(len(z))
         if mask is not None:
             scores[~mask] = np.nan
         return scores

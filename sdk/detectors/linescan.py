@@ -479,7 +479,10 @@ def principal_axes(pixels: np.ndarray, dims: int) -> np.ndarray:
     if x.shape[0] < 2 or dims > x.shape[1]:
         raise InputError(f"dims={dims} needs at least 2 warm-up pixels and at most {x.shape[1]} dims; "
                          f"got {x.shape[0]} pixels")
-    _, vectors = np.linalg.eigh(np.cov(x, rowvar=False))
+    from edgesentry._threads import single_threaded_blas
+
+    with single_threaded_blas():  # B x B: BLAS threads would only spin against the kernel's
+        _, vectors = np.linalg.eigh(np.cov(x, rowvar=False))
     return np.ascontiguousarray(vectors[:, ::-1][:, :dims])
 
 
