@@ -22,6 +22,10 @@
 // and a whitened probe residual |L^-1 C L^-T u - u| checks it against the statistics after
 // every such line; above the tolerance (or every `refresh_every` lines) it is refactorised.
 //
+// T (float or double) is the dtype of the scoring product only: the Gram, the statistics and the
+// factorisation are float64 whatever T is (real hyperspectral covariances have condition numbers
+// of 1e8..1e10; a float32 Gram would bury their weakest directions in rounding).
+//
 // BLAS and LAPACK are scipy's (function pointers from scipy.linalg.cython_blas/cython_lapack
 // capsules, bound once by the Python tier), so nothing links against a BLAS here.
 // Storage: every symmetric matrix and factor is column-major lower (element (i, j), i >= j, at
