@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.bundle import Bundle
-
-from .onnx import GraphSpec, parity_torch_vs_ort
-from .parity import ParityReport
+from edgesentry.bundle import Bundle, split_graph_tensors
+from edgesentry.export.graph import GraphSpec, parity_torch_vs_ort
+from edgesentry.export.parity import ParityReport
 
 EXAMPLE_HW = (24, 20)
 
@@ -38,40 +37,29 @@ def _dynamic(output: str) -> dict[str, dict[int, str]]:
     return {"x": {2: "H", 3: "W"}, output: {2: "H", 3: "W"}}
 
 
-def spectral_spec(arch: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], *, atol: float = 1e-4,
-                  rtol: float = 1e-4) -> GraphSpec:
+#: graph -> output name
+OUTPUTS = {"spectral": "spe_f", "spatial": "spa_f"}
+
+
+def branch_spec(arch: Mapping[str, Any], graph: str, state_dict: Mapping[str, np.ndarray], *, atol: float = 1e-4,
+                rtol: float = 1e-4) -> GraphSpec:
+    """The ``spectral`` or ``spatial`` graph of a FERS architecture and its state dict."""
+
     def build() -> Any:
-        from edgesentry.detectors.fers import torch_state_dict
-        from edgesentry.models.fers import FERSConfig, build_spectral
+        from edgesentry.models.fers import build_from_tensors
 
-        return build_spectral(FERSConfig.from_dict(arch), torch_state_dict(state_dict))
+        return build_from_tensors(arch, state_dict, graph, export_friendly=True)
 
-    return GraphSpec("spectral", build, {"x": example_input(int(arch["bands"]))}, ["spe_f"], _dynamic("spe_f"),
-                     atol=atol, rtol=rtol)
-
-
-def spatial_spec(arch: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], *, atol: float = 1e-4,
-                 rtol: float = 1e-4) -> GraphSpec:
-    def build() -> Any:
-        from edgesentry.detectors.fers import torch_state_dict
-        from edgesentry.models.fers import FERSConfig, build_spatial
-
-        return build_spatial(FERSConfig.from_dict(arch), torch_state_dict(state_dict), export_friendly=True)
-
-    return GraphSpec("spatial", build, {"x": example_input(int(arch["bands"]))}, ["spa_f"], _dynamic("spa_f"),
-                     atol=atol, rtol=rtol)
+    out = OUTPUTS[graph]
+    return GraphSpec(graph, build, {"x": example_input(int(arch["bands"]))}, [out], _dynamic(out), atol=atol,
+                     rtol=rtol)
 
 
 def graph_specs(bundle: Bundle) -> list[GraphSpec]:
     """The graphs of a FERS bundle: ``spectral``, plus ``spatial`` when it has spatial weights."""
-    from edgesentry.detectors.fers import split_tensors
-
-    spectral, spatial = split_tensors(bundle.load_tensors())
+    state_dicts = split_graph_tensors(bundle.load_tensors(), tuple(OUTPUTS), "FERS")
     arch = bundle.config["arch"]
-    specs = [spectral_spec(arch, spectral)]
-    if spatial:
-        specs.append(spatial_spec(arch, spatial))
-    return specs
+    return [branch_spec(arch, graph, sd) for graph, sd in state_dicts.items() if sd]
 
 
 def check_dynamic(spec: GraphSpec, path: str, sizes: Sequence[tuple[int, int]] = ((37, 53), (100, 100)),

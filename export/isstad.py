@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.bundle import Bundle
-
-from .onnx import GraphSpec
+from edgesentry.export.graph import GraphSpec
 
 OUTPUTS = ["recon", "prob"]
 DYNAMIC_AXES = {"image": {0: "batch"}, "recon": {0: "batch"}, "prob": {0: "batch"}}

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgesentry.bundle import Bundle
-
-from .onnx import GraphSpec, export_graph, parity_torch_vs_ort
-from .parity import ParityReport
+from edgesentry.export.graph import GraphSpec, parity_torch_vs_ort
+from edgesentry.export.parity import ParityReport
 
 DYNAMIC_AXES = {
     "rgb": {0: "crops", 1: "T"},
@@ -45,13 +44,16 @@ def example_inputs(crops: int = 2, t: int = 7, audio_crops: int = 1, seed: int =
 
 
 def feature_spec(tensors: dict[str, np.ndarray], *, atol: float = 1e-4, rtol: float = 1e-4) -> GraphSpec:
-    from edgesentry.detectors.mavd import GRAPH_OUTPUTS, FeatureGraph, build_model
+    def build() -> Any:
+        from edgesentry.models.mavd import MAVDFeatures, build_from_tensors
+
+        return MAVDFeatures(build_from_tensors(tensors)).eval()
 
     return GraphSpec(
         name="features",
-        build=lambda: FeatureGraph.build(build_model(tensors)),
+        build=build,
         inputs=example_inputs(),
-        outputs=list(GRAPH_OUTPUTS),
+        outputs=["v_feat", "a_feat", "f_feat"],
         dynamic_axes=DYNAMIC_AXES,
         atol=atol,
         rtol=rtol,
@@ -61,11 +63,6 @@ def feature_spec(tensors: dict[str, np.ndarray], *, atol: float = 1e-4, rtol: fl
 def graph_specs(bundle: Bundle) -> list[GraphSpec]:
     """The graphs of a MAVD bundle (``edgesentry export BUNDLE``)."""
     return [feature_spec(bundle.load_tensors())]
-
-
-def export_features(tensors: dict[str, np.ndarray], path: str | Path) -> ParityReport | None:
-    """Export the feature graph of ``tensors`` to ``path`` (checked, with parity on the example)."""
-    return export_graph(feature_spec(tensors), path)
 
 
 def parity_sweep(

@@ -22,8 +22,7 @@ import numpy as np
 
 from edgesentry.bundle import Bundle
 from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
-
-from .parity import ParityReport, compare_outputs
+from edgesentry.export.parity import ParityReport, compare_outputs
 
 # Default (atol, rtol) per precision. fp32: ONNX Runtime and TensorRT reorder reductions
 # (~1e-6 relative); fp16: 10-bit mantissa, errors grow with reduction length; int8: coarse.
@@ -180,8 +179,7 @@ def make_runner(
     outputs = list(gmeta["outputs"])
     if backend == "torch":
         from edgesentry.backends import TorchRunner
-
-        from .onnx import family_exporter
+        from edgesentry.export.onnx import family_exporter
 
         try:
             import torch  # noqa: F401
@@ -198,7 +196,7 @@ def make_runner(
         if precision == "fp16":
             import onnx
 
-            from .tensorrt import to_fp16
+            from edgesentry.export.tensorrt import to_fp16
 
             model = to_fp16(onnx.load(str(model))).SerializeToString()
         elif precision == "int8":
@@ -206,8 +204,7 @@ def make_runner(
         return OrtRunner(model, inputs, outputs, providers=providers)
     if backend == "tensorrt":
         from edgesentry.backends.tensorrt import TensorRTRunner
-
-        from .tensorrt import cuda_device_capability, find_engine, import_tensorrt
+        from edgesentry.export.tensorrt import cuda_device_capability, find_engine, import_tensorrt
 
         trt = import_tensorrt(lean_ok=True)
         plan = find_engine(bundle, graph, precision=precision, trt=trt, capability=cuda_device_capability())

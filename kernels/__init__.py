@@ -16,6 +16,6 @@ for every ``auto`` call (same contract: a forced tier that fails raises).
 
 from __future__ import annotations
 
-from ._dispatch import ENV_VAR, TIERS, KernelOp, tier_status, validate_tier
+from edgesentry.kernels._dispatch import ENV_VAR, TIERS, KernelOp, resolve_tier, tier_status, validate_tier
 
-__all__ = ["ENV_VAR", "TIERS", "KernelOp", "tier_status", "validate_tier"]
+__all__ = ["ENV_VAR", "TIERS", "KernelOp", "resolve_tier", "tier_status", "validate_tier"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from edgesentry.errors import ConfigError, KernelUnavailableError
@@ -40,62 +40,59 @@ def on_device(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and getattr(getattr(x, "device", None), "type", "") == "cuda"
 
 
+#: a tier's module, or a function that imports it on first use
+TierModule = ModuleType | Callable[[], ModuleType]
+
+
 class KernelOp:
     """One fused operation with an implementation per tier.
 
-    ``impls`` maps a tier to ``"module:function"``; modules are imported on first use so
-    that a CPU-only install never imports triton or cuda-python. A tier module may define
+    ``tiers`` maps a tier to its module, or to a function that imports the module on first
+    use (the triton and cuda tiers, so that a CPU-only install never imports triton or
+    cuda-python); every import is an explicit statement a reader can follow. The op's
+    implementation is the module's ``function``. A tier module may define
     ``unavailable_reason() -> str | None`` to say why it cannot run here.
     """
 
-    def __init__(self, name: str, impls: dict[str, str]):
-        unknown = set(impls) - set(TIERS)
+    def __init__(self, name: str, function: str, tiers: Mapping[str, TierModule]):
+        unknown = set(tiers) - set(TIERS)
         if unknown:
             raise ValueError(f"{name}: unknown tiers {sorted(unknown)}")
         self.name = name
-        self.impls = dict(impls)
+        self.function = function
+        self.tiers = dict(tiers)
         self._cache: dict[str, Callable[..., Any]] = {}
 
     def load(self, tier: str) -> Callable[..., Any]:
         """Import one tier's implementation or raise ``KernelUnavailableError`` saying why."""
         if tier in self._cache:
             return self._cache[tier]
-        if tier not in self.impls:
+        if tier not in self.tiers:
             raise KernelUnavailableError(
-                f"kernel {self.name!r} has no {tier!r} tier; it has {sorted(self.impls)}"
+                f"kernel {self.name!r} has no {tier!r} tier; it has {sorted(self.tiers)}"
             )
-        module_name, func_name = self.impls[tier].split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise KernelUnavailableError(f"kernel {self.name!r} tier {tier!r} cannot be imported: {exc}") from exc
+        module = self.tiers[tier]
+        if not isinstance(module, ModuleType):
+            try:
+                module = module()
+            except ImportError as exc:
+                raise KernelUnavailableError(f"kernel {self.name!r} tier {tier!r} cannot be imported: {exc}") from exc
         reason = getattr(module, "unavailable_reason", lambda: None)()
         if reason:
             raise KernelUnavailableError(f"kernel {self.name!r} tier {tier!r} cannot run here: {reason}")
-        fn = getattr(module, func_name)
+        fn = getattr(module, self.function)
         self._cache[tier] = fn
         return fn
 
     def resolve(self, tier: str = "auto", *, device: bool = False) -> tuple[str, Callable[..., Any]]:
         """Pick the tier to run: explicit (or forced by env) must work; ``auto`` falls back."""
-        wanted = requested_tier(tier)
-        if wanted != "auto":
-            return wanted, self.load(wanted)
-        errors = []
-        for candidate in _DEVICE_ORDER if device else _HOST_ORDER:
-            if candidate not in self.impls:
-                continue
-            try:
-                return candidate, self.load(candidate)
-            except KernelUnavailableError as exc:
-                errors.append(str(exc))
-                log.debug("auto tier skipped: %s", exc)
-        raise KernelUnavailableError(f"no tier of kernel {self.name!r} can run here: {'; '.join(errors)}")
+        used = resolve_tier(tier, (self,), device=device)
+        return used, self.load(used)
 
     def available(self) -> dict[str, str | None]:
         """Tier -> ``None`` if it can run here, else the reason it cannot."""
         out: dict[str, str | None] = {}
-        for tier in self.impls:
+        for tier in self.tiers:
             try:
                 self.load(tier)
                 out[tier] = None
@@ -104,9 +101,38 @@ class KernelOp:
         return out
 
 
+def resolve_tier(tier: str, ops: Sequence[KernelOp], *, device: bool = False) -> str:
+    """The one tier that runs every op of ``ops`` (a detector resolves its kernels once, at construction).
+
+    An explicit tier (or one forced by ``EDGESENTRY_KERNELS``) must load for every op, else
+    ``KernelUnavailableError`` says why; ``auto`` takes the first tier of the host order
+    (cpu, reference) or, for device data, the device order (triton, cuda, cpu, reference)
+    that every op can run.
+    """
+    wanted = requested_tier(tier)
+    if not ops:  # nothing to run (a graph-only or test detector): the request stands as given
+        return wanted
+    if wanted != "auto":
+        for op in ops:
+            op.load(wanted)
+        return wanted
+    errors = []
+    for candidate in _DEVICE_ORDER if device else _HOST_ORDER:
+        try:
+            for op in ops:
+                op.load(candidate)
+        except KernelUnavailableError as exc:
+            errors.append(str(exc))
+            log.debug("auto tier skipped: %s", exc)
+            continue
+        return candidate
+    names = ", ".join(op.name for op in ops)
+    raise KernelUnavailableError(f"no tier of kernel(s) {names} can run here: {'; '.join(errors)}")
+
+
 def tier_status() -> dict[str, str | None]:
     """Whether each GPU/compiled tier's machinery can run here (None = yes)."""
-    from . import _cuda, _triton
+    from edgesentry.kernels import _cuda, _triton
 
     return {
         "reference": None,
@@ -118,7 +144,7 @@ def tier_status() -> dict[str, str | None]:
 
 def _cpu_reason() -> str | None:
     try:
-        importlib.import_module("edgesentry.kernels._cpu_rx")
+        from edgesentry.kernels import _cpu_rx  # noqa: F401
     except ImportError as exc:
         return f"compiled CPU kernels not built ({exc}); reinstall with `pip install -e .`"
     return None

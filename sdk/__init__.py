@@ -11,9 +11,9 @@ The public surface is this module: ``load``, ``Detector``, ``Result``, the error
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os as _os
+
+from edgesentry._version import __version__ as __version__
 
 # The compiled kernels use libgomp, whose idle threads spin for ~300k iterations after every
 # parallel region. Next to ONNX Runtime's thread pool that spin held the cores the next graph
@@ -22,10 +22,10 @@ import os as _os
 # first compiled kernel loads; a value the user set wins.
 _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
-from . import metrics as metrics  # noqa: E402
-from .api import convert as convert, load as load  # noqa: E402
-from .detector import Detector as Detector  # noqa: E402
-from .errors import (  # noqa: E402
+from edgesentry import metrics as metrics  # noqa: E402
+from edgesentry.api import convert as convert, load as load  # noqa: E402
+from edgesentry.detector import Detector as Detector  # noqa: E402
+from edgesentry.errors import (  # noqa: E402
     BackendUnavailableError as BackendUnavailableError,
     BundleError as BundleError,
     CallOrderError as CallOrderError,
@@ -36,5 +36,5 @@ from .errors import (  # noqa: E402
     KernelUnavailableError as KernelUnavailableError,
     WeightsError as WeightsError,
 )
-from .result import Result as Result  # noqa: E402
-from .stream import stream as stream  # noqa: E402
+from edgesentry.result import Result as Result  # noqa: E402
+from edgesentry.stream import stream as stream  # noqa: E402

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .bundle import Bundle
-from .detector import Detector
-from .detectors import FAMILIES, family_module
-from .errors import BundleError, ConfigError
+from edgesentry.bundle import Bundle
+from edgesentry.detector import Detector
+from edgesentry.detectors import FAMILIES, family_module
+from edgesentry.errors import BundleError, ConfigError
 
 
 def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector:

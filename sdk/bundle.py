@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import BundleError, ChecksumError
+from edgesentry._version import __version__
+from edgesentry.errors import BundleError, ChecksumError
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"
@@ -261,3 +261,26 @@ def write_bundle(
         meta["files"][WEIGHTS_NAME] = sha256_file(root / WEIGHTS_NAME)
     bundle._write_meta()
     return bundle
+
+
+def split_graph_tensors(tensors: Mapping[str, np.ndarray], graphs: tuple[str, ...],
+                        family: str) -> dict[str, dict[str, np.ndarray]]:
+    """A multi-graph bundle's tensors by graph: ``"<graph>.<key>"`` -> ``{graph: {key: array}}``.
+
+    Every graph of ``graphs`` gets an entry (empty when the bundle has none of its tensors).
+
+    Raises:
+        BundleError: a tensor under none of ``graphs``.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {g: {} for g in graphs}
+    other = []
+    for key, value in tensors.items():
+        graph, _, name = key.partition(".")
+        if graph in out and name:
+            out[graph][name] = value
+        else:
+            other.append(key)
+    if other:
+        prefixes = "/".join(f"'{g}.'" for g in graphs)
+        raise BundleError(f"{family} bundle holds tensors outside {prefixes}: {sorted(other)[:5]}")
+    return out

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from edgesentry.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
     input --preprocess--> tensor --graph (backend)--> raw outputs --postprocess (kernel)--> Result
 
-A family subclasses ``Detector`` and implements the three stages; this class times them,
+A family subclasses ``Detector`` and implements the three stages; this class runs them in
+one timed loop (``predict_batch``, in chunks of ``batch_size`` inputs per graph call),
 applies calibration (score normalisation, threshold, pixel mask) and offers the shared
 surface: ``predict``, ``predict_batch``, ``calibrate``, ``threshold``, ``info``, ``save``.
+The kernel tier is resolved once, at construction, for the family's kernel ops; ``info()``
+and ``self.kernels`` name the tier that runs.
 
 Thread safety: ``predict`` does not mutate the detector, so one instance may be shared by
 threads once loaded; ``calibrate``, the threshold setters and ``save`` must not run
@@ -18,15 +21,14 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-import numpy as np
+from edgesentry.calibration import Calibration, fit_calibration
+from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.kernels import KernelOp, resolve_tier
+from edgesentry.result import Result
 
-from .calibration import Calibration, fit_calibration
-from .errors import ConfigError, InputError, describe
-from .result import Result
-
-KernelTier = str  # "auto" | "reference" | "cpu" | "triton" | "cuda"
+KernelTier = Literal["auto", "reference", "cpu", "triton", "cuda"]
 
 
 def _check_threshold(name: str, value: float | None) -> float | None:
@@ -45,6 +47,10 @@ class Detector:
     """Base class of all detectors. Subclasses set ``family`` and implement the stages."""
 
     family: ClassVar[str] = ""
+    #: True when ``forward_batch`` stacks a chunk into one graph call (``Result.info["batch"]``)
+    batches_graph: ClassVar[bool] = False
+    #: inputs per graph call in ``predict_batch``
+    batch_size: int = 1
 
     def __init__(
         self,
@@ -53,10 +59,11 @@ class Detector:
         pixel_threshold: float | None = None,
         calibration: Calibration | dict | None = None,
         kernels: KernelTier = "auto",
+        kernel_ops: Sequence[KernelOp] = (),
     ) -> None:
-        from edgesentry.kernels import validate_tier
-
-        self.kernels = validate_tier(kernels)
+        """``kernels``: the tier to run ``kernel_ops`` (the family's post-processing ops) with;
+        ``"auto"`` (or ``EDGESENTRY_KERNELS``) is resolved here, once, to the tier that runs."""
+        self.kernels: str = resolve_tier(kernels, kernel_ops)
         self._calibration: Calibration | None = None
         self._threshold: float | None = None
         self._pixel_threshold: float | None = None
@@ -85,25 +92,47 @@ class Detector:
         """Fused post-processing: raw graph outputs to a raw ``Result``."""
         raise NotImplementedError
 
-    # ----------------------------------------------------------------------- public API
-    def predict(self, x: Any) -> Result:
-        """Run the full pipeline on one input; see the family's docstring for ``x``."""
-        t0 = time.perf_counter()
-        prepared = self.preprocess(x)
-        t1 = time.perf_counter()
-        raw = self.forward(prepared)
-        t2 = time.perf_counter()
-        result = self.postprocess(raw, prepared)
-        t3 = time.perf_counter()
-        result.timings.update(preprocess=t1 - t0, graph=t2 - t1, postprocess=t3 - t2, total=t3 - t0)
-        return self.finalize(result)
+    def forward_batch(self, prepared: Sequence[Any]) -> Any:
+        """The graph over a chunk of prepared inputs (one call each unless the family stacks them)."""
+        return [self.forward(p) for p in prepared]
 
-    def predict_batch(self, xs: Iterable[Any]) -> list[Result]:
-        """``predict`` over a sequence of inputs (families may batch the graph)."""
+    def postprocess_batch(self, raw: Any, prepared: Sequence[Any]) -> list[Result]:
+        """Post-processing of a chunk: ``raw`` is what ``forward_batch`` returned."""
+        return [self.postprocess(r, p) for r, p in zip(raw, prepared)]
+
+    # ----------------------------------------------------------------------- public API
+    def predict(self, x: Any, **options: Any) -> Result:
+        """Run the full pipeline on one input; see the family's docstring for ``x`` and the
+        ``options`` its ``preprocess`` takes (e.g. ``color="bgr"``)."""
+        return self.predict_batch([x], **options)[0]
+
+    def predict_batch(self, xs: Iterable[Any], **options: Any) -> list[Result]:
+        """The pipeline over many inputs, ``batch_size`` per graph call, each stage timed.
+
+        A chunk's stage times are shared equally by its results (``Result.timings``).
+        """
         items = list(xs)
         if not items:
             raise InputError("predict_batch() got an empty sequence; pass at least one input")
-        return [self.predict(x) for x in items]
+        step = max(1, int(self.batch_size))
+        results: list[Result] = []
+        for start in range(0, len(items), step):
+            chunk = items[start:start + step]
+            t0 = time.perf_counter()
+            prepared = [self.preprocess(x, **options) for x in chunk]
+            t1 = time.perf_counter()
+            raw = self.forward_batch(prepared)
+            t2 = time.perf_counter()
+            chunk_results = self.postprocess_batch(raw, prepared)
+            t3 = time.perf_counter()
+            n = len(chunk)
+            for res in chunk_results:
+                res.timings.update(preprocess=(t1 - t0) / n, graph=(t2 - t1) / n, postprocess=(t3 - t2) / n,
+                                   total=(t3 - t0) / n)
+                if self.batches_graph:
+                    res.info["batch"] = n
+                results.append(self.finalize(res))
+        return results
 
     def finalize(self, result: Result) -> Result:
         """Apply normalisation, threshold and pixel mask to a raw result."""
@@ -204,7 +233,7 @@ class Detector:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Any:
         """Write this detector (config, weights, calibration) as a bundle directory."""
-        from .bundle import write_bundle
+        from edgesentry.bundle import write_bundle
 
         payload = self.bundle_payload()
         return write_bundle(
@@ -244,11 +273,3 @@ def _memory_guard(preprocess: Any) -> Any:
 
     guarded._memory_guarded = True  # type: ignore[attr-defined]
     return guarded
-
-
-def as_list(xs: Sequence[Any] | Any) -> list[Any]:
-    return list(xs) if isinstance(xs, (list, tuple)) else [xs]
-
-
-def stack_maps(results: Sequence[Result]) -> np.ndarray:
-    return np.stack([r.anomaly_map for r in results])

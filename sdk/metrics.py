@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import InputError
+from edgesentry.errors import InputError
 
 __all__ = ["roc_auc", "pr_auc", "roc_curve", "precision_recall_curve"]
 

@@ -1,7 +1,7 @@
 """GPU check for deployment: the ISSTAD ViT-L/16 graph on ONNX Runtime's CUDA EP vs torch CUDA.
 
 Both run the same graph (random weights, batch 1 and 8, 224 x 224) exported with
-``edgesentry.export.onnx.export_graph``; ONNX Runtime runs through IOBinding with the input
+``edgesentry.export.graph.export_graph``; ONNX Runtime runs through IOBinding with the input
 already on the device (only ``prob`` is copied back, 0.2-1.6 MB), torch on CUDA tensors. The
 reference is torch on the CPU. Cases appear only on a GPU machine whose ONNX Runtime has the
 CUDA execution provider (``onnxruntime-gpu``); TensorRT is not installed there, so the TensorRT
@@ -28,7 +28,7 @@ def gpu_cases(ctx: Any) -> list[Any]:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"deploy: ONNX Runtime has no CUDA EP ({ort.get_available_providers()}); install onnxruntime-gpu")
         return []
-    from edgesentry.export.onnx import GraphSpec, export_graph
+    from edgesentry.export.graph import GraphSpec, export_graph
     from edgesentry.models.isstad import ISSTADGraph, isstad_vit_large_patch16
 
     torch.manual_seed(0)

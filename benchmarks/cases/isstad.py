@@ -139,7 +139,7 @@ def latency_rows(ctx: Any) -> list[Row]:
 
         photo = None
         if (ctx.shared / PHOTO).is_file():
-            from edgesentry.detectors.isstad import read_image
+            from edgesentry.io.image import read_image
 
             photo = read_image(ctx.shared / PHOTO)
         with tempfile.TemporaryDirectory() as tmp:

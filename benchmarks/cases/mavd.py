@@ -90,9 +90,9 @@ def video_rows(ctx: Any, bundle: Any) -> list[Row]:
     for backend in ("torch", "onnxruntime"):
         for tier in ("cpu", "reference"):
             dets[f"detector {backend} + {tier} head"] = edgesentry.load(bundle.path, backend=backend, kernels=tier)
-    from edgesentry.detectors.mavd import build_model
+    from edgesentry.models.mavd import build_from_tensors
 
-    model = build_model(bundle.load_tensors(), fused=False)  # the official layout, as the seed runs it
+    model = build_from_tensors(bundle.load_tensors(), fused=False)  # the official layout, as the seed runs it
     for t in lengths:
         x = video_inputs(t)
         base = _official_eager(model, x)
@@ -114,12 +114,13 @@ def video_rows(ctx: Any, bundle: Any) -> list[Row]:
 def align_fuse_rows(ctx: Any, bundle: Any) -> list[Row]:
     import torch
 
-    from edgesentry.detectors.mavd import build_model, head_params
+    from edgesentry.detectors.mavd import head_params
     from edgesentry.kernels import mavd as kernels
+    from edgesentry.models.mavd import build_from_tensors
 
     tensors = bundle.load_tensors()
     params = head_params(tensors)
-    model = build_model(tensors)
+    model = build_from_tensors(tensors)
     rows: list[Row] = []
     for t in (32,) if ctx.quick else (182, 1000):
         rng = np.random.default_rng(t)

@@ -188,10 +188,10 @@ def _visual_rows(ctx: Any) -> list[Row]:
         base = None
         for backend in ("torch", "onnxruntime"):
             det = mdmf.from_bundle(Bundle.open(bundle.path), backend=backend)
-            out = det.graphs.visual(frames)
+            out = det.visual(frames)
             base = out if base is None else base
             rows.append(Row("mdmf", "RN50 visual, 1 clip", backend, "8x3x224x224",
-                            measure(lambda det=det: det.graphs.visual(frames), warmup=1, iters=3, track_memory=False),
+                            measure(lambda det=det: det.visual(frames), warmup=1, iters=3, track_memory=False),
                             extra={"rel_err_vs_torch": rel_err(out, base)}))
     return rows
 

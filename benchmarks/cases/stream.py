@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesentry.io.video import iter_frames
+
 from _harness import Row, Timing, add_speedups, measure
 
 NOTES = [
@@ -85,20 +87,6 @@ def _write_video(path: Path, n: int, size: tuple[int, int] = (320, 240)) -> Path
     return path
 
 
-def _decode_all(path: Path) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 def _watch_row(case: str, impl: str, size: str, det: Any, source_fn: Any, n: int, ctx: Any, tmp: Path,
                batch: int, iters: int) -> Row:
     from edgesentry.stream import stream
@@ -153,7 +141,7 @@ def latency_rows(ctx: Any) -> list[Row]:
     nv = 200 if ctx.quick else 1000
     video = _write_video(tmp / "noop.avi", nv)
     size = f"{nv} frames 240x320 MJPG"
-    decode = measure(lambda: _in_thread(lambda: [det.predict(f) for f in _decode_all(video)]), warmup=1, iters=iters,
+    decode = measure(lambda: _in_thread(lambda: [det.predict(f) for f in iter_frames(video)]), warmup=1, iters=iters,
                      track_memory=False)
     rows.append(Row("stream", "noop-video", "plain predict loop", size, _per_frame(decode, nv)))
     rows.append(_watch_row("noop-video", "watch batch=1", size, det, lambda: str(video), nv, ctx, tmp, 1, iters))
@@ -185,7 +173,7 @@ def _isstad_rows(isstad: Any, tmp: Path, ni: int, ctx: Any) -> list[Row]:
     video = _write_video(tmp / "isstad.avi", ni)
     size = f"{ni} frames 240x320 -> 224x224, tiny"
     it = 2 if ctx.quick else 3
-    loop = measure(lambda: _in_thread(lambda: [isstad.predict(f) for f in _decode_all(video)]), warmup=1, iters=it,
+    loop = measure(lambda: _in_thread(lambda: [isstad.predict(f) for f in iter_frames(video)]), warmup=1, iters=it,
                    track_memory=False)
     rows = [Row("stream", "isstad-video", "plain predict loop", size, _per_frame(loop, ni))]
     for batch in (1, 4):

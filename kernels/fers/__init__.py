@@ -10,31 +10,28 @@ fused cube: every pass reads the three feature tensors and sums them on the fly.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
-
-from .reference import DEFAULT_RCOND
+from edgesentry.kernels.fers import cpu, cuda, reference
+from edgesentry.kernels.fers.reference import DEFAULT_RCOND
 
 __all__ = ["FERS_RX", "FERS_HAM", "DEFAULT_RCOND", "fers_rx", "fers_ham", "check_features"]
 
-FERS_RX = KernelOp(
-    "fers_rx",
-    {
-        "reference": "edgesentry.kernels.fers.reference:fers_rx",
-        "cpu": "edgesentry.kernels.fers.cpu:fers_rx",
-        "triton": "edgesentry.kernels.fers.triton:fers_rx",
-        "cuda": "edgesentry.kernels.fers.cuda:fers_rx",
-    },
-)
-FERS_HAM = KernelOp(
-    "fers_ham",
-    {
-        "reference": "edgesentry.kernels.fers.reference:fers_ham",
-        "cpu": "edgesentry.kernels.fers.cpu:fers_ham",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.fers import triton
+
+    return triton
+
+
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+FERS_RX = KernelOp("fers_rx", "fers_rx", TIER_MODULES)
+FERS_HAM = KernelOp("fers_ham", "fers_ham", {"reference": reference, "cpu": cpu})
 
 
 def check_features(x: Any, spe: Any, spa: Any = None) -> tuple[int, int, int]:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgesentry.kernels.fers.reference import DEFAULT_RCOND, EPS_F32, as_bhw, fuse, s2one
 from edgesentry.kernels.rx.cpu import whitening
-
-from .reference import DEFAULT_RCOND, EPS_F32, as_bhw, fuse, s2one
 
 
 def _normalised_pixels(cube: np.ndarray, eps: float = 0.0) -> np.ndarray:

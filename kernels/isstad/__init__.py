@@ -11,27 +11,30 @@ compiled C++, ``triton``, ``cuda``); see ``reference.py`` for the formulas (``SC
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError, describe
 from edgesentry.kernels._dispatch import KernelOp, on_device
-
-from .reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, SIGMA, gaussian_weights
+from edgesentry.kernels.isstad import cpu, cuda, reference
+from edgesentry.kernels.isstad.reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, SIGMA, gaussian_weights
 
 __all__ = ["ISSTAD_FUSION", "SCORINGS", "PIXEL_MODES", "IMAGE_MODES", "SIGMA", "RADIUS", "gaussian_weights",
            "isstad_fusion", "check_fusion_inputs"]
 
-ISSTAD_FUSION = KernelOp(
-    "isstad_fusion",
-    {
-        "reference": "edgesentry.kernels.isstad.reference:isstad_fusion",
-        "cpu": "edgesentry.kernels.isstad.cpu:isstad_fusion",
-        "triton": "edgesentry.kernels.isstad.triton:isstad_fusion",
-        "cuda": "edgesentry.kernels.isstad.cuda:isstad_fusion",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.isstad import triton
+
+    return triton
+
+
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+ISSTAD_FUSION = KernelOp("isstad_fusion", "isstad_fusion", TIER_MODULES)
 
 
 def check_fusion_inputs(heads: Any, recon: Any, image: Any, *, scoring: str, top_p: float, w_m: float,

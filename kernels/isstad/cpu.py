@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .reference import IMAGE_MODES, PIXEL_MODES, SCORINGS, gaussian_weights
+from edgesentry.kernels.isstad.reference import IMAGE_MODES, PIXEL_MODES, SCORINGS, gaussian_weights
 
 _TAPS = gaussian_weights()
 

@@ -10,12 +10,13 @@ fused score. See ``reference.py`` for the specification.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from edgesentry.errors import InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
-
-from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, fusion_head, positional_matrix, sigmoid
+from edgesentry.kernels.mavd import cpu, cuda, reference
+from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS, POS_DECAY, fusion_head, positional_matrix, sigmoid
 
 __all__ = [
     "ALIGN_FUSE",
@@ -31,33 +32,21 @@ __all__ = [
     "sigmoid",
 ]
 
-ALIGN_FUSE = KernelOp(
-    "mavd_align_fuse",
-    {
-        "reference": "edgesentry.kernels.mavd.reference:align_fuse",
-        "cpu": "edgesentry.kernels.mavd.cpu:align_fuse",
-        "triton": "edgesentry.kernels.mavd.triton:align_fuse",
-        "cuda": "edgesentry.kernels.mavd.cuda:align_fuse",
-    },
-)
-POSITIONAL = KernelOp(
-    "mavd_positional",
-    {
-        "reference": "edgesentry.kernels.mavd.reference:positional",
-        "cpu": "edgesentry.kernels.mavd.cpu:positional",
-        "triton": "edgesentry.kernels.mavd.triton:positional",
-        "cuda": "edgesentry.kernels.mavd.cuda:positional",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.mavd import triton
+
+    return triton
+
+
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+ALIGN_FUSE = KernelOp("mavd_align_fuse", "align_fuse", TIER_MODULES)
+POSITIONAL = KernelOp("mavd_positional", "positional", TIER_MODULES)
 
 #: the TCN + MIL head (small: numpy float64 as the specification, C++ float32 for speed)
-FUSION_HEAD = KernelOp(
-    "mavd_fusion_head",
-    {
-        "reference": "edgesentry.kernels.mavd.reference:fusion_head",
-        "cpu": "edgesentry.kernels.mavd.cpu:fusion_head",
-    },
-)
+FUSION_HEAD = KernelOp("mavd_fusion_head", "fusion_head", {"reference": reference, "cpu": cpu})
 
 
 def fast_fusion_head(emb: Any, params: Mapping[str, Any]) -> tuple[Any, str]:

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgesentry.errors import InputError
-
-from .reference import ALIGN_FUSE_PARAMS, POS_DECAY
+from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS, POS_DECAY
 
 
 def unavailable_reason() -> str | None:

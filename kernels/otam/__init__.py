@@ -11,24 +11,28 @@ loop formulation (may be inf past ~52), kept for tests and the benchmark baselin
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
+from edgesentry.kernels.otam import cpu, cuda, reference
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
-from .reference import COS_EPS, LAMBDA
 
-FUSE = KernelOp(
-    "otam_fuse",
-    {
-        "reference": "edgesentry.kernels.otam.reference:fuse_reference",
-        "cpu": "edgesentry.kernels.otam.cpu:fuse",
-        "triton": "edgesentry.kernels.otam.triton:fuse",
-        "cuda": "edgesentry.kernels.otam.cuda:fuse",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.otam import triton
+
+    return triton
+
+
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+FUSE = KernelOp("otam_fuse", "fuse", TIER_MODULES)
 
 __all__ = ["FUSE", "LAMBDA", "COS_EPS", "fuse", "check_inputs"]
 

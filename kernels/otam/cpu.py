@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reference import COS_EPS, LAMBDA
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
 
 def unavailable_reason() -> str | None:

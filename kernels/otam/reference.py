@@ -138,3 +138,7 @@ def fuse_reference(z_local: np.ndarray, p_local: np.ndarray, z_global: np.ndarra
         parts += [otam_stable(delta, lam), otam_stable(np.swapaxes(delta, -1, -2), lam)]
     dists = np.stack(parts)
     return dists, -(dists[0] + dists[1] + dists[2] + dists[3])
+
+
+#: the op's name as every tier spells it (``edgesentry.kernels.otam.FUSE`` looks it up)
+fuse = fuse_reference

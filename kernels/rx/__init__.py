@@ -6,33 +6,29 @@ Public functions take numpy arrays (GPU tiers also take CUDA torch tensors) and 
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError
 from edgesentry.kernels._dispatch import KernelOp, on_device
+from edgesentry.kernels.rx import cpu, cuda, reference
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND
 
-from .reference import DEFAULT_RCOND
 
-GLOBAL_RX = KernelOp(
-    "global_rx",
-    {
-        "reference": "edgesentry.kernels.rx.reference:global_rx",
-        "cpu": "edgesentry.kernels.rx.cpu:global_rx",
-        "triton": "edgesentry.kernels.rx.triton:global_rx",
-        "cuda": "edgesentry.kernels.rx.cuda:global_rx",
-    },
-)
-LOCAL_RX = KernelOp(
-    "local_rx",
-    {
-        "reference": "edgesentry.kernels.rx.reference:local_rx",
-        "cpu": "edgesentry.kernels.rx.cpu:local_rx",
-        "triton": "edgesentry.kernels.rx.triton:local_rx",
-        "cuda": "edgesentry.kernels.rx.cuda:local_rx",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.rx import triton
+
+    return triton
+
+
+#: tier -> module. reference, cpu and cuda import numpy only (the compiled extension and
+#: cuda-python load on first call); triton imports the triton package, so it loads on request.
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+GLOBAL_RX = KernelOp("global_rx", "global_rx", TIER_MODULES)
+LOCAL_RX = KernelOp("local_rx", "local_rx", TIER_MODULES)
 
 
 def _check_common(ridge: float, rcond: float) -> None:

@@ -24,8 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesentry.errors import ConfigError
-
-from .reference import DEFAULT_RCOND, _regularize, background_mask
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, background_mask
 
 _PIVOT_TOL = 1e-12
 #: largest 1-norm condition estimate of the covariance for the Cholesky path of global RX

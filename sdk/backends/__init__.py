@@ -8,9 +8,47 @@ and TensorRT are imported lazily, so a CPU-only install imports edgesentry.
 
 from __future__ import annotations
 
-from .base import InputSpec, Runner, resolve_backend
-from .onnxruntime import OrtRunner
-from .tensorrt import TensorRTRunner
-from .torch import TorchRunner
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["InputSpec", "Runner", "resolve_backend", "OrtRunner", "TensorRTRunner", "TorchRunner"]
+from edgesentry.backends.base import InputSpec, Runner, resolve_backend
+from edgesentry.backends.onnxruntime import OrtRunner, Provider
+from edgesentry.backends.tensorrt import TensorRTRunner
+from edgesentry.backends.torch import TorchRunner
+from edgesentry.errors import BackendUnavailableError, ConfigError
+
+__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "OrtRunner", "TensorRTRunner", "TorchRunner"]
+
+
+def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence[str], *,
+                module: Callable[[], Any] | None = None, onnx: str | os.PathLike | None = None,
+                providers: Sequence[Provider] = ("CPUExecutionProvider",), device: str = "cpu",
+                what: str = "this graph") -> Runner:
+    """The runner of one graph on ``backend`` (as chosen by ``resolve_backend``); every family
+    builds its runners here, so a new backend is one more branch.
+
+    Args:
+        backend: ``"torch"`` or ``"onnxruntime"``.
+        inputs, outputs: the graph's input specs and output names.
+        module: builds the graph's ``nn.Module`` (called for the torch backend only, so torch
+            stays unimported on the others).
+        onnx: the graph's ONNX file (onnxruntime).
+        providers: ONNX Runtime execution providers, in priority order.
+        device: torch device.
+        what: names the graph in error messages (e.g. ``"MAVD features"``).
+
+    Raises:
+        BackendUnavailableError: the graph has no form for that backend (e.g. not exported).
+        ConfigError: a backend without a runner for detectors in this build.
+    """
+    if backend == "torch":
+        if module is None:
+            raise BackendUnavailableError(f"backend 'torch' needs the weights of {what}; the bundle has none")
+        return TorchRunner(module(), inputs, outputs, device=device)
+    if backend == "onnxruntime":
+        if onnx is None:
+            raise BackendUnavailableError(
+                f"backend 'onnxruntime' needs {what} in ONNX; run `edgesentry export BUNDLE` first")
+        return OrtRunner(onnx, inputs, outputs, providers=providers)
+    raise ConfigError(f"{what} has no {backend!r} runner in this build; use backend='onnxruntime' or 'torch'")

@@ -18,9 +18,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from edgesentry.backends.base import InputSpec, Runner
 from edgesentry.errors import BackendUnavailableError, InputError
-
-from .base import InputSpec, Runner
 
 log = logging.getLogger("edgesentry.backends")
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesentry.backends.base import InputSpec, Runner
 from edgesentry.errors import BackendUnavailableError, InputError
-
-from .base import InputSpec, Runner
 
 
 def _check(err: Any, what: str) -> None:
@@ -40,6 +39,74 @@ def _np_dtype(trt: Any, dtype: Any) -> np.dtype:
     return np.dtype(table[dtype])
 
 
+def cuda_device_capability(device: int = 0) -> tuple[int, int]:
+    """Compute capability of ``device`` via cuda-python's runtime (no torch).
+
+    Raises:
+        BackendUnavailableError: cuda-python missing, no driver, or no device.
+    """
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise BackendUnavailableError("TensorRT needs cuda-python (pip install edgesentry[gpu])") from None
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # cuda-pathfinder raises when the driver library is absent
+        raise BackendUnavailableError(f"no CUDA driver on this machine ({exc}); TensorRT needs an NVIDIA GPU") from None
+    if int(err) != 0 or not count:
+        raise BackendUnavailableError(
+            f"no CUDA device available (cudaGetDeviceCount -> {err!r}); TensorRT needs an NVIDIA GPU"
+        )
+    err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
+    err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
+    if int(err) != 0 or int(err2) != 0:
+        raise BackendUnavailableError(f"cannot read the compute capability of CUDA device {device}: {err!r}")
+    return int(major), int(minor)
+
+
+def import_tensorrt(*, lean_ok: bool = False) -> Any:
+    """Import TensorRT after checking that a CUDA device exists.
+
+    ``lean_ok`` accepts the lean runtime (``tensorrt_lean``: deserialize/execute only). Calling
+    TensorRT without a driver can crash the process, so the device check comes first.
+
+    Raises:
+        BackendUnavailableError: no GPU, or TensorRT (or its builder) is not installed.
+    """
+    import importlib.util
+
+    try:
+        cuda_device_capability()
+    except BackendUnavailableError as exc:
+        # Say everything that is missing at once (do not import TensorRT: no driver -> crash).
+        have = [m for m in ("tensorrt", "tensorrt_lean") if importlib.util.find_spec(m) is not None]
+        trt_state = (
+            f"TensorRT: {', '.join(have)} installed"
+            if have
+            else "TensorRT: not installed (JetPack ships it; on x86 `pip install tensorrt`)"
+        )
+        raise BackendUnavailableError(
+            f"TensorRT engines need an NVIDIA GPU and TensorRT. GPU: {exc}. {trt_state}"
+        ) from None
+    try:
+        import tensorrt as trt
+
+        return trt
+    except ImportError as exc:
+        full_error = exc
+    if lean_ok:
+        try:
+            import tensorrt_lean as trt_lean
+
+            return trt_lean
+        except ImportError:
+            pass
+    raise BackendUnavailableError(
+        f"TensorRT is not importable ({full_error}); on Jetson use JetPack's python3-libnvinfer, on x86 "
+        "`pip install tensorrt` (needs pypi.nvidia.com for the libraries)"
+    )
+
+
 class TensorRTRunner(Runner):
     """Runs a TensorRT plan. ``plan``: path or bytes of a serialized engine."""
 
@@ -59,8 +126,6 @@ class TensorRTRunner(Runner):
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def activate_impl(self) -> None:
-        from edgesentry.export.tensorrt import import_tensorrt
-
         trt = import_tensorrt(lean_ok=True)  # raises BackendUnavailableError without a GPU
         from cuda.bindings import runtime as cudart
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import InputSpec, Runner
+from edgesentry.backends.base import InputSpec, Runner
 
 
 class TorchRunner(Runner):

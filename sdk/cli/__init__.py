@@ -13,10 +13,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from edgesentry import __version__
+from edgesentry._version import __version__
+from edgesentry.cli._registry import load_verbs
 from edgesentry.errors import EdgesentryError
-
-from ._registry import load_verbs
 
 __all__ = ["main", "build_parser"]
 

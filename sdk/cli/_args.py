@@ -29,11 +29,6 @@ def add_threshold_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None, help="score threshold (default: bundle's, if any)")
 
 
-def add_tolerance_args(parser: argparse.ArgumentParser, atol: float = 1e-4, rtol: float = 1e-4) -> None:
-    parser.add_argument("--atol", type=float, default=atol, help=f"absolute tolerance (default: {atol})")
-    parser.add_argument("--rtol", type=float, default=rtol, help=f"relative tolerance (default: {rtol})")
-
-
 def parse_pair(text: str, name: str) -> tuple[int, int]:
     """``"3,9"`` -> ``(3, 9)``."""
     try:

@@ -1,32 +1,45 @@
 """Verb registry. Each verb module defines ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` (and optionally ``LONG_RUNNING = True`` for a PASSED/FAILED footer).
 
-A verb whose module or dependency cannot be imported still appears and explains itself
-(Polygraphy's ``MissingTool``), so the other verbs keep working on a minimal install.
+Verbs are imported explicitly; their optional dependencies (torch, ONNX Runtime, TensorRT,
+OpenCV ...) are imported inside ``run``, so every verb appears on a minimal install, and one
+whose dependency is missing explains itself in one line (Polygraphy's ``MissingTool``) while
+the other verbs keep working.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
 
+from edgesentry.cli import (
+    build,
+    calibrate,
+    classify,
+    convert,
+    detect,
+    enroll,
+    eval as eval_verb,
+    export,
+    info,
+    validate,
+    watch,
+)
 from edgesentry.errors import BackendUnavailableError
 
-VERBS: list[tuple[str, str]] = [
-    ("info", "edgesentry.cli.info"),
-    ("convert", "edgesentry.cli.convert"),
-    ("detect", "edgesentry.cli.detect"),
-    ("calibrate", "edgesentry.cli.calibrate"),
-    ("bench", "edgesentry.cli.bench"),
-    ("export", "edgesentry.cli.export"),
-    ("build", "edgesentry.cli.build"),
-    ("validate", "edgesentry.cli.validate"),
-    ("eval", "edgesentry.cli.eval"),
-    ("enroll", "edgesentry.cli.enroll"),
-    ("classify", "edgesentry.cli.classify"),
-    ("watch", "edgesentry.cli.watch"),
+VERBS: list[tuple[str, ModuleType]] = [
+    ("info", info),
+    ("convert", convert),
+    ("detect", detect),
+    ("calibrate", calibrate),
+    ("export", export),
+    ("build", build),
+    ("validate", validate),
+    ("eval", eval_verb),
+    ("enroll", enroll),
+    ("classify", classify),
+    ("watch", watch),
 ]
 
 
@@ -34,39 +47,22 @@ VERBS: list[tuple[str, str]] = [
 class Verb:
     name: str
     help: str
-    module: Any
+    module: ModuleType
     long_running: bool
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.module.add_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        return self.module.run(args)
-
-
-class _Missing:
-    """Stands in for a verb whose module failed to import."""
-
-    def __init__(self, name: str, error: Exception):
-        self.name, self.error = name, error
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("rest", nargs=argparse.REMAINDER)
-
-    def run(self, args: argparse.Namespace) -> int:
-        raise BackendUnavailableError(f"verb {self.name!r} is unavailable here: {self.error}")
+        try:
+            return self.module.run(args)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] == "edgesentry":
+                raise  # a broken install of edgesentry itself is a bug, with its traceback
+            raise BackendUnavailableError(
+                f"verb {self.name!r} needs the package {exc.name!r}, which is not installed here ({exc})"
+            ) from None
 
 
 def load_verbs() -> list[Verb]:
-    verbs = []
-    for name, module_name in VERBS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # not implemented in this build: omit rather than advertise
-            module = _Missing(name, exc)
-            verbs.append(Verb(name, f"(unavailable: {exc})", module, False))
-            continue
-        verbs.append(Verb(name, module.HELP, module, getattr(module, "LONG_RUNNING", False)))
-    return verbs
+    return [Verb(name, module.HELP, module, getattr(module, "LONG_RUNNING", False)) for name, module in VERBS]

@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgesentry.cli._args import add_backend_args, add_kernel_args
 from edgesentry.errors import InputError
-
-from ._args import add_backend_args, add_kernel_args
 
 HELP = "learn image/pixel thresholds from normal samples and store them in the bundle"
 LONG_RUNNING = True
@@ -58,10 +57,10 @@ def collect_samples(inputs: list[str], suffixes: tuple[str, ...] | None) -> list
 def run(args: argparse.Namespace) -> int:
     from edgesentry.api import load
     from edgesentry.bundle import Bundle
-    from edgesentry.detectors import family_module
+    from edgesentry.cli.families import FAMILIES
 
     bundle = Bundle.open(args.bundle)
-    suffixes = getattr(family_module(bundle.family), "SAMPLE_SUFFIXES", None)
+    suffixes = getattr(FAMILIES.get(bundle.family), "SAMPLE_SUFFIXES", None)
     samples = collect_samples(args.samples, tuple(suffixes) if suffixes else None)
     # Only non-default options are passed: weight-free families (rx) take no backend.
     options = {k: v for k, v in (("backend", args.backend), ("kernels", args.kernels)) if v != "auto"}

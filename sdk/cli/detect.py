@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgesentry.detectors import FAMILIES, family_module
-
-from .convert import _importable
+from edgesentry.cli.families import FAMILIES
 
 HELP = "run a detector on input files and write score maps, heatmaps and a JSON summary"
 LONG_RUNNING = True
@@ -14,10 +12,7 @@ LONG_RUNNING = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="family", metavar="FAMILY", required=True)
-    for name in FAMILIES:
-        module = family_module(name) if _importable(name) else None
-        if module is None or not hasattr(module, "add_detect_arguments"):
-            continue
+    for name, module in FAMILIES.items():
         fam = sub.add_parser(name, help=f"detect with {name}")
         module.add_detect_arguments(fam)
         fam.set_defaults(_detect=module.detect_from_args)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _eval_mavd(args: argparse.Namespace) -> int:
     import edgesentry
-    from edgesentry.detectors.mavd import evaluate
+    from edgesentry.evaluation.mavd import evaluate
 
     det = edgesentry.load(args.bundle, backend=args.backend, kernels=args.kernels, trim=args.trim or None)
     out = evaluate(

@@ -17,7 +17,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from edgesentry import __version__
+from edgesentry._version import __version__
 
 HELP = "show versions, backends, ONNX Runtime providers, kernel tiers and families available here"
 
@@ -84,7 +84,7 @@ def _ort() -> dict[str, Any]:
 
 def _cuda() -> dict[str, Any]:
     try:
-        from edgesentry.export.tensorrt import cuda_device_capability
+        from edgesentry.backends.tensorrt import cuda_device_capability
 
         major, minor = cuda_device_capability()
         return {"available": True, "compute_capability": f"{major}.{minor}"}
@@ -106,18 +106,22 @@ def _backends(cuda: dict[str, Any]) -> dict[str, str | None]:
 
 
 def _families() -> dict[str, Any]:
-    from edgesentry.detectors import FAMILIES
+    from edgesentry.detectors import FAMILIES, family_module
+    from edgesentry.export.onnx import EXPORTERS
 
     out = {}
-    for name, module in FAMILIES.items():
-        present = _has(module)
+    for name in FAMILIES:
+        try:
+            present = family_module(name) is not None
+        except ImportError:
+            present = False
         missing = {}
         for purpose, needs in FAMILY_NEEDS.get(name, {}).items():
             lack = [n for n in needs if not any(_has(alt) for alt in n.split("|"))]
             if lack:
                 missing[purpose] = lack
         entry: dict[str, Any] = {"module": present, "missing": missing}
-        entry["exporter"] = _has(f"edgesentry.export.{name}")
+        entry["exporter"] = name in EXPORTERS
         out[name] = entry
     return out
 

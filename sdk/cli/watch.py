@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgesentry.cli._args import add_backend_args, add_kernel_args, add_threshold_args
 from edgesentry.errors import ConfigError
-
-from ._args import add_backend_args, add_kernel_args, add_threshold_args
 
 HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folder with a detector"
 LONG_RUNNING = True

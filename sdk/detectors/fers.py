@@ -27,34 +27,26 @@ features when ``return_features=True``.
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from edgesentry.bundle import Bundle, write_bundle
+from edgesentry.bundle import Bundle, split_graph_tensors, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError
 from edgesentry.io.hsi import as_cube
-from edgesentry.kernels import fers as fers_kernels
+from edgesentry.kernels import fers as fers_kernels, rx as rx_kernels
 from edgesentry.result import Result
 
 Mode = Literal["global", "ham", "local"]
 MODES = ("global", "ham", "local")
 #: ConvH reflect-pads 4 pixels, which needs at least 5 rows and columns.
 MIN_SIZE = 5
-SPECTRAL_PREFIX = "spectral."
-SPATIAL_PREFIX = "spatial."
-
-CONVERT_HELP = (
-    "Convert the official FERS weights: --spectral is a saved_models/<B>bands folder holding "
-    "convh.pt, enc.pt and pc.pt; --spatial an optional spa_fen.pt (or an int8-grid .npz)."
-)
+#: graph -> its output; a bundle stores each graph's tensors as "<graph>.<key>"
+GRAPH_OUTPUTS = {"spectral": "spe_f", "spatial": "spa_f"}
 
 
 @dataclass
@@ -99,30 +91,6 @@ def prepare_cube(cube: np.ndarray, bands: int) -> np.ndarray:
     return np.ascontiguousarray(v.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def split_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Bundle tensors -> (spectral state dict, spatial state dict) by key prefix."""
-    spectral = {k[len(SPECTRAL_PREFIX):]: v for k, v in tensors.items() if k.startswith(SPECTRAL_PREFIX)}
-    spatial = {k[len(SPATIAL_PREFIX):]: v for k, v in tensors.items() if k.startswith(SPATIAL_PREFIX)}
-    other = sorted(k for k in tensors if not k.startswith((SPECTRAL_PREFIX, SPATIAL_PREFIX)))
-    if other:
-        raise BundleError(f"FERS bundle holds tensors outside 'spectral.'/'spatial.': {other[:5]}")
-    return spectral, spatial
-
-
-def torch_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """numpy state dict from a bundle -> torch tensors. ``write_bundle`` stores 0-d arrays
-    (BN ``num_batches_tracked``) as shape (1,); they are made 0-d again here."""
-    import torch
-
-    out = {}
-    for key, value in arrays.items():
-        arr = np.array(value)
-        if key.endswith("num_batches_tracked") and arr.size == 1:
-            arr = arr.reshape(())
-        out[key] = torch.from_numpy(arr)
-    return out
-
-
 class FERSDetector(Detector):
     """FERS detector. Input: (H, W, B_raw) numeric cube (band-last, B_raw >= B) or a cube path."""
 
@@ -140,44 +108,37 @@ class FERSDetector(Detector):
         providers: Sequence[Any] = ("CPUExecutionProvider",),
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
         self.options = options or FERSOptions()
+        super().__init__(kernel_ops=(self._kernel_op(self.options.mode),), **kwargs)
         self.arch = dict(arch)
         self.bands = int(self.arch["bands"])
         self.tensors = dict(tensors)
-        spectral, spatial = split_tensors(self.tensors)
-        self.has_spatial = bool(spatial)
+        state_dicts = split_graph_tensors(self.tensors, tuple(GRAPH_OUTPUTS), "FERS")
+        self.has_spatial = bool(state_dicts["spatial"])
+        if not self.has_spatial:
+            del state_dicts["spatial"]
         self.backend = backend
-        self.runners = self._make_runners(backend, spectral, spatial, dict(onnx_paths or {}), providers)
+        self.runners = self._make_runners(backend, state_dicts, dict(onnx_paths or {}), providers)
 
-    def _make_runners(self, backend: str, spectral: dict[str, np.ndarray], spatial: dict[str, np.ndarray],
+    @staticmethod
+    def _kernel_op(mode: Mode) -> Any:
+        return {"global": fers_kernels.FERS_RX, "ham": fers_kernels.FERS_HAM, "local": rx_kernels.LOCAL_RX}[mode]
+
+    def _make_runners(self, backend: str, state_dicts: dict[str, dict[str, np.ndarray]],
                       onnx_paths: dict[str, Any], providers: Sequence[Any]) -> dict[str, Any]:
-        from edgesentry.backends import InputSpec
+        """One runner per graph (``spectral``, and ``spatial`` when the bundle has it)."""
+        from edgesentry.backends import InputSpec, make_runner
 
         spec = {"x": InputSpec("float32", (1, self.bands, None, None))}
-        graphs = {"spectral": ("spe_f", spectral)}
-        if self.has_spatial:
-            graphs["spatial"] = ("spa_f", spatial)
-        runners: dict[str, Any] = {}
-        if backend == "torch":
-            from edgesentry.backends import TorchRunner
-            from edgesentry.models.fers import FERSConfig, build_spatial, build_spectral
 
-            cfg = FERSConfig.from_dict(self.arch)
-            builders = {"spectral": build_spectral, "spatial": build_spatial}
-            for name, (out, sd) in graphs.items():
-                module = builders[name](cfg, torch_state_dict(sd))
-                runners[name] = TorchRunner(module, spec, [out])
-            return runners
-        if backend == "onnxruntime":
-            from edgesentry.backends import OrtRunner
+        def branch(name: str) -> Any:
+            from edgesentry.models.fers import build_from_tensors
 
-            for name, (out, _) in graphs.items():
-                if name not in onnx_paths:
-                    raise ConfigError(f"backend 'onnxruntime' needs the bundle's {name}.onnx (run `edgesentry export`)")
-                runners[name] = OrtRunner(onnx_paths[name], spec, [out], providers=providers)
-            return runners
-        raise ConfigError(f"FERS runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+            return build_from_tensors(self.arch, state_dicts[name], name)
+
+        return {name: make_runner(backend, spec, [GRAPH_OUTPUTS[name]], module=lambda n=name: branch(n),
+                                  onnx=onnx_paths.get(name), providers=providers, what=f"the FERS {name} graph")
+                for name in state_dicts}
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
@@ -208,7 +169,6 @@ class FERSDetector(Detector):
         elif opts.mode == "ham":
             scores, tier = fers_kernels.fers_ham(x, spe, spa, tier=self.kernels)
         else:
-            from edgesentry.kernels import rx as rx_kernels
             from edgesentry.kernels.fers.reference import fuse
 
             cube = fuse(x, spe, spa).transpose(1, 2, 0).astype(np.float64)
@@ -294,8 +254,6 @@ def from_bundle(
     onnx_paths = {name: bundle.file(g["file"]) for name, g in graphs.items() if bundle.has(g["file"])}
     needed = {"spectral", "spatial"} if cfg.get("spatial") else {"spectral"}
     chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"))
-    if chosen == "tensorrt":
-        raise ConfigError("FERS has no TensorRT path yet; use backend='onnxruntime' or 'torch'")
     det = FERSDetector(bundle.load_tensors(), cfg["arch"], options, backend=chosen, onnx_paths=onnx_paths,
                        providers=providers, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:
@@ -311,7 +269,6 @@ def convert(
     overwrite: bool = False,
     mode: Mode = "global",
     window: Sequence[int] | None = None,
-    export_onnx: bool = False,
 ) -> Bundle:
     """Official FERS weights -> bundle (``weights.safetensors`` + ``meta.json``).
 
@@ -320,84 +277,28 @@ def convert(
         spatial: optional ``spa_fen.pt`` (or an int8-grid ``.npz``) with the same band count.
         output: bundle directory to write.
         mode, window: the detector configuration stored in the bundle.
-        export_onnx: also export the networks to ONNX (``spectral.onnx``, ``spatial.onnx``).
+
+    ``edgesentry.export.onnx.export_bundle`` (CLI: ``--onnx``) then adds ``spectral.onnx`` and
+    ``spatial.onnx``.
     """
     from edgesentry.models.fers import build_spatial, build_spectral, load_spatial, load_spectral_dir
 
     options = FERSOptions(mode=mode, window=tuple(window) if window is not None else None)
     cfg, spectral_sd = load_spectral_dir(spectral_dir)
     build_spectral(cfg, spectral_sd)  # strict check now, not at load time
-    tensors = {SPECTRAL_PREFIX + k: v.numpy() for k, v in spectral_sd.items()}
+    tensors = {f"spectral.{k}": v.numpy() for k, v in spectral_sd.items()}
     extra: dict[str, Any] = {"spectral_source": os.fspath(spectral_dir), "spatial_source": None}
     if spatial is not None:
         spa_cfg, spatial_sd = load_spatial(spatial)
         if spa_cfg.bands != cfg.bands:
             raise ConfigError(f"spatial weights are for {spa_cfg.bands} bands, the spectral ones for {cfg.bands}")
         build_spatial(cfg, spatial_sd)
-        tensors.update({SPATIAL_PREFIX + k: v.numpy() for k, v in spatial_sd.items()})
+        tensors.update({f"spatial.{k}": v.numpy() for k, v in spatial_sd.items()})
         extra["spatial_source"] = os.fspath(spatial)
     else:
         extra["note"] = "spectral-only bundle: spa_f is the official zero stand-in (spa_fen.pt not given)"
     config = {"arch": cfg.to_dict(), "spatial": spatial is not None, **asdict(options)}
     config.pop("return_features")
     config.pop("variable")
-    bundle = write_bundle(output, "fers", config=config, preprocessing=_preprocessing(cfg.bands), tensors=tensors,
-                          io=_IO, extra=extra, overwrite=overwrite)
-    if export_onnx:
-        from edgesentry.export.onnx import export_bundle
-
-        export_bundle(bundle)
-    return bundle
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spectral", required=True, help="folder with the official convh.pt, enc.pt, pc.pt")
-    parser.add_argument("--spatial", default=None, help="spa_fen.pt or int8-grid .npz (default: spectral-only)")
-    parser.add_argument("--mode", default="global", choices=MODES,
-                        help="detector mode stored in the bundle (default: global)")
-    parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (mode local)")
-    parser.add_argument("--onnx", action="store_true", help="also export the networks to ONNX (default: no)")
-
-
-def convert_from_args(args: argparse.Namespace) -> Bundle:
-    from edgesentry.cli._args import parse_pair
-
-    window = parse_pair(args.window, "--window") if args.window else None
-    return convert(args.spectral, args.spatial, output=args.output, overwrite=args.force, mode=args.mode,
-                   window=window, export_onnx=args.onnx)
-
-
-def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgesentry.cli._args import add_backend_args, add_kernel_args
-
-    parser.add_argument("bundle", help="FERS bundle directory (edgesentry convert fers ...)")
-    parser.add_argument("scene", help="cube file: .mat (v5/v7.3), .npy or ENVI .hdr")
-    parser.add_argument("--gt", default=None, help="ground-truth map (.mat 'map', .npy or PNG) to report AUC")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--mode", default=None, choices=MODES, help="override the bundle's detector mode")
-    parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (with --mode local)")
-    parser.add_argument("--variable", default=None, help=".mat variable of the cube (default: auto)")
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold for label/mask (default: none)")
-    add_backend_args(parser)
-    add_kernel_args(parser)
-
-
-def detect_from_args(args: argparse.Namespace) -> int:
-    from edgesentry.api import load
-    from edgesentry.cli._args import parse_pair
-    from edgesentry.detectors.rx import write_scene_report
-
-    window = parse_pair(args.window, "--window") if args.window else None
-    det = load(args.bundle, backend=args.backend, kernels=args.kernels, mode=args.mode, window=window,
-               variable=args.variable, threshold=args.threshold)
-    start = time.perf_counter()
-    result = det.predict(args.scene)
-    elapsed = time.perf_counter() - start
-    stem = Path(args.scene).stem
-    summary = write_scene_report(result, args.scene, args.out, title=f"FERS {det.options.mode}: {stem}", gt=args.gt,
-                                 summary={"bundle": args.bundle, "seconds": elapsed})
-    auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
-    print(f"{stem}: FERS {det.options.mode} ({'spectral-only' if not det.has_spatial else 'full'}, "
-          f"{det.backend}) in {elapsed:.3f}s{auc} -> {args.out}")
-    return 0
+    return write_bundle(output, "fers", config=config, preprocessing=_preprocessing(cfg.bands), tensors=tensors,
+                        io=_IO, extra=extra, overwrite=overwrite)

@@ -24,11 +24,7 @@ and the mean over crops. ``stream()`` gives a causal online scorer (see ``MAVDSt
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import re
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -40,14 +36,14 @@ import numpy as np
 from edgesentry._threads import single_threaded_blas
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError, describe
+from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.kernels import mavd as mavd_kernels
 from edgesentry.result import Result
 
 FRAMES_PER_SNIPPET = 16
 DIMS = {"rgb": 1024, "flow": 1024, "audio": 128}
 GRAPH_INPUTS = ("rgb", "flow", "audio")
 GRAPH_OUTPUTS = ("v_feat", "a_feat", "f_feat")
-CONVERT_HELP = "convert the official MAVD weights (a directory with {v,a,f,va,vf,vaf}_model.pth) into a bundle"
 
 
 @dataclass
@@ -93,43 +89,6 @@ def head_params(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, np.float32) for k, v in p.items()}
 
 
-def build_model(tensors: Mapping[str, np.ndarray], positional: str = "matrix", fused: bool = True) -> Any:
-    """The torch ``MAVD`` network from bundle tensors (strict: ``WeightsError`` on mismatch).
-
-    ``fused`` (default) builds the copy-free layout the detector and the ONNX export use;
-    ``fused=False`` the official computation (the benchmark's baseline).
-    """
-    import torch
-
-    from edgesentry.models.mavd import MAVD
-
-    model = MAVD(positional=positional, fused=fused)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise WeightsError(f"MAVD bundle weights do not match: missing {missing}, unexpected {unexpected}")
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
-    return model.eval()
-
-
-class FeatureGraph:
-    """Factory of the exportable graph: (rgb, flow, audio) -> (v_feat, a_feat, f_feat)."""
-
-    @staticmethod
-    def build(model: Any) -> Any:
-        from torch import nn
-
-        class _Graph(nn.Module):
-            def __init__(self, m: Any):
-                super().__init__()
-                self.m = m
-
-            def forward(self, rgb: Any, flow: Any, audio: Any) -> Any:
-                return self.m.features(rgb, flow, audio)
-
-        return _Graph(model).eval()
-
-
 # ------------------------------------------------------------------------------ detector
 class MAVDDetector(Detector):
     """MAVD violence detector; ``predict({"rgb", "flow", "audio"})``, see the module docstring."""
@@ -146,7 +105,7 @@ class MAVDDetector(Detector):
         providers: Sequence[Any] = ("CPUExecutionProvider",),
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(kernel_ops=(mavd_kernels.ALIGN_FUSE,), **kwargs)
         self.options = options or MAVDOptions()
         self.tensors = dict(tensors)
         self.params = head_params(self.tensors)
@@ -154,25 +113,21 @@ class MAVDDetector(Detector):
         self.runner = self._make_runner(backend, onnx_path, providers)
 
     def _make_runner(self, backend: str, onnx_path: Any, providers: Sequence[Any]) -> Any:
-        from edgesentry.backends import InputSpec
+        from edgesentry.backends import InputSpec, make_runner
 
         specs = {
             "rgb": InputSpec("float32", (None, None, 1024)),
             "flow": InputSpec("float32", (None, None, 1024)),
             "audio": InputSpec("float32", (None, None, 128)),
         }
-        if backend == "torch":
-            from edgesentry.backends import TorchRunner
 
-            self.model = build_model(self.tensors, self.options.positional)
-            return TorchRunner(FeatureGraph.build(self.model), specs, GRAPH_OUTPUTS)
-        if backend == "onnxruntime":
-            from edgesentry.backends import OrtRunner
+        def features() -> Any:
+            from edgesentry.models.mavd import MAVDFeatures, build_from_tensors
 
-            if onnx_path is None:
-                raise ConfigError("backend 'onnxruntime' needs the bundle's features.onnx (run `edgesentry export`)")
-            return OrtRunner(onnx_path, specs, GRAPH_OUTPUTS, providers=providers)
-        raise ConfigError(f"MAVD runs on backend 'torch' or 'onnxruntime'; got {backend!r}")
+            return MAVDFeatures(build_from_tensors(self.tensors, self.options.positional))
+
+        return make_runner(backend, specs, GRAPH_OUTPUTS, module=features, onnx=onnx_path, providers=providers,
+                           what="the MAVD features graph")
 
     # ---------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
@@ -228,11 +183,8 @@ class MAVDDetector(Detector):
             return self._score_features(v, a, f)
 
     def _score_features(self, v: np.ndarray, a: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, str, dict[str, Any]]:
-        from edgesentry.kernels import mavd as kernels
-        from edgesentry.kernels.mavd import reference
-
         b, t, _ = v.shape
-        emb, tier = kernels.align_fuse(
+        emb, tier = mavd_kernels.align_fuse(
             v.reshape(b * t, -1),
             a.reshape(-1, a.shape[-1]),
             f.reshape(b * t, -1),
@@ -241,14 +193,14 @@ class MAVDDetector(Detector):
         )
         emb = np.asarray(emb).reshape(b, t, -1)
         if tier == "reference":  # the float64 specification end to end
-            logits = kernels.fusion_head(emb, self.params)
+            logits = mavd_kernels.fusion_head(emb, self.params)
         else:
-            logits, _ = kernels.fast_fusion_head(emb, self.params)
+            logits, _ = mavd_kernels.fast_fusion_head(emb, self.params)
         extras: dict[str, Any] = {}
         if self.options.return_features:
-            extras["va_feat"] = reference._mlp3(a, self.params, "va").astype(np.float32)
-            extras["vf_feat"] = reference._mlp3(f, self.params, "vf").astype(np.float32)
-        return kernels.sigmoid(logits), tier, extras
+            extras["va_feat"] = mavd_kernels.reference._mlp3(a, self.params, "va").astype(np.float32)
+            extras["vf_feat"] = mavd_kernels.reference._mlp3(f, self.params, "vf").astype(np.float32)
+        return mavd_kernels.sigmoid(logits), tier, extras
 
     # ---------------------------------------------------------------------- streaming
     def stream(self, window: int = 64, delay: int = 0) -> MAVDStream:
@@ -409,14 +361,8 @@ def from_bundle(
     graph = bundle.meta.get("graphs", {}).get("features")
     has_onnx = graph is not None and bundle.has(graph["file"])
     chosen = resolve_backend(backend, has_onnx=has_onnx, has_weights=bundle.has("weights.safetensors"))
-    if chosen == "tensorrt":
-        raise ConfigError("MAVD has no TensorRT path yet; use backend='onnxruntime' or 'torch'")
-    try:
-        tensors = bundle.load_tensors()
-    except BundleError:
-        raise
     det = MAVDDetector(
-        tensors,
+        bundle.load_tensors(),
         opts,
         backend=chosen,
         onnx_path=bundle.file(graph["file"]) if has_onnx else None,
@@ -435,14 +381,16 @@ def convert(
     output: str | os.PathLike,
     overwrite: bool = False,
     trim: bool = False,
-    export_onnx: bool = False,
 ) -> Bundle:
-    """Official ``saved_models/ap86.07/*.pth`` -> bundle (weights.safetensors, folded weight norm)."""
+    """Official ``saved_models/ap86.07/*.pth`` -> bundle (weights.safetensors, folded weight norm).
+
+    ``edgesentry.export.onnx.export_bundle`` (CLI: ``--onnx``) then adds ``features.onnx``.
+    """
     from edgesentry.models.mavd import MAVD, load_official, read_official
 
     model = load_official(MAVD(), read_official(os.fspath(weights_dir)))
     tensors = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    bundle = write_bundle(
+    return write_bundle(
         output,
         "mavd",
         config={
@@ -460,193 +408,3 @@ def convert(
         overwrite=overwrite,
         extra={"source": os.fspath(weights_dir), "checkpoint": "MAVD ap86.07"},
     )
-    if export_onnx:
-        from edgesentry.export.onnx import export_bundle
-
-        export_bundle(bundle)
-    return bundle
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("weights", help="directory with {v,a,f,va,vf,vaf}_model.pth (official saved_models/ap86.07)")
-    parser.add_argument("--trim", action="store_true", help="default to trimming unequal T across modalities")
-    parser.add_argument("--onnx", action="store_true", help="also export features.onnx into the bundle")
-
-
-def convert_from_args(args: argparse.Namespace) -> Bundle:
-    return convert(args.weights, output=args.output, overwrite=args.force, trim=args.trim, export_onnx=args.onnx)
-
-
-def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgesentry.cli._args import add_backend_args, add_kernel_args
-
-    parser.add_argument("bundle", help="MAVD bundle directory")
-    parser.add_argument("--rgb", nargs="+", required=True, help="RGB feature .npy: one per crop (XD layout)")
-    parser.add_argument("--flow", nargs="+", required=True, help="flow feature .npy: one per crop")
-    parser.add_argument("--audio", required=True, help="VGGish feature .npy of the video")
-    parser.add_argument("--trim", action="store_true", help="cut unequal streams to the shortest T")
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold for the label")
-    parser.add_argument("--out", default=None, help="directory for <stem>_frame_scores.npy and a JSON summary")
-    add_backend_args(parser)
-    add_kernel_args(parser)
-
-
-def detect_from_args(args: argparse.Namespace) -> int:
-    import edgesentry
-
-    det = edgesentry.load(
-        args.bundle,
-        backend=args.backend,
-        kernels=args.kernels,
-        threshold=args.threshold,
-        trim=args.trim or None,
-    )
-    start = time.perf_counter()
-    res = det.predict({"rgb": list(args.rgb), "flow": list(args.flow), "audio": args.audio})
-    elapsed = time.perf_counter() - start
-    stem = xd_video_id(args.rgb[0])
-    summary = {"video": stem, "seconds": elapsed, **res.summary()}
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / f"{stem}_frame_scores.npy", res.extras["frame_scores"])
-        np.save(out / f"{stem}_snippet_scores.npy", res.extras["snippet_scores"])
-        (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
-    label = "" if res.label is None else f", violent={res.label}"
-    print(
-        f"{stem}: {res.info['snippets']} snippets x {res.info['crops']} crops, max score {res.score:.4f}"
-        f"{label} in {elapsed:.3f}s"
-    )
-    return 0
-
-
-# ------------------------------------------------------------------------ evaluation
-_CROP_SUFFIX = re.compile(r"(__\d+|__vggish)?\.npy$")
-
-
-def xd_video_id(path: str | os.PathLike) -> str:
-    """``.../v=abc__#1_label_B4-0-0__3.npy`` -> ``v=abc__#1_label_B4-0-0`` (XD-Violence names)."""
-    return _CROP_SUFFIX.sub("", Path(path).name)
-
-
-def read_annotations(path: str | os.PathLike) -> dict[str, list[tuple[int, int]]]:
-    """XD-Violence ``annotations.txt``: ``<id> s1 e1 [s2 e2 ...]`` (frames) -> id -> intervals.
-
-    A trailing ``.mp4`` on the id is dropped. Normal videos are absent (all-zero labels).
-    """
-    out: dict[str, list[tuple[int, int]]] = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        vid = parts[0][:-4] if parts[0].endswith(".mp4") else parts[0]
-        nums = parts[1:]
-        if len(nums) % 2:
-            raise InputError(f"{path}:{lineno}: expected start/end frame pairs after the id; got {len(nums)} numbers")
-        try:
-            vals = [int(n) for n in nums]
-        except ValueError:
-            raise InputError(f"{path}:{lineno}: frame numbers must be integers; got {nums}") from None
-        out[vid] = [(vals[i], vals[i + 1]) for i in range(0, len(vals), 2)]
-    return out
-
-
-def frame_labels(
-    video_ids: Sequence[str],
-    snippet_counts: Sequence[int],
-    annotations: Mapping[str, Sequence[tuple[int, int]]],
-) -> np.ndarray:
-    """Frame-level 0/1 ground truth as the official ``gt.npy`` (XDVioDet ``make_gt``).
-
-    Each video contributes ``16 T`` frames; frames in an annotated ``[start, end)`` interval
-    (clipped to the video) are 1. Videos without annotations (normal, ``label_A``) are all 0;
-    a violent-named video without annotations is an ``InputError``.
-    """
-    if len(video_ids) != len(snippet_counts):
-        raise InputError(f"{len(video_ids)} video ids but {len(snippet_counts)} snippet counts")
-    parts = []
-    for vid, t in zip(video_ids, snippet_counts):
-        n = FRAMES_PER_SNIPPET * int(t)
-        gt = np.zeros(n, np.uint8)
-        if vid in annotations:
-            for s, e in annotations[vid]:
-                gt[max(0, s) : max(0, min(e, n))] = 1
-        elif "_label_A" not in vid:
-            raise InputError(f"video {vid!r} is not normal (no '_label_A') but has no annotation")
-        parts.append(gt)
-    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-
-
-def read_feature_list(path: str | os.PathLike) -> list[str]:
-    """A MAVD/XD ``.list`` file: one path per line (relative paths resolve against its folder)."""
-    root = Path(path).parent
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    return [str(p if Path(p).is_absolute() else root / p) for p in lines]
-
-
-def group_crops(rgb_paths: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """Consecutive list lines of one video (crop-major per video) -> [(video id, paths)]."""
-    videos: list[tuple[str, list[str]]] = []
-    for p in rgb_paths:
-        vid = xd_video_id(p)
-        if videos and videos[-1][0] == vid:
-            videos[-1][1].append(p)
-        else:
-            videos.append((vid, [p]))
-    return videos
-
-
-def evaluate(
-    det: MAVDDetector,
-    rgb_list: str | os.PathLike,
-    annotations: str | os.PathLike,
-    *,
-    flow_list: str | os.PathLike | None = None,
-    audio_list: str | os.PathLike | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Frame-level AP as the official ``test()``: every video of the lists through ``det``,
-    frame scores concatenated in list order, ``pr_auc`` against labels from ``annotations``.
-
-    ``flow_list``/``audio_list`` default to the RGB list's name with ``video`` replaced by
-    ``flow``/``audio`` (the MAVD ``list/`` naming).
-    """
-    from edgesentry.metrics import pr_auc
-
-    rgb_list = Path(rgb_list)
-    flow_list = Path(flow_list) if flow_list else rgb_list.with_name(rgb_list.name.replace("video", "flow"))
-    audio_list = Path(audio_list) if audio_list else rgb_list.with_name(rgb_list.name.replace("video", "audio"))
-    for name, p in (("flow", flow_list), ("audio", audio_list)):
-        if not p.is_file():
-            raise InputError(f"{name} list {str(p)!r} not found; pass it explicitly")
-    rgb_videos = group_crops(read_feature_list(rgb_list))
-    flow_videos = group_crops(read_feature_list(flow_list))
-    audio_paths = read_feature_list(audio_list)
-    if not (len(rgb_videos) == len(flow_videos) == len(audio_paths)):
-        raise InputError(
-            f"lists disagree: {len(rgb_videos)} RGB videos, {len(flow_videos)} flow videos, "
-            f"{len(audio_paths)} audio files"
-        )
-    annos = read_annotations(annotations)
-    scores, ids, counts = [], [], []
-    for i, ((vid, rgb), (fvid, flow), audio) in enumerate(zip(rgb_videos, flow_videos, audio_paths)):
-        if fvid != vid or xd_video_id(audio) != vid:
-            raise InputError(f"video {i}: RGB {vid!r}, flow {fvid!r} and audio {xd_video_id(audio)!r} differ")
-        res = det.predict({"rgb": rgb, "flow": flow, "audio": audio})
-        scores.append(res.extras["frame_scores"])
-        ids.append(vid)
-        counts.append(res.info["snippets"])
-        if progress:
-            print(f"\r{i + 1}/{len(rgb_videos)} videos", end="", flush=True)
-    if progress:
-        print()
-    gt = frame_labels(ids, counts, annos)
-    frame_scores = np.concatenate(scores)
-    return {
-        "ap": pr_auc(gt, frame_scores),
-        "videos": len(ids),
-        "frames": int(gt.size),
-        "positive_frames": int(gt.sum()),
-        "gt": gt,
-        "frame_scores": frame_scores,
-    }

@@ -32,7 +32,6 @@ Pipeline (seed: github.com/cofly2014/CLIP-MDMF ``MDMF_CLIPFSAR``; see ``edgesent
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -46,26 +45,14 @@ from typing import Any
 
 import numpy as np
 
+from edgesentry.backends import InputSpec, Runner, make_runner
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import (
-    BackendUnavailableError,
-    BundleError,
-    CallOrderError,
-    ConfigError,
-    InputError,
-    WeightsError,
-    describe,
-)
+from edgesentry.errors import BackendUnavailableError, CallOrderError, ConfigError, InputError, describe
+from edgesentry.io.video import Clip, prepare_frames, read_frames
 from edgesentry.kernels import otam as otam_kernels
 from edgesentry.result import Result
 
-CONVERT_HELP = (
-    "Convert a CLIP-MDMF checkpoint (fully_trained.pt, checkpoint.pt with model_state_dict, or a heads-only "
-    "state dict / the oracle's int8 heads .npz) into a bundle. --clip RN50.pt adds the CLIP text tower "
-    "(and the visual tower when the checkpoint has no backbone.* keys). Without any backbone the bundle is "
-    "features-in: classify_features() and galleries of frame features only."
-)
 DEFAULT_TEMPLATE = "a photo of {}"
 PPS_TEMPERATURE = 200.0
 PPS_TOPK = 4
@@ -98,115 +85,6 @@ class MDMFSettings:
     @property
     def has_text(self) -> bool:
         return self.model.get("text") is not None
-
-
-def model_config(data: dict[str, Any]) -> Any:
-    """``MDMFConfig`` from its JSON dict."""
-    from edgesentry.models.mdmf import CLIPTextConfig, CLIPVisualConfig, MDMFConfig
-
-    d = dict(data)
-    vis = d.pop("visual", None)
-    txt = d.pop("text", None)
-    visual = CLIPVisualConfig(**{**vis, "layers": tuple(vis["layers"])}) if vis else None
-    text = CLIPTextConfig(**txt) if txt else None
-    return MDMFConfig(**d, visual=visual, text=text)
-
-
-# ------------------------------------------------------------------------ video input
-@dataclass(frozen=True)
-class Clip:
-    """A video file, optionally a time span of it given as fractions of its length."""
-
-    path: str
-    start: float = 0.0
-    end: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str) -> Clip:
-        """``"clip.mp4"`` or ``"clip.mp4@0:0.5"`` (first half)."""
-        if "@" in text and not Path(text).exists():
-            path, span = text.rsplit("@", 1)
-            try:
-                a, b = (float(v) for v in span.split(":"))
-            except ValueError:
-                raise ConfigError(f"clip span must look like PATH@START:END with fractions; got {text!r}") from None
-            return cls(path, a, b)
-        return cls(text)
-
-
-def sample_indices(n: int, frames: int) -> np.ndarray:
-    """The seed's test-time sampling ``int(linspace(1, n - 2, frames))`` (all frames if too short)."""
-    if n >= 3:
-        return np.linspace(1, n - 2, frames).astype(int)
-    return np.linspace(0, n - 1, frames).astype(int)
-
-
-def read_frames(clip: Clip, frames: int) -> np.ndarray:
-    """Decode ``clip`` with OpenCV and return ``frames`` sampled RGB uint8 frames [T, H, W, 3]."""
-    try:
-        import cv2
-    except ImportError:
-        raise ConfigError("decoding video needs OpenCV: pip install edgesentry[video]") from None
-    if not (0.0 <= clip.start < clip.end <= 1.0):
-        raise ConfigError(f"clip span must satisfy 0 <= start < end <= 1; got {clip.start}:{clip.end}")
-    if not Path(clip.path).is_file():
-        raise InputError(f"video file not found: {clip.path}")
-    cap = cv2.VideoCapture(str(clip.path))
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if n > 0:
-            # Known length: grab (decode) every frame up to the last one needed, convert only those.
-            lo = int(round(clip.start * n))
-            hi = max(lo + 1, int(round(clip.end * n)))
-            wanted = (lo + sample_indices(hi - lo, frames)).tolist()
-            got: dict[int, np.ndarray] = {}
-            for i in range(max(wanted) + 1):
-                if not cap.grab():
-                    break
-                if i in wanted:
-                    ok, frame = cap.retrieve()
-                    if ok:
-                        got[i] = frame
-            if all(i in got for i in wanted):
-                return np.stack([cv2.cvtColor(got[i], cv2.COLOR_BGR2RGB) for i in wanted])
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # the container's frame count was wrong: decode all
-        decoded = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            decoded.append(frame)
-    finally:
-        cap.release()
-    if not decoded:
-        raise InputError(f"OpenCV decoded no frames from {clip.path}; is it a video file?")
-    n = len(decoded)
-    lo = int(round(clip.start * n))
-    span = decoded[lo:max(lo + 1, int(round(clip.end * n)))]
-    idx = sample_indices(len(span), frames)
-    return np.stack([cv2.cvtColor(span[i], cv2.COLOR_BGR2RGB) for i in idx])
-
-
-def prepare_frames(frames: np.ndarray, short_side: int = 256, crop: int = 224) -> np.ndarray:
-    """RGB frames [T, H, W, 3] (uint8, or float in [0, 1]) -> [T, 3, crop, crop] float32 in [0, 1].
-
-    Bilinear resize of the short side to ``short_side`` (OpenCV ``INTER_LINEAR``; the seed uses
-    PIL bilinear, which differs by at most a few grey levels), centre crop, no mean/std.
-    """
-    import cv2
-
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"expected RGB frames [T, H, W, 3]; got {describe(frames)}")
-    out = []
-    for f in frames:
-        img = f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f.astype(np.float32)
-        h, w = img.shape[:2]
-        scale = short_side / min(h, w)
-        nh, nw = max(crop, int(round(h * scale))), max(crop, int(round(w * scale)))
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        top, left = (nh - crop) // 2, (nw - crop) // 2
-        out.append(img[top:top + crop, left:left + crop].transpose(2, 0, 1))
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
 
 
 # ------------------------------------------------------------------ prompt selector
@@ -258,95 +136,101 @@ def prototypes(shots: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack([np.asarray(s, np.float32) for s in shots]), axis=0, dtype=np.float32)
 
 
-# --------------------------------------------------------------------------- graphs
-class _Graphs:
-    """The two graphs behind one interface: ``visual`` (frames -> features) and ``views``."""
-
-    def __init__(self, backend: str, model: Any = None, bundle: Bundle | None = None, device: str = "cpu"):
-        self.backend = backend
-        self.model = model
-        self.device = device
-        self._sessions: dict[str, Any] = {}
-        self._bundle = bundle
-
-    def _session(self, name: str) -> Any:
-        from edgesentry.backends.onnxruntime import session_from_onnx
-
-        if name not in self._sessions:
-            graphs = (self._bundle.meta.get("graphs") or {}) if self._bundle is not None else {}
-            if name not in graphs:
-                raise BundleError(f"bundle has no ONNX graph {name!r}; run `edgesentry export BUNDLE`")
-            self._sessions[name] = session_from_onnx(self._bundle.file(graphs[name]["file"]))
-        return self._sessions[name]
-
-    def visual(self, frames: np.ndarray) -> np.ndarray:
-        """[B, T, 3, S, S] -> [B, T, D] float32."""
-        if self.backend == "onnxruntime":
-            return self._session("visual").run(["features"], {"frames": frames})[0]
-        import torch
-
-        with torch.inference_mode():
-            out = self.model.encode_frames(torch.from_numpy(frames).to(self.device))
-        return out.float().cpu().numpy()
-
-    def views(self, features: np.ndarray, prompt: np.ndarray, *, with_token0: bool = False) -> tuple[np.ndarray, ...]:
-        """[B, T, D] features + [B, D] prompts -> (z_local, z_global) [B, T, D] float32."""
-        if self.backend == "onnxruntime" and not with_token0:
-            return tuple(self._session("views").run(["z_local", "z_global"],
-                                                    {"features": features, "prompt": prompt}))
-        if self.model is None:
-            raise BackendUnavailableError("view outputs with token 0 need the torch model; install torch")
-        import torch
-
-        with torch.inference_mode():
-            f = torch.from_numpy(np.ascontiguousarray(features)).to(self.device)
-            p = torch.from_numpy(np.ascontiguousarray(prompt)).to(self.device)
-            local, glob = self.model.view_outputs(f, p)
-        if not with_token0:
-            local, glob = local[:, 1:], glob[:, 1:]
-        return local.float().cpu().numpy(), glob.float().cpu().numpy()
-
-
 # ------------------------------------------------------------------------- detector
+@dataclass
+class _Episode:
+    """The classes a query is scored against, in logit order."""
+
+    labels: list[Any]
+    text: np.ndarray  # [N, D] class text embeddings
+    local: np.ndarray  # [N, T, D] local-view prototypes
+    glob: np.ndarray  # [N, T, D] global-view prototypes
+
+
+@dataclass
+class _Query:
+    clips: list[np.ndarray]  # per clip: frame features [T, D] or prepared frames [T, 3, S, S]
+    episode: _Episode
+    prompt: Any = None
+    seed: int | None = None
+
+
 class MDMFDetector(Detector):
-    """CLIP-MDMF few-shot classifier. ``predict(clip)`` classifies against ``default_gallery``."""
+    """CLIP-MDMF few-shot classifier. ``predict(clip)`` classifies against ``default_gallery``.
+
+    Graphs run through backend runners (``runners["visual"]``, absent from features-in bundles,
+    and ``runners["views"]``); ``model`` is the torch model when torch is installed (it also
+    serves the view outputs with token 0, which the exported graph does not return).
+    """
 
     family = "mdmf"
 
-    def __init__(self, settings: MDMFSettings, graphs: _Graphs, *, text_tower: Any = None, tokenizer: Any = None,
-                 model_id: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, settings: MDMFSettings, runners: dict[str, Runner], *, backend: str, model: Any = None,
+                 text_tower: Any = None, tokenizer: Any = None, model_id: str = "", **kwargs: Any):
+        super().__init__(kernel_ops=(otam_kernels.FUSE,), **kwargs)
         self.settings = settings
-        self.graphs = graphs
+        self.runners = runners
+        self.backend = backend
+        self.model = model
         self.text_tower = text_tower
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.default_gallery: Gallery | None = None
         self._text_cache: dict[str, np.ndarray] = {}
 
+    # ------------------------------------------------------------------------ graphs
+    def visual(self, frames: np.ndarray) -> np.ndarray:
+        """Graph ``visual``: prepared frames [B, T, 3, S, S] -> frame features [B, T, D] float32."""
+        return self.runners["visual"].infer({"frames": frames})["features"]
+
+    def views(self, features: np.ndarray, prompt: np.ndarray, *, with_token0: bool = False) -> tuple[np.ndarray, ...]:
+        """Graph ``views``: [B, T, D] features + [B, D] prompts -> (z_local, z_global) [B, T, D] float32;
+        ``with_token0`` returns the torch model's [B, T + 1, D] transformer outputs (oracle checks)."""
+        if not with_token0:
+            out = self.runners["views"].infer({"features": features, "prompt": prompt})
+            return out["z_local"], out["z_global"]
+        if self.model is None:
+            raise BackendUnavailableError("view outputs with token 0 need the torch model; install torch")
+        import torch
+
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            f = torch.from_numpy(np.ascontiguousarray(features)).to(device)
+            p = torch.from_numpy(np.ascontiguousarray(prompt)).to(device)
+            local, glob = self.model.view_outputs(f, p)
+        return local.float().cpu().numpy(), glob.float().cpu().numpy()
+
     # ------------------------------------------------------------------------ inputs
     def encode(self, clips: Sequence[Any]) -> np.ndarray:
         """Frame features [B, T, D] of clips: paths / ``Clip``s, RGB frames [T, H, W, 3],
         prepared frames [T, 3, S, S], or frame features [T, D] (passed through)."""
+        return self._encode_prepared(self._prepare_clips(clips))
+
+    def _prepare_clips(self, clips: Any) -> list[np.ndarray]:
+        """Decode and prepare each clip: frame features [T, D] pass, everything else -> [T, 3, S, S]."""
         items = _clip_list(clips)
         if not items:
             raise InputError("no clips given; pass at least one clip")
         t, d = self.settings.frames, self.settings.dim
-        out: list[np.ndarray | None] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray]] = []
-        for i, item in enumerate(items):
+        out = []
+        for item in items:
             if isinstance(item, np.ndarray) and item.ndim == 2:
                 if item.shape != (t, d):
                     raise InputError(f"frame features must be [T={t}, D={d}]; got {describe(item)}")
-                out[i] = item.astype(np.float32)
+                out.append(item.astype(np.float32))
             elif self.settings.features_in:
                 raise InputError(f"this bundle is features-in (no visual tower): pass frame features [T={t}, D={d}] "
                                  f"instead of {describe(item)}, or convert with a backbone / --clip RN50.pt")
             else:
-                pending.append((i, self._frames(item)))
+                out.append(self._frames(item))
+        return out
+
+    def _encode_prepared(self, items: list[np.ndarray]) -> np.ndarray:
+        """Prepared clips -> [B, T, D]: the frames of all clips in one ``visual`` call."""
+        pending = [i for i, item in enumerate(items) if item.ndim == 4]
+        out = list(items)
         if pending:
-            feats = self.graphs.visual(np.stack([f for _, f in pending]))
-            for (i, _), f in zip(pending, feats):
+            for i, f in zip(pending, self.visual(np.stack([items[i] for i in pending]))):
                 out[i] = f
         return np.stack(out).astype(np.float32)
 
@@ -393,7 +277,57 @@ class MDMFDetector(Detector):
                 self._text_cache[text] = self.text_tower(tokens)[0].float().numpy()
         return self._text_cache[text]
 
+    # ------------------------------------------------------------------- stages
+    def preprocess(self, x: Any, gallery: Gallery | None = None, prompt: Any = None, seed: int | None = None
+                   ) -> _Query:
+        """One query (a clip or several, see ``encode``) against ``gallery`` (default: ``default_gallery``)."""
+        gallery = gallery if gallery is not None else self.default_gallery
+        if gallery is None or not len(gallery):
+            raise CallOrderError("no enrolled classes: enrol some with gallery.enroll(label, clips) first")
+        return _Query(self._prepare_clips(x), _Episode(*gallery.arrays()), prompt, seed)
+
+    def forward(self, query: _Query) -> dict[str, np.ndarray]:
+        """Visual graph, prompt selector (PPS) over the classes' texts, views graph."""
+        x = self._encode_prepared(query.clips)
+        text = query.episode.text
+        frame_cos, scores, probs = pps_scores(x, text, self.settings.eps)
+        choice = choose_prompts(probs, self.settings.prompt if query.prompt is None else query.prompt, query.seed)
+        zl, zg = self.views(x, text[choice])
+        return {"pps_frame_cos": frame_cos, "pps_scores": scores, "pps_probs": probs, "prompt_choice": choice,
+                "z_local": zl, "z_global": zg}
+
+    def postprocess(self, raw: dict[str, np.ndarray], query: _Query) -> Result:
+        """Fused soft-OTAM against the prototypes -> logits, prediction, label."""
+        ep = query.episode
+        dists, logits, tier = otam_kernels.fuse(raw["z_local"], ep.local, raw["z_global"], ep.glob,
+                                                lam=self.settings.lam, eps=self.settings.eps, tier=self.kernels)
+        dists, logits = np.asarray(dists, np.float32), np.asarray(logits, np.float32)
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        pred = logits.argmax(axis=-1)
+        extras = {
+            "logits": logits, "pred": pred, "probs": e / e.sum(axis=-1, keepdims=True),
+            "distances": {"local_qs": dists[0], "local_sq": dists[1], "global_qs": dists[2], "global_sq": dists[3],
+                          "local": dists[0] + dists[1], "global": dists[2] + dists[3]},
+            **raw,
+            "class_logits": {lab: float(v) for lab, v in zip(ep.labels, logits[0])},
+            "class_distances": {lab: float(v) for lab, v in zip(ep.labels, -logits[0])},
+        }
+        prompt = query.prompt
+        mode = prompt if isinstance(prompt, str) else ("explicit" if prompt is not None else self.settings.prompt)
+        info = {"kernel_tier": tier, "backend": self.backend, "prompt": mode, "labels": ep.labels,
+                "label": ep.labels[int(pred[0])], "prompt_label": ep.labels[int(raw["prompt_choice"][0])]}
+        score = float(logits[0].max()) if logits.shape[0] == 1 else float(logits.max(axis=-1).mean())
+        return Result(score=score, extras=extras, info=info)
+
     # ------------------------------------------------------------------- inference
+    def classify(self, query: Any, gallery: Gallery | None = None, *, prompt: Any = None,
+                 seed: int | None = None) -> Result:
+        """Classify one query clip (or several) against the enrolled classes of ``gallery``.
+
+        ``prompt``: ``"argmax"`` (default), ``"sample"`` (needs ``seed``) or [Q] class indices.
+        """
+        return self.predict(query, gallery=gallery, prompt=prompt, seed=seed)
+
     def classify_features(self, query_feats: Any, support_feats: Any, support_labels: Any, text_embeddings: Any,
                           prompt: str | Sequence[int] | np.ndarray | None = None, seed: int | None = None) -> Result:
         """Classify an episode given frame features (the heads alone).
@@ -421,39 +355,15 @@ class MDMFDetector(Detector):
         if text.shape != (len(classes), d):
             raise InputError(f"text_embeddings must be [N={len(classes)}, D={d}] (one row per class in sorted "
                              f"label order {classes.tolist()}); got {describe(text)}")
-        sl, sg = self.graphs.views(s, text[idx])
+        sl, sg = self.views(s, text[idx])
         pl = np.stack([prototypes(sl[idx == c]) for c in range(len(classes))])
         pg = np.stack([prototypes(sg[idx == c]) for c in range(len(classes))])
-        t1 = time.perf_counter()
-        result = self._score(x, text, pl, pg, prompt, seed)
-        result.info["labels"] = classes.tolist()
-        result.timings["support"] = t1 - t0
-        result.timings["total"] = time.perf_counter() - t0
-        return self.finalize(result)
-
-    def _score(self, x: np.ndarray, text: np.ndarray, pl: np.ndarray, pg: np.ndarray, prompt: Any,
-               seed: int | None) -> Result:
-        t0 = time.perf_counter()
-        frame_cos, scores, probs = pps_scores(x, text, self.settings.eps)
-        choice = choose_prompts(probs, self.settings.prompt if prompt is None else prompt, seed)
-        zl, zg = self.graphs.views(x, text[choice])
-        t1 = time.perf_counter()
-        dists, logits, tier = otam_kernels.fuse(zl, pl, zg, pg, lam=self.settings.lam, eps=self.settings.eps,
-                                                tier=self.kernels)
-        dists, logits = np.asarray(dists, np.float32), np.asarray(logits, np.float32)
-        t2 = time.perf_counter()
-        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        extras = {
-            "logits": logits, "pred": logits.argmax(axis=-1), "probs": e / e.sum(axis=-1, keepdims=True),
-            "distances": {"local_qs": dists[0], "local_sq": dists[1], "global_qs": dists[2], "global_sq": dists[3],
-                          "local": dists[0] + dists[1], "global": dists[2] + dists[3]},
-            "pps_scores": scores, "pps_probs": probs, "pps_frame_cos": frame_cos, "prompt_choice": choice,
-            "z_local": zl, "z_global": zg,
-        }
-        mode = prompt if isinstance(prompt, str) else ("explicit" if prompt is not None else self.settings.prompt)
-        return Result(score=float(logits[0].max()) if logits.shape[0] == 1 else float(logits.max(axis=-1).mean()),
-                      extras=extras, timings={"query_graph": t1 - t0, "postprocess": t2 - t1},
-                      info={"kernel_tier": tier, "backend": self.graphs.backend, "prompt": mode})
+        episode = _Episode(classes.tolist(), text, pl, pg)
+        support = time.perf_counter() - t0
+        result = self.predict(list(x), gallery=_EpisodeGallery(episode), prompt=prompt, seed=seed)
+        result.timings["support"] = support
+        result.timings["total"] += support
+        return result
 
     def gallery(self) -> Gallery:
         """A new, empty gallery bound to this detector."""
@@ -462,40 +372,29 @@ class MDMFDetector(Detector):
     def load_gallery(self, path: str | os.PathLike) -> Gallery:
         return Gallery.load(path, self)
 
-    def classify(self, query: Any, gallery: Gallery | None = None, *, prompt: Any = None,
-                 seed: int | None = None) -> Result:
-        """Classify one query clip (or several) against the enrolled classes of ``gallery``."""
-        gallery = gallery if gallery is not None else self.default_gallery
-        if gallery is None or not len(gallery):
-            raise CallOrderError("no enrolled classes: enrol some with gallery.enroll(label, clips) first")
-        t0 = time.perf_counter()
-        x = self.encode(query)
-        t1 = time.perf_counter()
-        labels, text, pl, pg = gallery.arrays()
-        result = self._score(x, text, pl, pg, prompt, seed)
-        pred = result.extras["pred"]
-        result.info["labels"] = labels
-        result.info["label"] = labels[int(pred[0])]
-        result.extras["class_logits"] = {lab: float(v) for lab, v in zip(labels, result.extras["logits"][0])}
-        result.extras["class_distances"] = {lab: float(v) for lab, v in
-                                            zip(labels, -result.extras["logits"][0])}
-        result.info["prompt_label"] = labels[int(result.extras["prompt_choice"][0])]
-        result.timings["preprocess+visual"] = t1 - t0
-        result.timings["total"] = time.perf_counter() - t0
-        return self.finalize(result)
-
-    def predict(self, x: Any) -> Result:
-        return self.classify(x)
-
     # ---------------------------------------------------------------------- config
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out["graph"] = {"backend": self.graphs.backend, "features_in": self.settings.features_in,
+        out["graph"] = {"backend": self.backend, "features_in": self.settings.features_in,
                         "text_tower": self.text_tower is not None, "tokenizer": self.tokenizer is not None}
         return out
+
+
+class _EpisodeGallery:
+    """A fixed episode in the place of a ``Gallery`` (``classify_features``)."""
+
+    def __init__(self, episode: _Episode):
+        self.episode = episode
+
+    def __len__(self) -> int:
+        return len(self.episode.labels)
+
+    def arrays(self) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+        e = self.episode
+        return e.labels, e.text, e.local, e.glob
 
 
 def _clip_list(clips: Any) -> list[Any]:
@@ -588,7 +487,7 @@ class Gallery:
         local, glob = [], []
         for clip in _clip_list(clips):
             feats = self.detector.encode([clip])
-            zl, zg = self.detector.graphs.views(feats, text[None])
+            zl, zg = self.detector.views(feats, text[None])
             local.append(zl[0])
             glob.append(zg[0])
         if not local:
@@ -655,50 +554,7 @@ class Gallery:
         return g
 
 
-# ----------------------------------------------------------------------- checkpoints
-def _read_torch(path: str | os.PathLike) -> dict[str, Any]:
-    """State dict from a torch file, safely: ``weights_only=True``; TorchScript archives (OpenAI's
-    ``RN50.pt``) are opened with ``torch.jit.load`` and only their ``state_dict`` is read."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            scripted = any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
-        if scripted:
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path} could not be read with torch.load(weights_only=True): {exc}") from None
-    if isinstance(obj, dict):
-        for key in ("model_state_dict", "state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
-        raise WeightsError(f"{path} does not hold a state dict; got {type(obj).__name__}")
-    return {k: v for k, v in obj.items() if hasattr(v, "shape")}
-
-
-def read_heads_npz(path: str | os.PathLike) -> dict[str, Any]:
-    """The oracle's int8 head file (``q/<key>`` int8 + ``exp2/<key>``) -> float32 state dict."""
-    import torch
-
-    with np.load(path, allow_pickle=False) as z:
-        keys = [k[2:] for k in z.files if k.startswith("q/")]
-        if not keys:
-            raise WeightsError(f"{path} has no q/<key> arrays; expected the int8 heads format")
-        return {k: torch.from_numpy(z[f"q/{k}"].astype(np.float32) * np.float32(2.0 ** int(z[f"exp2/{k}"])))
-                for k in keys}
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    return read_heads_npz(path) if str(path).endswith(".npz") else _read_torch(path)
-
-
+# ------------------------------------------------------------------------ convert
 def convert(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None, *, output: str | os.PathLike,
             clip_vocab: str | os.PathLike | None = None, prompt_template: str = DEFAULT_TEMPLATE,
             overwrite: bool = False) -> Bundle:
@@ -709,40 +565,10 @@ def convert(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None, *, o
     bundle is features-in. The text tower always comes from ``clip``; ``clip_vocab`` (CLIP's
     ``bpe_simple_vocab_16e6.txt.gz``) lets the bundle encode class names.
     """
-    import torch
-
     from edgesentry.models import mdmf as M
 
-    state, dropped = M.normalize_mdmf_keys(read_checkpoint(ckpt))
-    cfg = M.infer_config(state)
-    clip_state = read_checkpoint(clip) if clip is not None else None
-    text_cfg = None
-    if clip_state is not None:
-        text_cfg = M.infer_text_config(clip_state)
-        clip_visual = M.infer_visual_config({k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
-        if cfg.visual is None and clip_visual is not None:
-            if clip_visual.output_dim != cfg.dim:
-                raise WeightsError(f"CLIP visual tower outputs {clip_visual.output_dim} features but the MDMF heads "
-                                   f"have D={cfg.dim}")
-            cfg = M.MDMFConfig(**{**asdict(cfg), "visual": clip_visual, "text": None})
-            state.update({"backbone." + k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
-    if text_cfg is not None and text_cfg.embed_dim != cfg.dim:
-        raise WeightsError(f"CLIP text tower embeds to {text_cfg.embed_dim} but the MDMF heads have D={cfg.dim}")
-    cfg = M.MDMFConfig(**{**asdict(cfg), "visual": cfg.visual, "text": text_cfg})
-    with torch.device("meta"):
-        model = M.MDMF(cfg)
-    model = model.to_empty(device="cpu")
-    M.load_mdmf_state_dict(model, state, heads_only=cfg.visual is None)
-    tensors = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-               for k, v in M.canonical_state_dict(model).items()}
-    if text_cfg is not None:
-        with torch.device("meta"):
-            text = M.CLIPText(text_cfg)
-        text = text.to_empty(device="cpu")
-        rest = {k: v for k, v in clip_state.items() if not k.startswith("visual.") and k not in M.CLIP_JIT_EXTRAS}
-        M._check_keys(text.state_dict(), rest, "CLIP text tower")
-        tensors.update({f"text.{k}": v.detach().float().numpy() for k, v in rest.items()})
-    settings = MDMFSettings(model=_config_dict(cfg), prompt_template=prompt_template)
+    cfg, tensors, dropped = M.convert_checkpoint(ckpt, clip)
+    settings = MDMFSettings(model=M.config_to_dict(cfg), prompt_template=prompt_template)
     bundle = write_bundle(
         output, "mdmf", config=asdict(settings),
         preprocessing={"frames": settings.frames, "sampling": "int(linspace(1, n-2, T))", "short_side": 256,
@@ -757,13 +583,6 @@ def convert(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None, *, o
     return bundle
 
 
-def _config_dict(cfg: Any) -> dict[str, Any]:
-    d = asdict(cfg)
-    if d.get("visual"):
-        d["visual"]["layers"] = list(d["visual"]["layers"])
-    return d
-
-
 # ----------------------------------------------------------------------- family hooks
 def build(**options: Any) -> MDMFDetector:
     raise ConfigError("mdmf needs trained weights: `edgesentry convert mdmf CKPT [--clip RN50.pt] -o BUNDLE`, "
@@ -772,7 +591,7 @@ def build(**options: Any) -> MDMFDetector:
 
 def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto", device: str = "cpu",
                 threshold: float | None = None, **overrides: Any) -> MDMFDetector:
-    from edgesentry.backends.base import resolve_backend
+    from edgesentry.backends import resolve_backend
 
     try:
         settings = MDMFSettings(**{**bundle.config, **overrides})
@@ -792,12 +611,32 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
         # Torch-free runtime: ONNX Runtime runs both graphs. What only the torch model offers (view
         # outputs with token 0, encoding class-name prompts with the text tower) then says so.
         model = text_tower = tokenizer = None
-    model_id = bundle.files.get("weights.safetensors", "")
-    det = MDMFDetector(settings, _Graphs(used, model, bundle, device), text_tower=text_tower, tokenizer=tokenizer,
-                       model_id=model_id, kernels=kernels, calibration=bundle.calibration)
+    det = MDMFDetector(settings, _runners(used, settings, model, bundle, device), backend=used, model=model,
+                       text_tower=text_tower, tokenizer=tokenizer, model_id=bundle.files.get("weights.safetensors", ""),
+                       kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:
         det.threshold = threshold
     return det
+
+
+def _runners(backend: str, settings: MDMFSettings, model: Any, bundle: Bundle, device: str) -> dict[str, Runner]:
+    """``views`` and (unless features-in) ``visual`` on the chosen backend."""
+    t, d, s = settings.frames, settings.dim, settings.crop
+    specs = {"views": ({"features": InputSpec("float32", (None, t, d)), "prompt": InputSpec("float32", (None, d))},
+                       ["z_local", "z_global"])}
+    if not settings.features_in:
+        specs["visual"] = ({"frames": InputSpec("float32", (None, t, 3, s, s))}, ["features"])
+    graphs = bundle.meta.get("graphs") or {}
+    return {name: make_runner(backend, inputs, outputs, module=lambda n=name: _graph_module(n, model),
+                              onnx=bundle.file(graphs[name]["file"]) if name in graphs else None, device=device,
+                              what=f"the mdmf {name} graph")
+            for name, (inputs, outputs) in specs.items()}
+
+
+def _graph_module(name: str, model: Any) -> Any:
+    from edgesentry.models.mdmf import MDMFViews, MDMFVisual
+
+    return {"views": MDMFViews, "visual": MDMFVisual}[name](model)
 
 
 def _torch_parts(bundle: Bundle, settings: MDMFSettings, tensors: dict[str, np.ndarray],
@@ -807,59 +646,14 @@ def _torch_parts(bundle: Bundle, settings: MDMFSettings, tensors: dict[str, np.n
     Built for every backend when torch is installed: the model also serves the view outputs with
     token 0 (oracle checks), which the exported graph does not return.
     """
-    import torch
-
     from edgesentry.models import mdmf as M
 
-    cfg = model_config(settings.model)
-    with torch.device("meta"):
-        model = M.MDMF(cfg)
-    state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("text.")}
-    aliases = M.tcn_aliases(cfg.tcn_levels)
-    full = {**state, **{a: state[c] for a, c in aliases.items() if c in state}}
-    try:
-        model.load_state_dict(full, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"bundle weights do not fit the MDMF architecture: {exc}") from None
-    model.eval().to(device)
+    cfg = M.config_from_dict(settings.model)
+    model = M.build_from_tensors(cfg, tensors).to(device)
     text_tower = tokenizer = None
     if cfg.text is not None:
-        with torch.device("meta"):
-            text_tower = M.CLIPText(cfg.text)
-        text_state = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("text.")}
-        try:
-            text_tower.load_state_dict(text_state, strict=True, assign=True)
-        except RuntimeError as exc:
-            raise WeightsError(f"bundle text tower does not fit: {exc}") from None
-        text_tower.eval()
+        text_tower = M.build_text_from_tensors(cfg.text, tensors)
         if bundle.has(_BPE_FILE):
             merges = json.loads(bundle.file(_BPE_FILE).read_text())["merges"]
             tokenizer = M.ClipTokenizer(merges)
     return model, text_tower, tokenizer
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="MDMF checkpoint (.pt/.pth state dict or checkpoint; int8 heads .npz)")
-    parser.add_argument("--clip", default=None, help="OpenAI CLIP RN50.pt (text tower; visual tower if the "
-                                                     "checkpoint has no backbone)")
-    parser.add_argument("--clip-vocab", default=None, help="CLIP BPE vocabulary bpe_simple_vocab_16e6.txt.gz "
-                                                           "(needed to encode class names)")
-    parser.add_argument("--prompt-template", default=DEFAULT_TEMPLATE, help="class prompt (default: %(default)r)")
-
-
-def convert_from_args(args: argparse.Namespace) -> Bundle:
-    return convert(args.checkpoint, args.clip, output=args.output, clip_vocab=args.clip_vocab,
-                   prompt_template=args.prompt_template, overwrite=args.force)
-
-
-def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", help="mdmf bundle directory")
-    parser.add_argument("gallery", help="gallery .npz made by `edgesentry enroll`")
-    parser.add_argument("clip", help="query video (PATH or PATH@START:END)")
-
-
-def detect_from_args(args: argparse.Namespace) -> int:
-    from edgesentry.cli.classify import run
-
-    return run(args)
-

@@ -64,6 +64,9 @@ __all__ = [
     "load_strict",
     "build_spectral",
     "build_spatial",
+    "GRAPHS",
+    "torch_state_dict",
+    "build_from_tensors",
 ]
 
 
@@ -520,3 +523,31 @@ def build_spatial(cfg: FERSConfig, state_dict: Mapping[str, Tensor] | None = Non
     if state_dict is not None:
         load_strict(model, state_dict, f"spatial weights ({cfg.bands} bands)")
     return model.eval()
+
+
+#: the bundle's graphs; their tensors are stored as ``"<graph>.<key>"``
+GRAPHS = ("spectral", "spatial")
+
+
+def torch_state_dict(arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+    """numpy state dict from a bundle -> torch tensors. ``write_bundle`` stores 0-d arrays
+    (BN ``num_batches_tracked``) as shape (1,); they are made 0-d again here."""
+    out = {}
+    for key, value in arrays.items():
+        arr = np.array(value)
+        if key.endswith("num_batches_tracked") and arr.size == 1:
+            arr = arr.reshape(())
+        out[key] = torch.from_numpy(arr)
+    return out
+
+
+def build_from_tensors(arch: Mapping[str, Any], state_dict: Mapping[str, np.ndarray], graph: str, *,
+                       export_friendly: bool = False) -> nn.Module:
+    """The ``graph`` branch (``"spectral"`` or ``"spatial"``) of a bundle from its numpy state dict
+    (strict: ``WeightsError`` on any mismatch); ``export_friendly`` as in ``build_spatial``."""
+    cfg = FERSConfig.from_dict(arch)
+    if graph == "spectral":
+        return build_spectral(cfg, torch_state_dict(state_dict))
+    if graph == "spatial":
+        return build_spatial(cfg, torch_state_dict(state_dict), export_friendly=export_friendly)
+    raise ConfigError(f"FERS graphs are {list(GRAPHS)}; got {graph!r}")

@@ -35,10 +35,14 @@ Deliberate differences from the official class:
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +59,8 @@ __all__ = [
     "DEAD_KEY_PATTERN",
     "official_permutation",
     "clean_state_dict",
+    "read_checkpoint",
+    "read_config",
     "load_isstad_state_dict",
     "check_state_dict",
     "build_from_tensors",
@@ -328,6 +334,37 @@ DEAD_KEY_PATTERN = re.compile(
     r"^(cross_decoder\.|multihead_attn\.|self_attn\.|linear_matt_\d+\.|linear_att_\d+\.|mtt_norm\.|att_norm\.|"
     r"mask_token$|img_pos_embed$)"
 )
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)``; step-1 files carry an argparse Namespace, allowed explicitly."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, refused globals
+        raise WeightsError(f"cannot read {str(p)!r} safely with torch.load(weights_only=True): {exc}") from None
+
+
+def read_config(config: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The architecture as a dict: a JSON file or dict (official constructor names, or the
+    reference's ``{"constructor_kwargs": ...}`` layout); ``None`` = ViT-L/16."""
+    if config is None:
+        return MODEL_CFGS["isstad_vit_large_patch16"].to_dict()
+    if isinstance(config, (str, os.PathLike)):
+        try:
+            data = json.loads(Path(config).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {os.fspath(config)!r} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {os.fspath(config)!r} is not valid JSON: {exc}") from None
+    else:
+        data = dict(config)
+    if isinstance(data.get("constructor_kwargs"), dict):  # the reference's tiny_stage2_config.json layout
+        data = data["constructor_kwargs"]
+    return ISSTADConfig.from_dict(data).to_dict()
 
 
 def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:

@@ -29,7 +29,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -508,3 +510,30 @@ def read_official(weights_dir: str) -> dict[str, OrderedDict[str, torch.Tensor]]
             raise WeightsError(f"{path} holds a {type(sd).__name__}, expected a state dict")
         out[name] = OrderedDict(sd)
     return out
+
+
+def build_from_tensors(tensors: Mapping[str, Any], positional: str = "matrix", fused: bool = True) -> MAVD:
+    """The eval-mode network from a bundle's state dict (strict: ``WeightsError`` on mismatch).
+
+    ``fused`` (default) builds the copy-free layout the detector and the ONNX export use;
+    ``fused=False`` the official computation (the benchmark's baseline).
+    """
+    model = MAVD(positional=positional, fused=fused)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise WeightsError(f"MAVD bundle weights do not match: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
+    return model.eval()
+
+
+class MAVDFeatures(nn.Module):
+    """The exported / served graph: ``(rgb, flow, audio) -> (v_feat, a_feat, f_feat)``, the
+    unimodal stage of ``model`` (the align-and-fuse head runs as a kernel after it)."""
+
+    def __init__(self, model: MAVD):
+        super().__init__()
+        self.m = model
+
+    def forward(self, rgb: torch.Tensor, flow: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.m.features(rgb, flow, audio)

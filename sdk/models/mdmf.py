@@ -12,6 +12,9 @@ temporal "views" give every frame a context and a one-layer cross-attention tran
 
 Class prototypes (frame-wise mean over shots), the probability prompt selector and the
 soft-OTAM distance fusion live in ``edgesentry.detectors.mdmf`` and ``edgesentry.kernels.otam``.
+``convert_checkpoint`` turns the official files into a bundle's tensors and
+``build_from_tensors`` makes the model from them again; ``MDMFVisual`` and ``MDMFViews`` are
+the two graphs (run by the torch backend, exported to ONNX).
 
 Parameter names equal the official ``MDMF_CLIPFSAR`` state_dict keys (``backbone.*`` for the
 CLIP visual tower, ``context2.*``, ``context_local.*``, ``context_conv1/2.*``, ``tcn.*``), and
@@ -35,16 +38,20 @@ Deviations from the official code (none change the numbers):
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesentry.errors import WeightsError
+from edgesentry.errors import InputError, WeightsError
 
 
 # ----------------------------------------------------------------------------- configs
@@ -426,17 +433,26 @@ class MDMF(nn.Module):
         return local[:, 1:], glob[:, 1:]
 
 
-class VisualViews(nn.Module):
-    """Export wrapper: frames + prompt -> (features, z_local, z_global) in one graph."""
+class MDMFVisual(nn.Module):
+    """Graph ``visual``: ``frames`` [B, T, 3, S, S] in [0, 1] -> ``features`` [B, T, D]."""
 
     def __init__(self, model: MDMF):
         super().__init__()
         self.model = model
 
-    def forward(self, frames: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.model.encode_frames(frames)
-        zl, zg = self.model(f, prompt)
-        return f, zl, zg
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_frames(frames)
+
+
+class MDMFViews(nn.Module):
+    """Graph ``views``: ``features`` [B, T, D] + ``prompt`` [B, D] -> ``z_local``, ``z_global`` [B, T, D]."""
+
+    def __init__(self, model: MDMF):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(features, prompt)
 
 
 # --------------------------------------------------------------------------- loading
@@ -584,6 +600,130 @@ def infer_text_config(state: Mapping[str, torch.Tensor]) -> CLIPTextConfig | Non
     return CLIPTextConfig(context_length=int(state["positional_embedding"].shape[0]),
                           vocab_size=int(state["token_embedding.weight"].shape[0]), width=width,
                           heads=width // 64, layers=layers, embed_dim=int(state["text_projection"].shape[1]))
+
+
+# ------------------------------------------------------------- checkpoints and bundles
+def config_from_dict(data: Mapping[str, Any]) -> MDMFConfig:
+    """``MDMFConfig`` from its JSON dict (``config_to_dict``)."""
+    d = dict(data)
+    vis = d.pop("visual", None)
+    txt = d.pop("text", None)
+    visual = CLIPVisualConfig(**{**vis, "layers": tuple(vis["layers"])}) if vis else None
+    text = CLIPTextConfig(**txt) if txt else None
+    return MDMFConfig(**d, visual=visual, text=text)
+
+
+def config_to_dict(cfg: MDMFConfig) -> dict[str, Any]:
+    """A JSON-able dict of ``cfg`` (lists, not tuples)."""
+    d = asdict(cfg)
+    if d.get("visual"):
+        d["visual"]["layers"] = list(d["visual"]["layers"])
+    return d
+
+
+def _read_torch(path: str | os.PathLike) -> dict[str, Any]:
+    """State dict from a torch file, safely: ``weights_only=True``; TorchScript archives (OpenAI's
+    ``RN50.pt``) are opened with ``torch.jit.load`` and only their ``state_dict`` is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            scripted = any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+        if scripted:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path} could not be read with torch.load(weights_only=True): {exc}") from None
+    if isinstance(obj, dict):
+        for key in ("model_state_dict", "state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise WeightsError(f"{path} does not hold a state dict; got {type(obj).__name__}")
+    return {k: v for k, v in obj.items() if hasattr(v, "shape")}
+
+
+def read_heads_npz(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The oracle's int8 head file (``q/<key>`` int8 + ``exp2/<key>``) -> float32 state dict."""
+    with np.load(path, allow_pickle=False) as z:
+        keys = [k[2:] for k in z.files if k.startswith("q/")]
+        if not keys:
+            raise WeightsError(f"{path} has no q/<key> arrays; expected the int8 heads format")
+        return {k: torch.from_numpy(z[f"q/{k}"].astype(np.float32) * np.float32(2.0 ** int(z[f"exp2/{k}"])))
+                for k in keys}
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A state dict from a ``.pt``/``.pth`` (or TorchScript ``RN50.pt``) or the int8 heads ``.npz``."""
+    return read_heads_npz(path) if str(path).endswith(".npz") else _read_torch(path)
+
+
+def convert_checkpoint(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None
+                       ) -> tuple[MDMFConfig, dict[str, np.ndarray], list[str]]:
+    """MDMF checkpoint (+ optional CLIP ``RN50.pt``) -> (architecture, bundle tensors, dropped keys).
+
+    The checkpoint's ``backbone.*`` (fine-tuned visual tower, ``backbone.module.*`` accepted)
+    is used when present; otherwise CLIP's ``visual.*`` when ``clip`` is given; otherwise the
+    model is features-in. The text tower (stored as ``text.*``) always comes from ``clip``.
+    """
+    state, dropped = normalize_mdmf_keys(read_checkpoint(ckpt))
+    cfg = infer_config(state)
+    clip_state = read_checkpoint(clip) if clip is not None else None
+    text_cfg = None
+    if clip_state is not None:
+        text_cfg = infer_text_config(clip_state)
+        clip_visual = infer_visual_config({k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
+        if cfg.visual is None and clip_visual is not None:
+            if clip_visual.output_dim != cfg.dim:
+                raise WeightsError(f"CLIP visual tower outputs {clip_visual.output_dim} features but the MDMF heads "
+                                   f"have D={cfg.dim}")
+            cfg = MDMFConfig(**{**asdict(cfg), "visual": clip_visual, "text": None})
+            state.update({"backbone." + k[7:]: v for k, v in clip_state.items() if k.startswith("visual.")})
+    if text_cfg is not None and text_cfg.embed_dim != cfg.dim:
+        raise WeightsError(f"CLIP text tower embeds to {text_cfg.embed_dim} but the MDMF heads have D={cfg.dim}")
+    cfg = MDMFConfig(**{**asdict(cfg), "visual": cfg.visual, "text": text_cfg})
+    with torch.device("meta"):
+        model = MDMF(cfg)
+    model = model.to_empty(device="cpu")
+    load_mdmf_state_dict(model, state, heads_only=cfg.visual is None)
+    tensors = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+               for k, v in canonical_state_dict(model).items()}
+    if text_cfg is not None:
+        with torch.device("meta"):
+            text = CLIPText(text_cfg)
+        text = text.to_empty(device="cpu")
+        rest = {k: v for k, v in clip_state.items() if not k.startswith("visual.") and k not in CLIP_JIT_EXTRAS}
+        _check_keys(text.state_dict(), rest, "CLIP text tower")
+        tensors.update({f"text.{k}": v.detach().float().numpy() for k, v in rest.items()})
+    return cfg, tensors, dropped
+
+
+def build_from_tensors(cfg: MDMFConfig, tensors: Mapping[str, np.ndarray]) -> MDMF:
+    """The eval-mode model (heads, and the visual tower unless features-in) from a bundle's tensors."""
+    with torch.device("meta"):
+        model = MDMF(cfg)
+    state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("text.")}
+    full = {**state, **{a: state[c] for a, c in tcn_aliases(cfg.tcn_levels).items() if c in state}}
+    try:
+        model.load_state_dict(full, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"bundle weights do not fit the MDMF architecture: {exc}") from None
+    return model.eval()
+
+
+def build_text_from_tensors(cfg: CLIPTextConfig, tensors: Mapping[str, np.ndarray]) -> CLIPText:
+    """The eval-mode CLIP text tower from a bundle's ``text.*`` tensors."""
+    with torch.device("meta"):
+        text_tower = CLIPText(cfg)
+    text_state = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("text.")}
+    try:
+        text_tower.load_state_dict(text_state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"bundle text tower does not fit: {exc}") from None
+    return text_tower.eval()
 
 
 # ------------------------------------------------------------------------- tokenizer

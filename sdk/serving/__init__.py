@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .repository import write_model_repository
+from edgesentry.serving.repository import write_model_repository
 
 __all__ = ["Client", "write_model_repository"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Client":  # lazy: tritonclient (and gevent) load only when a client is wanted
-        from .client import Client
+        from edgesentry.serving.client import Client
 
         return Client
     raise AttributeError(name)

@@ -19,8 +19,7 @@ import numpy as np
 
 from edgesentry.errors import BackendUnavailableError, InputError, describe
 from edgesentry.result import Result
-
-from .runtime import ARRAY_INPUT, RESULT_OUTPUTS, decode_result
+from edgesentry.serving.runtime import ARRAY_INPUT, RESULT_OUTPUTS, decode_result
 
 _NP_TO_TRITON = {
     "float32": "FP32",

@@ -31,8 +31,7 @@ import numpy as np
 
 from edgesentry.bundle import Bundle
 from edgesentry.errors import ConfigError
-
-from .runtime import ARRAY_INPUT, feed_name
+from edgesentry.serving.runtime import ARRAY_INPUT, feed_name
 
 _TRITON_TYPES = {
     "float32": "TYPE_FP32",
@@ -151,13 +150,6 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))
         return responses
 '''
-
-
-def _tensor(kind: str, name: str, dtype: str, dims: Sequence[int]) -> str:
-    return (
-        f'{kind} [\n  {{\n    name: "{name}"\n    data_type: {_TRITON_TYPES[dtype]}\n'
-        f"    dims: [ {', '.join(str(int(d)) for d in dims)} ]\n  }}\n]\n"
-    )
 
 
 def _tensors(kind: str, items: Sequence[tuple[str, str, Sequence[int]]]) -> str:

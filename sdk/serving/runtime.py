@@ -89,11 +89,11 @@ def _set(slot: tuple[Any, str | None], runner: Any) -> None:
 
 
 def load_detector(bundle: str | Path) -> tuple[Any, dict[str, Any]]:
-    import edgesentry
+    from edgesentry.api import load
     from edgesentry.bundle import Bundle
 
     b = Bundle.open(bundle)
-    det = edgesentry.load(b, backend="onnxruntime" if b.meta.get("graphs") else "auto")
+    det = load(b, backend="onnxruntime" if b.meta.get("graphs") else "auto")
     return det, b.meta.get("graphs", {})
 
 

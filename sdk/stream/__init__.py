@@ -8,9 +8,9 @@ See ``runtime.py`` for the threads and guarantees and docs/stream.md for the use
 
 from __future__ import annotations
 
-from .accounting import Snapshot
-from .queues import Frame
-from .runtime import (
+from edgesentry.stream.accounting import Snapshot
+from edgesentry.stream.queues import Frame
+from edgesentry.stream.runtime import (
     EXIT_INTERNAL_ERROR,
     EXIT_OK,
     EXIT_SINK_ERRORS,
@@ -21,8 +21,8 @@ from .runtime import (
     build_sinks,
     stream,
 )
-from .sinks import CallbackSink, JsonlSink, MqttSink, OverlaySink, Sink
-from .sources import (
+from edgesentry.stream.sinks import CallbackSink, JsonlSink, MqttSink, OverlaySink, Sink
+from edgesentry.stream.sources import (
     FolderSource,
     IterableSource,
     RawFrame,

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from edgesentry.errors import ConfigError
-
-from .accounting import Snapshot
+from edgesentry.stream.accounting import Snapshot
 
 
 def status_line(snap: Snapshot, queue_depth: int, queue_size: int) -> str:

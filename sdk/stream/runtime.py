@@ -34,11 +34,10 @@ from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
 from edgesentry.errors import ConfigError, EdgesentryError
-
-from .accounting import Accounting, Snapshot
-from .monitor import MetricsServer, StatusPrinter, status_line
-from .queues import BoundedQueue, Closed, Frame
-from .sinks import (
+from edgesentry.stream.accounting import Accounting, Snapshot
+from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
+from edgesentry.stream.queues import BoundedQueue, Closed, Frame
+from edgesentry.stream.sinks import (
     CallbackSink,
     JsonlSink,
     MqttSink,
@@ -48,7 +47,7 @@ from .sinks import (
     dumps,
     parse_mqtt_target,
 )
-from .sources import IDLE, RawFrame, Source, SourceDisconnected, SourceUnavailable, open_source
+from edgesentry.stream.sources import IDLE, RawFrame, Source, SourceDisconnected, SourceUnavailable, open_source
 
 log = logging.getLogger("edgesentry.stream")
 

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.errors import ConfigError
-
-from .queues import Frame
+from edgesentry.stream.queues import Frame
 
 log = logging.getLogger("edgesentry.stream")
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.errors import ConfigError, EdgesentryError, describe
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+from edgesentry.errors import ConfigError, EdgesentryError, InputError, describe
+from edgesentry.io.image import IMAGE_SUFFIXES, read_image, to_rgb_uint8
 
 
 class SourceUnavailable(EdgesentryError):
@@ -72,22 +71,6 @@ class Source:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, live={self.live})"
-
-
-def to_rgb_uint8(image: Any, name: str) -> np.ndarray:
-    """Bring a decoded image to (H, W, 3) uint8 RGB (grey and RGBA are converted)."""
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{name}: expected 8-bit pixels; got {describe(arr)}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) == 0:
-        raise ValueError(f"{name}: expected an (H, W, 3) image; got {describe(arr)}")
-    return np.ascontiguousarray(arr)
 
 
 # ---------------------------------------------------------------------------- OpenCV
@@ -155,8 +138,9 @@ class VideoSource(Source):
             self._consecutive_errors = 0
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
             try:
-                rgb = to_rgb_uint8(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else bgr, name)
-            except (ValueError, cv2.error) as exc:
+                rgb = to_rgb_uint8(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else bgr, convert=True,
+                                   who=name)
+            except (InputError, cv2.error) as exc:
                 return RawFrame(name, error=f"decode: {exc}", position_ms=pos_ms)
             return RawFrame(name, image=rgb, position_ms=pos_ms)
         if self.live:
@@ -269,13 +253,9 @@ class FolderSource(Source):
 
 def read_image_file(path: Path) -> RawFrame:
     """Decode an image file fully (a truncated or corrupt file becomes a failed frame)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated data raises here, not later in a detector
-            rgb = to_rgb_uint8(np.asarray(img.convert("RGB")), path.name)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        rgb = read_image(path)
+    except InputError as exc:
         return RawFrame(path.name, error=f"decode: cannot read image {path.name}: {exc}")
     return RawFrame(path.name, image=rgb)
 

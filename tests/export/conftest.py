@@ -8,7 +8,6 @@ depending on any family's weights.
 
 from __future__ import annotations
 
-import sys
 import types
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def _build(tensors: dict[str, np.ndarray]):
 
 
 def _graph_specs(bundle):
-    from edgesentry.export.onnx import GraphSpec
+    from edgesentry.export.graph import GraphSpec
 
     tensors = bundle.load_tensors()
     rng = np.random.default_rng(1)
@@ -71,14 +70,15 @@ def _graph_specs(bundle):
 
 @pytest.fixture(scope="session")
 def tiny_family():
-    """Registers ``edgesentry.export.tinynet`` (graph_specs) for the session."""
+    """Registers a ``tinynet`` exporter (graph_specs) for the session."""
     pytest.importorskip("torch")
-    name = f"edgesentry.export.{TINY}"
-    module = types.ModuleType(name)
+    from edgesentry.export.onnx import EXPORTERS
+
+    module = types.ModuleType(f"edgesentry.export.{TINY}")
     module.graph_specs = _graph_specs
-    sys.modules[name] = module
+    EXPORTERS[TINY] = module
     yield module
-    sys.modules.pop(name, None)
+    EXPORTERS.pop(TINY, None)
 
 
 def make_tiny_bundle(path: Path, *, simplify: bool = False):

@@ -28,7 +28,7 @@ def test_export_verb_prints_parity_and_lint(tiny_family, tmp_path, capsys):
     g = bundle.meta["graphs"]["model"]
     assert g["output_spec"]["anomaly_map"]["shape"] == ["batch", "H", "W"]
     assert g["example_shapes"]["image"] == [2, 3, 16, 16]
-    from edgesentry.export.onnx import read_metadata
+    from edgesentry.export.graph import read_metadata
 
     md = read_metadata(bundle.path / "model.onnx")
     assert md["family"] == "tinynet" and json.loads(md["input_spec"])["image"]["shape"] == ["batch", 3, "H", "W"]

@@ -34,7 +34,7 @@ def test_export_records_graphs_and_passes_parity(exported):
 @pytest.mark.parametrize("hw", [(37, 53), (100, 100)], ids=["non_square", "scene"])
 def test_dynamic_hw_parity(exported, hw):
     from edgesentry.export.fers import example_input, graph_specs
-    from edgesentry.export.onnx import parity_torch_vs_ort
+    from edgesentry.export.graph import parity_torch_vs_ort
 
     bundle, _ = exported
     for spec in graph_specs(bundle):

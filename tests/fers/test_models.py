@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from edgesentry.errors import WeightsError
+from edgesentry.kernels.fers.reference import fuse
 from edgesentry.models.fers import (
     FERSConfig,
     build_spatial,
@@ -109,13 +110,16 @@ def test_spectral_branch_matches_oracle(oracle, spectral_outputs, key):
 
 
 def test_fused_cube_md5(oracle, manifest, spectral_outputs):
-    """x + spe_f from our own network, bit-identical to the oracle's fused cube where float32 order allows."""
+    """``fuse`` adds x + spe_f in the official float32 order, bit for bit: on the oracle's arrays
+    its md5 is the official fused cube's. That order is ours (elementwise IEEE-754 adds, the
+    same on every CPU), so this holds everywhere. Our network's spe_f is not bit-exact across
+    CPUs (oneDNN orders the convolution sums by the CPU's SIMD width): the cube fused from it
+    agrees with the official one within the network's tolerance (ATOL, RTOL), exactly as
+    spe_f does, since adding the same x is exact up to one rounding."""
     for key in SCENES:
-        fused = spectral_outputs[key]["spe_f"] + oracle[f"{key}/x"]
-        digest = hashlib.md5(np.ascontiguousarray(fused).tobytes()).hexdigest()
-        if digest != manifest["scenes"][key]["fused_spe_md5"]:
-            pytest.fail(f"{key}: fused_spe md5 {digest} differs (spe_f max diff "
-                        f"{np.abs(spectral_outputs[key]['spe_f'] - oracle[f'{key}/spe_f']).max():.2e})")
+        x, want = oracle[f"{key}/x"], fuse(oracle[f"{key}/x"], oracle[f"{key}/spe_f"])
+        assert hashlib.md5(np.ascontiguousarray(want).tobytes()).hexdigest() == manifest["scenes"][key]["fused_spe_md5"]
+        assert_verbose_allclose(fuse(x, spectral_outputs[key]["spe_f"]), want, atol=ATOL, rtol=RTOL)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +141,13 @@ def test_spatial_branch_matches_oracle(oracle, manifest, spatial_outputs, export
              "pool4": "spa_pool4", "se_weight": "spa_se_weight", "spa_f": "spa_f"}
     for mine, theirs in names.items():
         assert_verbose_allclose(ours[mine], oracle[f"abu-airport-2_B200/{theirs}"], atol=ATOL, rtol=RTOL)
-    if not export_friendly:  # the native ops reproduce the official float32 order: fused cube bit-exact
-        key = "abu-airport-2_B200"
-        fused = (ours["spa_f"] + oracle[f"{key}/spe_f"]) + oracle[f"{key}/x"]
-        assert hashlib.md5(fused.tobytes()).hexdigest() == manifest["scenes"][key]["fused_full_md5"]
+    # The full fused cube: bit for bit from the oracle's features (our float32 order, see
+    # test_fused_cube_md5); from our spatial branch within the network's tolerance.
+    key = "abu-airport-2_B200"
+    x, spe = oracle[f"{key}/x"], oracle[f"{key}/spe_f"]
+    want = fuse(x, spe, oracle[f"{key}/spa_f"])
+    assert hashlib.md5(np.ascontiguousarray(want).tobytes()).hexdigest() == manifest["scenes"][key]["fused_full_md5"]
+    assert_verbose_allclose(fuse(x, spe, ours["spa_f"]), want, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("hw", [(5, 5), (37, 53), (29, 16)], ids=["min", "non_square", "tall"])

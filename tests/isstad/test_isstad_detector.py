@@ -15,8 +15,9 @@ import torch
 import edgesentry
 from edgesentry.bundle import Bundle
 from edgesentry.cli import main
-from edgesentry.detectors.isstad import preprocess_rgb, resize_bilinear
+from edgesentry.detectors.isstad import preprocess_rgb
 from edgesentry.errors import BundleError, ConfigError, InputError, WeightsError
+from edgesentry.io.image import resize_bilinear
 from tests.isstad.conftest import ATOL_MAP, ATOL_O_MAP, FORMULAS, RTOL_SCORE
 from tests.utils import assert_verbose_allclose
 

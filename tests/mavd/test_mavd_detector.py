@@ -140,7 +140,7 @@ def test_bundle_needed_for_build():
 
 # ------------------------------------------------------------------------- evaluation
 def test_frame_labels_from_annotations(tmp_path, shared):
-    from edgesentry.detectors.mavd import frame_labels, read_annotations
+    from edgesentry.evaluation.mavd import frame_labels, read_annotations
 
     annos = read_annotations(shared / "data" / "xd_violence" / "annotations.txt")
     assert len(annos) == 500
@@ -187,7 +187,7 @@ def _write_xd_lists(oracle, root):
 
 
 def test_evaluate_reproduces_official_test_run(det, oracle, tmp_path):
-    from edgesentry.detectors.mavd import evaluate
+    from edgesentry.evaluation.mavd import evaluate
 
     root = _write_xd_lists(oracle, tmp_path)
     out = evaluate(det, root / "video_test.list", root / "annotations.txt")

@@ -33,7 +33,7 @@ def _episode(oracle, ep):
 def test_heads_load_from_oracle_weight_file(mdmf_ref, heads_detector):
     """Every head tensor (TCN aliases included) matches the index's sum and sum of squares."""
     index = json.loads((mdmf_ref / "heads_seed0_D256_index.json").read_text())
-    state = {k: v.detach().double().numpy() for k, v in heads_detector.graphs.model.state_dict().items()}
+    state = {k: v.detach().double().numpy() for k, v in heads_detector.model.state_dict().items()}
     heads = {k: v for k, v in index["heads"].items() if k != "scale"}
     assert set(state) == set(heads), set(state) ^ set(heads)
     for key, meta in heads.items():
@@ -47,7 +47,7 @@ def test_views_and_prototypes(oracle, heads_detector, ep):
     import torch
 
     g, text = _episode(oracle, ep)
-    model = heads_detector.graphs.model
+    model = heads_detector.model
     s, x = torch.from_numpy(g("support_features")), torch.from_numpy(g("query_features"))
     real = g("real_support_labels").astype(int)
     with torch.inference_mode():
@@ -55,7 +55,7 @@ def test_views_and_prototypes(oracle, heads_detector, ep):
             assert_verbose_allclose(model.local_context(f), g(f"local_ctx_{side}"), **TOL)
             assert_verbose_allclose(model.tcn_output(f), g(f"tcn_out_{side}"), **TOL)
             assert_verbose_allclose(model.global_context(f), g(f"global_ctx_{side}"), **TOL)
-    lo, go = heads_detector.graphs.views(g("support_features"), g("text_features_test")[real], with_token0=True)
+    lo, go = heads_detector.views(g("support_features"), g("text_features_test")[real], with_token0=True)
     assert_verbose_allclose(lo, g("local_tf_support_out"), **TOL)
     assert_verbose_allclose(go, g("global_tf_support_out"), **TOL)
     # prototypes as the detector builds them (sorted labels, frame-wise mean over shots)

@@ -106,8 +106,8 @@ def test_onnx_export_parity_and_backend(files, clips):
     frames = np.random.default_rng(0).uniform(0, 1, (3, 8, 3, 224, 224)).astype(np.float32)  # batch 3 != example 2
     det_t = edgesentry.load(bundle, backend="torch")
     det_o = edgesentry.load(bundle, backend="onnxruntime")
-    assert det_o.graphs.backend == "onnxruntime"
-    np.testing.assert_allclose(det_o.graphs.visual(frames), det_t.graphs.visual(frames), atol=1e-4, rtol=1e-4)
+    assert det_o.backend == "onnxruntime"
+    np.testing.assert_allclose(det_o.visual(frames), det_t.visual(frames), atol=1e-4, rtol=1e-4)
     g_t, g_o = det_t.gallery(), det_o.gallery()
     for label in clips:
         emb = det_t.text_embedding(label)
@@ -126,7 +126,7 @@ def test_heads_only_checkpoint_is_features_in(files, tmp_path):
     torch.save(heads, tmp_path / "heads.pt")
     mdmf.convert(tmp_path / "heads.pt", output=tmp_path / "b")
     det = edgesentry.load(tmp_path / "b", backend="torch")
-    assert det.settings.features_in and det.graphs.model.backbone is None
+    assert det.settings.features_in and det.model.backbone is None
     rng = np.random.default_rng(0)
     res = det.classify_features(rng.standard_normal((2, 8, 32)).astype(np.float32),
                                 rng.standard_normal((4, 8, 32)).astype(np.float32), np.array([3, 7, 3, 7]),
@@ -148,5 +148,7 @@ def test_convert_bad_inputs(files, tmp_path):
     # a TorchScript archive (OpenAI ships RN50.pt that way) is read for its state_dict only
     scripted = torch.jit.script(torch.nn.Linear(2, 3))
     scripted.save(str(tmp_path / "jit.pt"))
-    state = mdmf.read_checkpoint(tmp_path / "jit.pt")
+    from edgesentry.models.mdmf import read_checkpoint
+
+    state = read_checkpoint(tmp_path / "jit.pt")
     assert set(state) == {"weight", "bias"} and tuple(state["weight"].shape) == (3, 2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgesentry.detectors.mdmf import Clip, prepare_frames, read_frames, sample_indices
 from edgesentry.errors import ConfigError, InputError
+from edgesentry.io.video import Clip, prepare_frames, read_frames, sample_indices
 
 cv2 = pytest.importorskip("cv2")
 

@@ -116,7 +116,7 @@ def test_mavd_preprocess_shapes_and_values(session_env, t, crops, audio_per_crop
 @given(t=st.integers(1, 3), h=st.integers(8, 40), w=st.integers(8, 40), value=st.integers(0, 255))
 def test_mdmf_prepare_frames_constant_and_range(session_env, t, h, w, value):
     session_env.bundle("mdmf")  # skips when the family or its weights are absent
-    from edgesentry.detectors.mdmf import prepare_frames
+    from edgesentry.io.video import prepare_frames
 
     out = prepare_frames(np.full((t, h, w, 3), value, np.uint8), 32, 24)
     assert out.shape == (t, 3, 24, 24) and out.dtype == np.float32
@@ -127,7 +127,7 @@ def test_mdmf_prepare_frames_constant_and_range(session_env, t, h, w, value):
 @given(t=st.integers(8, 8), seed=st.integers(0, 2**32 - 1), h=st.integers(8, 30), w=st.integers(8, 30))
 def test_mdmf_prepare_frames_range_and_layout(session_env, t, seed, h, w):
     session_env.bundle("mdmf")
-    from edgesentry.detectors.mdmf import prepare_frames
+    from edgesentry.io.video import prepare_frames
 
     frames = np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
     out = prepare_frames(frames, 32, 24)
@@ -186,10 +186,10 @@ def test_isstad_model_size_input_is_only_normalised(session_env, seed):
 @given(img=arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3, 4]))),
        squeeze=st.booleans())
 def test_stream_frames_become_rgb_uint8(img, squeeze):
-    from edgesentry.stream.sources import to_rgb_uint8
+    from edgesentry.io.image import to_rgb_uint8
 
     src = img[..., 0] if squeeze else img
-    out = to_rgb_uint8(src, "frame")
+    out = to_rgb_uint8(src, convert=True, who="frame")
     assert out.shape == img.shape[:2] + (3,) and out.dtype == np.uint8 and out.flags.c_contiguous
     if squeeze or img.shape[2] == 1:
         for c in range(3):
