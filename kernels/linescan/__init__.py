@@ -8,23 +8,27 @@ class rather than a function; ``tier="auto"`` picks the fastest one that runs he
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any, Literal
 
 from edgesentry.kernels._dispatch import KernelOp
+from edgesentry.kernels.linescan import cpu, cuda, reference
+from edgesentry.kernels.linescan.reference import DEFAULT_RCOND, DTYPES, check_line, check_options
 
-from .reference import DEFAULT_RCOND, DTYPES, check_line, check_options
+__all__ = ["DEFAULT_RCOND", "DTYPES", "LINE_MODEL", "TIER_MODULES", "check_line", "line_model"]
 
-__all__ = ["DEFAULT_RCOND", "DTYPES", "LINE_MODEL", "check_line", "line_model"]
 
-LINE_MODEL = KernelOp(
-    "line_model",
-    {
-        "reference": "edgesentry.kernels.linescan.reference:LineModel",
-        "cpu": "edgesentry.kernels.linescan.cpu:LineModel",
-        "triton": "edgesentry.kernels.linescan.triton:LineModel",
-        "cuda": "edgesentry.kernels.linescan.cuda:LineModel",
-    },
-)
+def _triton() -> ModuleType:
+    from edgesentry.kernels.linescan import triton
+
+    return triton
+
+
+#: tier -> module (as the other kernel packages: triton imports the triton package, so it
+#: loads on request; the others need numpy only until their first call).
+TIER_MODULES = {"reference": reference, "cpu": cpu, "triton": _triton, "cuda": cuda}
+
+LINE_MODEL = KernelOp("line_model", "LineModel", TIER_MODULES)
 
 
 def line_model(

@@ -261,7 +261,7 @@ class LineScanDetector(Detector):
 
     def __init__(self, config: LineScanConfig | None = None, *, transform_factory: Any = None,
                  family: str = "rx", **kwargs: Any):
-        super().__init__(**kwargs)
+        super().__init__(kernel_ops=(linescan_kernels.LINE_MODEL,), **kwargs)
         self.cfg = config or LineScanConfig()
         self.family = family
         self._transform_factory = transform_factory

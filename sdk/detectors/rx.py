@@ -164,6 +164,12 @@ def build(
                               variable=variable, kernels=kernels, threshold=threshold,
                               pixel_threshold=pixel_threshold, **linescan_options)
     if linescan_options:
+        from . import linescan
+
+        known = set(linescan.LineScanConfig.__dataclass_fields__)
+        unknown = sorted(set(linescan_options) - known)
+        if unknown:  # as Python says it: load() turns this into "does not take that option"
+            raise TypeError(f"build() got an unexpected keyword argument {unknown[0]!r}")
         raise ConfigError(f"{sorted(linescan_options)} only apply to mode='linescan'")
     cfg = RXConfig(
         mode=mode,
