@@ -21,7 +21,8 @@ LONG_RUNNING = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory (edgesentry convert) or a weight-free family name")
     parser.add_argument("source", help="camera index, video file, rtsp:// or http:// URL, GStreamer pipeline "
-                                       "(contains '!'), or a folder of images (hot folder)")
+                                       "(contains '!'), or a folder of images (hot folder); for a line-scan "
+                                       "bundle a cube file (.hdr, .mat, .npy) replayed line by line")
     out = parser.add_argument_group("outputs (several at once)")
     out.add_argument("--jsonl", default=None, metavar="PATH", help="append one JSON line per frame")
     out.add_argument("--summary", default=None, metavar="PATH",
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-retries", type=int, default=5, help="reconnect attempts in a row (default: 5)")
     run.add_argument("--backoff", default="0.5,8", metavar="FIRST,MAX",
                      help="reconnect delay in seconds, doubling from FIRST up to MAX (default: 0.5,8)")
+    run.add_argument("--line-rate", type=float, default=None, metavar="HZ",
+                     help="line-scan bundles: replay the cube at HZ lines per second, a simulated push-broom "
+                          "camera (default: as fast as the detector takes them)")
     run.add_argument("--once", action="store_true", help="hot folder: read the files present now, then end")
     run.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                      help="hot folder: end after S seconds without a new file")
@@ -79,7 +83,9 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgesentry.detectors.linescan import LineScanDetector
     from edgesentry.stream import stream
+    from edgesentry.stream.linescan import open_line_source
 
     if args.torch_threads is not None:
         if args.torch_threads < 1:
@@ -91,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     detector = _load(args)
     source = int(args.source) if args.source.isdigit() else args.source
+    if isinstance(detector, LineScanDetector):
+        source = open_line_source(args.source, line_rate=args.line_rate)
+    elif args.line_rate is not None:
+        raise ConfigError("--line-rate needs a line-scan bundle (edgesentry convert rx --linescan ...)")
     summary = stream(
         detector, source, jsonl=args.jsonl, summary=args.summary, overlays=args.overlays,
         overlay_threshold=args.overlay_threshold, mqtt=args.mqtt, metrics_port=args.metrics_port,

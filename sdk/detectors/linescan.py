@@ -101,13 +101,21 @@ class LineResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able record (scores as a list, NaN as None)."""
+        """JSON-able summary (the shape ``Result.summary`` has, for the stream's records);
+        ``record`` holds the line's own fields."""
+        score = float(self.score) if np.isfinite(self.score) else None
         return {
-            "line": self.index,
-            "score": None if not np.isfinite(self.score) else float(self.score),
-            "anomalous_pixels": None if self.label is None else int(self.label.sum()),
-            "objects": [o.to_dict() for o in self.objects],
+            "score": score,
+            "raw_score": score,
+            "label": None if self.label is None else bool(self.label.any()),
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
             "info": dict(self.info),
+            "record": {
+                "line": self.index,
+                "anomalous_pixels": None if self.label is None else int(self.label.sum()),
+                "delay_lines": self.info.get("delay_lines"),
+                "objects": [o.to_dict() for o in self.objects],
+            },
         }
 
 

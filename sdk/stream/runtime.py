@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
+from edgesentry.detectors.linescan import LineScanDetector
 from edgesentry.errors import ConfigError, EdgesentryError
 from edgesentry.stream.accounting import Accounting, Snapshot
+from edgesentry.stream.linescan import LineScorer, open_line_source
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
 from edgesentry.stream.sinks import (
@@ -152,7 +154,11 @@ class Stream:
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0; got {max_retries}")
         self.detector = detector
-        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout)
+        # a line-scan detector reads push-broom lines (a cube replayed, a camera callback) and
+        # delivers each line when its look-ahead is complete
+        self._lines = LineScorer(detector) if isinstance(detector, LineScanDetector) else None
+        self.source: Source = (open_line_source(source) if self._lines is not None
+                               else open_source(source, once=once, idle_timeout=idle_timeout))
         if policy is None:
             policy = "drop-oldest" if self.source.live else "block"
         if policy not in POLICIES:
@@ -345,10 +351,24 @@ class Stream:
                 batch = self.capture_q.get_batch(self.batch_size, deadline)
                 if not batch:
                     break
-                for item in self._score(batch):
+                for item in self._score(batch) if self._lines is None else self._score_lines(batch):
+                    self.output_q.put(item)
+            if self._lines is not None:
+                for item in self._lines.flush():
                     self.output_q.put(item)
         finally:
             self.output_q.close()
+
+    def _score_lines(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
+        """Push-broom lines, one at a time and in order (the model learns each line)."""
+        out: list[tuple[Frame, Any, str | None]] = []
+        for f in frames:
+            if f.image is None:
+                out.append((f, None, f.error))
+                continue
+            f.meta["queue_s"] = time.perf_counter() - f.captured
+            out += self._lines.score(f)
+        return out
 
     def _score(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
         """Score decodable frames in one ``predict_batch``; isolate a failure frame by frame."""
@@ -394,6 +414,7 @@ class Stream:
         if error is None:
             summary = result.summary()
             record.update(status="ok", score=summary["score"], raw_score=summary["raw_score"], label=summary["label"])
+            record.update(summary.get("record", {}))  # a family's own fields (line-scan: line, objects)
             timings = dict(summary["timings"])
         else:
             reason = error.split(":", 1)[0]  # "decode" or the exception's type name

@@ -241,7 +241,7 @@ def test_objects_come_out_of_the_detector(rng):
     assert set(objects) == {(12, 5, 14, 6), (20, 15, 20, 15)}
     assert objects[(12, 5, 14, 6)].pixels == 6 and objects[(20, 15, 20, 15)].pixels == 1
     closer = next(r for r in results if any(o.bbox == (12, 5, 14, 6) for o in r.objects))
-    assert closer.index == 15 and closer.label is not None and closer.summary()["objects"][0]["pixels"] == 6
+    assert closer.index == 15 and closer.label is not None and closer.summary()["record"]["objects"][0]["pixels"] == 6
 
 
 # ------------------------------------------------------------------------------ bundles
