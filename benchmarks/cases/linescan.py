@@ -236,3 +236,56 @@ def markdown_abu(auc: dict[str, dict[str, float]], lines_per_s: dict[str, float]
     lines.append("| **mean AUC** | " + " | ".join(f"**{np.mean(list(auc[m].values())):.4f}**" for m in methods) + " |")
     lines.append("| lines/s (whole scans) | " + " | ".join(f"{lines_per_s[m]:.0f}" for m in methods) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ GPU check
+def _compile_cuda() -> dict[str, int]:
+    from edgesentry.kernels._cuda import TARGET_ARCHS, compile_cubin
+    from edgesentry.kernels.linescan import cuda
+
+    return {arch: sum(len(compile_cubin(src, arch=arch)) for src in cuda.SOURCES.values()) for arch in TARGET_ARCHS}
+
+
+def _gpu_case(ctx: Any, tier: str, lines: np.ndarray, dtype: str) -> Any:
+    """One run = a fresh model of ``tier`` fed the warm-up lines, then one scored line (so
+    every run repeats the same work and is compared with the reference on the same history)."""
+    from gpu_check import GpuCase
+
+    from edgesentry.kernels.linescan import reference
+
+    count, width, bands = lines.shape
+    warm = count - 1
+
+    def run() -> Any:
+        model, _ = linescan.line_model(bands, forgetting=0.999, dtype=dtype, tier=tier, device=ctx.gpu)
+        for line in lines[:warm]:
+            model.step(line, want_scores=False)
+        return model.step(lines[warm])
+
+    def ref() -> np.ndarray:
+        model = reference.LineModel(bands, forgetting=0.999)
+        for line in lines[:warm]:
+            model.step(line, want_scores=False)
+        return model.step(lines[warm])
+
+    tol = 1e-6 if dtype == "float64" else 1e-3  # float32 scoring: ~sqrt(cond) * 6e-8
+    return GpuCase(
+        kernel="line_model", tier=tier, size=f"{width}x{bands} {dtype} ({count} lines/run)", run=run, reference=ref,
+        flops=count * (2.0 * width * bands * bands + bands**3), atol=tol, rtol=tol,
+        notes={"timed": f"{count} steps: {warm} update-only + 1 scored"},
+        compile=_compile_cuda if tier == "cuda" else None,
+    )
+
+
+def gpu_cases(ctx: Any) -> list[Any]:
+    """line_model x {triton, cuda} x {float64, float32}: tiny under ``ctx.smoke``, else the
+    camera at full frame (640 x 224) and the ABU geometry (100 x 205)."""
+    rng = np.random.default_rng(0)
+    geometries = [(4, 12, 6)] if ctx.smoke else [(6, 640, 224), (6, 100, 205)]
+    cases = []
+    for count, width, bands in geometries:
+        lines = synthetic_lines(rng, count, width, bands)
+        for tier in ("triton", "cuda"):
+            for dtype in ("float64", "float32"):
+                cases.append(_gpu_case(ctx, tier, lines, dtype))
+    return cases
