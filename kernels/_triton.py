@@ -74,3 +74,19 @@ def calculate_settings(n: int) -> tuple[int, int]:
     elif block >= 2048:
         num_warps = 8
     return block, num_warps
+
+
+def compile_kernels(kernels: dict[str, tuple[Any, dict[str, str], dict[str, Any]]], arch: str) -> dict[str, bytes]:
+    """Ahead-of-time compile ``name -> (jit function, signature, constexprs)`` for ``arch``
+    (``"sm_90"``) -> name -> cubin. Needs no GPU (Triton ships ptxas), but the real compiler:
+    not in a process where ``TRITON_INTERPRET=1`` (the interpreter replaces the kernels)."""
+    from triton import compile as triton_compile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if interpreting():
+        raise RuntimeError("AOT compilation needs a process without TRITON_INTERPRET=1")
+    target = GPUTarget("cuda", int(arch.removeprefix("sm_")), 32)
+    return {name: triton_compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                                 target=target).asm["cubin"]
+            for name, (fn, signature, constexprs) in kernels.items()}

@@ -122,19 +122,9 @@ KERNEL_SIGNATURES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
 
 
 def compile_for(arch: str) -> dict[str, bytes]:
-    """Compile both kernels ahead of time for ``arch`` (``"sm_90"``) -> name -> cubin (no GPU
-    needed; not in a process with ``TRITON_INTERPRET=1``)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    if _triton.interpreting():
-        raise RuntimeError("compile_for needs a process without TRITON_INTERPRET=1")
-    capability = int(arch.removeprefix("sm_"))
-    out = {}
-    for name, (signature, constexprs) in KERNEL_SIGNATURES.items():
-        source = ASTSource(fn=globals()[name], signature=signature, constexprs=constexprs)
-        out[name] = triton.compile(source, target=GPUTarget("cuda", capability, 32)).asm["cubin"]
-    return out
+    """Compile both kernels ahead of time for ``arch`` (``"sm_90"``) -> name -> cubin."""
+    return _triton.compile_kernels({name: (globals()[name], *spec) for name, spec in KERNEL_SIGNATURES.items()},
+                                   arch)
 
 
 # ----------------------------------------------------------------------------- launchers
