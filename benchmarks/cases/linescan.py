@@ -34,6 +34,8 @@ from _harness import Row, add_speedups, measure_interleaved
 NOTES = [
     "linescan: 'per s' = lines per second (one call = one line, the model past its warm-up); "
     "speedups against the official ERX (5 projected dimensions) measured in the same blocks.",
+    "linescan: free_cores = speedup of 2 threads over 1 on BLAS products around the rows (2.0: both cores "
+    "free; the cpu tier's two-thread split needs both).",
     "linescan: erx / rx_baseline are the unmodified peers of ../shared/peers/hyperad, 10-line buffers.",
 ]
 
@@ -116,7 +118,7 @@ def speed_rows(ctx: Any, width: int, bands: int, lines: np.ndarray) -> list[Row]
         _warm(baseline.forward, lines, 12)
         fns["rx_baseline (official)"] = _cycler(lines, baseline.forward)
         extra["rx_baseline (official)"] = {}
-    timings = measure_interleaved(fns, rounds=3 if ctx.quick else 8, block=4 if ctx.quick else 10, pause=0.05,
+    timings = measure_interleaved(fns, rounds=3 if ctx.quick else 8, block=4 if ctx.quick else 10, pause=0.15,
                                   track_memory=False)
     flops = 2.0 * width * bands * bands + bands**3 / 3  # syrk + trsm (W B^2 each) + potrf
     rows = []
@@ -128,11 +130,42 @@ def speed_rows(ctx: Any, width: int, bands: int, lines: np.ndarray) -> list[Row]
     return rows
 
 
+def free_cores() -> float:
+    """How many cores this process gets right now: the speedup of two threads over one on
+    single-threaded BLAS products (2.0 on a quiet 2-core machine, ~1.0 when others hold a core)."""
+    import threading
+
+    from edgesentry._threads import single_threaded_blas
+
+    a, b = np.ones((640, 224)), np.ones((224, 224))
+
+    def work() -> None:
+        for _ in range(60):
+            a @ b
+
+    with single_threaded_blas():
+        t0 = time.perf_counter()
+        work()
+        work()
+        serial = time.perf_counter() - t0
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return serial / (time.perf_counter() - t0)
+
+
 def latency_rows(ctx: Any) -> list[Row]:
     rng = np.random.default_rng(0)
     rows: list[Row] = []
     for width, bands in GEOMETRIES if not ctx.quick else GEOMETRIES[1:]:
-        rows += speed_rows(ctx, width, bands, synthetic_lines(rng, 32, width, bands))
+        cores = free_cores()
+        geometry_rows = speed_rows(ctx, width, bands, synthetic_lines(rng, 32, width, bands))
+        for row in geometry_rows:
+            row.extra["free_cores"] = round((cores + free_cores()) / 2, 2)  # before and after the rows
+        rows += geometry_rows
     add_speedups(rows, "erx (official, 5 dims)", "vs erx")
     if not ctx.quick:
         rows += abu_rows(ctx)
