@@ -108,6 +108,10 @@ def speed_rows(ctx: Any, width: int, bands: int, lines: np.ndarray) -> list[Row]
     _warm(det.predict_line, lines, 12)
     fns["detector.predict_line float64"] = _cycler(lines, det.predict_line)
     extra["detector.predict_line float64"] = {}
+    reduced = edgesentry.load("rx", mode="linescan", forgetting=0.999, warmup=BUFFER_LINES, dims=5)
+    _warm(reduced.predict_line, lines, 12)
+    fns["detector.predict_line 5 dims (PCA)"] = _cycler(lines, reduced.predict_line)
+    extra["detector.predict_line 5 dims (PCA)"] = {"dims": 5}
     modules = peers(ctx.shared)
     if modules is not None:
         erx = make_erx(modules, width, bands)

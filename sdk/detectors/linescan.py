@@ -399,12 +399,12 @@ class LineScanDetector(Detector):
                 self._step(held, want_scores=False)
         while self._held and (final or self._target(self._held[0].index) <= self._fed):
             held = self._held.popleft()
-            out.append(self._emit(held, self._model.score(self._project(held.line), held.valid)))
+            out.append(self._emit(held, self._model.score(self._project(held.line, held.valid), held.valid)))
         return out
 
     def _step(self, held: _Held, *, want_scores: bool) -> np.ndarray:
         thr = np.inf if self.cfg.update_threshold is None else self.cfg.update_threshold
-        scores = self._model.step(self._project(held.line), held.valid, thr, want_scores)
+        scores = self._model.step(self._project(held.line, held.valid), held.valid, thr, want_scores)
         held.fed = True
         self._fed += 1
         return scores
@@ -419,10 +419,15 @@ class LineScanDetector(Detector):
             rcond=self.cfg.rcond, dtype=self.cfg.dtype, tier=self.kernels,
         )
 
-    def _project(self, line: np.ndarray) -> np.ndarray:
+    def _project(self, line: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         if self._projection is None:
             return line
-        return np.nan_to_num(line, nan=0.0, posinf=0.0, neginf=0.0) @ self._projection.astype(line.dtype)
+        from edgesentry._threads import single_threaded_blas
+
+        if valid is not None:  # masked pixels may hold NaN; they are never scored or kept
+            line = np.where(valid[:, None], line, 0.0)
+        with single_threaded_blas():  # W x B x d: BLAS threads would only spin against the kernel
+            return line @ self._projection.astype(line.dtype)
 
     def _emit(self, held: _Held, scores: Any) -> LineResult:
         scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
