@@ -279,6 +279,7 @@ class LineModel {
   double guard_tol_, rank_update_ratio_;
   double count_ = 0.0;
   long lines_ = 0;
+  long pixels_ = 0;  // distinct pixels in the model (every one ever added, for exponential statistics)
   std::vector<double> mean_, scatter_, factor_, next_;
   std::vector<T> factor_t_;
   std::vector<double> gram_;
@@ -575,6 +576,7 @@ class LineModel {
   void absorb(long w, const uint8_t* keep, long kept) {
     const double n = double(kept);
     const double prev_count = count_;
+    pixels_ += kept;
     const bool rank_update = use_rank_update(kept);
     const double t_start = now();
     struct Timer {
@@ -620,6 +622,7 @@ class LineModel {
   }
 
   void remove(const RingEntry& old) {
+    pixels_ -= long(old.n);
     if (old.n <= 0) return;
     const double rest = count_ - old.n;
     if (rest <= 0.5) {  // counts are integers here: nothing is left
@@ -665,6 +668,14 @@ class LineModel {
   void refactor() {
     since_refactor_ = 0;
     ++refactors_;
+    if (ridge_ == 0.0 && pixels_ - 1 < b_) {
+      // singular by construction (fewer than B + 1 pixels): rounding may leave it numerically
+      // positive definite, and Cholesky would then score noise where the pseudo-inverse cuts
+      if (window_ > 0) recombine();
+      factor_ok_ = false;
+      ++not_pd_;
+      return;
+    }
     factor_ok_ = try_factor();
     if (!factor_ok_ && window_ > 0 && count_ > 1.0) {
       recombine();

@@ -35,13 +35,26 @@ class RunningStatistics:
         self._ring: list[tuple[float, Any, Any]] = []  # (n, mean, scatter) of each line in the window
         self._added = 0
         self.recombinations = 0
+        self.pixels = 0  # distinct pixels in the model (all ever added, for exponential statistics)
 
     def covariance(self) -> Any:
         return self.scatter / (self.count - 1) if self.count > 1 else None
 
+    def singular(self, bands: int) -> bool:
+        """Whether the covariance is singular by construction: fewer than B + 1 distinct pixels.
+        (Rounding can leave such a matrix numerically positive definite; then Cholesky would
+        score noise where the pseudo-inverse cuts.) A window recombines first so that the
+        pseudo-inverse sees exact zeros, not add/subtract noise."""
+        if self.pixels - 1 >= bands:
+            return False
+        if self.window:
+            self.recombine()
+        return True
+
     def add(self, n: float, sums: Any, gram: Any) -> None:
         """Fold in a line of ``n`` kept pixels: ``sums`` and ``gram`` of them centred on ``mean``."""
         lam = self.forgetting
+        self.pixels += int(round(n))
         d = sums / n if n > 0 else sums * 0.0
         total = lam * self.count + n
         line_mean = self.mean + d
@@ -61,6 +74,7 @@ class RunningStatistics:
             self.recombine()
 
     def _remove(self, n: float, line_mean: Any, line_scatter: Any) -> None:
+        self.pixels -= int(round(n))
         if n <= 0:
             return
         rest = self.count - n

@@ -233,6 +233,10 @@ class LineModel:
         cov = self._stats.covariance()
         if cov is None:
             return
+        if self._stats.singular(self.bands) and self.ridge == 0:
+            values = whitening(self._stats.covariance(), self.rcond)
+            self._whitening = (values[0], 1.0 / values[1])
+            return
         cov = _regularize(cov, self.ridge)
         top = float(np.diag(cov).max())
         try:

@@ -241,6 +241,9 @@ class LineModel:
         cov = self._stats.covariance()
         if cov is None:
             return
+        if self._stats.singular(self.bands) and self.ridge == 0:
+            self._whitening = rx_triton.whitening(self._stats.covariance(), self.rcond)
+            return
         cov = rx_triton.regularize(cov, self.ridge)
         chol, info = torch.linalg.cholesky_ex(cov)
         pivots = torch.diagonal(chol).square()

@@ -41,17 +41,33 @@ MODES = {
 }
 
 
+#: Lines scored against a model of fewer pixels than this many times B use ``FEW_PIXELS_RTOL``:
+#: near-square or rank-deficient covariances (condition numbers up to 1e10 on random scans)
+#: where Cholesky (or eigh) and the reference's SVD pseudo-inverse differ by ~cond x eps.
+FEW_PIXELS = 3
+FEW_PIXELS_RTOL = 1e-6
+
+
 def compare_with_reference(model: Any, cube: np.ndarray, options: dict, *, valid: np.ndarray | None = None,
                            update_threshold: float = np.inf, rtol: float = 1e-9) -> None:
     """Scores and final statistics of ``model`` equal the reference's on the same lines.
 
     NaN pattern must agree exactly (not scored = NaN: before the model holds 2 pixels, invalid
-    pixels), so a score the tier forgets to write (outputs start as NaN) fails."""
-    expected_model = reference.LineModel(cube.shape[-1], **options)
-    expected = run(expected_model, cube, valid, update_threshold=update_threshold)
+    pixels), so a score the tier forgets to write (outputs start as NaN) fails. Lines scored
+    against fewer than ``FEW_PIXELS * B`` pixels are held to ``FEW_PIXELS_RTOL`` only."""
+    bands = cube.shape[-1]
+    expected_model = reference.LineModel(bands, **options)
+    counts, expected = [], []
+    for t, line in enumerate(cube):
+        counts.append(expected_model.statistics()[0])
+        expected.append(expected_model.step(line, None if valid is None else valid[t], update_threshold))
+    expected = np.stack(expected)
     got = run(model, cube, valid, update_threshold=update_threshold)
     scale = float(np.nanmax(np.abs(expected)))
-    assert_verbose_allclose(got, expected, atol=rtol * scale, rtol=rtol)
+    few = np.asarray(counts) < FEW_PIXELS * bands
+    for rows, tol in ((few, max(rtol, FEW_PIXELS_RTOL)), (~few, rtol)):
+        if rows.any():
+            assert_verbose_allclose(got[rows], expected[rows], atol=tol * scale, rtol=tol)
     count, mean, cov = expected_model.statistics()
     got_count, got_mean, got_cov = model.statistics()
     assert got_count == count or abs(got_count - count) <= 1e-12 * count

