@@ -9,7 +9,6 @@ compiles the CPU kernels.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -37,13 +36,17 @@ def _openmp_flags() -> tuple[list[str], list[str]]:
     return [], []
 
 
-def _extensions() -> list[Pybind11Extension]:
-    compile_args, link_args = _openmp_flags()
+def compile_args() -> list[str]:
+    """Flags of every kernel (also used by the aarch64 build check in tests/core)."""
     # -O3 lets GCC vectorise the `omp simd` reductions; no -march=native so wheels stay portable
-    # (hot loops carry target_clones for AVX2/AVX-512 on x86-64 instead).
-    compile_args = [*compile_args, "-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wno-psabi"]
-    if platform.machine() in ("x86_64", "AMD64"):
-        compile_args.append("-DEDGESENTRY_X86")
+    # (hot loops carry target_clones for AVX2/AVX-512 on x86-64; NEON is baseline on aarch64).
+    # The instruction set is the compiler's target (kernels/cpu/simd.h), not this machine's: a
+    # cross build (scripts/build_wheels.sh) compiles the aarch64 paths on an x86-64 host.
+    return [*_openmp_flags()[0], "-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wno-psabi"]
+
+
+def _extensions() -> list[Pybind11Extension]:
+    link_args = _openmp_flags()[1]
     exts = []
     for src in sorted((ROOT / "kernels" / "cpu").glob("*.cpp")):
         exts.append(
@@ -51,7 +54,7 @@ def _extensions() -> list[Pybind11Extension]:
                 f"edgesentry.kernels._cpu_{src.stem}",
                 [str(src.relative_to(ROOT))],
                 cxx_std=17,
-                extra_compile_args=compile_args,
+                extra_compile_args=compile_args(),
                 extra_link_args=link_args,
                 # shared headers next to the sources: a change to one rebuilds every kernel
                 depends=[str(h.relative_to(ROOT)) for h in sorted((ROOT / "kernels" / "cpu").glob("*.h"))],
@@ -60,11 +63,26 @@ def _extensions() -> list[Pybind11Extension]:
     return exts
 
 
-packages, package_dir = _packages()
-setup(
-    packages=packages,
-    package_dir=package_dir,
-    package_data={"edgesentry.kernels": ["cpu/*.cpp", "cpu/*.h"], "edgesentry.export": ["data/*.json"]},
-    ext_modules=_extensions(),
-    cmdclass={"build_ext": build_ext},
-)
+class ParallelBuildExt(build_ext):
+    """build_ext compiling the kernels in parallel (one per core, EDGESENTRY_BUILD_JOBS to change):
+    each kernel is one translation unit of ~20-60 s, so a serial build waits for the sum."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = int(os.environ.get("EDGESENTRY_BUILD_JOBS", "0")) or os.cpu_count() or 1
+
+
+# Folders of data (the kernel sources ship so that an sdist or wheel can be rebuilt) are listed
+# as packages of their own: setuptools warns about importable folders missing from `packages`.
+DATA = {"edgesentry.kernels.cpu": ["*.cpp", "*.h"], "edgesentry.export.data": ["*.json"]}
+
+if __name__ == "__main__":  # as setuptools' build backend and `python setup.py` run it
+    packages, package_dir = _packages()
+    setup(
+        packages=[*packages, *DATA],
+        package_dir=package_dir,
+        package_data=DATA,
+        ext_modules=_extensions(),
+        cmdclass={"build_ext": ParallelBuildExt},
+    )

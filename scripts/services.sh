@@ -28,6 +28,25 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
+# --- aarch64 cross compiler + arm64 Python headers: the aarch64 build check -------------------
+# (tests/core/test_portability.py cross-compiles one kernel and reads its NEON loops). The full
+# emulated aarch64 suite and its qemu are scripts/test_aarch64.sh, not the default test command.
+if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    _apt_install g++-aarch64-linux-gnu
+  else
+    echo "services.sh: aarch64-linux-gnu-g++ not found and apt-get is unavailable; the aarch64 build check will skip" >&2
+  fi
+fi
+"$(dirname "$0")/aarch64_sysroot.sh" >/dev/null \
+  || echo "services.sh: the arm64 sysroot could not be made; the aarch64 build check will skip" >&2
+
+# --- openssl: the MQTT TLS test makes its own CA and broker certificate with it ---------------
+# (mosquitto_passwd, for the password-file test, comes with the mosquitto package)
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  _apt_install openssl
+fi
+
 # --- Triton Inference Server for the serving tests (tests/export/test_triton_server.py) ----
 # The tritonserver binary comes from the nvidia-pytriton wheel (python backend only). The wheel
 # pins numpy<2, so it is installed without dependencies, and its python-backend stub runs the

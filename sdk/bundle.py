@@ -12,6 +12,12 @@ Layout::
 No pickle anywhere: tensors are safetensors, the rest JSON and ONNX. Every listed file is
 checked against its sha256 when the bundle is opened, so a truncated copy or a tampered
 file is refused before any of it is used.
+
+A bundle is a closed world: every name in ``meta.json``'s ``files`` is a plain relative path
+inside the bundle (no ``..``, no absolute path, no symbolic link leaving it), checked before
+any file is opened, and only listed files are read (``Bundle.file``). ``meta.json`` is read
+only when it is a regular file of at most ``META_MAX_BYTES``, nested at most
+``META_MAX_DEPTH`` deep, with the documented types; non-finite weights are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,11 +35,18 @@ from typing import Any
 import numpy as np
 
 from edgesentry._version import __version__
-from edgesentry.errors import BundleError, ChecksumError
+from edgesentry.errors import BundleError, ChecksumError, WeightsError
+from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, resolve_inside
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"
 WEIGHTS_NAME = "weights.safetensors"
+#: caps on what ``meta.json`` may declare (real bundles: a few KiB, nesting depth < 10)
+META_MAX_BYTES = 8 << 20
+META_MAX_DEPTH = 64
+#: family and graph names become folder and file names (serving repositories, engine plans)
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -89,33 +103,27 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"expected a bundle directory containing {META_NAME}; got {str(root)!r}")
         meta_path = root / META_NAME
-        if not meta_path.is_file():
+        if not meta_path.exists():
             raise BundleError(f"{root} is not a bundle: {META_NAME} is missing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{meta_path} is not valid JSON ({exc}); the bundle is corrupt") from None
-        if not isinstance(meta, dict):
-            raise BundleError(f"{meta_path} must hold a JSON object; got {type(meta).__name__}")
-        version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(
-                f"bundle schema_version {version!r} is not supported by edgesentry {__version__} "
-                f"(expected {SCHEMA_VERSION}); re-run `edgesentry convert` with this version"
-            )
-        for key in ("family", "files"):
-            if key not in meta:
-                raise BundleError(f"{meta_path} lacks the required key {key!r}")
+        meta = parse_meta(read_bytes_bounded(meta_path, limit=META_MAX_BYTES, what="bundle metadata",
+                                             error=BundleError), meta_path)
         bundle = cls(root, meta)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
+        """Check every listed file: inside the bundle, a regular file, its sha256 as recorded.
+
+        Raises:
+            BundleError: a listed file is missing, not a regular file, or leaves the bundle.
+            ChecksumError: a listed file's sha256 differs from the one recorded.
+        """
         for name, expected in self.files.items():
-            file = self.path / name
-            if not file.is_file():
+            file = self.file(name)
+            if not file.exists():
                 raise BundleError(f"bundle file {name!r} listed in {META_NAME} is missing from {self.path}")
+            check_regular_file(file, what=f"bundle file {name!r}", error=BundleError)
             actual = sha256_file(file)
             if actual != expected:
                 raise ChecksumError(
@@ -148,9 +156,10 @@ class Bundle:
         return name in self.files
 
     def file(self, name: str) -> Path:
+        """The path of a listed file, resolved inside the bundle (only listed files are read)."""
         if name not in self.files:
             raise BundleError(f"bundle {self.path} has no file {name!r}; it has {sorted(self.files)}")
-        return self.path / name
+        return resolve_inside(self.path, name, what="bundle file", error=BundleError)
 
     def load_tensors(self, name: str = WEIGHTS_NAME) -> dict[str, np.ndarray]:
         """Tensors of a safetensors file as numpy arrays (refuses pickles)."""
@@ -160,14 +169,19 @@ class Bundle:
         path = self.file(name)
         _check_not_pickle(path)
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise BundleError(f"{path} is not a readable safetensors file: {exc}") from None
+        check_finite_tensors(tensors, f"{self.path.name}/{name}")
+        return tensors
 
     # -------------------------------------------------------------------------- writing
     def add_file(self, name: str, data: bytes | None = None) -> Path:
-        """Record (and optionally write) a file in the bundle and update its checksum."""
-        path = self.path / name
+        """Record (and optionally write) a file in the bundle and update its checksum.
+
+        ``name`` must be a plain relative path that stays inside the bundle (``BundleError``).
+        """
+        path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
             _atomic_write_bytes(path, data)
@@ -176,8 +190,9 @@ class Bundle:
         return path
 
     def remove_file(self, name: str) -> None:
+        path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
         self.meta.get("files", {}).pop(name, None)
-        (self.path / name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         self._write_meta()
 
     def update_meta(self, **changes: Any) -> None:
@@ -190,6 +205,89 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, Any]:
+    """Parse and type-check the bytes of a ``meta.json``.
+
+    Checked: strict JSON (no NaN), an object nested at most ``META_MAX_DEPTH`` deep, an integer
+    ``schema_version`` equal to ``SCHEMA_VERSION`` (``true`` is not 1), ``family`` a simple
+    name, ``files`` an object from plain relative names to sha256 hex digests, ``config`` /
+    ``preprocessing`` / ``io`` / ``extra`` objects, ``calibration`` an object or null,
+    ``graphs`` an object from simple names to objects whose ``file`` is a plain relative name.
+
+    Raises:
+        BundleError: naming the key, what was expected and what came.
+    """
+    try:
+        meta = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BundleError(f"{where} is not valid JSON ({why}); the bundle is corrupt") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where} must hold a JSON object; got {type(meta).__name__}")
+    _check_depth(meta, where)
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema_version {version!r} is not supported by edgesentry {__version__} "
+            f"(expected {SCHEMA_VERSION}); re-run `edgesentry convert` with this version"
+        )
+    for key in ("family", "files"):
+        if key not in meta:
+            raise BundleError(f"{where} lacks the required key {key!r}")
+    family = meta["family"]
+    if not isinstance(family, str) or not _SIMPLE_NAME.fullmatch(family):
+        raise BundleError(f"{where}: family must be a simple name such as 'isstad'; got {str(family)[:80]!r}")
+    _check_type(meta, "files", dict, where)
+    for name, digest in meta["files"].items():
+        check_relative_name(name, what="bundle file", error=BundleError)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
+    for key in ("config", "preprocessing", "io", "extra", "graphs"):
+        _check_type(meta, key, dict, where)
+    if meta.get("calibration") is not None:
+        _check_type(meta, "calibration", dict, where)
+    for graph, gmeta in meta.get("graphs", {}).items():
+        if not _SIMPLE_NAME.fullmatch(graph) or not isinstance(gmeta, dict):
+            raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
+                              f"{type(gmeta).__name__}")
+        check_relative_name(gmeta.get("file"), what=f"graph {graph!r} file", error=BundleError)
+    return meta
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_type(meta: Mapping[str, Any], key: str, kind: type, where: Any) -> None:
+    if key in meta and not isinstance(meta[key], kind):
+        raise BundleError(f"{where}: {key!r} must be a JSON {'object' if kind is dict else kind.__name__}; "
+                          f"got {type(meta[key]).__name__}")
+
+
+def _check_depth(obj: Any, where: Any) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > META_MAX_DEPTH:
+            raise BundleError(f"{where} is nested more than {META_MAX_DEPTH} levels deep; the bundle is corrupt")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def check_finite_tensors(tensors: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse weights holding NaN or Inf: they can only give meaningless scores.
+
+    Raises:
+        WeightsError: naming the first tensor with non-finite values and how many it has.
+    """
+    for key, value in tensors.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise WeightsError(f"{source}: tensor {key!r} of shape {tuple(arr.shape)} holds {bad} non-finite values "
+                               "(NaN/Inf); the weights are corrupt or came from a diverged training run")
 
 
 def _json_default(obj: Any) -> Any:
@@ -255,6 +353,7 @@ def write_bundle(
 
         # np.asarray(order="C") keeps 0-d tensors 0-d (np.ascontiguousarray makes them (1,))
         arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}
+        check_finite_tensors(arrays, f"{root.name}/{WEIGHTS_NAME}")
         tmp = root / f".{WEIGHTS_NAME}.tmp"
         save_file(arrays, str(tmp), metadata={"family": family, "edgesentry_version": __version__})
         os.replace(tmp, root / WEIGHTS_NAME)

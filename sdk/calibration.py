@@ -13,6 +13,7 @@ threshold sits at 0.5.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -44,10 +45,27 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """A calibration record (``meta.json``'s ``calibration``), every field type-checked.
+
+        Raises:
+            ConfigError: a missing field, or a value that is not a finite number (``n_samples``:
+                a non-negative integer; ``pixel_threshold`` / ``pixel_quantile`` may be null).
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"calibration record must be a mapping; got {type(data).__name__}")
         try:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            values = {k: data[k] for k in cls.__dataclass_fields__}
         except KeyError as exc:
-            raise ConfigError(f"calibration record lacks {exc.args[0]!r}; got keys {sorted(data)}") from None
+            raise ConfigError(f"calibration record lacks {exc.args[0]!r}; got keys {sorted(map(str, data))}") from None
+        for key, value in values.items():
+            if key == "n_samples":
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            else:
+                ok = (value is None and key in ("pixel_threshold", "pixel_quantile")) or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not ok:
+                raise ConfigError(f"calibration field {key!r} must be a finite number; got {str(value)[:60]!r}")
+        return cls(**values)
 
 
 def _threshold(values: np.ndarray, quantile: float, margin: float) -> float:

@@ -9,6 +9,11 @@ surface: ``predict``, ``predict_batch``, ``calibrate``, ``threshold``, ``info``,
 The kernel tier is resolved once, at construction, for the family's kernel ops; ``info()``
 and ``self.kernels`` name the tier that runs.
 
+Non-finite scores: a NaN or Inf raw score is neither above nor below any threshold, so it is
+never turned into ``label=False``: ``finalize`` raises ``InputError`` naming the score (a
+stream records that frame as failed). Weights are checked for NaN/Inf when a bundle is loaded,
+so such a score comes from the input or a degenerate computation.
+
 Thread safety: ``predict`` does not mutate the detector, so one instance may be shared by
 threads once loaded; ``calibrate``, the threshold setters and ``save`` must not run
 concurrently with ``predict``.
@@ -135,9 +140,16 @@ class Detector:
         return results
 
     def finalize(self, result: Result) -> Result:
-        """Apply normalisation, threshold and pixel mask to a raw result."""
+        """Apply normalisation, threshold and pixel mask to a raw result.
+
+        Raises:
+            InputError: the raw score is NaN or infinite (see the module docstring).
+        """
         raw = result.raw_score if result.raw_score is not None else result.score
         result.raw_score = float(raw)
+        if not math.isfinite(result.raw_score):
+            raise InputError(f"{self.family or type(self).__name__} produced a non-finite score ({result.raw_score}); "
+                             "no label can be given: check the input for extreme or degenerate values")
         if self._calibration is not None:
             result.score = self._calibration.normalize(raw)
         if self._threshold is not None:

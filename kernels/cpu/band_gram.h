@@ -6,6 +6,7 @@
 // included (x86-64-v4/v3 clones pick AVX-512VL/AVX2 at load time, by ISA, on any vendor).
 #pragma once
 
+#include "simd.h"
 #include "transpose4.h"
 
 #include <algorithm>
@@ -13,32 +14,44 @@
 namespace edgesentry_tiles {
 namespace {
 
-// 4 doubles, loaded and stored unaligned: one AVX2 register (one of the 32 AVX-512VL registers
-// in the v4 clone, which keeps the 16-accumulator tiles in registers).
-typedef double v4d __attribute__((vector_size(32), aligned(8)));
+using edgesentry_simd::load4;
+using edgesentry_simd::store4;
+using edgesentry_simd::v4d;
 
-__attribute__((always_inline)) inline v4d load4(const double* p) { return *reinterpret_cast<const v4d*>(p); }
-__attribute__((always_inline)) inline void store4(double* p, v4d v) { *reinterpret_cast<v4d*>(p) = v; }
-__attribute__((always_inline)) inline double hsum4(v4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline long round_up4(long n) { return (n + 3) & ~3L; }
+
+// The Gram tiles' vector: one native register of doubles. On x86-64 that is v4d; on NEON two
+// lanes, so that the 16 accumulators and 8 loads of a tile fit the 32 q registers (16 v4d
+// accumulators alone would take all 32, and the loop spilled 41 registers per iteration).
+typedef double vgram __attribute__((vector_size(edgesentry_simd::kVectorBytes), aligned(8)));
+constexpr int kGramLanes = edgesentry_simd::kVectorBytes / sizeof(double);
+
+__attribute__((always_inline)) inline vgram load_gram(const double* p) { return *reinterpret_cast<const vgram*>(p); }
+__attribute__((always_inline)) inline double hsum(vgram v) {
+#ifdef EDGESENTRY_NEON
+  return v[0] + v[1];
+#else
+  return (v[0] + v[1]) + (v[2] + v[3]);
+#endif
+}
 
 // out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len % 4 == 0):
 // 16 vector accumulators fed by 8 loads per 16 FMAs.
 __attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
                                                      double out[4][4]) {
-  v4d acc[4][4] = {};
+  vgram acc[4][4] = {};
   const double *ri = a + i0 * ld, *rj = a + j0 * ld;
-  for (long k = 0; k < len; k += 4) {
-    v4d x[4], y[4];
+  for (long k = 0; k < len; k += kGramLanes) {
+    vgram x[4], y[4];
     for (int m = 0; m < 4; ++m) {
-      x[m] = load4(ri + m * ld + k);
-      y[m] = load4(rj + m * ld + k);
+      x[m] = load_gram(ri + m * ld + k);
+      y[m] = load_gram(rj + m * ld + k);
     }
     for (int m = 0; m < 4; ++m)
       for (int q = 0; q < 4; ++q) acc[m][q] += x[m] * y[q];
   }
   for (int m = 0; m < 4; ++m)
-    for (int q = 0; q < 4; ++q) out[m][q] = hsum4(acc[m][q]);
+    for (int q = 0; q < 4; ++q) out[m][q] = hsum(acc[m][q]);
 }
 
 // zt[b][k] = px[k][b] - mean[b] (band-major, zero-padded to bp rows and `len` columns), four

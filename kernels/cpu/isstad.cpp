@@ -17,6 +17,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "simd.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -25,10 +26,15 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef EDGESENTRY_NEON
+#include <arm_neon.h>
 #endif
 
 namespace py = pybind11;
@@ -203,11 +209,121 @@ void vblur_row_any(const float* const* rows, const float* taps, int ntaps, int64
   }
 }
 
+#ifdef EDGESENTRY_NEON
+// aarch64: the seed's FIRs with the taps held in registers, four per register, each FMA taking
+// its tap by lane (fmla v.4s, v.4s, v.s[i]). The generic loops above splat every tap into a
+// register of its own: with 17 taps and 16 accumulators they outgrew NEON's 32 registers and
+// reloaded taps and row pointers from the stack (84 spills per 128 FMAs in vblur_pair). The
+// mirrored samples are not folded here (33 FMAs per output instead of 16 adds + 17 FMAs: the
+// same count of FP operations, one pipe kind); 8 accumulators cover the FMA latency of two
+// pipes. float32 accumulation as on x86-64, in another order: ~1e-7 relative between them.
+template <int NT>
+struct NeonTaps {
+  static constexpr int kRegs = (NT + 3) / 4;
+  float32x4_t q[kRegs];
+  explicit NeonTaps(const float* taps) {
+    float padded[kRegs * 4] = {};
+    std::memcpy(padded, taps, sizeof(float) * NT);
+    for (int i = 0; i < kRegs; ++i) q[i] = vld1q_f32(padded + 4 * i);
+  }
+  template <int T>
+  __attribute__((always_inline)) float32x4_t fma(float32x4_t acc, float32x4_t x) const {
+    return vfmaq_laneq_f32(acc, x, q[T / 4], T % 4);
+  }
+  // GCC expands the by-lane FMA into a lane splat + FMA and hoists the 33 splats out of the
+  // loop, which then spill. Marking the tap registers as changed once per block (an empty asm,
+  // no instruction) keeps the splats inside, where they fuse back into by-lane FMAs.
+  __attribute__((always_inline)) void pin() {
+    for (int i = 0; i < kRegs; ++i) asm volatile("" : "+w"(q[i]));
+  }
+};
+
+// f(std::integral_constant<int, T>) for T = 0 .. N - 1, unrolled at compile time (lane
+// indices must be constants).
+template <typename F, int... T>
+__attribute__((always_inline)) inline void unroll(F&& f, std::integer_sequence<int, T...>) {
+  (f(std::integral_constant<int, T>{}), ...);
+}
+
+// NV vectors of outputs at column j: out[j + c] = sum_t taps[t] * pad[j + c + t]. Each
+// (unaligned) source vector pad[j + C ..] is loaded once and feeds every output vector V whose
+// window holds it, with tap C - 4 V: 4 (NV - 1) + NT loads per NV x NT FMAs, each value used
+// right after its load (loading per output vector and tap made GCC merge the repeated
+// addresses and keep them live across taps: 108 spills per 264 FMAs).
+template <int NT, int NV>
+__attribute__((always_inline)) inline void hblur_block(const float* pad, NeonTaps<NT>& k, int64_t j, float* out) {
+  k.pin();
+  float32x4_t acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = vdupq_n_f32(0.0f);
+  unroll([&](auto c) {
+    constexpr int C = decltype(c)::value;
+    const float32x4_t x = vld1q_f32(pad + j + C);
+    unroll([&](auto v) {
+      constexpr int V = decltype(v)::value, T = C - 4 * V;
+      if constexpr (T >= 0 && T < NT) acc[V] = k.template fma<T>(acc[V], x);
+    }, std::make_integer_sequence<int, NV>{});
+  }, std::make_integer_sequence<int, 4 * (NV - 1) + NT>{});
+  for (int v = 0; v < NV; ++v) vst1q_f32(out + j + 4 * v, acc[v]);
+}
+
+template <int NT>
+void hblur_row_neon(const float* pad, const float* taps, int64_t w, float* out) {
+  NeonTaps<NT> k(taps);
+  int64_t j = 0;
+  for (; j + 32 <= w; j += 32) hblur_block<NT, 8>(pad, k, j, out);
+  for (; j + 4 <= w; j += 4) hblur_block<NT, 1>(pad, k, j, out);
+  for (; j < w; ++j) {
+    float acc = 0.0f;
+    for (int t = 0; t < NT; ++t) acc += taps[t] * pad[j + t];
+    out[j] = acc;
+  }
+}
+
+// Two output rows from the NT + 1 source rows: out0 = sum_s taps[s] rows[s],
+// out1 = sum_s taps[s] rows[s + 1]; each source vector is loaded once for both.
+template <int NT>
+void vblur_pair_neon(const float* const* __restrict rows, const float* taps, int64_t w, float* out0, float* out1) {
+  NeonTaps<NT> k(taps);
+  int64_t j = 0;
+  for (; j + 16 <= w; j += 16) {
+    k.pin();
+    float32x4_t a[4], b[4];
+    for (int v = 0; v < 4; ++v) a[v] = b[v] = vdupq_n_f32(0.0f);
+    unroll([&](auto s) {
+      constexpr int S = decltype(s)::value;
+      const float* row = rows[S] + j;
+      for (int v = 0; v < 4; ++v) {
+        const float32x4_t x = vld1q_f32(row + 4 * v);
+        if constexpr (S < NT) a[v] = k.template fma<S>(a[v], x);
+        if constexpr (S > 0) b[v] = k.template fma<S - 1>(b[v], x);
+      }
+    }, std::make_integer_sequence<int, NT + 1>{});
+    for (int v = 0; v < 4; ++v) {
+      vst1q_f32(out0 + j + 4 * v, a[v]);
+      vst1q_f32(out1 + j + 4 * v, b[v]);
+    }
+  }
+  for (; j < w; ++j) {
+    float a = 0.0f, b = 0.0f;
+    for (int t = 0; t < NT; ++t) {
+      a += taps[t] * rows[t][j];
+      b += taps[t] * rows[t + 1][j];
+    }
+    out0[j] = a;
+    out1[j] = b;
+  }
+}
+#endif
+
 constexpr int kSeedTaps = 33;
 
 // Symmetric 33 taps (the seed's) take the unrolled path; anything else the generic loop.
 inline void hblur(const float* pad, const float* taps, int ntaps, int64_t w, float* out) {
+#ifdef EDGESENTRY_NEON
+  if (ntaps == kSeedTaps) hblur_row_neon<kSeedTaps>(pad, taps, w, out);
+#else
   if (ntaps == kSeedTaps) hblur_row<kSeedTaps>(pad, taps, w, out);
+#endif
   else hblur_row_any(pad, taps, ntaps, w, out);
 }
 
@@ -219,7 +335,11 @@ inline void vblur(const float* const* rows, const float* taps, int ntaps, int64_
 // rows: ntaps + 1 source rows; out0 / out1 the two output rows they cover.
 inline void vblur2(const float* const* rows, const float* taps, int ntaps, int64_t w, float* out0, float* out1) {
   if (ntaps == kSeedTaps) {
+#ifdef EDGESENTRY_NEON
+    vblur_pair_neon<kSeedTaps>(rows, taps, w, out0, out1);
+#else
     vblur_pair<kSeedTaps>(rows, taps, w, out0, out1);
+#endif
   } else {
     vblur_row_any(rows, taps, ntaps, w, out0);
     vblur_row_any(rows + 1, taps, ntaps, w, out1);

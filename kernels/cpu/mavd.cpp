@@ -16,6 +16,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "simd.h"
 #include "threads.h"
 
 #include <algorithm>
@@ -30,7 +31,13 @@ using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 namespace {
 
 constexpr int TILE = 16;  // rows per OpenMP work item
-constexpr int RB = 8;     // rows sharing one pass over a layer's weights
+// Rows sharing one pass over a layer's weights. A vec16 is four of NEON's 32 registers, so 8
+// rows of accumulators would take them all (the loop spilled ~45 registers per input column).
+#ifdef EDGESENTRY_NEON
+constexpr int RB = 4;
+#else
+constexpr int RB = 8;
+#endif
 
 // y[r][:] = act(b + sum_i x[r][i] Wt[i][:]) for all TILE rows (inputs are zero-padded to a
 // full tile). Wt is the transposed (in, out) weight; the register block is RB rows x OB
@@ -38,32 +45,43 @@ constexpr int RB = 8;     // rows sharing one pass over a layer's weights
 // `accumulate` adds to y instead of the bias (split-K over the virtual concatenation).
 constexpr int OB = 16;
 // 16 floats: one AVX-512 register, two AVX2 registers, four SSE registers; GCC lowers the
-// arithmetic to whatever the function clone targets. aligned(4): loads may be unaligned.
+// arithmetic to whatever the function clone targets. aligned(4): loads may be unaligned. On
+// aarch64 a Wide of four NEON registers (see simd.h).
+#ifdef EDGESENTRY_NEON
+typedef edgesentry_simd::v16f vec16;
+
+__attribute__((always_inline)) inline vec16 load16(const float* p) { return edgesentry_simd::load_wide<vec16>(p); }
+__attribute__((always_inline)) inline void store16(float* p, const vec16& v) { edgesentry_simd::store_wide(p, v); }
+__attribute__((always_inline)) inline vec16 relu16(const vec16& v) { return edgesentry_simd::relu_wide(v); }
+#else
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));
+
+__attribute__((always_inline)) inline vec16 load16(const float* p) { return *reinterpret_cast<const vec16*>(p); }
+__attribute__((always_inline)) inline void store16(float* p, vec16 v) { *reinterpret_cast<vec16*>(p) = v; }
+__attribute__((always_inline)) inline vec16 relu16(vec16 v) {
+  const vec16 zero = {};
+  return v > zero ? v : zero;
+}
+#endif
 
 template <int IN, int OUT>
 __attribute__((always_inline)) inline void layer(const float* __restrict__ x, int x_stride,
                                                  const float* __restrict__ wt, const float* __restrict__ b,
                                                  float* __restrict__ y, bool accumulate, bool relu) {
   static_assert(OUT % OB == 0, "output width must be a multiple of OB");
-  const vec16 zero = {};
   for (int r0 = 0; r0 < TILE; r0 += RB) {
     for (int o0 = 0; o0 < OUT; o0 += OB) {
       vec16 acc[RB];
 #pragma GCC unroll 8
       for (int r = 0; r < RB; ++r)
-        acc[r] = accumulate ? *reinterpret_cast<const vec16*>(y + (r0 + r) * OUT + o0)
-                            : *reinterpret_cast<const vec16*>(b + o0);
+        acc[r] = accumulate ? load16(y + (r0 + r) * OUT + o0) : load16(b + o0);
       for (int i = 0; i < IN; ++i) {
-        const vec16 w = *reinterpret_cast<const vec16*>(wt + i * OUT + o0);
+        const vec16 w = load16(wt + i * OUT + o0);
 #pragma GCC unroll 8
         for (int r = 0; r < RB; ++r) acc[r] += x[(r0 + r) * x_stride + i] * w;
       }
 #pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        vec16 v = relu ? (acc[r] > zero ? acc[r] : zero) : acc[r];
-        *reinterpret_cast<vec16*>(y + (r0 + r) * OUT + o0) = v;
-      }
+      for (int r = 0; r < RB; ++r) store16(y + (r0 + r) * OUT + o0, relu ? relu16(acc[r]) : acc[r]);
     }
   }
 }

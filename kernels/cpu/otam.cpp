@@ -12,6 +12,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "simd.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -64,10 +65,16 @@ F otam_dp(const F* base, int rows, int m_cols, long rs, long cs, F lam, F* prev,
 // lockstep, one problem per SIMD lane, so every cell update is a handful of vector ops. The
 // lanes are a GCC/Clang vector type rather than an `omp simd` loop: an 8-trip loop was left
 // scalar by the vectoriser (alignment peeling), and the vector type maps to one AVX2 register
-// in the x86-64-v3 clone, two SSE or NEON registers elsewhere. exp and log are branch-free
-// Cody-Waite/Cephes-style polynomials (~2 ulp in float); arguments are in the ranges the
-// soft-min produces (exp of <= 0, log of [1, 3]).
+// in the x86-64-v3 clone, two SSE registers in the baseline. On aarch64 the block is 4
+// problems, one NEON register: 8 lanes would be a 32-byte vector, which GCC keeps in memory
+// there, and whose compares and selects it turned into 24 scalar fcmpe / fcsel per cell.
+// exp and log are branch-free Cody-Waite/Cephes-style polynomials (~2 ulp in float); arguments
+// are in the ranges the soft-min produces (exp of <= 0, log of [1, 3]).
+#ifdef EDGESENTRY_NEON
+constexpr int kLanes = 4;
+#else
 constexpr int kLanes = 8;
+#endif
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
 typedef float vf_unaligned __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float))));
@@ -162,7 +169,7 @@ void dp_block(const float* d, int rows, int m_cols, float lam, float* prev, floa
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using darr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-// Dot product of two float rows; vectorised (AVX2 + FMA clone on x86-64, SSE2 otherwise) with
+// Dot product of two float rows; vectorised (AVX2 + FMA clone on x86-64, SSE2 otherwise, NEON on aarch64) with
 // 32 partial sums, i.e. several independent vector accumulators: one accumulator would make the
 // loop wait on the FMA latency and run ~4x slower.
 #ifdef EDGESENTRY_X86
@@ -182,21 +189,45 @@ float dot(const float* __restrict a, const float* __restrict b, int d) {
   return sum;
 }
 
-// tile[i * t + j] = z_i . p_j for the T x T frames of one (query, class) pair. On x86-64 with
-// AVX2 + FMA the tile is computed in 2 x 4 register blocks (6 loads per 8 FMAs, 8 independent
-// accumulators); elsewhere, and for the edge rows/columns, with ``dot``.
-#ifdef EDGESENTRY_X86
+// tile[i * t + j] = z_i . p_j for the T x T frames of one (query, class) pair, in 2 x 4 register
+// blocks (6 loads per 8 FMAs, 8 independent accumulators) where the CPU has vector FMA: AVX2 +
+// FMA on x86-64 (checked at run time), NEON on aarch64 (always there; 8 accumulators cover the
+// FMA latency of two pipes). Elsewhere, and for the edge rows/columns, with ``dot``.
+#if defined(EDGESENTRY_X86)
 #include <immintrin.h>
+#define ES_TILE_TARGET __attribute__((target("avx2,fma")))
 
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+struct TileOps {  // 8 floats per AVX2 register
+  typedef __m256 V;
+  static constexpr int kWidth = 8;
+  ES_TILE_TARGET static V zero() { return _mm256_setzero_ps(); }
+  ES_TILE_TARGET static V load(const float* p) { return _mm256_loadu_ps(p); }
+  ES_TILE_TARGET static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
+  ES_TILE_TARGET static float hsum(V v) {
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+  }
+};
+#elif defined(EDGESENTRY_NEON)
+#include <arm_neon.h>
+#define ES_TILE_TARGET
 
-__attribute__((target("avx2,fma"))) void tile_avx2(const float* z, const float* p, int t, int d, float* tile) {
-  const int d8 = d & ~7;
+struct TileOps {  // 4 floats per NEON register
+  typedef float32x4_t V;
+  static constexpr int kWidth = 4;
+  static V zero() { return vdupq_n_f32(0.0f); }
+  static V load(const float* p) { return vld1q_f32(p); }
+  static V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
+  static float hsum(V v) { return vaddvq_f32(v); }
+};
+#endif
+
+#if defined(EDGESENTRY_X86) || defined(EDGESENTRY_NEON)
+ES_TILE_TARGET void tile_blocked(const float* z, const float* p, int t, int d, float* tile) {
+  typedef TileOps::V V;
+  const int dv = d & ~(TileOps::kWidth - 1);
   int i = 0;
   for (; i + 2 <= t; i += 2) {
     const float* z0 = z + static_cast<long>(i) * d;
@@ -207,24 +238,25 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* z, const float* 
       const float* p1 = p0 + d;
       const float* p2 = p1 + d;
       const float* p3 = p2 + d;
-      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-      for (int k = 0; k < d8; k += 8) {
-        const __m256 x0 = _mm256_loadu_ps(z0 + k), x1 = _mm256_loadu_ps(z1 + k);
-        __m256 y = _mm256_loadu_ps(p0 + k);
-        a00 = _mm256_fmadd_ps(x0, y, a00);
-        a10 = _mm256_fmadd_ps(x1, y, a10);
-        y = _mm256_loadu_ps(p1 + k);
-        a01 = _mm256_fmadd_ps(x0, y, a01);
-        a11 = _mm256_fmadd_ps(x1, y, a11);
-        y = _mm256_loadu_ps(p2 + k);
-        a02 = _mm256_fmadd_ps(x0, y, a02);
-        a12 = _mm256_fmadd_ps(x1, y, a12);
-        y = _mm256_loadu_ps(p3 + k);
-        a03 = _mm256_fmadd_ps(x0, y, a03);
-        a13 = _mm256_fmadd_ps(x1, y, a13);
+      V a00 = TileOps::zero(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+      for (int k = 0; k < dv; k += TileOps::kWidth) {
+        const V x0 = TileOps::load(z0 + k), x1 = TileOps::load(z1 + k);
+        V y = TileOps::load(p0 + k);
+        a00 = TileOps::fma(x0, y, a00);
+        a10 = TileOps::fma(x1, y, a10);
+        y = TileOps::load(p1 + k);
+        a01 = TileOps::fma(x0, y, a01);
+        a11 = TileOps::fma(x1, y, a11);
+        y = TileOps::load(p2 + k);
+        a02 = TileOps::fma(x0, y, a02);
+        a12 = TileOps::fma(x1, y, a12);
+        y = TileOps::load(p3 + k);
+        a03 = TileOps::fma(x0, y, a03);
+        a13 = TileOps::fma(x1, y, a13);
       }
-      float r[8] = {hsum(a00), hsum(a01), hsum(a02), hsum(a03), hsum(a10), hsum(a11), hsum(a12), hsum(a13)};
-      for (int k = d8; k < d; ++k) {
+      float r[8] = {TileOps::hsum(a00), TileOps::hsum(a01), TileOps::hsum(a02), TileOps::hsum(a03),
+                    TileOps::hsum(a10), TileOps::hsum(a11), TileOps::hsum(a12), TileOps::hsum(a13)};
+      for (int k = dv; k < d; ++k) {
         for (int c = 0; c < 4; ++c) {
           r[c] += z0[k] * p[static_cast<long>(j + c) * d + k];
           r[4 + c] += z1[k] * p[static_cast<long>(j + c) * d + k];
@@ -246,12 +278,15 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* z, const float* 
 #endif
 
 void dot_tile(const float* z, const float* p, int t, int d, float* tile) {
-#ifdef EDGESENTRY_X86
+#if defined(EDGESENTRY_X86)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) {
-    tile_avx2(z, p, t, d, tile);
+    tile_blocked(z, p, t, d, tile);
     return;
   }
+#elif defined(EDGESENTRY_NEON)
+  tile_blocked(z, p, t, d, tile);
+  return;
 #endif
   for (int i = 0; i < t; ++i)
     for (int j = 0; j < t; ++j) tile[i * t + j] = dot(z + static_cast<long>(i) * d, p + static_cast<long>(j) * d, d);

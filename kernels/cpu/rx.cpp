@@ -24,6 +24,7 @@
 #include <pybind11/pybind11.h>
 
 #include "band_gram.h"
+#include "simd.h"
 #include "threads.h"
 #include "transpose4.h"
 
@@ -115,12 +116,19 @@ void move_window(const std::vector<double>& col_m, const std::vector<double>& co
 // The covariances of kLanes consecutive pixels are interleaved element by element, so every
 // scalar step of the Cholesky becomes one SIMD operation across pixels: no horizontal sums,
 // full vector width even in the short dot products of the first columns. GCC/Clang vector
-// extensions map v4d to one AVX2 register (two SSE2/NEON registers elsewhere).
+// extensions map v4d to one AVX2 register (two SSE2 registers in the baseline clone; on
+// aarch64 it is a Wide of two NEON registers, see simd.h).
 constexpr int kLanes = 4;
-typedef double v4d __attribute__((vector_size(32), aligned(8)));
+using edgesentry_simd::load4;
+using edgesentry_simd::store4;
+using edgesentry_simd::v4d;
+// Rows of the Cholesky's register tile (see cholesky_mahalanobis_lanes).
+#ifdef EDGESENTRY_NEON
+constexpr int kPanelRows = 2;
+#else
+constexpr int kPanelRows = 4;
+#endif
 
-__attribute__((always_inline)) inline v4d load4(const double* p) { return *reinterpret_cast<const v4d*>(p); }
-__attribute__((always_inline)) inline void store4(double* p, v4d v) { *reinterpret_cast<v4d*>(p) = v; }
 inline double* lane_row(double* a, int i) { return a + static_cast<size_t>(i) * (i + 1) / 2 * kLanes; }
 
 // Pivot of column j for every lane: a_jj - sum_k<j a_jk^2; a lane whose pivot is not above
@@ -162,6 +170,8 @@ void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands
   // that stream from L2 (the interleaved factor of four pixels is ~0.7 MB at B = 205); a
   // 4-row x 4-column register tile reads each of them once per panel and feeds 16 FMAs per 8
   // loads, where the former 4 x 2 tile read them once per column pair for 8 FMAs per 6 loads.
+  // On NEON a v4d is two of its 32 registers, so the tile is 2 rows x 4 columns (16 registers
+  // of accumulators, 8 FMAs per 6 loads; 4 rows spilled 51 registers per iteration).
   int j = 0;
   for (; j + 3 < bands; j += 4) {
     double* col[4] = {lane_row(a, j), lane_row(a, j + 1), lane_row(a, j + 2), lane_row(a, j + 3)};
@@ -191,13 +201,17 @@ void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands
       store4(e + 3 * kLanes, x3);
     };
     int i = j + 4;
-    for (; i + 3 < bands; i += 4) {
-      double* rows[4] = {lane_row(a, i), lane_row(a, i + 1), lane_row(a, i + 2), lane_row(a, i + 3)};
-      v4d acc[4][4] = {};
+    for (; i + kPanelRows - 1 < bands; i += kPanelRows) {
+#ifdef EDGESENTRY_NEON
+      double* rows[kPanelRows] = {lane_row(a, i), lane_row(a, i + 1)};
+#else
+      double* rows[kPanelRows] = {lane_row(a, i), lane_row(a, i + 1), lane_row(a, i + 2), lane_row(a, i + 3)};
+#endif
+      v4d acc[kPanelRows][4] = {};
       for (int k = 0; k < j; ++k) {
         const size_t o = static_cast<size_t>(k) * kLanes;
         const v4d c0 = load4(col[0] + o), c1 = load4(col[1] + o), c2 = load4(col[2] + o), c3 = load4(col[3] + o);
-        for (int m = 0; m < 4; ++m) {
+        for (int m = 0; m < kPanelRows; ++m) {
           const v4d xm = load4(rows[m] + o);
           acc[m][0] += xm * c0;
           acc[m][1] += xm * c1;
@@ -205,7 +219,7 @@ void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands
           acc[m][3] += xm * c3;
         }
       }
-      for (int m = 0; m < 4; ++m) finish(rows[m], acc[m]);
+      for (int m = 0; m < kPanelRows; ++m) finish(rows[m], acc[m]);
     }
     for (; i < bands; ++i) {
       double* r = lane_row(a, i);

@@ -19,6 +19,7 @@
 #include <pybind11/pybind11.h>
 
 #include "band_gram.h"
+#include "simd.h"
 #include "threads.h"
 
 #include <algorithm>
@@ -36,13 +37,21 @@ using darr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
-// 4 doubles: one AVX2 register (also one of the 32 AVX-512VL registers in the v4 clone, which
-// is what keeps the 16-accumulator tiles in registers); two SSE2 registers in the baseline.
-typedef double v4d __attribute__((vector_size(32)));
-typedef double v4d_u __attribute__((vector_size(32), aligned(alignof(double))));
+// One native register of doubles: 4 on x86-64 (one AVX2 register, also one of the 32 AVX-512VL
+// registers in the v4 clone, which is what keeps the 16-accumulator tiles in registers; two SSE2
+// registers in the baseline), 2 on NEON (the whitening tile is then 8 pixels wide, so that its 16
+// accumulators stay in the 32 q registers).
+typedef double vd __attribute__((vector_size(edgesentry_simd::kVectorBytes)));
+typedef double vd_u __attribute__((vector_size(edgesentry_simd::kVectorBytes), aligned(alignof(double))));
+constexpr int kLanes = edgesentry_simd::kVectorBytes / sizeof(double);
 
-inline v4d load4(const double* p) { return *reinterpret_cast<const v4d_u*>(p); }
-inline v4d splat4(double x) { return v4d{x, x, x, x}; }  // not v4d{} + x: 0.0 + -0.0 != -0.0 costs an add
+inline vd loadv(const double* p) { return *reinterpret_cast<const vd_u*>(p); }
+// not vd{} + x: 0.0 + -0.0 != -0.0 costs an add
+#ifdef EDGESENTRY_NEON
+inline vd splat(double x) { return vd{x, x}; }
+#else
+inline vd splat(double x) { return vd{x, x, x, x}; }
+#endif
 
 constexpr long KC = 256;  // pixels per packed chunk (measured: 128 and 512 were ~1.3x slower)
 // A tile's 4 band rows (8 KB) stay in L1 while the other rows stream from L2, and the whole
@@ -98,24 +107,24 @@ struct Pixels {
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 void whiten_norms(const double* zt, const double* w, long bands_pad, double* d) {
-  constexpr int KB = 16;  // pixels per tile: 4 vectors
-  // pixel blocks outer: a block's band rows (bands_pad x 128 B) stay in L1 for every output
+  constexpr int KV = 4, KB = KV * kLanes;  // pixels per tile: 4 vectors (16 on x86-64, 8 on NEON)
+  // pixel blocks outer: a block's band rows (bands_pad x KB doubles) stay in L1 for every output
   // band tile, and W streams row by row
   for (long k0 = 0; k0 < KC; k0 += KB) {
-    v4d norms[KB / 4] = {};
+    vd norms[KV] = {};
     for (long r0 = 0; r0 < bands_pad; r0 += TB) {
       const long depth = r0 + TB;  // w[r][c] = 0 for c > r
-      v4d acc[TB][KB / 4] = {};
+      vd acc[TB][KV] = {};
       for (long c = 0; c < depth; ++c) {
         const double* z = zt + c * LDZ + k0;
-        v4d zc[KB / 4];
-        for (int q = 0; q < KB / 4; ++q) zc[q] = load4(z + 4 * q);
+        vd zc[KV];
+        for (int q = 0; q < KV; ++q) zc[q] = loadv(z + kLanes * q);
         for (int i = 0; i < TB; ++i) {
-          const v4d wi = splat4(w[(r0 + i) * bands_pad + c]);
-          for (int q = 0; q < KB / 4; ++q) acc[i][q] += wi * zc[q];
+          const vd wi = splat(w[(r0 + i) * bands_pad + c]);
+          for (int q = 0; q < KV; ++q) acc[i][q] += wi * zc[q];
         }
       }
-      for (int q = 0; q < KB / 4; ++q)
+      for (int q = 0; q < KV; ++q)
         for (int i = 0; i < TB; ++i) norms[q] += acc[i][q] * acc[i][q];
     }
     std::memcpy(d + k0, norms, sizeof norms);

@@ -3,6 +3,8 @@
 // pixels' covariances); one AVX2 register per vector in the x86-64-v3/v4 clones.
 #pragma once
 
+#include "simd.h"
+
 namespace edgesentry_simd {
 
 typedef long long mask4 __attribute__((vector_size(32)));
@@ -16,5 +18,21 @@ __attribute__((always_inline)) inline void transpose4(V a, V b, V c, V d, V* out
   out[2] = __builtin_shuffle(t0, t2, mask4{2, 3, 6, 7});
   out[3] = __builtin_shuffle(t1, t3, mask4{2, 3, 6, 7});
 }
+
+#ifdef EDGESENTRY_NEON
+// The same transpose of Wide 4-double vectors (two NEON registers each): zip1 / zip2 of halves.
+typedef long long mask2 __attribute__((vector_size(16)));
+
+__attribute__((always_inline)) inline void transpose4(const v4d& a, const v4d& b, const v4d& c, const v4d& d,
+                                                      v4d* out) {
+  const mask2 lo = {0, 2}, hi = {1, 3};
+  for (int h = 0; h < 2; ++h) {  // h = 0: lanes 0, 1 -> out[0], out[1]; h = 1: lanes 2, 3 -> out[2], out[3]
+    out[2 * h].part[0] = __builtin_shuffle(a.part[h], b.part[h], lo);
+    out[2 * h].part[1] = __builtin_shuffle(c.part[h], d.part[h], lo);
+    out[2 * h + 1].part[0] = __builtin_shuffle(a.part[h], b.part[h], hi);
+    out[2 * h + 1].part[1] = __builtin_shuffle(c.part[h], d.part[h], hi);
+  }
+}
+#endif
 
 }  // namespace edgesentry_simd

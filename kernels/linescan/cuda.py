@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, DeviceBuffers, c_int, c_long, get_function, launch
+from edgesentry.kernels._cuda import KernelCall, c_int, c_long
 from edgesentry.kernels.rx.cpu import whitening
 from edgesentry.kernels.rx.cuda import MAHALANOBIS_SOURCE
 from edgesentry.kernels.rx.reference import _regularize
@@ -162,13 +162,13 @@ class LineModel:
         if self._stats.count == 0 and keep.any():  # first line: centre on its own mean
             self._stats.mean = x[keep.astype(bool)].mean(axis=0)
         scoring = want_scores or np.isfinite(update_threshold)
-        with DeviceBuffers(DeviceArray) as bufs:
-            dx = bufs.upload(x)
-            scores = self._score(bufs, dx, x, keep) if scoring else np.full(len(x), np.nan)
+        with KernelCall(x) as call:
+            dx = call.input(x, np.float64)
+            scores = self._score(call, dx, x, keep) if scoring else np.full(len(x), np.nan)
             if np.isfinite(update_threshold):
                 with np.errstate(invalid="ignore"):
-                    keep = keep & ~(scores > update_threshold)
-            gram, sums = self._gram(bufs, dx, keep)
+                    keep = (keep.astype(bool) & ~(scores > update_threshold)).astype(np.uint8)
+            gram, sums = self._gram(call, dx, keep)
         self._stats.add(float(keep.sum()), sums, gram)
         self._refactor()
         self.lines += 1
@@ -177,8 +177,8 @@ class LineModel:
     def score(self, line: Any, valid: Any = None) -> np.ndarray:
         line, mask = check_line(line, self.bands, valid)
         x, keep = self._stage(line, mask)
-        with DeviceBuffers(DeviceArray) as bufs:
-            return self._score(bufs, bufs.upload(x), x, keep)
+        with KernelCall(x) as call:
+            return self._score(call, call.input(x, np.float64), x, keep)
 
     def statistics(self) -> tuple[float, np.ndarray, np.ndarray]:
         cov = self._stats.covariance()
@@ -194,39 +194,38 @@ class LineModel:
         keep = np.ones(len(x), np.uint8) if mask is None else mask.astype(np.uint8)
         return x, keep
 
-    def _gram(self, bufs: DeviceBuffers, dx: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gram(self, call: KernelCall, dx: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w, b = len(keep), self.bands
-        dkeep, centre = bufs.upload(keep), bufs.upload(self._stats.mean)
-        gram, sums = bufs.new((b, b)), bufs.new((b,))
-        launch(get_function(LINESCAN_SOURCE, "ls_line_gram"), (_cdiv(b, 16), _cdiv(b, 16)), (16, 16),
-               [(dx.ptr, None), (dkeep.ptr, None), (centre.ptr, None), (w, c_int), (b, c_int), (gram.ptr, None)])
-        launch(get_function(LINESCAN_SOURCE, "ls_line_sums"), (_cdiv(b, 64),), (64,),
-               [(dx.ptr, None), (dkeep.ptr, None), (centre.ptr, None), (w, c_int), (b, c_int), (sums.ptr, None)])
-        return gram.to_host(), sums.to_host()
+        dkeep, centre = call.upload(keep), call.upload(np.ascontiguousarray(self._stats.mean))
+        gram, sums = call.scratch((b, b), np.float64), call.scratch((b,), np.float64)
+        call.launch(LINESCAN_SOURCE, "ls_line_gram", (_cdiv(b, 16), _cdiv(b, 16)), (16, 16),
+                    [(dx, None), (dkeep, None), (centre, None), (w, c_int), (b, c_int), (gram, None)])
+        call.launch(LINESCAN_SOURCE, "ls_line_sums", (_cdiv(b, 64),), (64,),
+                    [(dx, None), (dkeep, None), (centre, None), (w, c_int), (b, c_int), (sums, None)])
+        return call.host(gram), call.host(sums)
 
-    def _score(self, bufs: DeviceBuffers, dx: Any, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    def _score(self, call: KernelCall, dx: Any, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
         w, b = len(keep), self.bands
         if self._inverse is not None:
-            dkeep, centre, dr = bufs.upload(keep), bufs.upload(self._stats.mean), bufs.upload(self._inverse)
-            out = bufs.new((w,))
+            dkeep, centre = call.upload(keep), call.upload(np.ascontiguousarray(self._stats.mean))
+            dr, out = call.upload(self._inverse), call.scratch((w,), np.float64)
             name = "ls_line_score_f32" if self._inverse.dtype == np.float32 else "ls_line_score_f64"
-            launch(get_function(LINESCAN_SOURCE, name), (_cdiv(w, 16),), (16, 16),
-                   [(dx.ptr, None), (dkeep.ptr, None), (centre.ptr, None), (dr.ptr, None), (w, c_int), (b, c_int),
-                    (out.ptr, None)])
-            return out.to_host()
+            call.launch(LINESCAN_SOURCE, name, (_cdiv(w, 16),), (16, 16),
+                        [(dx, None), (dkeep, None), (centre, None), (dr, None), (w, c_int), (b, c_int), (out, None)])
+            return call.host(out)
         if self._whitening is None:
             return np.full(w, np.nan)
         vectors, inv_values = self._whitening
         if vectors.shape[1] == 0:  # zero covariance: pinv is 0
             return np.where(keep.astype(bool), 0.0, np.nan)
         safe = np.where(keep.astype(bool)[:, None], x, self._stats.mean)  # masked pixels may hold NaN
-        ds, dm = bufs.upload(safe), bufs.upload(self._stats.mean)
-        dv, dw = bufs.upload(np.ascontiguousarray(vectors)), bufs.upload(np.ascontiguousarray(inv_values))
-        out = bufs.new((w,))
-        launch(get_function(MAHALANOBIS_SOURCE, "rx_mahalanobis"), (_cdiv(w, 16),), (16, 16),
-               [(ds.ptr, None), (dm.ptr, None), (dv.ptr, None), (dw.ptr, None), (w, c_long), (b, c_int),
-                (vectors.shape[1], c_int), (out.ptr, None)])
-        return np.where(keep.astype(bool), out.to_host(), np.nan)
+        ds, dm = call.upload(np.ascontiguousarray(safe)), call.upload(np.ascontiguousarray(self._stats.mean))
+        dv, dw = call.upload(np.ascontiguousarray(vectors)), call.upload(np.ascontiguousarray(inv_values))
+        out = call.scratch((w,), np.float64)
+        call.launch(MAHALANOBIS_SOURCE, "rx_mahalanobis", (_cdiv(w, 16),), (16, 16),
+                    [(ds, None), (dm, None), (dv, None), (dw, None), (w, c_long), (b, c_int),
+                     (vectors.shape[1], c_int), (out, None)])
+        return np.where(keep.astype(bool), call.host(out), np.nan)
 
     def _refactor(self) -> None:
         self._inverse, self._whitening = None, None

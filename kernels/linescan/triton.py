@@ -106,25 +106,21 @@ def _line_score_kernel(x_ptr, keep_ptr, centre_ptr, r_ptr, out_ptr, w, b,
     tl.store(out_ptr + rows, tl.where(kept, score, float("nan")), mask=rows < w)
 
 
-#: Kernel -> (signature, constexprs) for ahead-of-time compilation without a GPU.
-KERNEL_SIGNATURES: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
-    "_line_gram_kernel": (
-        {"x_ptr": "*fp32", "keep_ptr": "*i8", "centre_ptr": "*fp64", "gram_ptr": "*fp64", "sums_ptr": "*fp64",
-         "w": "i32", "b": "i32", "BLOCK_W": "constexpr", "BLOCK_B": "constexpr"},
-        {"BLOCK_W": 16, "BLOCK_B": 16},
-    ),
-    "_line_score_kernel": (
-        {"x_ptr": "*fp32", "keep_ptr": "*i8", "centre_ptr": "*fp64", "r_ptr": "*fp32", "out_ptr": "*fp64",
-         "w": "i32", "b": "i32", "BLOCK_W": "constexpr", "BLOCK_B": "constexpr", "USE_F64": "constexpr"},
-        {"BLOCK_W": 32, "BLOCK_B": 16, "USE_F64": False},
-    ),
-}
+def _aot_configs() -> list[_triton.AotConfig]:
+    """Both kernels at the launchers' settings (float32 lines; the score kernel in both compute
+    dtypes), for the ahead-of-time spill test (``tests/core/test_no_spills.py``)."""
+    cfg = _triton.AotConfig
+    gram = {"x_ptr": "*fp32", "keep_ptr": "*i8", "centre_ptr": "*fp64", "gram_ptr": "*fp64", "sums_ptr": "*fp64",
+            "w": "i32", "b": "i32"}
+    score = {"x_ptr": "*fp32", "keep_ptr": "*i8", "centre_ptr": "*fp64", "out_ptr": "*fp64", "w": "i32", "b": "i32"}
+    return [
+        cfg("_line_gram_kernel", gram, {"BLOCK_W": 16, "BLOCK_B": 16}),
+        *(cfg("_line_score_kernel", {**score, "r_ptr": r_type}, {"BLOCK_W": 32, "BLOCK_B": 16, "USE_F64": f64})
+          for r_type, f64 in (("*fp64", True), ("*fp32", False))),
+    ]
 
 
-def compile_for(arch: str) -> dict[str, bytes]:
-    """Compile both kernels ahead of time for ``arch`` (``"sm_90"``) -> name -> cubin."""
-    return _triton.compile_kernels({name: (globals()[name], *spec) for name, spec in KERNEL_SIGNATURES.items()},
-                                   arch)
+AOT_CONFIGS = _aot_configs()
 
 
 # ----------------------------------------------------------------------------- launchers

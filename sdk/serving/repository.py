@@ -14,6 +14,12 @@ The pre/post models load a copy of the bundle kept in ``FAM_post/bundle/`` (its 
 weights and ONNX; no TensorRT plans), found relative to the model directory so the
 repository can be moved.
 
+Only files listed in the bundle's ``meta.json`` are copied, each re-hashed against its
+recorded sha256 as it is copied, and every destination is resolved inside ``OUT`` first (a
+name or a symbolic link that would lead out of it is refused). The ``tensorrt`` variant takes
+only a plan the bundle vouches for (``edgesentry.export.tensorrt.listed_plans``: listed and
+hashed, with a sidecar naming this graph and the current ONNX), never a file found by a glob.
+
 Graph models whose axis 0 is a batch axis (named ``batch``) get ``max_batch_size`` and
 ``dynamic_batching``; the others (e.g. MAVD's crops x T) are served unbatched
 (``max_batch_size: 0``), because Triton batches along axis 0 only.
@@ -21,7 +27,9 @@ Graph models whose axis 0 is a batch axis (named ``batch``) get ``max_batch_size
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from edgesentry.bundle import Bundle
-from edgesentry.errors import ConfigError
+from edgesentry.bundle import META_NAME, Bundle
+from edgesentry.errors import ChecksumError, ConfigError
+from edgesentry.io.paths import resolve_inside
 from edgesentry.serving.runtime import ARRAY_INPUT, feed_name
 
 _TRITON_TYPES = {
@@ -203,18 +212,41 @@ def _batched(gmeta: Mapping[str, Any]) -> bool:
     return all(axes.get(n, {}).get("0") in BATCH_AXIS_NAMES for n in names)
 
 
-def _copy_bundle(bundle: Bundle, dest: Path) -> Path:
-    """A serving copy: meta.json and every listed file except TensorRT plans."""
+def _inside(root: Path, name: str) -> Path:
+    """A destination under the repository root; ``ConfigError`` if it would leave it."""
+    return resolve_inside(root, name, what="model repository path", error=ConfigError)
+
+
+def _copy_listed(bundle: Bundle, name: str, target: Path) -> None:
+    """Copy the listed bundle file ``name`` to ``target``, hashing what was copied.
+
+    The copy is checked against the sha256 in ``meta.json``, so a file changed since the
+    bundle was opened is not exported.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle.file(name), target)
+    digest = hashlib.sha256()
+    with open(target, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != bundle.files[name]:
+        target.unlink()
+        raise ChecksumError(f"bundle file {name!r} changed since the bundle was opened (sha256 differs from "
+                            f"{META_NAME}); not exported")
+
+
+def _copy_bundle(bundle: Bundle, root: Path, rel: str) -> Path:
+    """A serving copy under ``root/rel``: every listed file except TensorRT plans, and a
+    ``meta.json`` listing exactly the files copied."""
+    dest = _inside(root, rel)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    shutil.copy2(bundle.path / "meta.json", dest / "meta.json")
-    for name in bundle.files:
-        if name.startswith("engines/"):
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(bundle.path / name, target)
+    meta = dict(bundle.meta)
+    meta["files"] = {n: h for n, h in bundle.files.items() if not n.startswith("engines/")}
+    for name in meta["files"]:
+        _copy_listed(bundle, name, resolve_inside(dest, name, what="bundle file", error=ConfigError))
+    (dest / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return dest
 
 
@@ -242,22 +274,24 @@ def write_model_repository(
     graphs = bundle.meta.get("graphs", {})
     if not graphs:
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
+    fam = prefix or bundle.family
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", fam):
+        raise ConfigError(f"model name prefix must be a simple name (letters, digits, '_', '-'); got {fam!r}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    fam = prefix or bundle.family
-    _copy_bundle(bundle, root / f"{fam}_post" / "bundle")
+    _copy_bundle(bundle, root, f"{fam}_post/bundle")
     raw_inputs = serving_inputs(bundle, example)
     group = f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_CPU\n  }}\n]\n"
 
     for g, gmeta in graphs.items():
-        _write_graph_model(root / f"{fam}_{g}", bundle, g, gmeta, variant, max_batch)
+        _write_graph_model(_inside(root, f"{fam}_{g}"), bundle, g, gmeta, variant, max_batch)
 
     feed_items = [
         (feed_name(g, n), v["dtype"], _dims(v["shape"])) for g, gm in graphs.items() for n, v in gm["inputs"].items()
     ]
     out_items = [(feed_name(g, o), *_out_spec(gm, o)) for g, gm in graphs.items() for o in gm["outputs"]]
     _write(
-        root / f"{fam}_pre",
+        _inside(root, f"{fam}_pre"),
         "model.py",
         _PRE_MODEL,
         f'name: "{fam}_pre"\nbackend: "python"\nmax_batch_size: 0\n'
@@ -267,7 +301,7 @@ def write_model_repository(
         + _params({"bundle": f"../{fam}_post/bundle"}),
     )
     _write(
-        root / f"{fam}_post",
+        _inside(root, f"{fam}_post"),
         "model.py",
         _POST_MODEL,
         f'name: "{fam}_post"\nbackend: "python"\nmax_batch_size: 0\n'
@@ -282,7 +316,7 @@ def write_model_repository(
             }
         ),
     )
-    _write_ensemble(root / fam, fam, graphs, raw_inputs, feed_items, out_items)
+    _write_ensemble(_inside(root, fam), fam, graphs, raw_inputs, feed_items, out_items)
     return root
 
 
@@ -314,19 +348,14 @@ def _write_graph_model(
     version.mkdir(parents=True, exist_ok=True)
     if variant == "onnxruntime":
         head += 'platform: "onnxruntime_onnx"\n'
-        shutil.copy2(bundle.path / gmeta["file"], version / "model.onnx")
+        _copy_listed(bundle, gmeta["file"], version / "model.onnx")
     elif variant == "python":
         head += 'backend: "python"\n'
-        shutil.copy2(bundle.path / gmeta["file"], version / "model.onnx")
+        _copy_listed(bundle, gmeta["file"], version / "model.onnx")
         (version / "model.py").write_text(_ORT_GRAPH_MODEL)
     else:
-        plans = sorted((bundle.path / "engines").glob(f"{graph}.*.plan"))
-        if not plans:
-            raise ConfigError(
-                f"no TensorRT plan for graph {graph!r}; run `edgesentry build {bundle.path}` on the serving GPU first"
-            )
         head += 'platform: "tensorrt_plan"\n'
-        shutil.copy2(plans[-1], version / "model.plan")
+        _copy_listed(bundle, _choose_plan(bundle, graph), version / "model.plan")
     cfg = head + f"max_batch_size: {max_batch if batched else 0}\n" + _tensors("input", inputs)
     cfg += _tensors("output", outputs)
     if batched:
@@ -334,6 +363,21 @@ def _write_graph_model(
     kind = "KIND_GPU" if variant == "tensorrt" else "KIND_CPU"
     cfg += f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n"
     (model_dir / "config.pbtxt").write_text(cfg)
+
+
+def _choose_plan(bundle: Bundle, graph: str) -> str:
+    """The one plan of ``graph`` the bundle vouches for (listed, hashed, keyed to the current ONNX)."""
+    from edgesentry.export.tensorrt import listed_plans
+
+    plans, rejected = listed_plans(bundle, graph)
+    why = f" (set aside: {'; '.join(rejected)})" if rejected else ""
+    if not plans:
+        raise ConfigError(f"no verified TensorRT plan for graph {graph!r}{why}; run `edgesentry build "
+                          f"{bundle.path}` on the serving GPU first")
+    if len(plans) > 1:
+        raise ConfigError(f"{len(plans)} TensorRT plans for graph {graph!r} ({[p.name for p in plans]}); keep the one "
+                          "for the serving GPU (remove the others with `edgesentry build --force` there)")
+    return plans[0].name
 
 
 def _write_ensemble(

@@ -181,6 +181,11 @@ class LineScorer:
         """End of the source: the lines still waiting for look-ahead."""
         return self._match(self.detector.flush())
 
+    def reset(self) -> None:
+        """Start a new scan (after a crash failed the lines that were waiting)."""
+        self.detector.reset()
+        self._awaiting.clear()
+
     def _match(self, results: list[LineResult]) -> list[tuple[Frame, Any, str | None]]:
         # results come oldest first and the awaiting frames are in the detector's line order
         return [(self._awaiting.popleft(), result, None) for result in results]

@@ -7,6 +7,7 @@ exported once per session (``family_bundles``).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,7 @@ def test_validate_every_family(family_bundles, tmp_path, capsys):
 
 CHILD = textwrap.dedent(
     """
+    import platform
     import sys
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     try:
@@ -73,6 +75,7 @@ CHILD = textwrap.dedent(
                      "logits": None if "logits" not in res.extras else np.asarray(res.extras["logits"]).tolist(),
                      "map_max": None if res.anomaly_map is None else float(res.anomaly_map.max())}
     assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
+    out["machine"] = platform.machine()
     print("RESULT " + json.dumps(out))
     """
 )
@@ -83,9 +86,23 @@ CHILD = textwrap.dedent(
 KNOWN_TORCH_BOUND: dict[str, str] = {}
 
 
-def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path):
+def _aarch64_python() -> list[str]:
+    """The aarch64 interpreter (Debian's arm64 Python under qemu-aarch64, with the cross-built
+    wheel, numpy and onnxruntime on its path) that scripts/test_aarch64.sh sets up and names."""
+    path = os.environ.get("EDGESENTRY_AARCH64_PYTHON")
+    if not path:
+        pytest.skip("no aarch64 interpreter: scripts/test_aarch64.sh runs this under qemu-aarch64")
+    return [path]
+
+
+@pytest.mark.parametrize("interpreter", ["native", "aarch64"])
+def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path, interpreter):
+    """Bundles exported here (torch, x86-64 on CI) run without torch, through onnxruntime, in
+    a child interpreter: this one, or an aarch64 one (the Jetson CPU path) under emulation.
+    The same tolerances either way: ONNX Runtime's float32 kernels against torch's."""
     import edgesentry
 
+    python = [sys.executable] if interpreter == "native" else _aarch64_python()
     jobs, expected = {}, {}
     for name, (bundle, _) in family_bundles.items():
         case = CASES[name]
@@ -95,11 +112,14 @@ def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path):
         det = edgesentry.load(bundle, backend="torch")
         expected[name] = eval(case.call, {"det": det, "x": x})
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(jobs)], capture_output=True, text=True, timeout=300, cwd=ROOT
+        [*python, "-c", CHILD, json.dumps(jobs)], capture_output=True, text=True, timeout=1200, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     got = json.loads(line[len("RESULT ") :])
+    machine = got.pop("machine")
+    if interpreter == "aarch64":
+        assert machine == "aarch64", machine
     assert set(got) == set(family_bundles)
     for name in list(expected):
         if name in KNOWN_TORCH_BOUND:

@@ -40,7 +40,7 @@ def test_kernel_table_names_every_extern_c_kernel():
 
 @pytest.fixture
 def emulated(monkeypatch):
-    emu.patch(monkeypatch, tier)
+    emu.patch(monkeypatch, tier)  # scratch is NaN-poisoned there: an unwritten element fails
     return tier
 
 

@@ -592,6 +592,25 @@ def _(env):
     env.det("isstad").predict(str(path))
 
 
+@case("isstad", "png-bomb", InputError, r"'.*bomb\.png' declares 900000000 pixels, above the decoder's limit of "
+      r"\d+ pixels")
+def _(env):
+    from tests.hostile import png_bytes
+
+    path = env.tmp / "bomb.png"
+    path.write_bytes(png_bytes(30_000, 30_000))
+    env.det("isstad").predict(str(path))
+
+
+@case("isstad", "float-image", InputError, r"'.*float\.tif' is a 32-bit float image \(mode F\)")
+def _(env):
+    from PIL import Image
+
+    path = env.tmp / "float.tif"
+    Image.fromarray(np.ones((40, 48), np.float32)).save(path)
+    env.det("isstad").predict(str(path))
+
+
 @case("isstad", "batch-with-one-bad", InputError, r"\(channel-last RGB\); got shape \(40, 48\)")
 def _(env):
     env.det("isstad").predict_batch([_rgb(), _rgb()[..., 0], _rgb()])

@@ -105,9 +105,14 @@ def test_emulated_local_matches_reference(emulated, rng, shape, window):
 
 
 @needs_emulator
-def test_emulated_local_row_chunks_and_ridge(emulated, rng):
+@pytest.mark.parametrize("rows", [1, 3])
+def test_emulated_local_row_batches_and_ridge(emulated, rng, rows):
+    """Batches of 1 and 3 output rows (ragged last batch): the running sums carry across batches."""
     cube = rng.normal(size=(8, 7, 3))
-    got = emulated.local_rx(cube, inner=3, outer=5, ridge=0.2, chunk_bytes=1)
+    plan = rx_cuda.plan_local(8, 7, 3, 3, 5, 10**9)
+    budget = plan.fixed_bytes + rows * plan.row_bytes
+    assert rx_cuda.plan_local(8, 7, 3, 3, 5, budget).rows == rows
+    got = emulated.local_rx(cube, inner=3, outer=5, ridge=0.2, chunk_bytes=budget)
     _check(got, reference.local_rx(cube, inner=3, outer=5, ridge=0.2))
 
 
