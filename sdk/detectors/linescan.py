@@ -24,8 +24,10 @@ when it arrives (``lookahead=0``), except that
 Pixels: the cube's NaN policy applies per line (``raise``: a line with a NaN/Inf pixel is an
 ``InputError``; ``mask``: those pixels score NaN and never join the model). Pixels scoring
 above ``update_threshold`` do not join the model either, so targets do not teach the
-background. ``dims=d`` projects every line on the d leading principal components of the
-warm-up lines (a reduced dimension, like ERX's 5 projected dimensions).
+background (from the first line after the warm-up on: warm-up lines all join). With look-ahead,
+a line joins before its own scores exist, so the threshold applies to its causal scores.
+``dims=d`` projects every line on the d leading principal components of the warm-up lines (a
+reduced dimension, like ERX's 5 projected dimensions).
 
 Objects: pixels at or above the pixel threshold are grouped across lines into 8-connected
 components; each is reported once, in the ``LineResult`` of the first line that no longer
@@ -403,7 +405,9 @@ class LineScanDetector(Detector):
         return out
 
     def _step(self, held: _Held, *, want_scores: bool) -> np.ndarray:
-        thr = np.inf if self.cfg.update_threshold is None else self.cfg.update_threshold
+        # warm-up lines all join: scores against the one or two lines before them mean nothing yet
+        thr = np.inf if self.cfg.update_threshold is None or held.index < self.cfg.warmup \
+            else self.cfg.update_threshold
         scores = self._model.step(self._project(held.line, held.valid), held.valid, thr, want_scores)
         held.fed = True
         self._fed += 1
