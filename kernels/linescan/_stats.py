@@ -40,6 +40,16 @@ class RunningStatistics:
     def covariance(self) -> Any:
         return self.scatter / (self.count - 1) if self.count > 1 else None
 
+    def to_factor(self, bands: int, ridge: float, regularize: Any) -> tuple[Any, bool]:
+        """(covariance with its ridge, True when it must take the pseudo-inverse path), or
+        (None, False) while there is no covariance. ``regularize(cov, ridge)`` is the tier's."""
+        cov = self.covariance()
+        if cov is None:
+            return None, False
+        if ridge == 0 and self.singular(bands):
+            return self.covariance(), True  # recombined (window) by ``singular``
+        return regularize(cov, ridge), False
+
     def singular(self, bands: int) -> bool:
         """Whether the covariance is singular by construction: fewer than B + 1 distinct pixels.
         (Rounding can leave such a matrix numerically positive definite; then Cholesky would

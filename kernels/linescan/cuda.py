@@ -229,14 +229,13 @@ class LineModel:
 
     def _refactor(self) -> None:
         self._inverse, self._whitening = None, None
-        cov = self._stats.covariance()
+        cov, singular = self._stats.to_factor(self.bands, self.ridge, _regularize)
         if cov is None:
             return
-        if self._stats.singular(self.bands) and self.ridge == 0:
-            values = whitening(self._stats.covariance(), self.rcond)
+        if singular:
+            values = whitening(cov, self.rcond)
             self._whitening = (values[0], 1.0 / values[1])
             return
-        cov = _regularize(cov, self.ridge)
         top = float(np.diag(cov).max())
         try:
             chol = np.linalg.cholesky(cov)

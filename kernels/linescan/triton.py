@@ -234,13 +234,12 @@ class LineModel:
         import torch
 
         self._inverse, self._whitening = None, None
-        cov = self._stats.covariance()
+        cov, singular = self._stats.to_factor(self.bands, self.ridge, rx_triton.regularize)
         if cov is None:
             return
-        if self._stats.singular(self.bands) and self.ridge == 0:
-            self._whitening = rx_triton.whitening(self._stats.covariance(), self.rcond)
+        if singular:
+            self._whitening = rx_triton.whitening(cov, self.rcond)
             return
-        cov = rx_triton.regularize(cov, self.ridge)
         chol, info = torch.linalg.cholesky_ex(cov)
         pivots = torch.diagonal(chol).square()
         top = torch.diagonal(cov).max()
