@@ -301,7 +301,11 @@ class EngineCache:
 
 
 def onnx_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The graph's hash for engine keys: the ONNX file without its ``metadata_props`` (new
+    thresholds mirrored into the metadata leave engines valid; any graph change rebuilds them)."""
+    from edgesentry.bundle import onnx_graph_sha256
+
+    return onnx_graph_sha256(path)
 
 
 # --------------------------------------------------------------------------- FP16 graphs
@@ -742,13 +746,14 @@ def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
     """The plans of ``graph`` that ``bundle`` vouches for, and why the others were set aside.
 
     A plan qualifies only when it and its ``.json`` sidecar are listed in ``meta.json`` with
-    their current sha256, the sidecar names this graph and the sha256 of the graph's current
-    ONNX file, and the plan's sha256 equals the sidecar's. Nothing is globbed from disk.
+    their current sha256, the sidecar names this graph and the hash of the graph's current
+    ONNX file (``onnx_sha256``: without its metadata), and the plan's sha256 equals the sidecar's.
+    Nothing is globbed from disk.
     """
     gmeta = bundle.meta.get("graphs", {}).get(graph)
     if gmeta is None:
         raise ConfigError(f"bundle has no exported graph {graph!r} (graphs: {sorted(bundle.meta.get('graphs', {}))})")
-    onnx_sha = bundle.files.get(gmeta["file"])
+    onnx_sha = onnx_sha256(bundle.file(gmeta["file"])) if gmeta["file"] in bundle.files else None
     found: list[ListedPlan] = []
     rejected: list[str] = []
     for name in sorted(bundle.files):
