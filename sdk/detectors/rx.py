@@ -30,6 +30,8 @@ from edgesentry.io.hsi import as_cube, select_bands
 from edgesentry.kernels import rx as rx_kernels
 from edgesentry.result import Result
 
+from .linescan import LineScanConfig
+
 Mode = Literal["global", "local", "linescan"]
 NanPolicy = Literal["raise", "mask"]
 
@@ -205,9 +207,7 @@ def build(
                               variable=variable, kernels=kernels, threshold=threshold,
                               pixel_threshold=pixel_threshold, **linescan_options)
     if linescan_options:
-        from . import linescan
-
-        known = set(linescan.LineScanConfig.__dataclass_fields__)
+        known = set(LineScanConfig.__dataclass_fields__)
         unknown = sorted(set(linescan_options) - known)
         if unknown:  # as Python says it: load() turns this into "does not take that option"
             raise TypeError(f"build() got an unexpected keyword argument {unknown[0]!r}")
@@ -224,8 +224,9 @@ def build(
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
-#: the options ``from_bundle`` forwards to ``RXConfig`` (``edgesentry.load(bundle, mode=...)``)
-OPTIONS = tuple(f.name for f in fields(RXConfig))
+#: the options ``build`` and ``from_bundle`` forward: ``RXConfig``'s, and ``LineScanConfig``'s for
+#: ``mode="linescan"`` (``edgesentry.load(bundle, mode=...)``)
+OPTIONS = tuple(dict.fromkeys([f.name for f in fields(RXConfig)] + [f.name for f in fields(LineScanConfig)]))
 
 
 def from_bundle(
