@@ -224,6 +224,7 @@ class LineModel {
 
   // ---- state, for the Python tier (copies)
   double count() const { return count_; }
+  long pixels() const { return pixels_; }
   long lines() const { return lines_; }
   bool factor_ok() const { return factor_ok_; }
   py::array_t<double> mean() const {
@@ -811,6 +812,7 @@ void bind_model(py::module_& m, const char* name) {
       .def("score", &LineModel<T>::score, py::arg("line"), py::arg("valid") = py::none(),
            "score a (W, B) line against the model without changing it -> (W,) float64")
       .def_property_readonly("count", &LineModel<T>::count)
+      .def_property_readonly("pixels", &LineModel<T>::pixels)
       .def_property_readonly("lines", &LineModel<T>::lines)
       .def_property_readonly("factor_ok", &LineModel<T>::factor_ok)
       .def("mean", &LineModel<T>::mean)

@@ -50,6 +50,10 @@ class RunningStatistics:
             return self.covariance(), True  # recombined (window) by ``singular``
         return regularize(cov, ridge), False
 
+    def max_rank(self, ridge: float) -> int | None:
+        """The pseudo-inverse's rank cap (``reference.pinv``): n - 1 for n pixels without ridge."""
+        return None if ridge else self.pixels - 1
+
     def singular(self, bands: int) -> bool:
         """Whether the covariance is singular by construction: fewer than B + 1 distinct pixels.
         (Rounding can leave such a matrix numerically positive definite; then Cholesky would

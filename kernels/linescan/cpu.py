@@ -158,7 +158,8 @@ class LineModel:
         if mask is not None:
             z = np.where(mask[:, None], z, 0.0)  # invalid pixels may hold NaN
         with single_threaded_blas():  # small: BLAS threads would only spin against the kernel's
-            vectors, values = whitening(_regularize(cov, self.ridge), self.rcond)
+            rank = None if self.ridge else self._core.pixels - 1  # reference.pinv's cap
+            vectors, values = whitening(_regularize(cov, self.ridge), self.rcond, rank)
             scores = np.square(z @ vectors) @ (1.0 / values) if values.size else np.zeros(len(z))
         if mask is not None:
             scores[~mask] = np.nan

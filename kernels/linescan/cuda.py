@@ -233,7 +233,7 @@ class LineModel:
         if cov is None:
             return
         if singular:
-            values = whitening(cov, self.rcond)
+            values = whitening(cov, self.rcond, self._stats.max_rank(self.ridge))
             self._whitening = (values[0], 1.0 / values[1])
             return
         top = float(np.diag(cov).max())
@@ -246,5 +246,5 @@ class LineModel:
             self._inverse = np.ascontiguousarray(np.tril(inverse), dtype=np.float32 if self.dtype == "float32"
                                                  else np.float64)
         else:
-            values = whitening(cov, self.rcond)
+            values = whitening(cov, self.rcond, self._stats.max_rank(self.ridge))
             self._whitening = (values[0], 1.0 / values[1])

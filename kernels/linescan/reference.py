@@ -15,8 +15,11 @@ With N the sum of the weights, ``mean = sum w x / N`` and
 that covers a whole scene gives global RX exactly), a pixel x scores
 ``(x - mean)^T pinv(C + ridge * tr(C) / B * I, rcond) (x - mean)``: the RX family's
 semantics (``kernels/rx/reference.py``), so rank-deficient models (the first lines of a
-scan, dead or duplicated bands) give finite scores. While the model weighs at most 1 pixel
-(N <= 1) there is no covariance and every score is NaN.
+scan, dead or duplicated bands) give finite scores. A model of n pixels without ridge keeps at
+most its n - 1 largest singular values: its covariance has rank n - 1 at most, and the
+directions beyond hold round-off (~1e-16 relative, close to the cutoff: whether the cutoff
+alone removed them would depend on the CPU's summation order). While the model weighs at most
+1 pixel (N <= 1) there is no covariance and every score is NaN.
 
 Which pixels join: the ``valid`` ones (the caller's mask, e.g. finite pixels) whose score is
 not above ``update_threshold`` (so that targets do not teach the background); a pixel that
@@ -70,6 +73,15 @@ def check_line(line: Any, bands: int, valid: Any = None) -> tuple[Any, np.ndarra
     return line, mask.astype(bool, copy=False)
 
 
+def pinv(cov: np.ndarray, rcond: float, rank: int | None = None) -> np.ndarray:
+    """``np.linalg.pinv(cov, rcond)`` keeping at most the ``rank`` largest singular values."""
+    u, s, vt = np.linalg.svd(cov)
+    keep = s > rcond * s[0] if s.size and s[0] > 0 else np.zeros(s.shape, bool)
+    if rank is not None:
+        keep[max(rank, 0):] = False  # s is sorted descending
+    return (vt[keep].T / s[keep]) @ u[:, keep].T
+
+
 class LineModel:
     """Line-scan RX background model, numpy float64 (the specification).
 
@@ -90,9 +102,16 @@ class LineModel:
         self._kept: list[np.ndarray] = []  # kept pixels of every line (float64), oldest first
         self.lines = 0
 
+    def pixels(self) -> int:
+        """The number of pixels in the model (each with a weight > 0)."""
+        return sum(len(x) for x in self._model_lines())
+
+    def _model_lines(self) -> list[np.ndarray]:
+        return self._kept[-self.window:] if self.window else self._kept
+
     def statistics(self) -> tuple[float, np.ndarray, np.ndarray]:
         """(N, mean (B,), covariance (B, B) without ridge) of the current model, float64."""
-        kept = self._kept[-self.window:] if self.window else self._kept
+        kept = self._model_lines()
         ages = np.arange(len(kept))[::-1]
         weights = [np.full(len(x), self.forgetting ** age) for x, age in zip(kept, ages)]
         x = np.concatenate(kept) if kept else np.zeros((0, self.bands))
@@ -112,7 +131,7 @@ class LineModel:
         count, mean, cov = self.statistics()
         if count <= 1:
             return np.full(len(x), np.nan)
-        precision = np.linalg.pinv(_regularize(cov, self.ridge), rcond=self.rcond)
+        precision = pinv(_regularize(cov, self.ridge), self.rcond, None if self.ridge else self.pixels() - 1)
         z = x - mean
         with np.errstate(invalid="ignore"):  # invalid pixels may hold NaN; they score NaN anyway
             scores = np.einsum("nb,bc,nc->n", z, precision, z)

@@ -238,7 +238,7 @@ class LineModel:
         if cov is None:
             return
         if singular:
-            self._whitening = rx_triton.whitening(cov, self.rcond)
+            self._whitening = rx_triton.whitening(cov, self.rcond, self._stats.max_rank(self.ridge))
             return
         chol, info = torch.linalg.cholesky_ex(cov)
         pivots = torch.diagonal(chol).square()
@@ -249,4 +249,4 @@ class LineModel:
             inverse = torch.linalg.solve_triangular(chol, eye, upper=False)
             self._inverse = inverse.to(torch.float32 if self.dtype == "float32" else torch.float64).contiguous()
         else:
-            self._whitening = rx_triton.whitening(cov, self.rcond)
+            self._whitening = rx_triton.whitening(cov, self.rcond, self._stats.max_rank(self.ridge))

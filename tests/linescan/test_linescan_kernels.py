@@ -4,8 +4,9 @@ Tolerances: the cpu tier computes the statistics in float64 like the reference b
 with Cholesky (the reference takes an SVD pseudo-inverse of the covariance it recomputes from
 the kept pixels), so on full-rank models scores agree to ~1e-12 relative; ``rtol=1e-9`` leaves
 room and still fails on any float32 step (~1e-6). Models with fewer pixels than bands take the
-pseudo-inverse path, where eigh and SVD cut numerically zero directions differently in the
-last bits (``rtol=1e-6``, as the RX kernel tests).
+pseudo-inverse path capped at the model's rank (n pixels: n - 1 directions), so no score
+depends on round-off directions near the cutoff; the smallest kept directions of near-square
+models are still ill-conditioned, where eigh and SVD differ by ~cond x eps (``rtol=1e-6``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,27 @@ def test_reference_first_lines():
     assert np.isnan(first).all() and np.isnan(second).all()  # N = 0, then N = 1
     third = model.step(np.array([[1.0, 2.0, 3.0]]))
     assert np.isfinite(third).all()  # two pixels: a rank-1 covariance, pinv scores
+
+
+def test_pseudo_inverse_keeps_at_most_the_model_rank(rng):
+    """A model of n pixels has rank n - 1 at most: a round-off direction above the pinv cutoff
+    (here 1e-14 relative, as summation order on another CPU can leave) is cut by the rank cap in
+    the reference and in the tiers' eigh path alike, and nothing else changes."""
+    import torch
+
+    from edgesentry.kernels.rx import cpu as rx_cpu, triton as rx_triton
+
+    axes, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    exact = axes[:, :3] @ np.diag([4.0, 2.0, 0.5]) @ axes[:, :3].T
+    noisy = exact + 1e-14 * 4.0 * np.outer(axes[:, 5], axes[:, 5])
+    expected = np.linalg.pinv(exact, rcond=1e-15)
+    assert not np.allclose(np.linalg.pinv(noisy, rcond=1e-15), expected)  # the cutoff alone keeps it
+    assert_verbose_allclose(reference.pinv(noisy, 1e-15, rank=3), expected, atol=1e-12, rtol=0)
+    for vectors, values in (rx_cpu.whitening(noisy, 1e-15, rank=3),
+                            (lambda v, iw: (v.numpy(), 1.0 / iw.numpy()))(
+                                *rx_triton.whitening(torch.from_numpy(noisy), 1e-15, rank=3))):
+        assert_verbose_allclose((vectors / values) @ vectors.T, expected, atol=1e-12, rtol=0)
+    assert rx_cpu.whitening(noisy, 1e-15)[1].size == 4  # without a cap: the round-off direction stays
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
