@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ConfigError("--torch-threads needs torch (edgesentry[torch])") from None
         torch.set_num_threads(args.torch_threads)
-    from edgesentry.stream.linescan import CUBE_SUFFIXES
+    from edgesentry.io.files import CUBE_SUFFIXES
 
     # a cube file is a line-scan source: which kind is known once the bundle says line-scan
     cube = Path(args.source).suffix.lower() in CUBE_SUFFIXES

@@ -35,11 +35,10 @@ import numpy as np
 
 from edgesentry.detectors.linescan import LineResult, LineScanDetector
 from edgesentry.errors import ConfigError, describe
+from edgesentry.io.files import CUBE_SUFFIXES
 from edgesentry.io.hsi import as_cube
 from edgesentry.stream.queues import Frame
 from edgesentry.stream.sources import IDLE, RawFrame, Source, SourceDisconnected, SourceUnavailable, _Idle
-
-CUBE_SUFFIXES = (".hdr", ".mat", ".npy")
 
 
 class CubeLineSource(Source):
