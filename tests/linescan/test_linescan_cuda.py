@@ -27,15 +27,7 @@ needs_emulator = pytest.mark.skipif(emu.available() is not None, reason=f"CPU em
 @pytest.mark.parametrize("arch", _cuda.TARGET_ARCHS)
 @pytest.mark.parametrize("name", sorted(tier.SOURCES))
 def test_every_source_compiles_to_a_cubin(name, arch):
-    cubin = _cuda.compile_cubin(tier.SOURCES[name], arch=arch)
-    assert cubin[:4] == b"\x7fELF"
-    for kernel in tier.KERNELS[name]:
-        assert kernel.encode() in cubin, f"{kernel} missing from the {arch} cubin of {name}"
-
-
-def test_kernel_table_names_every_extern_c_kernel():
-    for name, source in tier.SOURCES.items():
-        assert {k for k, _ in emu._SIGNATURE.findall(source)} == set(tier.KERNELS[name])
+    emu.check_tier_sources(tier, name, arch)
 
 
 @pytest.fixture
