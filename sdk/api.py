@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ from edgesentry.bundle import Bundle
 from edgesentry.detector import Detector
 from edgesentry.detectors import FAMILIES, family_module
 from edgesentry.errors import BundleError, ConfigError
+from edgesentry.signing import resolve_policy, verify_bundle
 
 
-def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector:
+def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[str | os.PathLike] | None = None,
+         revoked_keys: Iterable[str | os.PathLike] | None = None, signature: str | os.PathLike | None = None,
+         **options: Any) -> Detector:
     """Build a detector from a family name or a bundle directory.
 
     Args:
@@ -29,23 +33,38 @@ def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector
     A bundle's saved thresholds (``Detector.save``) apply unless ``threshold=`` /
     ``pixel_threshold=`` are given.
 
+    Signatures (``edgesentry.signing``): with ``trusted_keys`` (public key files), or a default
+    policy in the environment (``EDGESENTRY_TRUSTED_KEYS``, ``EDGESENTRY_SIGNING_CONFIG``), a
+    bundle must carry a signature by one of those keys, and none in ``revoked_keys`` (files or
+    sha256 fingerprints, added to the environment's); it is verified before ``meta.json`` is
+    parsed. ``signature`` names a signature kept outside the bundle. An opened ``Bundle`` that
+    was not opened with ``trust=`` is verified here, after the fact.
+
     Raises:
         ConfigError: unknown family or option (the message lists the valid ones).
         BundleError: the path is not a valid bundle (missing, corrupt, tampered, wrong schema).
+        SignatureError: a signature is required and the bundle is unsigned, changed since it was
+            signed, or signed by a key that is not trusted or is revoked.
         BackendUnavailableError: the requested backend cannot run here.
         KernelUnavailableError: the requested kernel tier cannot run here.
     """
     if isinstance(name_or_bundle, Bundle):
+        policy = resolve_policy(trusted_keys, revoked_keys)
+        if policy is not None and name_or_bundle.signature is None:
+            name_or_bundle.signature = verify_bundle(name_or_bundle.path, policy, signature=signature)
         return _from_bundle(name_or_bundle, options)
     target = os.fspath(name_or_bundle)
     if target in FAMILIES and not Path(target).exists():
+        if trusted_keys is not None or signature is not None:
+            raise ConfigError(f"{target!r} is a weight-free family, not a bundle: there is no signature to verify")
         return _call(family_module(target).build, target, **options)
     path = Path(target)
     if not path.exists():
         raise ConfigError(
             f"{target!r} is neither a family name ({', '.join(sorted(FAMILIES))}) nor an existing bundle directory"
         )
-    return _from_bundle(Bundle.open(path), options)
+    return _from_bundle(Bundle.open(path, trust=resolve_policy(trusted_keys, revoked_keys), signature=signature),
+                        options)
 
 
 def _from_bundle(bundle: Bundle, options: dict[str, Any]) -> Detector:

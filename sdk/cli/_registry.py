@@ -23,7 +23,9 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    sign,
     validate,
+    verify,
     watch,
 )
 from edgesentry.errors import BackendUnavailableError
@@ -40,6 +42,8 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("enroll", enroll),
     ("classify", classify),
     ("watch", watch),
+    ("sign", sign),
+    ("verify", verify),
 ]
 
 

@@ -49,4 +49,7 @@ CLI_WORDS: dict[str, Callable[[Any], str]] = {
     "clip_vocab": _flag("--clip-vocab", "FILE"),
     "gallery": _flag("--gallery", "GALLERY.npz"),
     "config": _flag("--config", "ARCH.json"),
+    "trusted_keys": _flag("--trusted-keys", "KEY.pub ..."),
+    "revoked_keys": _flag("--revoked-keys", "KEY ..."),
+    "signature": _flag("--signature", "PATH"),
 }
