@@ -12,13 +12,13 @@ from typing import Any
 from edgesentry.bundle import Bundle
 from edgesentry.detector import Detector
 from edgesentry.detectors import FAMILIES, family_module
-from edgesentry.errors import BundleError, ConfigError
-from edgesentry.signing import resolve_policy, verify_bundle
+from edgesentry.errors import BundleError, ConfigError, option
+from edgesentry.signing import ENV_CONFIG, ENV_TRUSTED, TrustPolicy, resolve_policy, verify_bundle
 
 
 def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[str | os.PathLike] | None = None,
          revoked_keys: Iterable[str | os.PathLike] | None = None, signature: str | os.PathLike | None = None,
-         **options: Any) -> Detector:
+         require_signature: bool | None = None, **options: Any) -> Detector:
     """Build a detector from a family name or a bundle directory.
 
     Args:
@@ -37,8 +37,11 @@ def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[s
     policy in the environment (``EDGESENTRY_TRUSTED_KEYS``, ``EDGESENTRY_SIGNING_CONFIG``), a
     bundle must carry a signature by one of those keys, and none in ``revoked_keys`` (files or
     sha256 fingerprints, added to the environment's); it is verified before ``meta.json`` is
-    parsed. ``signature`` names a signature kept outside the bundle. An opened ``Bundle`` that
-    was not opened with ``trust=`` is verified here, after the fact.
+    parsed. ``signature`` names a signature kept outside the bundle. ``require_signature``:
+    ``None`` = required exactly when trusted keys are given or configured; ``True`` = required
+    (no trusted key is then an error); ``False`` = not checked, whatever the environment says
+    (for a process re-reading a version it just wrote). An opened ``Bundle`` that was not opened
+    with ``trust=`` is verified here, after the fact.
 
     Raises:
         ConfigError: unknown family or option (the message lists the valid ones).
@@ -48,8 +51,8 @@ def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[s
         BackendUnavailableError: the requested backend cannot run here.
         KernelUnavailableError: the requested kernel tier cannot run here.
     """
+    policy = _policy(trusted_keys, revoked_keys, require_signature)
     if isinstance(name_or_bundle, Bundle):
-        policy = resolve_policy(trusted_keys, revoked_keys)
         if policy is not None and name_or_bundle.signature is None:
             name_or_bundle.signature = verify_bundle(name_or_bundle.path, policy, signature=signature)
         return _from_bundle(name_or_bundle, options)
@@ -63,8 +66,18 @@ def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[s
         raise ConfigError(
             f"{target!r} is neither a family name ({', '.join(sorted(FAMILIES))}) nor an existing bundle directory"
         )
-    return _from_bundle(Bundle.open(path, trust=resolve_policy(trusted_keys, revoked_keys), signature=signature),
-                        options)
+    return _from_bundle(Bundle.open(path, trust=policy, signature=signature), options)
+
+
+def _policy(trusted_keys: Iterable[str | os.PathLike] | None, revoked_keys: Iterable[str | os.PathLike] | None,
+            require: bool | None) -> TrustPolicy | None:
+    if require is False:
+        return None
+    policy = resolve_policy(trusted_keys, revoked_keys)
+    if require and policy is None:
+        raise ConfigError(f"{option('require_signature', True)} needs trusted keys: pass {option('trusted_keys')} or "
+                          f"set {ENV_TRUSTED} / {ENV_CONFIG}")
+    return policy
 
 
 def _from_bundle(bundle: Bundle, options: dict[str, Any]) -> Detector:

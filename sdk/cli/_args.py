@@ -87,8 +87,10 @@ def parse_bands(text: str | None) -> int | list[int] | None:
 def family_of_bundle(bundle: str, family: str, *, command: str) -> None:
     """Refuse a bundle of another family before loading it (``command``: ``"detect isstad"``)."""
     from edgesentry.bundle import Bundle
+    from edgesentry.signing import default_policy
 
-    found = Bundle.open(bundle, verify=False).family
+    # with signatures required, verified before meta.json is read (load verifies again)
+    found = Bundle.open(bundle, verify=False, trust=default_policy()).family
     if found != family:
         verb = command.split()[0]
         hint = f" (try `edgesentry {verb} {found}`)" if " " in command else ""

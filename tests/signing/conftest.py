@@ -78,8 +78,9 @@ def make_bundle(path: Path) -> Path:
     RX reads none of the extra files; what matters here is that each kind is listed, hashed and
     covered by the signature like the real ones (plan bytes are opaque to everything but TensorRT).
     """
-    import edgesentry
     from safetensors.numpy import save
+
+    import edgesentry
 
     bundle = edgesentry.convert("rx", output=path, overwrite=True)
     rng = np.random.default_rng(0)

@@ -163,7 +163,8 @@ def test_several_trusted_keys_rotation(bundle: Path, keys):
 @pytest.mark.parametrize("how", ["file", "fingerprint", "sha256:fingerprint"])
 def test_a_revoked_key_is_refused_even_when_trusted(signed: Path, keys, how):
     owner = keys["owner"]
-    entry = {"file": owner.public, "fingerprint": owner.fingerprint, "sha256:fingerprint": f"sha256:{owner.fingerprint}"}
+    entry = {"file": owner.public, "fingerprint": owner.fingerprint,
+             "sha256:fingerprint": f"sha256:{owner.fingerprint}"}
     with pytest.raises(SignatureError, match=rf"revoked key sha256:{owner.fingerprint[:16]}"):
         edgesentry.load(signed, trusted_keys=[owner.public, keys["other"].public], revoked_keys=[entry[how]])
 
