@@ -77,11 +77,13 @@ def _model_signing() -> tuple[Any, Any, Any]:
     return hashing, signing, verifying
 
 
-def _hashing_config(hashing: Any) -> Any:
-    """How a bundle is hashed for signing and verifying: sha256 per file, no symbolic links, only
-    the signature left out (the library's default would also skip ``.git*`` files)."""
+def _hashing_config(hashing: Any, ignore: Iterable[str] = ()) -> Any:
+    """How a bundle is hashed: sha256 per file, no symbolic links, nothing skipped but ``ignore``
+    (the library's default would also skip ``.git*`` files). Signing skips the signature; when
+    verifying, the library adds what the signed statement skipped (checked by
+    ``_check_serialization``)."""
     return (hashing.Config().use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
-            .set_ignored_paths(paths=[SIGNATURE_NAME], ignore_git_paths=False))
+            .set_ignored_paths(paths=list(ignore), ignore_git_paths=False))
 
 
 # ------------------------------------------------------------------------------- keys
@@ -325,34 +327,36 @@ def _read_envelope(data: bytes, where: Path) -> _Envelope:
     return _Envelope(hint if isinstance(hint, str) else None, serialization, digests)
 
 
-def _check_serialization(envelope: _Envelope, where: Path) -> None:
-    """The signed statement must cover every file with sha256 and skip nothing but the signature."""
+def _check_serialization(envelope: _Envelope, where: Path, root: Path) -> None:
+    """The signed statement must hash every file with sha256 and skip nothing present but the
+    signature (``model_signing sign`` lists ``.git*`` paths as skipped: fine while they are absent)."""
     s = envelope.serialization
-    ignored = set(s.get("ignore_paths") or ()) - {SIGNATURE_NAME}
+    ignored = {p for p in s.get("ignore_paths") or () if p != SIGNATURE_NAME
+               and (not isinstance(p, str) or os.path.lexists(root / p))}
     if s.get("method") != "files" or s.get("hash_type") != "sha256" or s.get("allow_symlinks"):
         raise SignatureError(f"{where} hashes the bundle by {s.get('method')}/{s.get('hash_type')}"
                              f"{' following symbolic links' if s.get('allow_symlinks') else ''}; edgesentry verifies "
                              "sha256 per file without links: sign it again with `edgesentry sign`")
     if ignored:
-        raise SignatureError(f"{where} leaves files of the bundle unsigned ({sorted(ignored)[:5]}); every file must "
-                             "be covered: sign it again with `edgesentry sign`")
+        raise SignatureError(f"{where} leaves files of the bundle unsigned ({sorted(map(str, ignored))[:5]}); every "
+                             "file must be covered: sign it again with `edgesentry sign`")
 
 
-def _bundle_files(root: Path) -> dict[str, Path]:
-    """Every entry under ``root`` but the signature, by relative POSIX name (links not followed)."""
+def _bundle_files(root: Path, skipped: Iterable[str]) -> dict[str, Path]:
+    """Every entry under ``root`` but ``skipped``, by relative POSIX name (links not followed)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
             rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel != SIGNATURE_NAME:
+            if rel not in skipped:
                 out[rel] = Path(dirpath, name)
     return out
 
 
-def _mismatch(root: Path, signed: Mapping[str, str]) -> SignatureError:
+def _mismatch(root: Path, signed: Mapping[str, str], skipped: Iterable[str]) -> SignatureError:
     """Which files differ from the signed statement, as one line naming them (failure path only:
     the files are hashed again here, the library's message does not name them plainly)."""
-    present = _bundle_files(root)
+    present = _bundle_files(root, skipped)
     changed = sorted(n for n in set(present) & set(signed)
                      if present[n].is_symlink() or not present[n].is_file() or sha256_file(present[n]) != signed[n])
     added, missing = sorted(set(present) - set(signed)), sorted(set(signed) - set(present))
@@ -397,7 +401,7 @@ def verify_bundle(bundle: str | os.PathLike, policy: TrustPolicy, *,
     if not candidates:
         signer = short(envelope.hint) if envelope.hint else "an unnamed key"
         raise SignatureError(f"bundle {root} is signed by {signer}, which is not among the {policy.describe()}")
-    _check_serialization(envelope, sig)
+    _check_serialization(envelope, sig, root)
     hashing, _, verifying = _model_signing()
     failure: SignatureError | None = None
     with tempfile.TemporaryDirectory(prefix="edgesentry-sig-") as tmp:
@@ -409,7 +413,8 @@ def verify_bundle(bundle: str | os.PathLike, policy: TrustPolicy, *,
                 verifying.Config().set_hashing_config(_hashing_config(hashing)).use_elliptic_key_verifier(
                     public_key=key.path).verify(root, copy)
             except Exception as exc:  # noqa: BLE001 - any failure inside the library means "not verified"
-                failure = _failure(root, key, exc, envelope.digests)
+                skipped = set(envelope.serialization.get("ignore_paths") or ())
+                failure = _failure(root, key, exc, envelope.digests, skipped)
                 continue
             if key.fingerprint in policy.revoked:
                 raise SignatureError(f"bundle {root} is signed by the revoked key {short(key.fingerprint)}; refused")
@@ -417,10 +422,11 @@ def verify_bundle(bundle: str | os.PathLike, policy: TrustPolicy, *,
     raise failure or SignatureError(f"bundle {root}: no trusted key verified {sig}")
 
 
-def _failure(root: Path, key: TrustedKey, exc: Exception, signed: Mapping[str, str]) -> SignatureError:
+def _failure(root: Path, key: TrustedKey, exc: Exception, signed: Mapping[str, str],
+             skipped: Iterable[str]) -> SignatureError:
     text = str(exc)
     if "Signature mismatch" in text or "symbolic link" in text.lower() or "symlink" in text:
-        return _mismatch(root, signed)
+        return _mismatch(root, signed, skipped)
     if type(exc).__name__ == "InvalidSignature" or "Key mismatch" in text:
         return SignatureError(f"bundle {root}: the signature does not verify with {short(key.fingerprint)} "
                               f"({key.path}): the signature file was altered or made by another key")
@@ -461,7 +467,7 @@ def sign_bundle(bundle: str | os.PathLike, key: str | os.PathLike, *, signature:
                                            serialization.NoEncryption()))
         staged = Path(tmp) / SIGNATURE_NAME
         try:
-            signing.Config().set_hashing_config(_hashing_config(hashing)).use_elliptic_key_signer(
+            signing.Config().set_hashing_config(_hashing_config(hashing, [SIGNATURE_NAME])).use_elliptic_key_signer(
                 private_key=pem).sign(root, staged)
         except Exception as exc:  # noqa: BLE001 - the library's failures are the user's bundle or key
             raise SignatureError(f"could not sign {root}: {type(exc).__name__}: {str(exc)[:200]}") from None

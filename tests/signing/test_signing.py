@@ -141,6 +141,25 @@ def test_a_signed_bundle_whose_meta_disagrees_with_its_files_is_refused(bundle: 
         Bundle.open(bundle, trust=_policy(keys["owner"]))
 
 
+# ---------------------------------------------------------------------------- interoperability
+def test_signatures_interoperate_with_the_model_signing_library(bundle: Path, keys, tmp_path):
+    """edgesentry's signature verifies with the library's own verifier; the library's default
+    signature (which skips .git* paths) verifies with edgesentry while no such path exists."""
+    from model_signing import signing, verifying
+
+    sign_bundle(bundle, keys["owner"].private)
+    verifier = verifying.Config().use_elliptic_key_verifier(public_key=keys["owner"].public)
+    verifier.verify(bundle, bundle / SIGNATURE_NAME)
+
+    theirs = tmp_path / "theirs.sig"
+    signing.Config().use_elliptic_key_signer(private_key=keys["owner"].private).sign(bundle, theirs)
+    v = verify_bundle(bundle, _policy(keys["owner"]), signature=theirs)
+    assert SIGNATURE_NAME in v.digests  # the library's default signs everything present, ours included
+    (bundle / ".gitattributes").write_text("* binary\n")
+    with pytest.raises(SignatureError, match=r"leaves files of the bundle unsigned \(\['.gitattributes'\]\)"):
+        verify_bundle(bundle, _policy(keys["owner"]), signature=theirs)
+
+
 # --------------------------------------------------------------------------------- trust
 def test_an_unsigned_bundle_is_refused_when_a_signature_is_required(bundle: Path, keys):
     with pytest.raises(SignatureError, match=r"is not signed \(bundle.sig is missing\).*edgesentry sign"):
