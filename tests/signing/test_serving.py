@@ -124,3 +124,45 @@ def test_an_unsigned_bundle_writes_the_repository_as_before(_isstad_exported, tm
     params = (repo / "isstad_post" / "config.pbtxt").read_text()
     assert "require_signature" not in params and not (repo / "isstad_post" / "bundle" / SIGNATURE_NAME).exists()
     assert _initialize(repo / "isstad_post").stage.detector.bundle.signature is None
+
+
+@pytest.mark.triton_server
+def test_tritonserver_serves_a_verified_signed_repository_and_refuses_a_changed_one(signed_isstad, keys, tmp_path):
+    """pytriton's real tritonserver on loopback: the signed repository loads and serves what
+    ``predict`` gives; the same repository with one byte of its weights changed fails to load,
+    with the signature error in the server's log."""
+    import numpy as np
+
+    import edgesentry
+    from edgesentry.bundle import Bundle
+    from edgesentry.errors import BackendUnavailableError
+    from edgesentry.serving import write_model_repository
+    from edgesentry.serving.local import LocalTritonServer
+    from tests.export.families import CASES
+    from tests.utils import start_triton_server
+
+    policy = TrustPolicy.from_keys([keys["owner"].public])
+    bundle = Bundle.open(signed_isstad, trust=policy)
+    repo = write_model_repository(bundle, tmp_path / "repo", variant="python", trust=policy)
+    bad = tmp_path / "bad"
+    shutil.copytree(repo, bad)
+    flip_byte(bad / "isstad_post" / "bundle" / "weights.safetensors")
+
+    server = start_triton_server(repo, startup_timeout=60)
+    try:
+        from edgesentry.serving import Client
+
+        x = CASES["isstad"].sample(np.random.default_rng(5), bundle)["x"]
+        got = Client(server.http_url, model="isstad").predict(x)
+        want = edgesentry.load(bundle, backend="onnxruntime").predict(x)
+        assert got.raw_score == pytest.approx(want.raw_score, rel=1e-5, abs=1e-6)
+    finally:
+        server.close()
+    refused = LocalTritonServer(bad, startup_timeout=60)
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"failed to load"):
+            refused.start()
+        log = refused.log_path.read_text(errors="replace")
+    finally:
+        refused.close()
+    assert "SignatureError" in log and "does not match its signature (changed: weights.safetensors)" in log
