@@ -261,8 +261,11 @@ def resolve_policy(trusted_keys: Iterable[str | os.PathLike] | None = None,
     """
     base = default_policy()
     if trusted_keys is None:
-        if revoked_keys is None or base is None:
+        if revoked_keys is None:
             return base
+        if base is None:
+            raise ConfigError(f"{option('revoked_keys')} without trusted keys would verify nothing; give "
+                              f"{option('trusted_keys')} too (or set {ENV_TRUSTED} / {ENV_CONFIG})")
         return base.with_revoked(revoked_fingerprints(revoked_keys))
     trusted_keys = list(trusted_keys)
     if not trusted_keys:
@@ -292,7 +295,8 @@ class Verification:
     digests: Mapping[str, str]
 
     def line(self) -> str:
-        return f"signed by {short(self.signer)} ({self.key}), {len(self.digests)} files verified"
+        n = len(self.digests)
+        return f"signed by {short(self.signer)} ({self.key}), {n} file{'s' * (n != 1)} verified"
 
 
 @dataclass(frozen=True)

@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
                           "files": sorted(v.digests)}, indent=2))
     else:
         print(f"verified {bundle.path} ({bundle.family}): signed by {short(v.signer)} ({v.key}); "
-              f"{len(v.digests)} files match the signature and meta.json")
+              f"{len(v.digests)} file{'s' * (len(v.digests) != 1)} match the signature and meta.json")
     return 0

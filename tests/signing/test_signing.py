@@ -197,6 +197,10 @@ def test_trusted_keys_must_be_ec_public_keys(keys, signed):
         TrustPolicy.from_keys([signed / "nope.pub"])
     with pytest.raises(ConfigError, match=r"trusted_keys=\.\.\. is empty"):
         edgesentry.load(signed, trusted_keys=[])
+    with pytest.raises(ConfigError, match=r"revoked_keys=\.\.\. without trusted keys would verify nothing"):
+        edgesentry.load(signed, revoked_keys=[keys["other"].public])
+    with pytest.raises(ConfigError, match=r"require_signature=True needs trusted keys"):
+        edgesentry.load(signed, require_signature=True)
 
 
 def test_signing_needs_an_ec_private_key(bundle: Path, keys):
