@@ -23,6 +23,7 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    line,
     sign,
     validate,
     verify,
@@ -42,6 +43,7 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("enroll", enroll),
     ("classify", classify),
     ("watch", watch),
+    ("line", line),
     ("sign", sign),
     ("verify", verify),
 ]
