@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesentry.errors import ConfigError, SignatureError, option
-from edgesentry.io.paths import check_regular_file, read_bytes_bounded, sha256_file
+from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, sha256_file
 
 #: the signature inside a bundle (the verbs' default; never itself covered)
 SIGNATURE_NAME = "bundle.sig"
@@ -325,7 +325,11 @@ def _read_envelope(data: bytes, where: Path) -> _Envelope:
         predicate = statement["predicate"]
         serialization = dict(predicate["serialization"])
         digests = {str(r["name"]): str(r["digest"]) for r in predicate["resources"]}
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        ignore_paths = serialization.get("ignore_paths") or []
+        if not isinstance(ignore_paths, list) or not all(isinstance(p, str) for p in ignore_paths):
+            raise TypeError(f"ignore_paths must be a list of names; got {str(ignore_paths)[:80]}")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            binascii.Error) as exc:
         raise SignatureError(f"{where} is not an OpenSSF model signature ({type(exc).__name__}: "
                              f"{str(exc)[:120]}); sign the bundle again with `edgesentry sign`") from None
     return _Envelope(hint if isinstance(hint, str) else None, serialization, digests)
@@ -335,14 +339,15 @@ def _check_serialization(envelope: _Envelope, where: Path, root: Path) -> None:
     """The signed statement must hash every file with sha256 and skip nothing present but the
     signature (``model_signing sign`` lists ``.git*`` paths as skipped: fine while they are absent)."""
     s = envelope.serialization
-    ignored = {p for p in s.get("ignore_paths") or () if p != SIGNATURE_NAME
-               and (not isinstance(p, str) or os.path.lexists(root / p))}
+    for name in s.get("ignore_paths") or ():  # names from outside: never looked up outside the bundle
+        check_relative_name(name, what=f"{where}: skipped path", error=SignatureError)
+    ignored = {p for p in s.get("ignore_paths") or () if p != SIGNATURE_NAME and os.path.lexists(root / p)}
     if s.get("method") != "files" or s.get("hash_type") != "sha256" or s.get("allow_symlinks"):
         raise SignatureError(f"{where} hashes the bundle by {s.get('method')}/{s.get('hash_type')}"
                              f"{' following symbolic links' if s.get('allow_symlinks') else ''}; edgesentry verifies "
                              "sha256 per file without links: sign it again with `edgesentry sign`")
     if ignored:
-        raise SignatureError(f"{where} leaves files of the bundle unsigned ({sorted(map(str, ignored))[:5]}); every "
+        raise SignatureError(f"{where} leaves files of the bundle unsigned ({sorted(ignored)[:5]}); every "
                              "file must be covered: sign it again with `edgesentry sign`")
 
 

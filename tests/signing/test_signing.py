@@ -117,10 +117,29 @@ def test_a_rewritten_statement_is_refused(signed: Path, keys):
         verify_bundle(signed, _policy(keys["owner"]))
 
 
-@pytest.mark.parametrize("content", [b"", b"{}", b"not json", b"\xff\xfe", b'{"dsseEnvelope": {"payload": "@@"}}'])
+def _statement(predicate: object) -> bytes:
+    payload = base64.b64encode(json.dumps({"predicate": predicate}).encode()).decode()
+    return json.dumps({"dsseEnvelope": {"payload": payload}}).encode()
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{}", b"not json", b"\xff\xfe", b"[]", b'{"dsseEnvelope": {"payload": "@@"}}', b"[" * 200_000,
+    _statement([1]), _statement({"serialization": {"ignore_paths": [{"a": 1}]}, "resources": []}),
+    _statement({"serialization": {}, "resources": [7]}),
+])
 def test_a_malformed_signature_is_one_clear_error(signed: Path, keys, content):
     (signed / SIGNATURE_NAME).write_bytes(content)
     with pytest.raises(SignatureError, match=r"is not an OpenSSF model signature"):
+        verify_bundle(signed, _policy(keys["owner"]))
+
+
+def test_skipped_paths_of_a_statement_are_never_looked_up_outside_the_bundle(signed: Path, keys):
+    doc = json.loads((signed / SIGNATURE_NAME).read_text())
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    statement["predicate"]["serialization"]["ignore_paths"] = ["../../etc/passwd"]
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    (signed / SIGNATURE_NAME).write_text(json.dumps(doc))
+    with pytest.raises(SignatureError, match=r"skipped path name '\.\./\.\./etc/passwd' has an empty, '\.' or '\.\.'"):
         verify_bundle(signed, _policy(keys["owner"]))
 
 
