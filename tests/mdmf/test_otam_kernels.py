@@ -183,21 +183,22 @@ def test_cuda_tier_rejects_long_clips(rng):
         otam.fuse(*args, tier="cuda")
 
 
-def test_cpu_tier_blas_path_for_large_galleries(rng, monkeypatch):
-    """Above BLAS_THRESHOLD the dot products come from sgemm; same answers (incl. past underflow)."""
-    pytest.importorskip("edgesentry.kernels._cpu_otam")
-    from edgesentry.kernels.otam import cpu
-
-    monkeypatch.setattr(cpu, "BLAS_THRESHOLD", 1.0e6)  # exercise the path at a test-sized gallery
-    args = _inputs(rng, 8, 40, 8, 256)
-    assert 8 * 40 * 8 * 8 * 256 > cpu.BLAS_THRESHOLD
-    dists, logits = cpu.fuse(*args)
+@pytest.mark.parametrize("q, n, t, d", [(9, 41, 8, 256), (7, 13, 5, 77), (3, 5, 16, 1000)])
+def test_cpu_tier_blocked_gallery_every_isa_and_thread_count(rng, q, n, t, d):
+    """Gallery-sized calls: the blocked frame dot products (query and prototype blocks that do
+    not divide Q, N; T and D with edge rows and a scalar tail) with every instruction set this
+    CPU has (0 = portable dots, 1 = AVX2 + FMA / NEON, 2 = AVX-512 where present) and with one
+    and two threads, against the float64 reference; past the float32 underflow point too."""
+    kernel = pytest.importorskip("edgesentry.kernels._cpu_otam")
+    args = _inputs(rng, q, n, t, d)
     want_d, want_l = ref.fuse_reference(*args)
-    assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
-    assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
-    far = _far(rng, 4, 4, 40, 64)
-    assert 4 * 4 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
-    dists, _ = cpu.fuse(*far)
-    want_d, _ = ref.fuse_reference(*far)
-    assert (want_d > 52).all()
-    assert_verbose_allclose(dists, want_d, atol=1e-4, rtol=1e-5)
+    far = _far(rng, 4, 6, 40, 64)
+    far_d, _ = ref.fuse_reference(*far)
+    assert (far_d > 52).all()
+    for isa in range(kernel.best_isa() + 1):
+        for threads in (1, 2):
+            dists, logits = kernel.fuse(*args, 0.5, 0.01, threads, isa)
+            assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
+            assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
+            dists, _ = kernel.fuse(*far, 0.5, 0.01, threads, isa)
+            assert_verbose_allclose(dists, far_d, atol=1e-4, rtol=1e-5)
