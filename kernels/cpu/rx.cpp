@@ -22,6 +22,7 @@
 // raw radiances (~1e3..1e4) would cause in M - s s^T / n.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "band_gram.h"
 #include "simd.h"
@@ -29,11 +30,13 @@
 #include "transpose4.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #ifdef _OPENMP
@@ -422,15 +425,26 @@ std::vector<Run> window_runs(int length, int size) {
   return runs;
 }
 
+// Cost of one unit of work of each kind the paths spend their time on, in any common unit (the
+// Python wrapper passes nanoseconds measured on the running machine by measure_costs, cached per
+// CPU model): a multiply-add of the direct path's lockstep Cholesky (and of its ring), one of the
+// shared path's register-tiled Gram and bordered factorisation (and its guard corrections), and
+// one add of the memory-bound column-moment slide. The defaults are the fixed ratios the model
+// had before it was measured (one add ~ ten multiply-adds).
+struct Costs {
+  double direct_mac = 1.0, tile_mac = 1.0, moment_add = 10.0;
+};
+
 // The pixels of one outer-window group and the union of their guard windows.
 struct Group {
   Run rows, cols;
   int u_row0, u_rows, u_col0, u_cols;  // union of the guard windows
-  double cost;                         // estimated multiply-adds on the shared-window path
+  double cost;                         // estimated cost on the shared-window path
   int union_size() const { return u_rows * u_cols; }
 };
 
-Group make_group(const Run& rows, const Run& cols, int height, int width, int inner, int outer, int bands) {
+Group make_group(const Run& rows, const Run& cols, int height, int width, int inner, int outer, int bands,
+                 const Costs& costs) {
   int r0, r1, c0, c1, stop;
   window_bounds(rows.first, inner, height, r0, stop);
   window_bounds(rows.last, inner, height, r1, stop);
@@ -439,25 +453,24 @@ Group make_group(const Run& rows, const Run& cols, int height, int width, int in
   Group g{rows, cols, r0, r1 + inner - r0, c0, c1 + inner - c0, 0.0};
   const double b = bands, u = g.union_size(), ni = static_cast<double>(inner) * inner;
   const double pixels = static_cast<double>(rows.count()) * cols.count();
-  g.cost = static_cast<double>(outer) * outer * b * b / 2 + b * b * b / 6 + u * b * b / 2 + u * u * b / 2 +
-           pixels * ni * ni * (ni / 6 + 2);
+  g.cost = costs.tile_mac * (static_cast<double>(outer) * outer * b * b / 2 + b * b * b / 6 + u * b * b / 2 +
+                             u * u * b / 2 + pixels * ni * ni * (ni / 6 + 2));
   return g;
 }
 
-// The direct path's multiply-adds for one pixel: its B^3/6 Cholesky, the ring and covariance.
-inline double direct_cost(int bands) { return static_cast<double>(bands) * bands * (bands / 6.0 + 3.0); }
-
-// Sliding the column moments is a memory-bound stream of packed B x B triangles: one add per
-// element read and written. Measured on the direct path, one such add costs about as much as
-// ten multiply-adds of the register-tiled factorisations.
-constexpr double kMomentAddCost = 10.0;
+// The direct path's cost for one pixel: its B^3/6 Cholesky, the ring and covariance.
+inline double direct_cost(int bands, const Costs& costs) {
+  return costs.direct_mac * static_cast<double>(bands) * bands * (bands / 6.0 + 3.0);
+}
 
 // The direct path's cost for the rows it scores, beyond its per-pixel work: each row moves the
 // outer and inner column moments by one row in and one out (2 x 2 x W packed triangles), and
-// the first row of a run of rows fills them afresh ((outer + inner) x W triangles).
-double direct_row_overhead(int width, int bands, int inner, int outer, bool fresh) {
+// the first row of a run of rows fills them afresh ((outer + inner) x W triangles). Sliding
+// the moments is a memory-bound stream of packed B x B triangles, one add per element read and
+// written: its unit cost against the factorisations' FMAs depends on the machine's memory.
+double direct_row_overhead(int width, int bands, int inner, int outer, bool fresh, const Costs& costs) {
   const double triangles = fresh ? static_cast<double>(outer + inner) * width : 4.0 * width;
-  return kMomentAddCost * triangles * packed_size(bands);
+  return costs.moment_add * triangles * packed_size(bands);
 }
 
 struct GroupScratch {
@@ -969,14 +982,16 @@ void score_samples(const SamplePass& s, PairDots& t) {
 // left to the direct path is checked as a whole, with the cost of filling and sliding its
 // column moments: a few leftover pixels (on a small image: the ones whose outer window is
 // shared with nobody) are cheaper on the shared-window path too.
-std::vector<Group> shared_window_groups(int height, int width, int bands, int inner, int outer, int mode) {
+std::vector<Group> shared_window_groups(int height, int width, int bands, int inner, int outer, int mode,
+                                        const Costs& costs) {
   std::vector<Group> chosen, direct;
   if (mode == 0) return chosen;
   const std::vector<Run> row_runs = window_runs(height, outer), col_runs = window_runs(width, outer);
   for (const Run& rows : row_runs)
     for (const Run& cols : col_runs) {
-      const Group g = make_group(rows, cols, height, width, inner, outer, bands);
-      const bool shared = mode == 2 || g.cost < static_cast<double>(rows.count()) * cols.count() * direct_cost(bands);
+      const Group g = make_group(rows, cols, height, width, inner, outer, bands, costs);
+      const bool shared =
+          mode == 2 || g.cost < static_cast<double>(rows.count()) * cols.count() * direct_cost(bands, costs);
       (shared ? chosen : direct).push_back(g);
     }
   // direct groups come in row order; take one stretch of consecutive direct rows at a time
@@ -988,12 +1003,12 @@ std::vector<Group> shared_window_groups(int height, int width, int bands, int in
       const Group& g = direct[b];
       if (g.rows.first != run_first) {  // the next row run: it must follow the stretch's last row
         if (g.rows.first != last_row + 1) break;
-        direct_total += direct_row_overhead(width, bands, inner, outer, b == a) +
-                        (g.rows.count() - 1) * direct_row_overhead(width, bands, inner, outer, false);
+        direct_total += direct_row_overhead(width, bands, inner, outer, b == a, costs) +
+                        (g.rows.count() - 1) * direct_row_overhead(width, bands, inner, outer, false, costs);
         run_first = g.rows.first;
         last_row = g.rows.last;
       }
-      direct_total += static_cast<double>(g.rows.count()) * g.cols.count() * direct_cost(bands);
+      direct_total += static_cast<double>(g.rows.count()) * g.cols.count() * direct_cost(bands, costs);
       shared_total += g.cost;
     }
     if (shared_total < direct_total) chosen.insert(chosen.end(), direct.begin() + a, direct.begin() + b);
@@ -1022,8 +1037,17 @@ void check_local_args(const py::array& cube, int inner, int outer, const char* w
 // Path of every pixel (need): 1 = its ring's covariance (shared window or direct path), 2 = the
 // sample space (rings with no more distinct spectra than bands: their covariance is singular),
 // 3 = a decomposition of the ring (the caller's local_rx_decomposed).
+Costs checked_costs(const std::tuple<double, double, double>& c) {
+  const Costs costs{std::get<0>(c), std::get<1>(c), std::get<2>(c)};
+  if (!(costs.direct_mac > 0 && costs.tile_mac > 0 && costs.moment_add > 0) || !std::isfinite(costs.direct_mac) ||
+      !std::isfinite(costs.tile_mac) || !std::isfinite(costs.moment_add))
+    throw std::invalid_argument("costs must be three finite numbers > 0 (direct_mac, tile_mac, moment_add)");
+  return costs;
+}
+
 py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast> cube, int inner, int outer,
-                   double ridge, double pivot_tol, int shared_windows, bool sample_space) {
+                   double ridge, double pivot_tol, int shared_windows, bool sample_space,
+                   const std::tuple<double, double, double>& unit_costs) {
   check_local_args(cube, inner, outer, "local_rx");
   if (shared_windows < 0 || shared_windows > 2) throw std::invalid_argument("local_rx: shared_windows must be 0, 1 or 2");
   const int height = static_cast<int>(cube.shape(0));
@@ -1044,8 +1068,9 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
   // between a ring and its outer window: with a ridge every pixel takes the direct path; so does
   // every pixel when no ring has more pixels than bands (the window scatter is singular).
   const bool full_rings = n > bands;
-  const std::vector<Group> groups =
-      shared_window_groups(height, width, bands, inner, outer, ridge > 0.0 || !full_rings ? 0 : shared_windows);
+  const std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer,
+                                                         ridge > 0.0 || !full_rings ? 0 : shared_windows,
+                                                         checked_costs(unit_costs));
   {
     py::gil_scoped_release release;
     std::vector<int> id, distinct;
@@ -1264,16 +1289,93 @@ py::array_t<double> local_rx_decomposed(py::array_t<double, py::array::c_style |
 }
 
 // (H, W) uint8: 1 for the pixels the cost model gives to the shared-window path.
-py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int inner, int outer, int shared_windows) {
+py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int inner, int outer, int shared_windows,
+                                        const std::tuple<double, double, double>& unit_costs) {
   if (inner < 1 || outer <= inner || outer > height || outer > width || bands < 1)
     throw std::invalid_argument("shared_window_plan: need 1 <= inner < outer <= min(H, W) and B >= 1");
   py::array_t<uint8_t> plan({height, width});
   uint8_t* p = plan.mutable_data();
   std::fill(p, p + static_cast<size_t>(height) * width, 0);
-  for (const Group& g : shared_window_groups(height, width, bands, inner, outer, shared_windows))
+  for (const Group& g : shared_window_groups(height, width, bands, inner, outer, shared_windows, checked_costs(unit_costs)))
     for (int i = g.rows.first; i <= g.rows.last; ++i)
       for (int j = g.cols.first; j <= g.cols.last; ++j) p[static_cast<size_t>(i) * width + j] = 1;
   return plan;
+}
+
+volatile double measure_sink = 0.0;
+
+// Nanoseconds per unit of each kind of Costs, on this machine, one thread, B = `bands`: the best
+// of `repeats` runs of (1) the lockstep Cholesky of four B x B matrices, (2) the Gram tiles and
+// bordered factorisation of a 64-pixel window with 32 guard rows, (3) one row of column-moment
+// slides over 128 columns. ~50 ms in all at B = 200.
+py::dict measure_costs(int bands, int repeats) {
+  if (bands < 4 || bands > 4096 || repeats < 1) throw std::invalid_argument("measure_costs: need 4 <= bands <= 4096, repeats >= 1");
+  using clock = std::chrono::steady_clock;
+  const auto best = [&](const auto& run) {
+    double t = 1e300;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = clock::now();
+      run();
+      t = std::min(t, std::chrono::duration<double, std::nano>(clock::now() - t0).count());
+    }
+    return t;
+  };
+  const size_t pk = packed_size(bands);
+  double sink = 0.0, out_direct = 0.0, out_tile = 0.0, out_moment = 0.0;
+  py::dict out;
+  {
+    py::gil_scoped_release release;
+    // (1) four diagonally dominant SPD matrices, interleaved as the direct path does
+    std::vector<double> lanes(pk * kLanes), cov4(pk * kLanes), work(pk * kLanes), z4(static_cast<size_t>(bands) * kLanes),
+        u4(static_cast<size_t>(bands) * kLanes);
+    for (int q = 0; q < kLanes; ++q)
+      for (int i = 0; i < bands; ++i)
+        for (int j = 0; j <= i; ++j)
+          lanes[q * pk + static_cast<size_t>(i) * (i + 1) / 2 + j] = i == j ? bands + 1.0 + q : 1.0 / (1 + i + j + q);
+    for (size_t k = 0; k < z4.size(); ++k) z4[k] = 1.0 / (1.0 + k);
+    interleave_lanes(lanes.data(), pk, pk, cov4.data());
+    const double t_chol = best([&] {
+      std::copy(cov4.begin(), cov4.end(), work.begin());
+      double score[kLanes];
+      unsigned char ok[kLanes];
+      cholesky_mahalanobis_lanes(work.data(), z4.data(), u4.data(), bands, 1e-12, score, ok, false);
+      sink += score[0];
+    });
+    const double b = bands;
+    // (2) a window of 64 pixels and 32 guard rows: Gram, bordered factor, guard Gram
+    const long bp = round_up4(bands), len = 64, ldz = len + 4, rows = bp + 32;
+    std::vector<double> zt(bp * ldz), f(rows * bp), gu(32 * 32);
+    for (size_t k = 0; k < zt.size(); ++k) zt[k] = std::sin(0.37 * k);
+    const double t_tile = best([&] {
+      std::fill(f.begin(), f.end(), 0.0);
+      lower_gram(zt.data(), ldz, len, bp, f.data(), bp, false);
+      for (long i = 0; i < bp; ++i) f[i * bp + i] += 64.0;  // well conditioned
+      for (long r = bp; r < rows; ++r)
+        for (long c = 0; c < bp; ++c) f[r * bp + c] = std::cos(0.11 * (r + c));
+      factor_bordered(f.data(), bp, bp, rows, 1e-12);
+      lower_gram(f.data() + bp * bp, bp, bp, 32, gu.data(), 32, false);
+      sink += gu[0];
+    });
+    const double tile_macs = len * b * b / 2 + b * b * b / 6 + 32 * b * b / 2 + 32.0 * 32 * b / 2;
+    // (3) column moments: one image row of 128 pixels added and removed (at B >= 100 their
+    // moments outgrow the caches, as they do on the scenes the choice matters for)
+    const int width = 128;
+    std::vector<double> x(static_cast<size_t>(width) * bands), col_m(pk * width, 0.0), col_s(static_cast<size_t>(bands) * width, 0.0);
+    for (size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.05 * k);
+    const double t_moment = best([&] {
+      add_row(x.data(), 0, width, 0, width, bands, 1.0, col_m, col_s);
+      add_row(x.data(), 0, width, 0, width, bands, -1.0, col_m, col_s);
+      sink += col_m[1];
+    });
+    out_direct = t_chol / (kLanes * b * b * b / 6);
+    out_tile = t_tile / tile_macs;
+    out_moment = t_moment / (2.0 * width * pk);
+  }
+  out["direct_mac"] = out_direct;
+  out["tile_mac"] = out_tile;
+  out["moment_add"] = out_moment;
+  measure_sink = sink;  // keeps the timed work from being optimised away
+  return out;
 }
 
 int num_threads() { return edgesentry_threads::max_threads(); }
@@ -1284,6 +1386,7 @@ PYBIND11_MODULE(_cpu_rx, m) {
   m.doc() = "Compiled CPU tier of the RX kernels (see edgesentry.kernels.rx)";
   m.def("local_rx", &local_rx, py::arg("cube"), py::arg("inner"), py::arg("outer"), py::arg("ridge") = 0.0,
         py::arg("pivot_tol") = 1e-12, py::arg("shared_windows") = 1, py::arg("sample_space") = true,
+        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0),
         "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, left) (H, W) arrays; "
         "left marks the pixels left to local_rx_decomposed (scores NaN there). shared_windows: 0 = one "
         "Cholesky per pixel, 1 = shared outer windows where the cost model says so, 2 = wherever "
@@ -1296,6 +1399,10 @@ PYBIND11_MODULE(_cpu_rx, m) {
         "scipy.linalg.cython_lapack.__pyx_capi__");
   m.def("shared_window_plan", &shared_window_plan, py::arg("height"), py::arg("width"), py::arg("bands"),
         py::arg("inner"), py::arg("outer"), py::arg("shared_windows") = 1,
+        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0),
         "(H, W) uint8 mask of the pixels local_rx scores on the shared-window path");
+  m.def("measure_costs", &measure_costs, py::arg("bands"), py::arg("repeats") = 5,
+        "ns per unit of the cost model's work kinds on this machine (one thread): direct_mac, tile_mac, "
+        "moment_add (the costs argument of local_rx and shared_window_plan, in that order)");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use");
 }
