@@ -88,7 +88,8 @@ def cpu_info() -> dict[str, Any]:
 def cpu_key() -> str:
     """A file-name-safe key of the CPU model, ISA flags and usable cores."""
     info = cpu_info()
-    digest = hashlib.sha1(json.dumps([info["machine"], info["id"], info["flags"], info["cores"]]).encode()).hexdigest()[:10]
+    ident = json.dumps([info["machine"], info["id"], info["flags"], info["cores"]])
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9]+", "-", info["model"]).strip("-")[:60] or "cpu"
     return f"{name}-{digest}"
 
