@@ -202,3 +202,35 @@ def test_cpu_tier_blocked_gallery_every_isa_and_thread_count(rng, q, n, t, d):
             assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
             dists, _ = kernel.fuse(*far, 0.5, 0.01, threads, isa)
             assert_verbose_allclose(dists, far_d, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model, shape, team, want", [
+    # waking the threads costs 20 us, two threads run 1.8x: a 5-way episode at D = 1024 (~1.7 ms) goes parallel
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e4, "speedup": 1.8}, (5, 5, 8, 1024), 2, 2),
+    # ... one query against five classes at D = 256 (~20 us of work) stays on one thread
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e4, "speedup": 1.8}, (1, 5, 8, 256), 2, 1),
+    # a machine where a second thread brings nothing (busy, or one physical core): never
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e5, "speedup": 0.99}, (25, 100, 8, 1024), 2, 1),
+    # one core: one thread whatever the model says
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 0.0, "speedup": 4.0}, (25, 100, 8, 1024), 1, 1),
+    # 16 cores and a big gallery
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 5e4, "speedup": 12.0}, (25, 100, 8, 1024), 16, 16),
+])
+def test_cpu_thread_choice_follows_the_measured_model(model, shape, team, want):
+    """The thread decision from injected model values (no timing in the test)."""
+    from edgesentry.kernels.otam import cpu
+
+    assert cpu.threads_for(*shape, model=model, team=team) == want
+
+
+def test_cpu_thread_model_is_measured_and_cached(tmp_path, monkeypatch):
+    pytest.importorskip("edgesentry.kernels._cpu_otam")
+    from edgesentry import _machine
+    from edgesentry.kernels.otam import cpu
+
+    monkeypatch.setenv(_machine.ENV_CACHE, str(tmp_path))
+    _machine.forget("otam.threads")
+    model = cpu.thread_model()
+    assert set(model) == set(cpu.DEFAULT_THREAD_MODEL) and all(v >= 0 for v in model.values())
+    assert _machine.read_cached("otam.threads", 1) == model
+    _machine.forget("otam.threads")
