@@ -29,8 +29,9 @@ HOT_LOOPS: dict[str, list[tuple[str, str, str]]] = {
         ("mahalanobis: triangular whitening, 4 bands x 8 pixels", r"::mahalanobis\(", ".2d"),
     ],
     "rx": [
-        ("direct path: 4-pixel lockstep Cholesky panel (2 x 4 tile)", r"score_rings\(", ".2d"),
-        ("shared windows: bordered factorisation / Gram tiles", r"local_rx\(.*_omp_fn\.0", ".2d"),
+        ("direct path / sample space: 4-pixel lockstep Cholesky panel (2 x 4 tile)", r"cholesky_mahalanobis_lanes\(",
+         ".2d"),
+        ("shared windows: bordered factorisation / Gram tiles", r"factor_bordered\(|lower_gram\(", ".2d"),
         ("sample space: pixel-pair dot table, 4 x 4 tiles (inlined)", r"score_samples\(", ".2d"),
     ],
     "isstad": [

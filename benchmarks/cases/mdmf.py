@@ -108,8 +108,14 @@ def _otam_rows(ctx: Any) -> list[Row]:
             out = fn(*args)
             rows.append(Row("mdmf", "otam", tier, size, measure(lambda fn=fn, args=args: fn(*args), iters=iters),
                             extra={"rel_err_vs_ref": rel_err(np.asarray(out[1]), want)}))
+        frames = np.stack([args[0].reshape(q * t, d), args[2].reshape(q * t, d)])
+        protos_t = np.ascontiguousarray(np.stack([args[1].reshape(n * t, d).T, args[3].reshape(n * t, d).T]))
+        rows.append(Row("mdmf", "otam", "sgemm floor", size,
+                        measure(lambda f=frames, p=protos_t: np.matmul(f, p), iters=max(ctx.iters, 20)),
+                        extra={"what": "numpy float32 [QT, D] x [D, NT], both views: the frame-similarity GEMM"}))
     add_speedups(rows, "official loops (torch)", "vs torch loops")
     add_speedups(rows, "official loops (numpy)", "vs numpy loops")
+    add_speedups(rows, "sgemm floor", "vs sgemm floor")
     return rows
 
 
@@ -149,7 +155,7 @@ def _episode_rows(ctx: Any) -> list[Row]:
             size = f"5-way {shots}-shot D{d}"
             ref_logits = None
             episode = (query, support, labels, text)
-            for backend in ("torch", "onnxruntime"):
+            for backend in ("torch", "onnxruntime", "auto"):
                 det = edgesentry.load(path, backend=backend, kernels="cpu")
                 out = det.classify_features(*episode).extras["logits"]
                 ref_logits = out if ref_logits is None else ref_logits
