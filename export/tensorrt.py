@@ -30,12 +30,13 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
 from edgesentry.backends.tensorrt import cuda_device_capability, import_tensorrt
 from edgesentry.errors import BackendUnavailableError, ConfigError, EdgesentryError
+from edgesentry.io.paths import check_relative_name, read_bytes_bounded
 
 log = logging.getLogger("edgesentry.export.tensorrt")
 
@@ -202,21 +203,47 @@ class CacheLookup:
     reason: str  # "hit" | "miss" | why a plan was rejected
 
 
+#: a sidecar is a small JSON record; anything larger is not one of ours
+SIDECAR_MAX_BYTES = 1 << 20
+
+
 class EngineCache:
     """Plans in ``DIR`` (a bundle's ``engines/``), each with a ``.json`` sidecar (key + plan sha256).
 
     ``lookup`` returns a plan only when the sidecar's key equals the requested key and the plan's
     sha256 equals the sidecar's; anything else (another TensorRT, another GPU, an edited ONNX,
-    a truncated copy) is reported and ignored, so the caller rebuilds it.
+    a truncated copy) is reported and ignored, so the caller rebuilds it. With ``listed`` (a
+    bundle's ``files``: name -> sha256, names relative to ``listed_root``), plan and sidecar
+    must also be listed there with their current sha256: a file dropped into ``engines/`` by
+    hand is never used.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, on_write: Callable[[Path], None] | None = None):
+    def __init__(self, directory: str | os.PathLike, *, on_write: Callable[[Path], None] | None = None,
+                 listed: Mapping[str, str] | None = None, listed_root: str | os.PathLike | None = None):
         self.dir = Path(directory)
         self.on_write = on_write
+        self.listed = listed
+        self.listed_root = Path(listed_root) if listed_root is not None else self.dir
 
     def _paths(self, key: EngineKey) -> tuple[Path, Path]:
-        plan = self.dir / key.filename()
+        name = key.filename()
+        check_relative_name(name, what="TensorRT plan", error=ConfigError)
+        if "/" in name:
+            raise ConfigError(f"TensorRT plan name {name!r} must be one file name (graph and TensorRT version "
+                              "may not hold '/')")
+        plan = self.dir / name
         return plan, plan.with_suffix(".json")
+
+    def _unlisted(self, path: Path, data: bytes) -> str | None:
+        """Why ``path`` is not a listed, hashed bundle file (``None`` when it is, or nothing is listed)."""
+        if self.listed is None:
+            return None
+        rel = path.relative_to(self.listed_root).as_posix()
+        if rel not in self.listed:
+            return f"{rel} is not listed in meta.json"
+        if hashlib.sha256(data).hexdigest() != self.listed[rel]:
+            return f"{rel} does not match its sha256 in meta.json"
+        return None
 
     def lookup(self, key: EngineKey) -> CacheLookup:
         plan, side = self._paths(key)
@@ -225,13 +252,21 @@ class EngineCache:
             why = f"no plan for this key; other plans for {key.graph}: {stale}" if stale else "miss"
             return CacheLookup(None, why)
         try:
-            record = json.loads(side.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            return self._reject(plan, f"sidecar {side.name} unreadable ({exc})")
+            side_bytes = read_bytes_bounded(side, limit=SIDECAR_MAX_BYTES, what="plan sidecar", error=ConfigError)
+            record = json.loads(side_bytes)
+            if not isinstance(record, dict) or not isinstance(record.get("key", {}), dict):
+                raise ValueError("not a JSON object with an object 'key'")
+        except (ConfigError, ValueError, RecursionError) as exc:
+            return self._reject(plan, f"sidecar {side.name} unreadable ({str(exc)[:200]})")
         if record.get("key") != key.to_dict():
             diff = sorted(k for k, v in key.to_dict().items() if record.get("key", {}).get(k) != v)
             return self._reject(plan, f"sidecar key differs in {diff}")
-        actual = hashlib.sha256(plan.read_bytes()).hexdigest()
+        plan_bytes = plan.read_bytes()
+        for path, data in ((side, side_bytes), (plan, plan_bytes)):
+            why = self._unlisted(path, data)
+            if why is not None:
+                return self._reject(plan, why)
+        actual = hashlib.sha256(plan_bytes).hexdigest()
         if actual != record.get("plan_sha256"):
             return self._reject(
                 plan,
@@ -266,7 +301,11 @@ class EngineCache:
 
 
 def onnx_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The graph's hash for engine keys: the ONNX file without its ``metadata_props`` (new
+    thresholds mirrored into the metadata leave engines valid; any graph change rebuilds them)."""
+    from edgesentry.bundle import onnx_graph_sha256
+
+    return onnx_graph_sha256(path)
 
 
 # --------------------------------------------------------------------------- FP16 graphs
@@ -359,6 +398,8 @@ class BuildOptions:
     calibration: Sequence[Mapping[str, np.ndarray]] = field(default_factory=list)
     calibration_cache: Path | None = None
     timing_cache: Path | None = None
+    #: ``cuda.bindings.runtime`` for the calibrator's buffers (None: imported when needed; tests inject a stub)
+    cudart: Any = None
 
 
 def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: BuildOptions) -> bytes:
@@ -407,12 +448,18 @@ def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: Buil
             config.set_flag(trt.BuilderFlag.FP16)
         if options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache)
+            config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache,
+                                                     cudart=options.cudart)
             config.set_calibration_profile(trt_profile)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     cache = _load_timing_cache(config, options.timing_cache)
-    plan = builder.build_serialized_network(network, config)
+    calibrator = getattr(config, "int8_calibrator", None)
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.free()  # the calibration batches' device buffers
     if plan is None:
         raise EngineBuildError("TensorRT builder returned no engine (see the TensorRT log above)")
     _save_timing_cache(config, cache, options.timing_cache)
@@ -435,9 +482,63 @@ def _save_timing_cache(config: Any, cache: Any, path: Path | None) -> None:
     path.write_bytes(bytes(current.serialize()))
 
 
-def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache_path: Path | None) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over ``samples`` (one feed per batch), cache at ``cache_path``."""
-    from cuda.bindings import runtime as cudart
+#: Calibration data for ``build_bundle_engines``: feeds (input name -> array; each graph takes the
+#: feeds holding its inputs) or feeds per graph (graph name -> feeds; what ``edgesentry build`` passes).
+Calibration = Union[Sequence[Mapping[str, np.ndarray]], Mapping[str, Sequence[Mapping[str, np.ndarray]]]]
+
+
+def calibration_feeds(calibration: Calibration, graph: str, graph_meta: Mapping[str, Any],
+                      profile: ShapeProfile) -> list[dict[str, np.ndarray]]:
+    """The calibration feeds of one graph, checked against its inputs and its calibration profile.
+
+    TensorRT 10 calibrates at the profile's ``opt`` shapes (``set_calibration_profile``), so every
+    feed must hold each input of *this* graph at exactly that shape; the arrays are cast to the
+    graph's input dtypes. ``calibration`` is one of ``Calibration``'s forms.
+
+    Raises:
+        ConfigError: no feed fits this graph, or a feed's shape is not the profile's opt shape.
+    """
+    names = list(graph_meta.get("inputs", {}))
+    if isinstance(calibration, Mapping):
+        if graph not in calibration:
+            raise ConfigError(f"no calibration samples for graph {graph!r} (samples were given for "
+                              f"{sorted(calibration)})")
+        feeds = [dict(f) for f in calibration[graph]]
+    else:
+        feeds = [{n: f[n] for n in names} for f in calibration if all(n in f for n in names)]
+        if calibration and not feeds:
+            have = sorted({k for f in calibration for k in f})
+            raise ConfigError(f"calibration samples hold {have}; graph {graph!r} takes {names}")
+    opt = {name: o for name, _, o, _ in profile.shapes}
+    out = []
+    for i, feed in enumerate(feeds):
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise ConfigError(f"calibration sample {i} for graph {graph!r} lacks inputs {missing}")
+        checked = {}
+        for n in names:
+            arr = np.asarray(feed[n])
+            if n in opt and tuple(arr.shape) != tuple(opt[n]):
+                raise ConfigError(
+                    f"calibration sample {i} for graph {graph!r}: input {n!r} has shape {tuple(arr.shape)}, but "
+                    f"TensorRT calibrates at the profile's opt shape {tuple(opt[n])}; give samples of that shape "
+                    "or move opt with --shape-hint AXIS=MIN,OPT,MAX")
+            dtype = np.dtype(graph_meta["inputs"][n].get("dtype", arr.dtype))
+            checked[n] = np.ascontiguousarray(arr, dtype=dtype)
+        out.append(checked)
+    return out
+
+
+def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache_path: Path | None, *,
+                    cudart: Any = None) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over one graph's ``samples`` (one feed per batch), cache at ``cache_path``.
+
+    Device buffers are allocated once per input (the feeds share a shape: the calibration
+    profile's opt shape) and released by ``free()``, which ``build_plan`` calls when the build
+    ends, also on error. ``cudart`` is ``cuda.bindings.runtime`` (injectable for tests).
+    """
+    if cudart is None:
+        from cuda.bindings import runtime as cudart
 
     base = trt.IInt8EntropyCalibrator2
 
@@ -447,6 +548,7 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
             self.samples = list(samples)
             self.index = 0
             self.buffers: dict[str, tuple[int, int]] = {}
+            self.cudart = cudart
 
         def get_batch_size(self) -> int:
             first = next(iter(self.samples[0].values())) if self.samples else None
@@ -457,6 +559,10 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
                 return None
             feed = self.samples[self.index]
             self.index += 1
+            unknown = [n for n in names if n not in feed]
+            if unknown:  # TensorRT asks for inputs this graph's samples do not hold: stop, do not crash
+                log.error("calibration: TensorRT asked for inputs %s; the samples hold %s", unknown, sorted(feed))
+                return None
             ptrs = []
             for name in names:
                 arr = np.ascontiguousarray(feed[name])
@@ -466,13 +572,18 @@ def make_calibrator(trt: Any, samples: Sequence[Mapping[str, np.ndarray]], cache
                         cudart.cudaFree(ptr)
                     err, ptr = cudart.cudaMalloc(arr.nbytes)
                     _check_cuda(err, "cudaMalloc")
-                    self.buffers[name] = (ptr, arr.nbytes)
+                    self.buffers[name] = (int(ptr), arr.nbytes)
                 (err,) = cudart.cudaMemcpy(
                     ptr, arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
                 )
                 _check_cuda(err, "cudaMemcpy")
                 ptrs.append(int(ptr))
             return ptrs
+
+        def free(self) -> None:
+            for ptr, _ in self.buffers.values():
+                cudart.cudaFree(ptr)
+            self.buffers.clear()
 
         def read_calibration_cache(self) -> bytes | None:
             if cache_path is not None and cache_path.is_file():
@@ -520,7 +631,7 @@ def engine_key(
         )
     return EngineKey(
         graph,
-        onnx_sha256(bundle.path / meta["file"]),
+        onnx_sha256(bundle.file(meta["file"])),
         precision,
         compute_capability,
         trt_version,
@@ -533,17 +644,19 @@ def build_bundle_engines(
     bundle: Any,
     *,
     precision: str = "fp32",
-    calibration: Sequence[Mapping[str, np.ndarray]] = (),
+    calibration: Calibration = (),
     version_compatible: bool = False,
     hints: Mapping[str, Sequence[int]] | None = None,
     force: bool = False,
     trt: Any = None,
     capability: tuple[int, int] | None = None,
+    cudart: Any = None,
 ) -> list[EngineResult]:
     """Build (or reuse) a plan for every exported graph of ``bundle`` into ``BUNDLE/engines/``.
 
-    ``trt`` and ``capability`` are injectable for tests; by default TensorRT is imported after
-    the CUDA device check.
+    INT8 calibration is per graph (``calibration_feeds``): each graph gets the samples of its
+    own inputs, checked against its calibration profile. ``trt``, ``capability`` and ``cudart``
+    are injectable for tests; by default TensorRT is imported after the CUDA device check.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}; got {precision!r}")
@@ -557,7 +670,8 @@ def build_bundle_engines(
     if precision == "int8" and trt_major(trt) >= 11:
         build_plan(trt, b"", ShapeProfile(()), BuildOptions(precision="int8"))  # raises the explanatory ConfigError
     cc = f"{capability[0]}.{capability[1]}"
-    cache = EngineCache(bundle.path / ENGINE_DIR, on_write=lambda p: bundle.add_file(str(p.relative_to(bundle.path))))
+    cache = EngineCache(bundle.path / ENGINE_DIR, listed=bundle.meta["files"], listed_root=bundle.path,
+                        on_write=lambda p: bundle.add_file(p.relative_to(bundle.path).as_posix()))
     results = []
     for name, gmeta in graphs.items():
         profile = profile_from_graph(gmeta, hints)
@@ -576,14 +690,16 @@ def build_bundle_engines(
             continue
         if found.reason not in ("miss",):
             log.warning("building %s: %s", key.filename(), found.reason)
+        feeds = calibration_feeds(calibration, name, gmeta, profile) if precision == "int8" else []
         options = BuildOptions(
             precision=precision,
             version_compatible=version_compatible,
-            calibration=list(calibration),
+            calibration=feeds,
+            cudart=cudart,
             calibration_cache=bundle.path / ENGINE_DIR / f"{name}.int8-calibration.cache",
             timing_cache=bundle.path / ENGINE_DIR / f"timing.sm{cc.replace('.', '')}.trt{trt.__version__}.cache",
         )
-        plan = build_plan(trt, (bundle.path / gmeta["file"]).read_bytes(), profile, options)
+        plan = build_plan(trt, bundle.file(gmeta["file"]).read_bytes(), profile, options)
         path = cache.store(key, plan, build_info={"precision": precision})
         for extra in (options.calibration_cache, options.timing_cache):
             if extra is not None and extra.is_file():
@@ -614,4 +730,64 @@ def find_engine(
         trt_version=str(trt.__version__),
         version_compatible=version_compatible,
     )
-    return EngineCache(bundle.path / ENGINE_DIR).lookup(key).path
+    return EngineCache(bundle.path / ENGINE_DIR, listed=bundle.files, listed_root=bundle.path).lookup(key).path
+
+
+@dataclass
+class ListedPlan:
+    """A plan listed and hashed in a bundle's ``meta.json``, with its verified sidecar key."""
+
+    name: str  # bundle-relative, ``engines/<graph>.<precision>...plan``
+    path: Path
+    key: dict[str, Any]
+
+
+def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
+    """The plans of ``graph`` that ``bundle`` vouches for, and why the others were set aside.
+
+    A plan qualifies only when it and its ``.json`` sidecar are listed in ``meta.json`` with
+    their current sha256, the sidecar names this graph and the hash of the graph's current
+    ONNX file (``onnx_sha256``: without its metadata), and the plan's sha256 equals the sidecar's.
+    Nothing is globbed from disk.
+    """
+    gmeta = bundle.meta.get("graphs", {}).get(graph)
+    if gmeta is None:
+        raise ConfigError(f"bundle has no exported graph {graph!r} (graphs: {sorted(bundle.meta.get('graphs', {}))})")
+    onnx_sha = onnx_sha256(bundle.file(gmeta["file"])) if gmeta["file"] in bundle.files else None
+    found: list[ListedPlan] = []
+    rejected: list[str] = []
+    for name in sorted(bundle.files):
+        if not (name.startswith(f"{ENGINE_DIR}/{graph}.") and name.endswith(".plan")):
+            continue
+        side_name = name[: -len(".plan")] + ".json"
+        why = _plan_problem(bundle, name, side_name, graph, onnx_sha)
+        if isinstance(why, str):
+            rejected.append(f"{name}: {why}")
+        else:
+            found.append(ListedPlan(name, bundle.file(name), why))
+    return found, rejected
+
+
+def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: str | None) -> str | dict[str, Any]:
+    """The sidecar key of a listed plan, or why the plan cannot be trusted."""
+    if side_name not in bundle.files:
+        return f"its sidecar {side_name} is not listed in meta.json"
+    side_bytes = read_bytes_bounded(bundle.file(side_name), limit=SIDECAR_MAX_BYTES, what="plan sidecar",
+                                    error=ConfigError)
+    plan_sha = hashlib.sha256(bundle.file(name).read_bytes()).hexdigest()
+    if hashlib.sha256(side_bytes).hexdigest() != bundle.files[side_name] or plan_sha != bundle.files[name]:
+        return "plan or sidecar differs from its sha256 in meta.json"
+    try:
+        record = json.loads(side_bytes)
+        key = record["key"]
+        if not isinstance(key, dict):
+            raise TypeError("key is not an object")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        return f"sidecar unreadable ({str(exc)[:120]})"
+    if key.get("graph") != graph:
+        return f"sidecar key is for graph {str(key.get('graph'))[:40]!r}"
+    if key.get("onnx_sha256") != onnx_sha:
+        return "built from another ONNX file (re-run `edgesentry build`)"
+    if record.get("plan_sha256") != plan_sha:
+        return "plan sha256 differs from its sidecar (truncated or corrupt)"
+    return key

@@ -175,7 +175,7 @@ def make_runner(
 ) -> Any:
     """A runner of ``graph`` on ``backend`` (torch needs the family exporter and weights)."""
     gmeta = bundle.meta["graphs"][graph]
-    inputs = _input_specs(gmeta, input_names(gmeta, bundle.path / gmeta["file"]))
+    inputs = _input_specs(gmeta, input_names(gmeta, bundle.file(gmeta["file"])))
     outputs = list(gmeta["outputs"])
     if backend == "torch":
         from edgesentry.backends import TorchRunner
@@ -192,7 +192,7 @@ def make_runner(
     if backend == "onnxruntime":
         from edgesentry.backends import OrtRunner
 
-        model: Any = bundle.path / gmeta["file"]
+        model: Any = bundle.file(gmeta["file"])
         if precision == "fp16":
             import onnx
 

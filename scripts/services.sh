@@ -41,6 +41,12 @@ fi
 "$(dirname "$0")/aarch64_sysroot.sh" >/dev/null \
   || echo "services.sh: the arm64 sysroot could not be made; the aarch64 build check will skip" >&2
 
+# --- openssl: the MQTT TLS test makes its own CA and broker certificate with it ---------------
+# (mosquitto_passwd, for the password-file test, comes with the mosquitto package)
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  _apt_install openssl
+fi
+
 # --- Triton Inference Server for the serving tests (tests/export/test_triton_server.py) ----
 # The tritonserver binary comes from the nvidia-pytriton wheel (python backend only). The wheel
 # pins numpy<2, so it is installed without dependencies, and its python-backend stub runs the

@@ -12,6 +12,12 @@ Layout::
 No pickle anywhere: tensors are safetensors, the rest JSON and ONNX. Every listed file is
 checked against its sha256 when the bundle is opened, so a truncated copy or a tampered
 file is refused before any of it is used.
+
+A bundle is a closed world: every name in ``meta.json``'s ``files`` is a plain relative path
+inside the bundle (no ``..``, no absolute path, no symbolic link leaving it), checked before
+any file is opened, and only listed files are read (``Bundle.file``). ``meta.json`` is read
+only when it is a regular file of at most ``META_MAX_BYTES``, nested at most
+``META_MAX_DEPTH`` deep, with the documented types; non-finite weights are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,11 +36,18 @@ from typing import Any
 import numpy as np
 
 from edgesentry._version import __version__
-from edgesentry.errors import BundleError, ChecksumError
+from edgesentry.errors import BundleError, ChecksumError, WeightsError, option
+from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, resolve_inside
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"
 WEIGHTS_NAME = "weights.safetensors"
+#: caps on what ``meta.json`` may declare (real bundles: a few KiB, nesting depth < 10)
+META_MAX_BYTES = 8 << 20
+META_MAX_DEPTH = 64
+#: family and graph names become folder and file names (serving repositories, engine plans)
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -46,16 +61,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (``os.umask`` sets it
+    process-wide, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0o666 less the umask): bundle files are
+    as readable as the user's other files, e.g. by the group a serving account belongs to."""
+    return 0o666 & ~_umask()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
     # Write then rename so that a crash never leaves a half-written meta.json or weight file.
+    # mkstemp creates 0600; the file gets the mode a plain open() would give it.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda fh: fh.write(data))
 
 
 def _check_not_pickle(path: Path) -> None:
@@ -89,33 +130,27 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"expected a bundle directory containing {META_NAME}; got {str(root)!r}")
         meta_path = root / META_NAME
-        if not meta_path.is_file():
+        if not meta_path.exists():
             raise BundleError(f"{root} is not a bundle: {META_NAME} is missing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{meta_path} is not valid JSON ({exc}); the bundle is corrupt") from None
-        if not isinstance(meta, dict):
-            raise BundleError(f"{meta_path} must hold a JSON object; got {type(meta).__name__}")
-        version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(
-                f"bundle schema_version {version!r} is not supported by edgesentry {__version__} "
-                f"(expected {SCHEMA_VERSION}); re-run `edgesentry convert` with this version"
-            )
-        for key in ("family", "files"):
-            if key not in meta:
-                raise BundleError(f"{meta_path} lacks the required key {key!r}")
+        meta = parse_meta(read_bytes_bounded(meta_path, limit=META_MAX_BYTES, what="bundle metadata",
+                                             error=BundleError), meta_path)
         bundle = cls(root, meta)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
+        """Check every listed file: inside the bundle, a regular file, its sha256 as recorded.
+
+        Raises:
+            BundleError: a listed file is missing, not a regular file, or leaves the bundle.
+            ChecksumError: a listed file's sha256 differs from the one recorded.
+        """
         for name, expected in self.files.items():
-            file = self.path / name
-            if not file.is_file():
+            file = self.file(name)
+            if not file.exists():
                 raise BundleError(f"bundle file {name!r} listed in {META_NAME} is missing from {self.path}")
+            check_regular_file(file, what=f"bundle file {name!r}", error=BundleError)
             actual = sha256_file(file)
             if actual != expected:
                 raise ChecksumError(
@@ -148,9 +183,10 @@ class Bundle:
         return name in self.files
 
     def file(self, name: str) -> Path:
+        """The path of a listed file, resolved inside the bundle (only listed files are read)."""
         if name not in self.files:
             raise BundleError(f"bundle {self.path} has no file {name!r}; it has {sorted(self.files)}")
-        return self.path / name
+        return resolve_inside(self.path, name, what="bundle file", error=BundleError)
 
     def load_tensors(self, name: str = WEIGHTS_NAME) -> dict[str, np.ndarray]:
         """Tensors of a safetensors file as numpy arrays (refuses pickles)."""
@@ -160,14 +196,19 @@ class Bundle:
         path = self.file(name)
         _check_not_pickle(path)
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise BundleError(f"{path} is not a readable safetensors file: {exc}") from None
+        check_finite_tensors(tensors, f"{self.path.name}/{name}")
+        return tensors
 
     # -------------------------------------------------------------------------- writing
     def add_file(self, name: str, data: bytes | None = None) -> Path:
-        """Record (and optionally write) a file in the bundle and update its checksum."""
-        path = self.path / name
+        """Record (and optionally write) a file in the bundle and update its checksum.
+
+        ``name`` must be a plain relative path that stays inside the bundle (``BundleError``).
+        """
+        path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
             _atomic_write_bytes(path, data)
@@ -176,13 +217,48 @@ class Bundle:
         return path
 
     def remove_file(self, name: str) -> None:
+        path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
         self.meta.get("files", {}).pop(name, None)
-        (self.path / name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         self._write_meta()
 
     def update_meta(self, **changes: Any) -> None:
+        """Change ``meta.json`` sections; the exported graphs' ONNX metadata follow any change to
+        a section they mirror (``MIRRORED_KEYS``), so they never disagree with ``meta.json``."""
         self.meta.update(changes)
         self._write_meta()
+        if set(changes) & set(MIRRORED_KEYS):
+            self.mirror_metadata()
+
+    def copy_files_from(self, source: Bundle) -> None:
+        """Copy every file listed in ``source`` (weights, graphs, engines ...) and its ``graphs``
+        record into this bundle; checksums are re-read from the copies."""
+        for name in source.files:
+            target = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(source.file(name), "rb") as src:
+                _atomic_write(target, lambda fh, src=src: shutil.copyfileobj(src, fh, 1 << 20))
+            self.meta.setdefault("files", {})[name] = sha256_file(target)
+        if source.meta.get("graphs"):
+            self.meta["graphs"] = json.loads(json.dumps(source.meta["graphs"]))
+        self._write_meta()
+
+    def mirror_metadata(self) -> None:
+        """Make every exported graph's ONNX ``metadata_props`` mirror ``meta.json`` (the keys of
+        ``MIRRORED_KEYS``), so runtimes that read only the ONNX see the same thresholds."""
+        changed = False
+        for graph in self.meta.get("graphs", {}).values():
+            name = graph.get("file")
+            if not name or name not in self.files:
+                continue
+            path = self.file(name)
+            wanted = mirrored_metadata(self.meta)
+            if {k: read_onnx_metadata(path).get(k) for k in wanted} != wanted:
+                write_onnx_metadata(path, wanted)
+                self.meta["files"][name] = sha256_file(path)
+                changed = True
+        if changed:
+            self._write_meta()
 
     def _write_meta(self) -> None:
         text = json.dumps(self.meta, indent=2, sort_keys=True, default=_json_default)
@@ -190,6 +266,90 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, Any]:
+    """Parse and type-check the bytes of a ``meta.json``.
+
+    Checked: strict JSON (no NaN), an object nested at most ``META_MAX_DEPTH`` deep, an integer
+    ``schema_version`` equal to ``SCHEMA_VERSION`` (``true`` is not 1), ``family`` a simple
+    name, ``files`` an object from plain relative names to sha256 hex digests, ``config`` /
+    ``preprocessing`` / ``io`` / ``extra`` objects, ``calibration`` and ``thresholds`` objects or null,
+    ``graphs`` an object from simple names to objects whose ``file`` is a plain relative name.
+
+    Raises:
+        BundleError: naming the key, what was expected and what came.
+    """
+    try:
+        meta = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BundleError(f"{where} is not valid JSON ({why}); the bundle is corrupt") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where} must hold a JSON object; got {type(meta).__name__}")
+    _check_depth(meta, where)
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema_version {version!r} is not supported by edgesentry {__version__} "
+            f"(expected {SCHEMA_VERSION}); re-run `edgesentry convert` with this version"
+        )
+    for key in ("family", "files"):
+        if key not in meta:
+            raise BundleError(f"{where} lacks the required key {key!r}")
+    family = meta["family"]
+    if not isinstance(family, str) or not _SIMPLE_NAME.fullmatch(family):
+        raise BundleError(f"{where}: family must be a simple name such as 'isstad'; got {str(family)[:80]!r}")
+    _check_type(meta, "files", dict, where)
+    for name, digest in meta["files"].items():
+        check_relative_name(name, what="bundle file", error=BundleError)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
+    for key in ("config", "preprocessing", "io", "extra", "graphs"):
+        _check_type(meta, key, dict, where)
+    for key in ("calibration", "thresholds"):
+        if meta.get(key) is not None:
+            _check_type(meta, key, dict, where)
+    for graph, gmeta in meta.get("graphs", {}).items():
+        if not _SIMPLE_NAME.fullmatch(graph) or not isinstance(gmeta, dict):
+            raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
+                              f"{type(gmeta).__name__}")
+        check_relative_name(gmeta.get("file"), what=f"graph {graph!r} file", error=BundleError)
+    return meta
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_type(meta: Mapping[str, Any], key: str, kind: type, where: Any) -> None:
+    if key in meta and not isinstance(meta[key], kind):
+        raise BundleError(f"{where}: {key!r} must be a JSON {'object' if kind is dict else kind.__name__}; "
+                          f"got {type(meta[key]).__name__}")
+
+
+def _check_depth(obj: Any, where: Any) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > META_MAX_DEPTH:
+            raise BundleError(f"{where} is nested more than {META_MAX_DEPTH} levels deep; the bundle is corrupt")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def check_finite_tensors(tensors: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse weights holding NaN or Inf: they can only give meaningless scores.
+
+    Raises:
+        WeightsError: naming the first tensor with non-finite values and how many it has.
+    """
+    for key, value in tensors.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise WeightsError(f"{source}: tensor {key!r} of shape {tuple(arr.shape)} holds {bad} non-finite values "
+                               "(NaN/Inf); the weights are corrupt or came from a diverged training run")
 
 
 def _json_default(obj: Any) -> Any:
@@ -230,7 +390,7 @@ def write_bundle(
     root = Path(path)
     if root.exists():
         if not overwrite:
-            raise BundleError(f"{root} already exists; pass overwrite=True (CLI: --force) to replace it")
+            raise BundleError(f"{root} already exists; pass {option('overwrite', True)} to replace it")
         if not root.is_dir():
             raise BundleError(f"{root} exists and is not a directory")
         for stale in (root / META_NAME, root / WEIGHTS_NAME):
@@ -255,8 +415,10 @@ def write_bundle(
 
         # np.asarray(order="C") keeps 0-d tensors 0-d (np.ascontiguousarray makes them (1,))
         arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}
+        check_finite_tensors(arrays, f"{root.name}/{WEIGHTS_NAME}")
         tmp = root / f".{WEIGHTS_NAME}.tmp"
         save_file(arrays, str(tmp), metadata={"family": family, "edgesentry_version": __version__})
+        os.chmod(tmp, file_mode())  # safetensors writes 0600; a bundle file is as readable as the user's others
         os.replace(tmp, root / WEIGHTS_NAME)
         meta["files"][WEIGHTS_NAME] = sha256_file(root / WEIGHTS_NAME)
     bundle._write_meta()
@@ -284,3 +446,161 @@ def split_graph_tensors(tensors: Mapping[str, np.ndarray], graphs: tuple[str, ..
         prefixes = "/".join(f"'{g}.'" for g in graphs)
         raise BundleError(f"{family} bundle holds tensors outside {prefixes}: {sorted(other)[:5]}")
     return out
+
+
+# ----------------------------------------------------------------- ONNX metadata mirror
+#: the ``meta.json`` keys every exported graph carries in its ONNX ``metadata_props``
+MIRRORED_KEYS = ("family", "config", "preprocessing", "calibration", "thresholds")
+_METADATA_FIELD = 14  # ModelProto.metadata_props (onnx.proto): repeated StringStringEntryProto
+
+
+def metadata_text(value: Any) -> str:
+    """How a metadata value is written into ``metadata_props``: strings as they are, the rest JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def mirrored_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {k: metadata_text(meta.get(k)) for k in MIRRORED_KEYS}
+
+
+def _varint(fh: Any) -> int | None:
+    shift = result = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            if shift:
+                raise BundleError(f"{getattr(fh, 'name', 'ONNX file')} ends inside a protobuf varint")
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise BundleError(f"{getattr(fh, 'name', 'ONNX file')} holds an over-long protobuf varint")
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        if n < 0x80:
+            out.append(n)
+            return bytes(out)
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+
+
+def _top_level_fields(path: Path) -> list[tuple[int, int, int]]:
+    """(field number, start, end) of every top-level field of a serialized ModelProto, found by
+    skipping over values, so a 1 GB graph is never held in memory."""
+    size = path.stat().st_size
+    fields = []
+    with open(path, "rb") as fh:
+        while True:
+            start = fh.tell()
+            key = _varint(fh)
+            if key is None:
+                return fields
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _varint(fh)
+            elif wire == 1:
+                fh.seek(8, os.SEEK_CUR)
+            elif wire == 2:
+                length = _varint(fh)
+                fh.seek(length or 0, os.SEEK_CUR)
+            elif wire == 5:
+                fh.seek(4, os.SEEK_CUR)
+            else:
+                raise BundleError(f"{path} is not an ONNX model (protobuf wire type {wire} at byte {start})")
+            if fh.tell() > size:
+                raise BundleError(f"{path} is truncated (a protobuf field runs past the end of the file)")
+            fields.append((number, start, fh.tell()))
+
+
+def _entry(key: str, value: str) -> bytes:
+    body = b""
+    for number, text in ((1, key), (2, value)):
+        data = text.encode()
+        body += _encode_varint(number << 3 | 2) + _encode_varint(len(data)) + data
+    return _encode_varint(_METADATA_FIELD << 3 | 2) + _encode_varint(len(body)) + body
+
+
+def _decode_entry(data: bytes) -> tuple[str, str]:
+    import io
+
+    fh, found = io.BytesIO(data), {1: "", 2: ""}
+    while (key := _varint(fh)) is not None:
+        length = _varint(fh) or 0
+        found[key >> 3] = fh.read(length).decode()
+    return found[1], found[2]
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` as a dict, read without the ``onnx`` package."""
+    path = Path(path)
+    out = {}
+    with open(path, "rb") as fh:
+        for number, start, _ in _top_level_fields(path):
+            if number != _METADATA_FIELD:
+                continue
+            fh.seek(start)
+            _varint(fh)
+            length = _varint(fh) or 0
+            key, value = _decode_entry(fh.read(length))
+            out[key] = value
+    return out
+
+
+def _copy_range(fh: Any, start: int, end: int, sink: Any) -> None:
+    """Feed bytes ``[start, end)`` of an open file to ``sink`` in 1 MiB pieces."""
+    fh.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = fh.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise BundleError(f"{getattr(fh, 'name', 'file')} ended while being read")
+        sink(chunk)
+        remaining -= len(chunk)
+
+
+def onnx_graph_sha256(path: str | os.PathLike) -> str:
+    """sha256 of an ONNX file without its ``metadata_props``: what a TensorRT engine depends on,
+    so mirroring new thresholds into the metadata does not invalidate cached engines. A file that
+    does not parse as a protobuf message is hashed whole."""
+    path = Path(path)
+    try:
+        fields = _top_level_fields(path)
+    except BundleError:
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for number, start, end in fields:
+            if number == _METADATA_FIELD:
+                continue
+            _copy_range(fh, start, end, digest.update)
+    return digest.hexdigest()
+
+
+def write_onnx_metadata(path: str | os.PathLike, updates: Mapping[str, str]) -> None:
+    """Set ``metadata_props`` entries of an ONNX file (others kept), rewriting only the top-level
+    metadata fields and copying the rest byte for byte (no ``onnx`` package, graph never parsed)."""
+    path = Path(path)
+    props = {**read_onnx_metadata(path), **updates}
+    fields = _top_level_fields(path)
+    new_entries = b"".join(_entry(k, v) for k, v in props.items())
+    first_meta = next((start for number, start, _ in fields if number == _METADATA_FIELD), None)
+
+    def write(out: Any) -> None:
+        placed = False
+        with open(path, "rb") as src:
+            for number, start, end in fields:
+                if number == _METADATA_FIELD:
+                    if start == first_meta:
+                        out.write(new_entries)
+                        placed = True
+                    continue
+                _copy_range(src, start, end, out.write)
+        if not placed:
+            out.write(new_entries)
+
+    _atomic_write(path, write)

@@ -8,11 +8,14 @@ normal samples, ``q_hi`` their ``quantile`` (default 0.99) and ``q_mid`` their m
 and the same rule over all pixel values of the normal anomaly maps (``pixel_quantile``,
 default 0.999) gives the pixel threshold behind ``Result.mask``. Normalised scores follow
 anomalib's convention: ``clip((s - threshold) / (max(s) - min(s)) + 0.5, 0, 1)``, so the
-threshold sits at 0.5.
+threshold sits at 0.5. A calibrated detector reports ``Result.score`` and its ``threshold`` on
+that normalised scale (``raw_score`` and ``raw_threshold`` on the seed's); anomaly maps, masks
+and ``pixel_threshold`` stay on the map's own (raw) scale.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,21 +36,52 @@ class Calibration:
     margin: float
     n_samples: int
 
-    def normalize(self, raw: float) -> float:
+    @property
+    def span(self) -> float:
+        """``max - min`` of the normal scores (``|threshold|`` when they were all equal)."""
         span = self.score_max - self.score_min
         if not np.isfinite(span) or span <= 0:
             span = max(abs(self.threshold), 1e-12)
-        return float(np.clip((raw - self.threshold) / span + 0.5, 0.0, 1.0))
+        return float(span)
+
+    def normalize(self, raw: float) -> float:
+        """Raw score -> normalised score in [0, 1] (the threshold maps to 0.5)."""
+        return float(np.clip(self.normalize_unclipped(raw), 0.0, 1.0))
+
+    def normalize_unclipped(self, raw: float) -> float:
+        """The normalising line without the clip: where ``raw`` sits on the normalised scale."""
+        return (float(raw) - self.threshold) / self.span + 0.5
+
+    def denormalize(self, value: float) -> float:
+        """A value on the normalised scale -> the raw score that maps to it (inverse line)."""
+        return self.threshold + (float(value) - 0.5) * self.span
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """A calibration record (``meta.json``'s ``calibration``), every field type-checked.
+
+        Raises:
+            ConfigError: a missing field, or a value that is not a finite number (``n_samples``:
+                a non-negative integer; ``pixel_threshold`` / ``pixel_quantile`` may be null).
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"calibration record must be a mapping; got {type(data).__name__}")
         try:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            values = {k: data[k] for k in cls.__dataclass_fields__}
         except KeyError as exc:
-            raise ConfigError(f"calibration record lacks {exc.args[0]!r}; got keys {sorted(data)}") from None
+            raise ConfigError(f"calibration record lacks {exc.args[0]!r}; got keys {sorted(map(str, data))}") from None
+        for key, value in values.items():
+            if key == "n_samples":
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            else:
+                ok = (value is None and key in ("pixel_threshold", "pixel_quantile")) or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not ok:
+                raise ConfigError(f"calibration field {key!r} must be a finite number; got {str(value)[:60]!r}")
+        return cls(**values)
 
 
 def _threshold(values: np.ndarray, quantile: float, margin: float) -> float:

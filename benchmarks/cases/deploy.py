@@ -17,13 +17,20 @@ from typing import Any
 
 import numpy as np
 
+ESTIMATE_S = 45.0  # export of ViT-L (~20 s), session build, torch CPU reference, repeats
+
 
 def gpu_cases(ctx: Any) -> list[Any]:
     if not ctx.gpu:
         return []  # nothing to compile: the graph check needs a GPU
+    from gpu_check import GpuCase
+
+    if ctx.plan_only:  # the export and the sessions are the expensive part: plan without building them
+        return [GpuCase(kernel="isstad_graph_vitl", tier=tier, size=f"batch {batch} 224x224", run=_planned,
+                        reference=_planned, estimate_s=ESTIMATE_S / 4)
+                for batch in (1, 8) for tier in ("torch-cuda", "ort-cuda-ep")]
     import onnxruntime as ort
     import torch
-    from gpu_check import GpuCase
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"deploy: ONNX Runtime has no CUDA EP ({ort.get_available_providers()}); install onnxruntime-gpu")
@@ -75,5 +82,9 @@ def gpu_cases(ctx: Any) -> list[Any]:
         for tier, fn in (("torch-cuda", run_torch), ("ort-cuda-ep", run_ort)):
             cases.append(GpuCase(kernel="isstad_graph_vitl", tier=tier, size=f"batch {batch} 224x224", run=fn,
                                  reference=reference, flops=flops, atol=2e-3, rtol=2e-3,
-                                 notes={"onnx": path.name}))
+                                 notes={"onnx": path.name}, estimate_s=ESTIMATE_S / 4))
     return cases
+
+
+def _planned() -> Any:
+    raise RuntimeError("plan-only case: not built")

@@ -123,33 +123,32 @@ def network_like(rng: np.random.Generator, bands: int, h: int, w: int) -> tuple[
 
 
 def gpu_cases(ctx: Any) -> list[Any]:
-    from gpu_check import GpuCase
+    from gpu_check import GpuCase, shared_reference
 
     sizes = [(8, 6, 6)] if ctx.smoke else [(50, 64, 64), (200, 100, 100), (200, 150, 150)]
     cases = []
-    for tier in ("triton", "cuda"):
-        for bands, h, w in sizes:
-            seed = bands * 1000 + h
-            x, spe, spa = network_like(np.random.default_rng(seed), bands, h, w)
-            inputs = (x, spe, spa)
-            if tier == "triton" and ctx.gpu:
-                import torch
-
-                inputs = tuple(torch.from_numpy(a).cuda() for a in inputs)
+    for bands, h, w in sizes:
+        seed = bands * 1000 + h
+        x, spe, spa = network_like(np.random.default_rng(seed), bands, h, w)
+        ref = shared_reference(lambda a=(x, spe, spa): reference.fers_rx(*a))
+        n = h * w
+        for tier in ("triton", "cuda"):
             fn = __import__(f"edgesentry.kernels.fers.{tier}", fromlist=["fers_rx"]).fers_rx
-            n = h * w
-            cases.append(GpuCase(
-                kernel="fers_rx", tier=tier, size=f"{bands}x{h}x{w}",
-                run=lambda fn=fn, a=inputs: fn(*a),
-                reference=lambda a=(x, spe, spa): reference.fers_rx(*a),
-                # minmax, band sums, Gram and Mahalanobis passes each read the three float32 tensors
-                bytes_moved=4 * 3 * bands * n * 4 + 8 * n,
-                flops=4.0 * n * bands * bands,
-                # the reference keeps z in float32 (the seed's recipe); the tiers use float64
-                atol=1e-6, rtol=1e-4,
-                notes={"seed": seed, "host_input": tier == "cuda"},
-                compile=_compile_all if tier == "cuda" else None,
-            ))
+            for mode in ctx.modes(tier):
+                staged = ctx.on(mode, (x, spe, spa))
+                cases.append(GpuCase(
+                    kernel="fers_rx", tier=tier, mode=mode, size=f"{bands}x{h}x{w}",
+                    run=lambda fn=fn, a=staged: fn(*a),
+                    reference=ref,
+                    # minmax, band sums, Gram and Mahalanobis passes each read the three float32 tensors
+                    bytes_moved=4 * 3 * bands * n * 4 + 8 * n,
+                    flops=4.0 * n * bands * bands,
+                    # the reference keeps z in float32 (the seed's recipe); the tiers use float64
+                    atol=1e-6, rtol=1e-4,
+                    notes={"seed": seed},
+                    compile=_compile_all if tier == "cuda" else None,
+                    estimate_s=5.0 if tier == "triton" else 2.0,
+                ))
     return cases
 
 

@@ -219,36 +219,34 @@ def sweep_rows(ctx: Any) -> list[Row]:
 
 # --------------------------------------------------------------------------- GPU check
 def gpu_cases(ctx: Any) -> list[Any]:
-    from gpu_check import GpuCase
+    from gpu_check import GpuCase, shared_reference
 
     # (batch, logits?, size)
     sizes = [(1, True, 9)] if ctx.smoke else [(1, True, 224), (8, False, 224), (32, False, 224), (8, True, 224)]
     cases = []
-    for tier in ("triton", "cuda"):
-        module = __import__(f"edgesentry.kernels.isstad.{tier}", fromlist=["isstad_fusion"])
-        for batch, logits, size in sizes:
-            rng = np.random.default_rng(batch * 1000 + size + int(logits))
-            inputs = fusion_inputs(rng, batch, logits, size=size, heads=12 if size >= 224 else 2)
-            device_inputs = inputs
-            if tier == "triton" and ctx.gpu:
-                import torch
-
-                device_inputs = tuple(torch.from_numpy(a).cuda() for a in inputs)
-            hw = size * size
-            head_bytes = (12 * 2 if logits else 1) * batch * hw * 4
-            cases.append(GpuCase(
-                kernel="isstad_fusion", tier=tier,
-                size=f"{batch}x{size}x{size} {'logits' if logits else 'P'}",
-                run=lambda fn=module.isstad_fusion, a=device_inputs: fn(*a)["pixel_map"],
-                reference=lambda a=inputs: reference.isstad_fusion(*a)["pixel_map"],
-                # heads + recon + image read; P, R, pixel written; 3 blurred maps written + read twice
-                bytes_moved=head_bytes + 2 * 3 * batch * hw * 4 + 3 * batch * hw * 4 + 3 * 3 * batch * hw * 4,
-                flops=float(batch * hw * (2 * 2 * 33 * 3 + (12 * 6 if logits else 0))),
-                # x255 map: float32 accumulation of 33 taps vs scipy's float64
-                atol=2e-3, rtol=1e-5,
-                notes={"host_input": tier == "cuda"},
-                compile=_compile_all if tier == "cuda" else None,
-            ))
+    for batch, logits, size in sizes:
+        rng = np.random.default_rng(batch * 1000 + size + int(logits))
+        inputs = fusion_inputs(rng, batch, logits, size=size, heads=12 if size >= 224 else 2)
+        ref = shared_reference(lambda a=inputs: reference.isstad_fusion(*a)["pixel_map"])
+        hw = size * size
+        head_bytes = (12 * 2 if logits else 1) * batch * hw * 4
+        for tier in ("triton", "cuda"):
+            module = __import__(f"edgesentry.kernels.isstad.{tier}", fromlist=["isstad_fusion"])
+            for mode in ctx.modes(tier):
+                staged = ctx.on(mode, inputs)
+                cases.append(GpuCase(
+                    kernel="isstad_fusion", tier=tier, mode=mode,
+                    size=f"{batch}x{size}x{size} {'logits' if logits else 'P'}",
+                    run=lambda fn=module.isstad_fusion, a=staged: fn(*a)["pixel_map"],
+                    reference=ref,
+                    # heads + recon + image read; P, R, pixel written; 3 blurred maps written + read twice
+                    bytes_moved=head_bytes + 2 * 3 * batch * hw * 4 + 3 * batch * hw * 4 + 3 * 3 * batch * hw * 4,
+                    flops=float(batch * hw * (2 * 2 * 33 * 3 + (12 * 6 if logits else 0))),
+                    # x255 map: float32 accumulation of 33 taps vs scipy's float64
+                    atol=2e-3, rtol=1e-5,
+                    compile=_compile_all if tier == "cuda" else None,
+                    estimate_s=(4.0 if tier == "triton" else 2.0) + 0.1 * batch,
+                ))
     return cases
 
 

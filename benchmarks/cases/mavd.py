@@ -283,19 +283,10 @@ def _compile_all() -> dict[str, int]:
     return {arch: sum(len(compile_cubin(src, arch=arch)) for src in SOURCES.values()) for arch in TARGET_ARCHS}
 
 
-def _on_device(x: Any, tier: str, gpu: bool) -> Any:
-    """Triton is timed on CUDA tensors (no copies); the CUDA tier on host arrays (copies included)."""
-    if tier == "triton" and gpu:
-        import torch
-
-        return torch.from_numpy(x).cuda()
-    return x
-
-
 def gpu_cases(ctx: Any) -> list[Any]:
     import importlib
 
-    from gpu_check import GpuCase
+    from gpu_check import GpuCase, shared_reference
 
     from edgesentry.kernels.mavd import reference
 
@@ -304,48 +295,39 @@ def gpu_cases(ctx: Any) -> list[Any]:
     params = _random_params(rng)
     af_sizes = [(37, 37)] if ctx.smoke else [(910, 182), (5000, 1000), (5 * 2**16, 2**16)]
     pos_sizes = [(2, 9, 70)] if ctx.smoke else [(40, 1000, 64), (40, 2000, 64), (20, 1000, 16)]
-    for tier in ("triton", "cuda"):
-        mod_name = f"edgesentry.kernels.mavd.{tier}"
-        for n, m in af_sizes:
-            v = np.maximum(rng.standard_normal((n, 128)), 0).astype(np.float32)
-            a = rng.standard_normal((m, 32)).astype(np.float32)
-            f = np.maximum(rng.standard_normal((n, 64)), 0).astype(np.float32)
-            dv, da, df = (_on_device(z, tier, ctx.gpu) for z in (v, a, f))
-            dp = {k: _on_device(p, tier, ctx.gpu) for k, p in params.items()}
-            flops = 2.0 * n * (3 * 32 * 32 + 3 * 64 * 64 + 224 * 112 + 112 * 64)
-            cases.append(
-                GpuCase(
-                    kernel="mavd_align_fuse",
-                    tier=tier,
-                    size=f"{n} rows (audio {m})",
-                    run=lambda t=tier, dv=dv, da=da, df=df, dp=dp: importlib.import_module(
-                        f"edgesentry.kernels.mavd.{t}"
-                    ).align_fuse(dv, da, df, dp),
-                    reference=lambda v=v, a=a, f=f: reference.align_fuse(v, a, f, params),
-                    bytes_moved=4.0 * (n * (128 + 64 + 64) + m * 32),
-                    flops=flops,
-                    atol=5e-5,
-                    rtol=5e-5,
-                    notes={"seed": 11, "module": mod_name},
+    names = list(params)
+    for n, m in af_sizes:
+        v = np.maximum(rng.standard_normal((n, 128)), 0).astype(np.float32)
+        a = rng.standard_normal((m, 32)).astype(np.float32)
+        f = np.maximum(rng.standard_normal((n, 64)), 0).astype(np.float32)
+        ref = shared_reference(lambda v=v, a=a, f=f: reference.align_fuse(v, a, f, params))
+        flops = 2.0 * n * (3 * 32 * 32 + 3 * 64 * 64 + 224 * 112 + 112 * 64)
+        for tier in ("triton", "cuda"):
+            fn = importlib.import_module(f"edgesentry.kernels.mavd.{tier}").align_fuse
+            for mode in ctx.modes(tier):
+                dv, da, df, *dp = ctx.on(mode, [v, a, f, *params.values()])
+                weights = dict(zip(names, dp))
+                cases.append(GpuCase(
+                    kernel="mavd_align_fuse", tier=tier, mode=mode, size=f"{n} rows (audio {m})",
+                    run=lambda fn=fn, dv=dv, da=da, df=df, dp=weights: fn(dv, da, df, dp),
+                    reference=ref, bytes_moved=4.0 * (n * (128 + 64 + 64) + m * 32), flops=flops,
+                    atol=5e-5, rtol=5e-5, notes={"seed": 11},
                     compile=_compile_all if tier == "cuda" else None,
-                )
-            )
-        for b, t, c in pos_sizes:
-            x = rng.standard_normal((b, t, c)).astype(np.float32)
-            dx = _on_device(x, tier, ctx.gpu)
-            cases.append(
-                GpuCase(
-                    kernel="mavd_positional",
-                    tier=tier,
-                    size=f"{b}x{t}x{c}",
-                    run=lambda tr=tier, dx=dx: importlib.import_module(f"edgesentry.kernels.mavd.{tr}").positional(dx),
-                    reference=lambda x=x: reference.positional(x),
-                    bytes_moved=4.0 * b * t * c * 4,
-                    flops=8.0 * b * t * c,
-                    atol=1e-5,
-                    rtol=1e-5,
-                    notes={"seed": 11, "T x T flops": 2.0 * b * t * t * c},
+                    estimate_s=(4.0 if tier == "triton" else 2.0) + n / 1e5,
+                ))
+    for b, t, c in pos_sizes:
+        x = rng.standard_normal((b, t, c)).astype(np.float32)
+        ref = shared_reference(lambda x=x: reference.positional(x))
+        for tier in ("triton", "cuda"):
+            fn = importlib.import_module(f"edgesentry.kernels.mavd.{tier}").positional
+            for mode in ctx.modes(tier):
+                (dx,) = ctx.on(mode, [x])
+                cases.append(GpuCase(
+                    kernel="mavd_positional", tier=tier, mode=mode, size=f"{b}x{t}x{c}",
+                    run=lambda fn=fn, dx=dx: fn(dx), reference=ref,
+                    bytes_moved=4.0 * b * t * c * 4, flops=8.0 * b * t * c,
+                    atol=1e-5, rtol=1e-5, notes={"seed": 11, "T x T flops": 2.0 * b * t * t * c},
                     compile=_compile_all if tier == "cuda" else None,
-                )
-            )
+                    estimate_s=3.0 if tier == "triton" else 1.5,
+                ))
     return cases

@@ -303,7 +303,7 @@ def _compile_all() -> dict[str, int]:
 
 
 def gpu_cases(ctx: Any) -> list[Any]:
-    from gpu_check import GpuCase
+    from gpu_check import GpuCase, shared_reference
 
     from edgesentry.kernels.otam import reference as ref
 
@@ -319,32 +319,27 @@ def gpu_cases(ctx: Any) -> list[Any]:
             dists, logits = ref.fuse_reference(*args)
             return np.concatenate([dists, logits[None]])
 
+        reference = shared_reference(reference)  # the numpy reference: ~q n T^2 of Python-level DP work
         # unique bytes: both views' queries and prototypes once, 5 outputs per pair
         nbytes = 4 * (2 * (q + n) * t * d + 5 * q * n)
         flops = 2 * 2 * q * n * t * t * d
         for tier in ("triton", "cuda"):
-            cases.append(GpuCase(kernel="otam_fuse", tier=tier, size=label, run=_runner(tier, args, ctx.gpu),
-                                 reference=reference, bytes_moved=nbytes, flops=flops, atol=1e-4, rtol=1e-4,
-                                 notes={"seed": q * 1000 + n},
-                                 compile=_compile_all if tier == "cuda" else None))
+            for mode in ctx.modes(tier):
+                cases.append(GpuCase(kernel="otam_fuse", tier=tier, mode=mode, size=label,
+                                     run=_runner(tier, ctx.on(mode, args)), reference=reference, bytes_moved=nbytes,
+                                     flops=flops, atol=1e-4, rtol=1e-4, notes={"seed": q * 1000 + n},
+                                     compile=_compile_all if tier == "cuda" else None,
+                                     estimate_s=(4.0 if tier == "triton" else 2.0) + q * n * t * t / 2e5))
     return cases
 
 
-def _runner(tier: str, args: list[np.ndarray], gpu: bool) -> Any:
+def _runner(tier: str, inputs: tuple[Any, ...]) -> Any:
     import importlib
 
     fn = importlib.import_module(f"edgesentry.kernels.otam.{tier}").fuse
-    if gpu:
-        import torch
-
-        inputs = [torch.from_numpy(a).cuda() for a in args]
-        out = (torch.empty((4, args[0].shape[0], args[1].shape[0]), device="cuda"),
-               torch.empty((args[0].shape[0], args[1].shape[0]), device="cuda"))
-    else:
-        inputs, out = args, None
 
     def run() -> Any:
-        dists, logits = fn(*inputs, out=out) if out is not None else fn(*inputs)
+        dists, logits = fn(*inputs)
         if hasattr(dists, "detach"):
             import torch
 

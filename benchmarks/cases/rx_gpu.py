@@ -38,51 +38,48 @@ def _compile_all() -> dict[str, int]:
     return {arch: sum(len(c) for c in cuda.compile_all(arch).values()) for arch in TARGET_ARCHS}
 
 
-def _device_input(x: np.ndarray, tier: str, gpu: bool) -> Any:
-    """What each tier is timed on: Triton takes CUDA tensors (no copies in the timing);
-    the CUDA tier takes host arrays (its timing includes the copies and the host eigh)."""
-    if tier == "triton" and gpu:
-        import torch
-
-        return torch.from_numpy(x).cuda()
-    return x
-
-
 def _tier_fn(kernel: str, tier: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(f"edgesentry.kernels.rx.{tier}"), kernel)
 
 
-def _global_case(ctx: Any, tier: str, label: str, cubes: list[np.ndarray], seed: int) -> Any:
-    from gpu_check import GpuCase
+def _global_cases(ctx: Any, label: str, cubes: list[np.ndarray], seed: int) -> list[Any]:
+    from gpu_check import GpuCase, shared_reference
 
     pixels = [c.reshape(-1, c.shape[-1]) for c in cubes]
-    inputs = [_device_input(p, tier, ctx.gpu) for p in pixels]
     n, b = pixels[0].shape
-    fn = _tier_fn("global_rx", tier)
-
-    def run() -> Any:
-        outs = [fn(x, ridge=0.0, rcond=reference.DEFAULT_RCOND) for x in inputs]
-        return outs[0] if len(outs) == 1 else _stack(outs)
+    count = len(pixels)
 
     def ref() -> np.ndarray:
         outs = [reference.global_rx(p) for p in pixels]
-        return outs[0] if len(outs) == 1 else np.stack(outs)
+        return outs[0] if count == 1 else np.stack(outs)
 
-    count = len(pixels)
+    ref = shared_reference(ref)
     notes: dict[str, Any] = {"seed": seed}
     if count > 1:
         notes["batch"] = f"{count} scenes, one call each (no batched kernel yet)"
-    return GpuCase(
-        kernel="global_rx", tier=tier, size=label, run=run, reference=ref,
-        # pass A, pass B and the Mahalanobis pass each read X once; the scores are written once
-        bytes_moved=count * (3 * n * b * pixels[0].itemsize + 8 * n),
-        # Gram (full B x B tile grid) + projection on at most B kept eigenvectors
-        flops=count * 4.0 * n * b * b,
-        atol=1e-6, rtol=1e-6, notes=notes,
-        compile=_compile_all if tier == "cuda" else None,
-    )
+    cases = []
+    for tier in TIERS:
+        fn = _tier_fn("global_rx", tier)
+        for mode in ctx.modes(tier):
+            inputs = ctx.on(mode, pixels)
+
+            def run(fn: Any = fn, inputs: tuple = inputs) -> Any:
+                outs = [fn(x, ridge=0.0, rcond=reference.DEFAULT_RCOND) for x in inputs]
+                return outs[0] if len(outs) == 1 else _stack(outs)
+
+            cases.append(GpuCase(
+                kernel="global_rx", tier=tier, mode=mode, size=label, run=run, reference=ref,
+                # pass A, pass B and the Mahalanobis pass each read X once; the scores are written once
+                bytes_moved=count * (3 * n * b * pixels[0].itemsize + 8 * n),
+                # Gram (full B x B tile grid) + projection on at most B kept eigenvectors
+                flops=count * 4.0 * n * b * b,
+                atol=1e-6, rtol=1e-6, notes=notes,
+                compile=_compile_all if tier == "cuda" else None,
+                estimate_s=(5.0 if tier == "triton" else 2.0) + 0.2 * count,
+            ))
+    return cases
 
 
 def _stack(outs: list[Any]) -> Any:
@@ -90,66 +87,55 @@ def _stack(outs: list[Any]) -> Any:
         import torch
 
         return torch.stack(outs)
-    return np.stack(outs)
+    return np.stack([np.asarray(o) for o in outs])
 
 
-def _local_case(ctx: Any, tier: str, label: str, cube: np.ndarray, window: tuple[int, int],
-                seed: int, slow_reference: bool) -> Any:
-    from gpu_check import GpuCase
+def _local_cases(ctx: Any, label: str, cube: np.ndarray, window: tuple[int, int], seed: int,
+                 slow_reference: bool) -> list[Any]:
+    from gpu_check import GpuCase, shared_reference
 
-    inner, outer = window
-    x = _device_input(cube, tier, ctx.gpu)
-    h, w, b = cube.shape
-    fn = _tier_fn("local_rx", tier)
-    notes: dict[str, Any] = {"seed": seed, "window": f"{inner},{outer}"}
     from edgesentry.kernels.rx import cpu
 
+    inner, outer = window
+    h, w, b = cube.shape
+    notes: dict[str, Any] = {"seed": seed, "window": f"{inner},{outer}"}
     if slow_reference and cpu.unavailable_reason() is None:
         # The per-pixel numpy reference takes about a minute at this size; the compiled CPU
         # tier is tested equal to it within 1e-9 relative (tests/rx), so it stands in here.
-
-        def ref() -> np.ndarray:
-            return cpu.local_rx(cube, inner=inner, outer=outer)
-
+        ref = shared_reference(lambda: cpu.local_rx(cube, inner=inner, outer=outer))
         notes["reference"] = "cpu tier (== reference within 1e-9 rel)"
     else:
-
-        def ref() -> np.ndarray:
-            return reference.local_rx(cube, inner=inner, outer=outer)
-
+        ref = shared_reference(lambda: reference.local_rx(cube, inner=inner, outer=outer))
     channels = b + b * (b + 1) // 2
-    return GpuCase(
-        kernel="local_rx", tier=tier, size=label,
-        run=lambda: fn(x, inner=inner, outer=outer, ridge=0.0, rcond=reference.DEFAULT_RCOND),
-        reference=ref,
-        # integral images written and scanned twice, then 8 corners per channel per pixel
-        bytes_moved=8.0 * ((h + 1) * (w + 1) * channels * 3 + h * w * 8 * channels),
-        # per pixel: Cholesky B^3/3 + forward solve B^2 + covariance assembly 8 B^2
-        flops=h * w * (b**3 / 3.0 + 9.0 * b * b),
-        atol=1e-6, rtol=1e-6, notes=notes,
-        compile=_compile_all if tier == "cuda" else None,
-    )
+    cases = []
+    for tier in TIERS:
+        fn = _tier_fn("local_rx", tier)
+        for mode in ctx.modes(tier):
+            (x,) = ctx.on(mode, [cube])
+            cases.append(GpuCase(
+                kernel="local_rx", tier=tier, mode=mode, size=label,
+                run=lambda fn=fn, x=x: fn(x, inner=inner, outer=outer, ridge=0.0, rcond=reference.DEFAULT_RCOND),
+                reference=ref,
+                # each image row enters and leaves the running sums (C channels per pixel), the ring
+                # moments are written and factored in place
+                bytes_moved=8.0 * (4 * h * w * b + 3 * h * w * channels),
+                # per pixel: Cholesky B^3/3 + forward solve B^2 + covariance assembly B^2
+                flops=h * w * (b**3 / 3.0 + 2.0 * b * b),
+                atol=1e-6, rtol=1e-6, notes=notes,
+                compile=_compile_all if tier == "cuda" else None,
+                estimate_s=15.0 if tier == "triton" else 4.0,
+            ))
+    return cases
 
 
 def gpu_cases(ctx: Any) -> list[Any]:
-    """RX global/local x {triton, cuda} x sizes (tiny under ``ctx.smoke``)."""
+    """RX global/local x {triton, cuda} x modes x sizes (tiny under ``ctx.smoke``)."""
     seed = int(np.random.SeedSequence().entropy % 2**31)
     rng = np.random.default_rng(seed)
-    cases: list[Any] = []
     if ctx.smoke:
-        g = synthetic_cube(rng, 16, 16, 8)
-        loc = synthetic_cube(rng, 10, 10, 4)
-        for tier in TIERS:
-            cases.append(_global_case(ctx, tier, "16x16x8", [g], seed))
-            cases.append(_local_case(ctx, tier, "10x10x4 w(1,5)", loc, (1, 5), seed, slow_reference=False))
-        return cases
-    g100 = synthetic_cube(rng, 100, 100, 205)
-    g150 = synthetic_cube(rng, 150, 150, 188)
-    batch = [synthetic_cube(rng, 64, 64, 200) for _ in range(16)]
-    loc = synthetic_cube(rng, 40, 40, 205)
-    for tier in TIERS:
-        cases.append(_global_case(ctx, tier, "100x100x205", [g100], seed))
-        cases.append(_global_case(ctx, tier, "150x150x188", [g150], seed))
-        cases.append(_global_case(ctx, tier, "16x64x64x200", batch, seed))
-        cases.append(_local_case(ctx, tier, "40x40x205 w(5,21)", loc, (5, 21), seed, slow_reference=True))
-    return cases
+        return (_global_cases(ctx, "16x16x8", [synthetic_cube(rng, 16, 16, 8)], seed)
+                + _local_cases(ctx, "10x10x4 w(1,5)", synthetic_cube(rng, 10, 10, 4), (1, 5), seed, False))
+    return (_global_cases(ctx, "100x100x205", [synthetic_cube(rng, 100, 100, 205)], seed)
+            + _global_cases(ctx, "150x150x188", [synthetic_cube(rng, 150, 150, 188)], seed)
+            + _global_cases(ctx, "16x64x64x200", [synthetic_cube(rng, 64, 64, 200) for _ in range(16)], seed)
+            + _local_cases(ctx, "40x40x205 w(5,21)", synthetic_cube(rng, 40, 40, 205), (5, 21), seed, True))

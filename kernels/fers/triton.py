@@ -7,10 +7,11 @@ Every pass reads ``x``, ``spe`` and (optionally) ``spa`` and forms the fused val
 2. ``_band_sum_kernel``: per-band float64 sums of the min-max normalised f -> mean.
 3. ``_gram_kernel``: centred float64 Gram tiles ``sum_n z_i z_j`` over a split of the
    pixels (split-K partials, summed in float64; deterministic, no atomics).
-4. host: ``eigh`` of the float64 covariance, whitening ``W = diag(w^-1/2) V^T`` with the
-   pseudo-inverse cutoff (eigenvalues at or below ``rcond * max`` get weight 0), no host sync.
-5. ``_mahalanobis_kernel``: ``score_n = sum_k (W_k . z_n)^2`` with float64 accumulation,
-   the (k x N) product never written out.
+4. host: ``eigh`` of the float64 covariance, the eigenvectors and signed ``1 / w`` with the
+   pseudo-inverse cutoff (eigenvalues at or below ``rcond * max|w|`` get weight 0), no host sync.
+5. ``_mahalanobis_kernel``: ``score_n = sum_k (v_k . z_n)^2 / w_k`` with float64 accumulation,
+   the (k x N) product never written out. ``1 / w`` keeps its sign, as the pinv does (a scaled
+   ``diag(|w|^-1/2) V^T`` would count a kept negative eigenvalue as positive).
 
 Float64 everywhere after the float32 normalisation because Sigma of the fused features is
 badly conditioned (~3e10 at 200 bands); no TF32. Inputs: (B, H, W) or (1, B, H, W) float32
@@ -28,8 +29,7 @@ import triton.language as tl
 
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
-
-from .reference import DEFAULT_RCOND
+from edgesentry.kernels.fers.reference import DEFAULT_RCOND
 
 
 def unavailable_reason() -> str | None:
@@ -144,7 +144,8 @@ def _mahalanobis_kernel(
     x_ptr, spe_ptr, spa_ptr,  # fused inputs, each (B, N) float32
     stats_ptr,  # (2,) float32 min, max
     mean_ptr,  # (B,) float64
-    w_ptr,  # pointer to the whitening matrix, shape (B, B) float64 (rows = directions)
+    v_ptr,  # pointer to the eigenvectors as rows, shape (B, B) float64
+    invw_ptr,  # pointer to 1 / eigenvalue (signed; 0 past the pinv cutoff), shape (B,) float64
     out_ptr,  # pointer to scores, shape (N,) float64
     B, N,
     HAS_SPA: tl.constexpr,
@@ -160,11 +161,12 @@ def _mahalanobis_kernel(
         proj = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float64)
         for b0 in range(0, B, BLOCK_B):
             cols = b0 + tl.arange(0, BLOCK_B)
-            w = tl.load(w_ptr + rows[:, None] * B + cols[None, :],
+            v = tl.load(v_ptr + rows[:, None] * B + cols[None, :],
                         mask=(rows[:, None] < B) & (cols[None, :] < B), other=0.0)
             z = _centred(x_ptr, spe_ptr, spa_ptr, stats_ptr, mean_ptr, cols, pix, B, N, HAS_SPA)
-            proj += tl.sum(w[:, :, None] * z[None, :, :], axis=1)
-        score += tl.sum(proj * proj, axis=0)
+            proj += tl.sum(v[:, :, None] * z[None, :, :], axis=1)
+        invw = tl.load(invw_ptr + rows, mask=rows < B, other=0.0)
+        score += tl.sum(proj * proj * invw[:, None], axis=0)
     tl.store(out_ptr + pix, score, mask=pix < N)
 
 
@@ -175,83 +177,97 @@ def _settings(bands: int, pixels: int) -> dict[str, int]:
     return {"BLOCK": 2048, "BLOCK_B": 16, "BLOCK_N": 32, "BLOCK_K": 16, "CHUNK": 512}
 
 
-def whitening_matrix(cov: Any, rcond: float) -> Any:
-    """(B, B) float64 ``W`` with ``|W z|^2`` = the pinv quadratic form (rows past the cutoff are 0)."""
+def whitening(cov: Any, rcond: float) -> tuple[Any, Any]:
+    """Eigenvectors as rows (B, B) and signed ``1 / w`` (0 past the cutoff ``|w| <= rcond * max|w|``).
+
+    ``sum_k (v_k . z)^2 / w_k`` is the pseudo-inverse quadratic form of the symmetric ``cov``:
+    its singular values are ``|w|``, and the pinv keeps the sign of each eigenvalue (the other
+    tiers use ``rx.cpu.whitening`` the same way), so a kept negative eigenvalue subtracts.
+    """
     w, v = torch.linalg.eigh(cov)
     absw = w.abs()
     keep = absw > rcond * absw.max()
-    scale = torch.where(keep, 1.0 / torch.sqrt(torch.where(keep, absw, torch.ones_like(absw))), 0.0)
-    return (v * scale).T.contiguous()
+    inv = torch.where(keep, 1.0 / torch.where(keep, w, torch.ones_like(w)), torch.zeros_like(w))
+    return v.T.contiguous(), inv.contiguous()
 
 
-def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) -> Any:
-    """See ``reference.fers_rx``; (H, W) float64, numpy if ``x`` was numpy."""
-    like = x
+def _stage(x: Any, spe: Any, spa: Any) -> tuple[list[Any], bool, tuple[int, int, int]]:
+    """The (B, N) float32 feature tensors on the device (spe stands in for an absent spa)."""
     xt = to_tensor(x, torch.float32)
-    bands, rows, cols = xt.shape[-3:]
+    bands, rows, cols = (int(s) for s in xt.shape[-3:])
     n = rows * cols
     tensors = [t.reshape(bands, n) for t in (xt, to_tensor(spe, torch.float32))]
     has_spa = spa is not None
     tensors.append(to_tensor(spa, torch.float32).reshape(bands, n) if has_spa else tensors[1])
-    s = _settings(bands, n)
-    dev = xt.device
-    total = bands * n
-    n_prog = triton.cdiv(total, s["BLOCK"])
-    part = torch.empty((2, n_prog), dtype=torch.float32, device=dev)
-    _minmax_kernel[(n_prog,)](*tensors, part, total, n_prog, HAS_SPA=has_spa, BLOCK=s["BLOCK"])
-    stats = torch.stack([part[0].min(), part[1].max()]).contiguous()
+    return tensors, has_spa, (bands, rows, cols)
 
+
+def _minmax(tensors: list[Any], has_spa: bool, total: int, s: dict[str, int]) -> Any:
+    """(2,) float32 min and max of the fused cube (pass 1)."""
+    n_prog = triton.cdiv(total, s["BLOCK"])
+    part = torch.empty((2, n_prog), dtype=torch.float32, device=tensors[0].device)
+    _minmax_kernel[(n_prog,)](*tensors, part, total, n_prog, HAS_SPA=has_spa, BLOCK=s["BLOCK"])
+    return torch.stack([part[0].min(), part[1].max()]).contiguous()
+
+
+def _statistics(tensors: list[Any], has_spa: bool, stats: Any, bands: int, n: int,
+                s: dict[str, int]) -> tuple[Any, Any]:
+    """Band means (B,) and covariance (B, B), float64, of the normalised fused cube (passes 2 and 3)."""
+    dev = tensors[0].device
     n_chunks = triton.cdiv(n, s["CHUNK"])
     sums = torch.empty((n_chunks, bands), dtype=torch.float64, device=dev)
     _band_sum_kernel[(triton.cdiv(bands, s["BLOCK_B"]), n_chunks)](
         *tensors, stats, sums, bands, n, HAS_SPA=has_spa, BLOCK_B=s["BLOCK_B"], BLOCK_N=s["BLOCK_N"],
         CHUNK=s["CHUNK"])
     mean = (sums.sum(dim=0) / n).contiguous()
-
     tiles = triton.cdiv(bands, s["BLOCK_B"])
     grams = torch.empty((n_chunks, bands, bands), dtype=torch.float64, device=dev)
     _gram_kernel[(tiles, tiles, n_chunks)](
         *tensors, stats, mean, grams, bands, n, HAS_SPA=has_spa, BLOCK_B=s["BLOCK_B"], BLOCK_N=s["BLOCK_N"],
         CHUNK=s["CHUNK"])
-    cov = grams.sum(dim=0) / (n - 1)
-    w = whitening_matrix(cov, rcond)
+    return mean, grams.sum(dim=0) / (n - 1)
 
-    out = torch.empty(n, dtype=torch.float64, device=dev)
+
+def _scores(tensors: list[Any], has_spa: bool, stats: Any, mean: Any, cov: Any, rcond: float, bands: int, n: int,
+            s: dict[str, int]) -> Any:
+    """(N,) float64 pseudo-inverse Mahalanobis scores (pass 4)."""
+    directions, inv_values = whitening(cov, rcond)
+    out = _triton.empty((n,), torch.float64, tensors[0].device)
     _mahalanobis_kernel[(triton.cdiv(n, s["BLOCK_N"]),)](
-        *tensors, stats, mean, w, out, bands, n, HAS_SPA=has_spa, BLOCK_K=s["BLOCK_K"], BLOCK_B=s["BLOCK_B"],
-        BLOCK_N=s["BLOCK_N"])
-    result = out.reshape(rows, cols)
-    return result.cpu().numpy() if isinstance(like, np.ndarray) else to_like(result, like)
+        *tensors, stats, mean, directions, inv_values, out, bands, n, HAS_SPA=has_spa, BLOCK_K=s["BLOCK_K"],
+        BLOCK_B=s["BLOCK_B"], BLOCK_N=s["BLOCK_N"])
+    return out
 
 
-def aot_compile(capability: int = 90, warp_size: int = 32) -> dict[str, int]:
-    """Compile every kernel ahead of time for ``sm_<capability>`` (no GPU needed) -> name -> cubin bytes.
+def fers_rx(x: Any, spe: Any, spa: Any = None, *, rcond: float = DEFAULT_RCOND) -> Any:
+    """See ``reference.fers_rx``; (H, W) float64, numpy if ``x`` was numpy."""
+    tensors, has_spa, (bands, rows, cols) = _stage(x, spe, spa)
+    n = rows * cols
+    s = _settings(bands, n)
+    stats = _minmax(tensors, has_spa, bands * n, s)
+    mean, cov = _statistics(tensors, has_spa, stats, bands, n, s)
+    result = _scores(tensors, has_spa, stats, mean, cov, rcond, bands, n, s).reshape(rows, cols)
+    return result.cpu().numpy() if isinstance(x, np.ndarray) else to_like(result, x)
 
-    Must run with ``TRITON_INTERPRET`` unset (the interpreter replaces ``@triton.jit`` at import).
-    Catches what the interpreter cannot: unsupported float64 ops, register or shared-memory
-    limits, layout errors, for the real target (90 = H100/H200, 87 = Jetson Orin).
-    """
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
+def _aot_configs() -> list[_triton.AotConfig]:
+    """The kernels at the GPU launch settings (``_settings``), with and without spa, for the
+    ahead-of-time spill test (sm_87 / sm_90, no GPU needed)."""
     p32, p64 = "*fp32", "*fp64"
     feats = {"x_ptr": p32, "spe_ptr": p32, "spa_ptr": p32}
-    tiles = {"BLOCK_B": 16, "BLOCK_N": 32, "CHUNK": 512}
-    kernels = {
-        "_minmax_kernel": ({**feats, "part_ptr": p32, "total": "i32", "n_programs": "i32"}, {"BLOCK": 2048}),
-        "_band_sum_kernel": ({**feats, "stats_ptr": p32, "part_ptr": p64, "B": "i32", "N": "i32"}, tiles),
-        "_gram_kernel": ({**feats, "stats_ptr": p32, "mean_ptr": p64, "part_ptr": p64, "B": "i32", "N": "i32"},
-                         tiles),
-        "_mahalanobis_kernel": ({**feats, "stats_ptr": p32, "mean_ptr": p64, "w_ptr": p64, "out_ptr": p64,
-                                 "B": "i32", "N": "i32"}, {"BLOCK_K": 16, "BLOCK_B": 16, "BLOCK_N": 32}),
-    }
-    out = {}
-    for name, (args, consts) in kernels.items():
-        for has_spa in (False, True):
-            const = {"HAS_SPA": has_spa, **consts}
-            signature = {**args, **{k: "constexpr" for k in const}}
-            positions = {(list(signature).index(k),): v for k, v in const.items()}
-            src = ASTSource(fn=globals()[name], signature=signature, constexprs=positions)
-            compiled = triton.compile(src, target=GPUTarget("cuda", capability, warp_size))
-            out[f"{name}[HAS_SPA={has_spa}]"] = len(compiled.asm["cubin"])
-    return out
+    s = {"BLOCK": 2048, "BLOCK_B": 16, "BLOCK_N": 32, "BLOCK_K": 16, "CHUNK": 512}
+    tiles = {k: s[k] for k in ("BLOCK_B", "BLOCK_N", "CHUNK")}
+    kernels = [
+        ("_minmax_kernel", {**feats, "part_ptr": p32, "total": "i32", "n_programs": "i32"}, {"BLOCK": s["BLOCK"]}),
+        ("_band_sum_kernel", {**feats, "stats_ptr": p32, "part_ptr": p64, "B": "i32", "N": "i32"}, tiles),
+        ("_gram_kernel", {**feats, "stats_ptr": p32, "mean_ptr": p64, "part_ptr": p64, "B": "i32", "N": "i32"},
+         tiles),
+        ("_mahalanobis_kernel", {**feats, "stats_ptr": p32, "mean_ptr": p64, "v_ptr": p64, "invw_ptr": p64,
+                                 "out_ptr": p64, "B": "i32", "N": "i32"},
+         {k: s[k] for k in ("BLOCK_K", "BLOCK_B", "BLOCK_N")}),
+    ]
+    return [_triton.AotConfig(name, args, {"HAS_SPA": has_spa, **consts})
+            for name, args, consts in kernels for has_spa in (False, True)]
+
+
+AOT_CONFIGS = _aot_configs()

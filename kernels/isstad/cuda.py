@@ -16,8 +16,9 @@ Specification: ``reference.py``. Same plan as the Triton tier, one block per ima
   host (numpy)           the float64 sum of the row partials; for the weighted score the
                          top-p means of G(P), G(R) (``np.partition``).
 
-float32 accumulation (as the other tiers), accurate ``expf`` (no fast math). Output
-buffers are NaN-poisoned before the launches.
+float32 accumulation (as the other tiers), accurate ``expf`` (no fast math). Inputs come
+through ``KernelCall``: device arrays in place, host arrays by pinned staging; nothing is
+NaN-filled on the hot path (``EDGESENTRY_POISON=1`` poisons outputs and scratch in tests).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ import numpy as np
 
 from edgesentry.errors import InputError
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, DeviceBuffers, c_int, get_function, launch
-
-from .reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, gaussian_weights
+from edgesentry.kernels._cuda import DEVICE_HELPERS, KernelCall, c_int
+from edgesentry.kernels.isstad.reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, gaussian_weights
 
 THREADS = 256
 
@@ -40,11 +40,7 @@ FUSION_SOURCE = r"""
 #ifndef THREADS
 #define THREADS 256
 #endif
-#ifdef __CUDACC_RTC__
-#define ES_INF __int_as_float(0x7f800000)
-#else
-#define ES_INF INFINITY
-#endif
+""" + DEVICE_HELPERS + r"""
 
 // scipy 'reflect' (half-sample symmetric) for any offset: period 2n.
 __device__ __forceinline__ int reflect_index(int k, int n) {
@@ -52,37 +48,6 @@ __device__ __forceinline__ int reflect_index(int k, int n) {
   k %= period;
   if (k < 0) k += period;
   return k < n ? k : period - 1 - k;
-}
-
-__device__ __forceinline__ void block_min_max(float& lo, float& hi) {
-  __shared__ float smin[THREADS];
-  __shared__ float smax[THREADS];
-  smin[threadIdx.x] = lo;
-  smax[threadIdx.x] = hi;
-  __syncthreads();
-  for (int s = THREADS / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      smin[threadIdx.x] = fminf(smin[threadIdx.x], smin[threadIdx.x + s]);
-      smax[threadIdx.x] = fmaxf(smax[threadIdx.x], smax[threadIdx.x + s]);
-    }
-    __syncthreads();
-  }
-  lo = smin[0];
-  hi = smax[0];
-  __syncthreads();
-}
-
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float ssum[THREADS];
-  ssum[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = THREADS / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) ssum[threadIdx.x] += ssum[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float out = ssum[0];
-  __syncthreads();
-  return out;
 }
 
 // Block (THREADS), grid (B * H). heads: (B, K, 2, H, W) logits when logits != 0, else (B, H, W).
@@ -118,7 +83,7 @@ extern "C" __global__ void isstad_prob_error(const float* __restrict__ heads, co
     lo = fminf(lo, r);
     hi = fmaxf(hi, r);
   }
-  block_min_max(lo, hi);
+  es_block_min_max<THREADS>(lo, hi);
   if (threadIdx.x == 0) {
     rmin[row] = lo;
     rmax[row] = hi;
@@ -171,7 +136,7 @@ extern "C" __global__ void isstad_vblur(const float* __restrict__ hp, const floa
     lo = fminf(lo, rmin[b * H + r]);
     hi = fmaxf(hi, rmax[b * H + r]);
   }
-  block_min_max(lo, hi);
+  es_block_min_max<THREADS>(lo, hi);
   const float inv_span = hi > lo ? 1.0f / (hi - lo) : 0.0f;  // constant R: Rn = 0
   float part = 0.0f;
   for (int j = threadIdx.x; j < W; j += THREADS) {
@@ -198,7 +163,7 @@ extern "C" __global__ void isstad_vblur(const float* __restrict__ hp, const floa
       part += image_mode == 0 ? ap * ar : 0.5f * ap + 0.5f * rnb;
     }
   }
-  const float total = block_sum(part);
+  const float total = es_block_sum<THREADS>(part);
   if (threadIdx.x == 0) rowsum[row] = total;
 }
 """
@@ -223,62 +188,52 @@ def compile_all(arch: str) -> dict[str, bytes]:
     return {name: _cuda.compile_cubin(src, arch=arch) for name, src in SOURCES.items()}
 
 
-def _host(x: Any) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return np.ascontiguousarray(x, dtype=np.float32)
-    if hasattr(x, "detach"):
-        return np.ascontiguousarray(x.detach().cpu().float().numpy())
-    raise InputError(f"cuda tier takes numpy arrays or torch tensors; got {type(x).__name__}")
-
-
 def _top_mean(x: np.ndarray, k: int) -> float:
     flat = x.ravel()
     return float(np.partition(flat, flat.size - k)[flat.size - k:].astype(np.float64).mean())
 
 
 def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "original", top_p: float = 0.1,
-                  w_m: float = 1.0, w_r: float = 1.0) -> dict[str, np.ndarray]:
-    """See ``reference.isstad_fusion`` (numpy out; tensors are staged through the host)."""
+                  w_m: float = 1.0, w_r: float = 1.0) -> dict[str, Any]:
+    """See ``reference.isstad_fusion``; numpy in -> numpy out, device arrays in -> device maps
+    (the score is always host float64: it needs the image-wide partial sums)."""
     pixel_mode = PIXEL_MODES.index(SCORINGS[scoring][0])
     image_mode = IMAGE_MODES.index(SCORINGS[scoring][1])
-    h_np, r_np, i_np = _host(heads), _host(recon), _host(image)
-    b, c, h, w = r_np.shape
-    logits = h_np.ndim == 5
-    k = h_np.shape[1] if logits else 1
+    b, c, h, w = (int(s) for s in recon.shape)
+    logits = len(heads.shape) == 5
+    k = int(heads.shape[1]) if logits else 1
     rows = b * h
     if 2 * w * 4 > 48 * 1024:
         raise InputError(f"cuda tier stages a row in shared memory: width must be <= 6144; got {w}")
-    prob_error = get_function(FUSION_SOURCE, "isstad_prob_error")
-    hblur = get_function(FUSION_SOURCE, "isstad_hblur")
-    vblur = get_function(FUSION_SOURCE, "isstad_vblur")
-    with DeviceBuffers(DeviceArray, dtype=np.float32, upload_dtype=np.float32) as bufs:
-        d_heads, d_recon, d_image = bufs.upload(h_np), bufs.upload(r_np), bufs.upload(i_np)
-        d_taps = bufs.upload(_TAPS)
-        d_prob, d_rerr, d_pixel = bufs.new((b, h, w)), bufs.new((b, h, w)), bufs.new((b, h, w))
-        d_rmin, d_rmax = bufs.new((rows,)), bufs.new((rows,))
-        d_hp, d_hr, d_hpr = bufs.new((b, h, w)), bufs.new((b, h, w)), bufs.new((b, h, w) if pixel_mode <= 1 else (1,))
+    source, threads = FUSION_SOURCE, _threads()
+    with KernelCall(heads, recon, image) as call:
+        d_heads, d_recon, d_image = (call.input(x, np.float32) for x in (heads, recon, image))
+        d_taps = call.constant(_TAPS, np.float32)
+        prob, rerr, pixel = (call.output((b, h, w), np.float32) for _ in range(3))
+        d_rmin, d_rmax = call.scratch((rows,), np.float32), call.scratch((rows,), np.float32)
+        need_pr = pixel_mode <= 1
+        d_hp, d_hr = call.scratch((b, h, w), np.float32), call.scratch((b, h, w), np.float32)
+        d_hpr = call.scratch((b, h, w) if need_pr else (1,), np.float32)
         weighted = image_mode == 2
-        d_pb, d_rb = bufs.new((b, h, w) if weighted else (1,)), bufs.new((b, h, w) if weighted else (1,))
-        d_rowsum = bufs.new((rows,))
-        launch(prob_error, (rows,), (_threads(),),
-               [(d_heads.ptr, None), (d_recon.ptr, None), (d_image.ptr, None), (d_prob.ptr, None),
-                (d_rerr.ptr, None), (d_rmin.ptr, None), (d_rmax.ptr, None), (k, c_int), (c, c_int), (h, c_int),
-                (w, c_int), (int(logits), c_int)])
-        launch(hblur, (rows,), (_threads(),),
-               [(d_prob.ptr, None), (d_rerr.ptr, None), (d_taps.ptr, None), (d_hp.ptr, None), (d_hr.ptr, None),
-                (d_hpr.ptr, None), (w, c_int), (RADIUS, c_int), (int(pixel_mode <= 1), c_int)],
-               shared_bytes=2 * w * 4)
-        launch(vblur, (rows,), (_threads(),),
-               [(d_hp.ptr, None), (d_hr.ptr, None), (d_hpr.ptr, None), (d_taps.ptr, None), (d_rmin.ptr, None),
-                (d_rmax.ptr, None), (d_pixel.ptr, None), (d_pb.ptr, None), (d_rb.ptr, None),
-                (d_rowsum.ptr, None), (h, c_int), (w, c_int), (RADIUS, c_int), (pixel_mode, c_int),
-                (image_mode, c_int)])
-        prob, rerr, pixel = d_prob.to_host(), d_rerr.to_host(), d_pixel.to_host()
+        d_pb = call.scratch((b, h, w) if weighted else (1,), np.float32)
+        d_rb = call.scratch((b, h, w) if weighted else (1,), np.float32)
+        d_rowsum = call.scratch((rows,), np.float32)
+        call.launch(source, "isstad_prob_error", (rows,), (threads,),
+                    [(d_heads, None), (d_recon, None), (d_image, None), (prob, None), (rerr, None), (d_rmin, None),
+                     (d_rmax, None), (k, c_int), (c, c_int), (h, c_int), (w, c_int), (int(logits), c_int)])
+        call.launch(source, "isstad_hblur", (rows,), (threads,),
+                    [(prob, None), (rerr, None), (d_taps, None), (d_hp, None), (d_hr, None), (d_hpr, None),
+                     (w, c_int), (RADIUS, c_int), (int(need_pr), c_int)], shared_bytes=2 * w * 4)
+        call.launch(source, "isstad_vblur", (rows,), (threads,),
+                    [(d_hp, None), (d_hr, None), (d_hpr, None), (d_taps, None), (d_rmin, None), (d_rmax, None),
+                     (pixel, None), (d_pb, None), (d_rb, None), (d_rowsum, None), (h, c_int), (w, c_int),
+                     (RADIUS, c_int), (pixel_mode, c_int), (image_mode, c_int)])
         if weighted:
-            pb, rb = d_pb.to_host(), d_rb.to_host()
+            pb, rb = call.host(d_pb), call.host(d_rb)
             n = min(h * w, max(1, math.ceil(top_p * h * w)))
             score = np.array([(1.0 + _top_mean(pb[i], n)) ** w_m * (1.0 + _top_mean(rb[i], n)) ** w_r
                               for i in range(b)])
         else:
-            score = d_rowsum.to_host().reshape(b, h).astype(np.float64).sum(axis=1) / (h * w)
-    return {"probability": prob, "recon_error": rerr, "pixel_map": pixel, "score": score}
+            score = call.host(d_rowsum).reshape(b, h).astype(np.float64).sum(axis=1) / (h * w)
+        return {"probability": call.result(prob), "recon_error": call.result(rerr),
+                "pixel_map": call.result(pixel), "score": score}

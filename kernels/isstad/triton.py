@@ -28,8 +28,7 @@ import triton.language as tl
 
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
-
-from .reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, gaussian_weights
+from edgesentry.kernels.isstad.reference import IMAGE_MODES, PIXEL_MODES, RADIUS, SCORINGS, gaussian_weights
 
 
 def unavailable_reason() -> str | None:
@@ -108,7 +107,7 @@ def _hblur_kernel(
     acc_p = tl.zeros((BLOCK_W,), dtype=tl.float32)
     acc_r = tl.zeros((BLOCK_W,), dtype=tl.float32)
     acc_pr = tl.zeros((BLOCK_W,), dtype=tl.float32)
-    for t in tl.static_range(2 * RADIUS_ + 1):
+    for t in range(2 * RADIUS_ + 1):  # not unrolled: 33 taps of loads hoisted at once spill wide rows
         src = _reflect(cols + (t - RADIUS_), W)
         wt = tl.load(taps_ptr + t)
         pv = tl.load(p_ptr + base + src, mask=mask, other=0.0)
@@ -155,7 +154,7 @@ def _vblur_kernel(
     acc_r = tl.zeros((BLOCK_W,), dtype=tl.float32)
     acc_pr = tl.zeros((BLOCK_W,), dtype=tl.float32)
     img = b * H
-    for t in tl.static_range(2 * RADIUS_ + 1):
+    for t in range(2 * RADIUS_ + 1):  # not unrolled (see _hblur_kernel)
         src = (img + _reflect(i + (t - RADIUS_), H)) * W + cols
         wt = tl.load(taps_ptr + t)
         acc_p += wt * tl.load(hp_ptr + src, mask=mask, other=0.0)
@@ -185,6 +184,13 @@ def _vblur_kernel(
 _TAPS = gaussian_weights().astype(np.float32)
 
 
+def row_settings(w: int) -> tuple[int, int]:
+    """Block size and warps of the row kernels: ``calculate_settings``, but 4 warps up to 4096-pixel
+    rows (at 8 warps ptxas aimed at 32 registers for 2048-pixel rows and spilled)."""
+    block_w, num_warps = _triton.calculate_settings(w)
+    return block_w, 4 if block_w <= 4096 else num_warps
+
+
 def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "original", top_p: float = 0.1,
                   w_m: float = 1.0, w_r: float = 1.0) -> dict[str, Any]:
     """See ``reference.isstad_fusion``; numpy in -> numpy out, CUDA tensors in -> tensors out."""
@@ -197,12 +203,9 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
     logits = h_t.ndim == 5
     k = h_t.shape[1] if logits else 1
     dev = r_t.device
-    block_w, num_warps = _triton.calculate_settings(w)
+    block_w, num_warps = row_settings(w)
     block_h = _triton.next_power_of_2(h)
-    nan = float("nan")
-    prob = torch.full((b, h, w), nan, dtype=torch.float32, device=dev)
-    rerr = torch.full_like(prob, nan)
-    pixel = torch.full_like(prob, nan)
+    prob, rerr, pixel = (_triton.empty((b, h, w), torch.float32, dev) for _ in range(3))  # no NaN fill on the hot path
     rmin = torch.empty(b * h, dtype=torch.float32, device=dev)
     rmax = torch.empty_like(rmin)
     need_pr = pixel_mode <= 1
@@ -211,7 +214,7 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
     weighted = image_mode == 2
     pb = torch.empty_like(prob) if weighted else prob
     rb = torch.empty_like(prob) if weighted else prob
-    rowsum = torch.full((b * h,), nan, dtype=torch.float32, device=dev)
+    rowsum = _triton.empty((b * h,), torch.float32, dev)
     taps = torch.from_numpy(_TAPS).to(dev)
     grid = (b * h,)
     _prob_error_kernel[grid](h_t, r_t, i_t, prob, rerr, rmin, rmax, k, c, h, w, h * w, LOGITS=logits, BLOCK_W=block_w,
@@ -230,3 +233,34 @@ def isstad_fusion(heads: Any, recon: Any, image: Any, *, scoring: str = "origina
         score = rowsum.reshape(b, h).double().sum(dim=1) / (h * w)
     return {"probability": to_like(prob, recon), "recon_error": to_like(rerr, recon),
             "pixel_map": to_like(pixel, recon), "score": to_like(score, recon)}
+
+
+def _aot_configs() -> list[_triton.AotConfig]:
+    """The kernels at their launch settings for the model's 224-pixel rows and for 2048-pixel line-camera
+    rows (``calculate_settings``), every scoring's modes: the ahead-of-time spill test."""
+    f32 = "*fp32"
+    out = []
+    for width, height in ((224, 224), (2048, 512)):
+        block_w, warps = row_settings(width)
+        for logits in (True, False):
+            out.append(_triton.AotConfig(
+                "_prob_error_kernel", {**dict.fromkeys(("heads_ptr", "recon_ptr", "image_ptr", "p_ptr", "r_ptr",
+                                                        "rmin_ptr", "rmax_ptr"), f32),
+                                       **dict.fromkeys(("K", "C", "H", "W", "HW"), "i32")},
+                {"LOGITS": logits, "BLOCK_W": block_w}, warps))
+        for need_pr in (True, False):
+            out.append(_triton.AotConfig(
+                "_hblur_kernel", {**dict.fromkeys(("p_ptr", "r_ptr", "taps_ptr", "hp_ptr", "hr_ptr", "hpr_ptr"), f32),
+                                  "W": "i32"}, {"NEED_PR": need_pr, "RADIUS_": RADIUS, "BLOCK_W": block_w}, warps))
+        for pixel_mode, image_mode in sorted({(PIXEL_MODES.index(p), IMAGE_MODES.index(i))
+                                              for p, i in SCORINGS.values()}):
+            out.append(_triton.AotConfig(
+                "_vblur_kernel", {**dict.fromkeys(("hp_ptr", "hr_ptr", "hpr_ptr", "taps_ptr", "rmin_ptr", "rmax_ptr",
+                                                   "pix_ptr", "pb_ptr", "rb_ptr", "rowsum_ptr"), f32),
+                                  "H": "i32", "W": "i32"},
+                {"PIXEL_MODE": pixel_mode, "IMAGE_MODE": image_mode, "STORE_BLURRED": image_mode == 2,
+                 "RADIUS_": RADIUS, "BLOCK_W": block_w, "BLOCK_H": _triton.next_power_of_2(height)}, warps))
+    return out
+
+
+AOT_CONFIGS = _aot_configs()

@@ -6,9 +6,15 @@ of the tile (weight element read once per tile, ``ROWS`` accumulators in registe
 layers run va, vf, the split-K fusion layer and the output layer with the intermediate
 activations only in shared memory; only the 64-d embedding goes to global memory.
 
-``mavd_positional``: one thread per (sequence, channel): a forward exponential scan into
-the output, then a backward scan that adds the tail and removes the doubly counted diagonal.
-Consecutive threads take consecutive channels, so loads and stores coalesce.
+``mavd_positional``: a chunked scan. Time is cut into ``POS_CHUNKS`` chunks per (sequence,
+32-channel tile); each thread reduces its chunk to its forward and backward states, the
+states are carried across chunks (``decay ** length``), and each chunk is rescanned from its
+carry. The dependent chain is one chunk long instead of 2T steps (40 sequences gave 40 blocks
+of a 2T chain before). Consecutive threads take consecutive channels, so loads coalesce.
+
+Both take numpy (answers numpy) or device arrays (CUDA tensors, ``__cuda_array_interface__``
+arrays: answers on the device, launched on the caller's stream); CPU tensors are staged
+through pinned host memory, never passed as device pointers (``kernels/_cuda.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from edgesentry.kernels import _cuda
-from edgesentry.kernels._cuda import DeviceArray, c_float, c_long, get_function, launch
-
-from .reference import ALIGN_FUSE_PARAMS, POS_DECAY, positional_row_sums
+from edgesentry.kernels._cuda import KernelCall, c_float, c_long
+from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS, POS_DECAY, positional_row_sums
 
 ROWS = 16
 THREADS = 128
@@ -128,21 +133,51 @@ extern "C" __global__ void mavd_align_fuse(
 """
 
 POSITIONAL_SRC = r"""
+#define POS_CHANNELS 32
+#define POS_CHUNKS 16
+
+// y = A2 x along time for one sequence: y_i = sum_j d^|i - j| u_j, u_j = x_j / s_j, computed as a
+// forward plus a backward exponential scan (minus the doubly counted u_i). Block (POS_CHANNELS,
+// POS_CHUNKS), grid (sequences, ceil(C / POS_CHANNELS)): thread (c, k) owns channel c of the
+// k-th chunk of time, so the dependent chain is one chunk long, not 2T. Pass 1 reduces each chunk
+// to its forward and backward partial states, pass 2 carries them across chunks (d^len per
+// chunk), pass 3 rescans each chunk from its carry. Consecutive threads read consecutive channels.
 extern "C" __global__ void mavd_positional(const float* __restrict__ t, const float* __restrict__ inv_s,
-                                           float* __restrict__ out, long long n_seq, long long n_len,
-                                           long long n_ch, float decay) {
-  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= n_seq * n_ch) return;
-  const long long seq = idx / n_ch, c = idx % n_ch;
+                                           float* __restrict__ out, long long n_len, long long n_ch,
+                                           float decay) {
+  __shared__ float fwd[POS_CHUNKS][POS_CHANNELS];
+  __shared__ float bwd[POS_CHUNKS][POS_CHANNELS];
+  __shared__ float span[POS_CHUNKS];  // decay ** (chunk length)
+  const int tc = threadIdx.x, k = threadIdx.y;
+  const long long seq = blockIdx.x, c = (long long)blockIdx.y * POS_CHANNELS + tc;
+  const long long chunk = (n_len + POS_CHUNKS - 1) / POS_CHUNKS;
+  const long long t0 = min(n_len, k * chunk), t1 = min(n_len, t0 + chunk);
+  const bool live = c < n_ch;
   const float* x = t + seq * n_len * n_ch + c;
   float* y = out + seq * n_len * n_ch + c;
-  float acc = 0.0f;
-  for (long long i = 0; i < n_len; ++i) {
+  // pass 1: this chunk's forward state (carry 0) and backward state
+  float f = 0.0f, g = 0.0f;
+  if (live) {
+    for (long long i = t0; i < t1; ++i) f = fmaf(f, decay, x[i * n_ch] * inv_s[i]);
+    for (long long i = t1 - 1; i >= t0; --i) g = fmaf(g, decay, x[i * n_ch] * inv_s[i]);
+  }
+  fwd[k][tc] = f;
+  bwd[k][tc] = g;
+  if (tc == 0) span[k] = powf(decay, (float)(t1 - t0));
+  __syncthreads();
+  // pass 2: carries from the chunks before (forward) and after (backward) this one
+  float carry_f = 0.0f, carry_b = 0.0f;
+  for (int m = 0; m < k; ++m) carry_f = fmaf(carry_f, span[m], fwd[m][tc]);
+  for (int m = POS_CHUNKS - 1; m > k; --m) carry_b = fmaf(carry_b, span[m], bwd[m][tc]);
+  if (!live) return;
+  // pass 3: rescan from the carries
+  float acc = carry_f;
+  for (long long i = t0; i < t1; ++i) {
     acc = fmaf(acc, decay, x[i * n_ch] * inv_s[i]);
     y[i * n_ch] = acc;
   }
-  acc = 0.0f;
-  for (long long i = n_len - 1; i >= 0; --i) {
+  acc = carry_b;
+  for (long long i = t1 - 1; i >= t0; --i) {
     const float u = x[i * n_ch] * inv_s[i];
     acc = fmaf(acc, decay, u);
     y[i * n_ch] = y[i * n_ch] + acc - u;
@@ -152,90 +187,59 @@ extern "C" __global__ void mavd_positional(const float* __restrict__ t, const fl
 
 #: kernel name -> CUDA C source (compiled for every TARGET_ARCHS in the tests)
 SOURCES = {"mavd_align_fuse": ALIGN_FUSE_SRC, "mavd_positional": POSITIONAL_SRC}
+#: The extern "C" kernels each source defines.
+KERNELS: dict[str, tuple[str, ...]] = {"mavd_align_fuse": ("mavd_align_fuse",),
+                                       "mavd_positional": ("mavd_positional",)}
+POS_CHANNELS, POS_CHUNKS = 32, 16
 
 
 def unavailable_reason() -> str | None:
     return _cuda.unavailable_reason()
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
+def compile_all(arch: str) -> dict[str, bytes]:
+    """Compile every source for ``arch`` (no GPU needed): name -> cubin."""
+    return {name: _cuda.compile_cubin(src, arch=arch) for name, src in SOURCES.items()}
 
 
-def _stage(x: Any, keep: list[Any]) -> Any:
-    """A device pointer for ``x`` (numpy is uploaded; the buffer is kept alive in ``keep``)."""
-    if _is_torch(x):
-        t = x.float().contiguous()
-        keep.append(t)
-        return _cuda.pointer(t)
-    dev = DeviceArray.from_host(np.ascontiguousarray(x, np.float32))
-    keep.append(dev)
-    return dev.ptr
+def _deliver(call: KernelCall, res: Any, out: Any) -> Any:
+    """``res`` in the caller's kind, or copied into the caller's ``out`` (numpy or tensor)."""
+    if out is None:
+        return call.result(res)
+    if isinstance(out, np.ndarray):
+        out[...] = call.host(res)
+        return out
+    import torch
 
-
-def _output(shape: tuple[int, ...], like: Any, keep: list[Any]) -> tuple[Any, Any]:
-    if _is_torch(like):
-        import torch
-
-        out = torch.full(shape, float("nan"), dtype=torch.float32, device=like.device)
-        return out, _cuda.pointer(out)
-    dev = DeviceArray(shape, np.float32).fill_nan()
-    keep.append(dev)
-    return dev, dev.ptr
-
-
-def _finish(out: Any, keep: list[Any], dest: Any = None) -> Any:
-    result = out if _is_torch(out) else out.to_host()
-    if _is_torch(out):
-        from cuda.bindings import driver
-
-        _cuda._check(driver.cuCtxSynchronize())
-    for item in keep:
-        if not _is_torch(item):
-            item.free()
-    if dest is None:
-        return result
-    if isinstance(dest, np.ndarray):
-        dest[...] = result if isinstance(result, np.ndarray) else result.cpu().numpy()
-    else:
-        dest.copy_(result if not isinstance(result, np.ndarray) else dest.new_tensor(result))
-    return dest
+    src = res if isinstance(res, torch.Tensor) else torch.from_numpy(call.host(res))
+    out.copy_(src.to(out.device))
+    return out
 
 
 def align_fuse(v: Any, a: Any, f: Any, params: Mapping[str, Any], out: Any = None) -> Any:
-    """See ``reference.align_fuse``."""
-    keep: list[Any] = []
+    """See ``reference.align_fuse``: numpy in -> numpy out, device arrays in -> device out."""
     n, m = int(v.shape[0]), int(a.shape[0])
-    ptrs = [_stage(x, keep) for x in (v, a, f)]
-    wptrs = [_stage(params[k], keep) for k in ALIGN_FUSE_PARAMS]
-    res, out_ptr = _output((n, 64), v, keep)
-    if n:
-        fn = get_function(ALIGN_FUSE_SRC, "mavd_align_fuse")
-        args = [(p, None) for p in (*ptrs, out_ptr, *wptrs)] + [(n, c_long), (m, c_long)]
-        launch(fn, ((n + ROWS - 1) // ROWS,), (THREADS,), args)
-    return _finish(res, keep, out)
+    with KernelCall(v, a, f) as call:
+        inputs = [call.input(x, np.float32) for x in (v, a, f)]
+        weights = [call.constant(params[k], np.float32) for k in ALIGN_FUSE_PARAMS]
+        res = call.output((n, 64), np.float32)
+        if n:
+            args = [(p, None) for p in (*inputs, res, *weights)] + [(n, c_long), (m, c_long)]
+            call.launch(ALIGN_FUSE_SRC, "mavd_align_fuse", (-(-n // ROWS),), (THREADS,), args)
+        return _deliver(call, res, out)
 
 
 def positional(t: Any, out: Any = None) -> Any:
     """See ``reference.positional``: (..., T, C) -> same shape."""
-    keep: list[Any] = []
     shape = tuple(int(s) for s in t.shape)
     n, c = shape[-2:]
     seqs = int(np.prod(shape[:-2], dtype=np.int64))
-    t_ptr = _stage(t, keep)
-    s_ptr = _stage((1.0 / positional_row_sums(n)).astype(np.float32), keep)
-    res, out_ptr = _output(shape, t, keep)
-    total = seqs * c
-    if total:
-        fn = get_function(POSITIONAL_SRC, "mavd_positional")
-        args = [
-            (t_ptr, None),
-            (s_ptr, None),
-            (out_ptr, None),
-            (seqs, c_long),
-            (n, c_long),
-            (c, c_long),
-            (POS_DECAY, c_float),
-        ]
-        launch(fn, ((total + 127) // 128,), (128,), args)
-    return _finish(res, keep, out)
+    with KernelCall(t) as call:
+        x = call.input(t, np.float32)
+        inv_s = call.constant(1.0 / positional_row_sums(n), np.float32)
+        res = call.output(shape, np.float32)
+        if seqs * c:
+            args = [(x, None), (inv_s, None), (res, None), (n, c_long), (c, c_long), (POS_DECAY, c_float)]
+            call.launch(POSITIONAL_SRC, "mavd_positional", (seqs, -(-c // POS_CHANNELS)), (POS_CHANNELS, POS_CHUNKS),
+                        args)
+        return _deliver(call, res, out)

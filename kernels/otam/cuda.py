@@ -4,19 +4,20 @@ One thread block per (query, class) pair. Its warps compute the 2 x T x T frame 
 and the 4 x T frame norms of both views (lanes stride over D, warp-shuffle reduction) into
 shared memory; then four threads run the four OTAM DPs (2 views x 2 directions) with two
 rolling rows of T + 2 cells and a max-subtracted log-sum-exp softmin, and thread 0 writes
-the fused logit. One launch for every pair replaces the seed's ~2.5k tiny launches.
+the fused logit. One launch for every pair replaces the seed's ~2.5k tiny launches. The DP
+rows live in shared memory (no stack frame, no local-memory traffic).
 """
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 import numpy as np
 
 from edgesentry.errors import InputError
-
-from .reference import COS_EPS, LAMBDA
+from edgesentry.kernels import _cuda
+from edgesentry.kernels._cuda import KernelCall, c_float, c_int
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
 MAX_T = 64
 THREADS = 128
@@ -36,9 +37,9 @@ __device__ __forceinline__ float softmin3(float a, float b, float c, float lam) 
 }
 
 // delta(l, j) = 1 - sim[l*rs + j*cs] / (an[l] * bn[j] + eps): rows l index `an`, columns `bn`.
+// prev / cur: two rolling DP rows of T + 2 cells in shared memory (not local arrays on the stack).
 __device__ float otam_dp(const float* sim, const float* an, const float* bn, int T, int rs, int cs,
-                         float eps, float lam) {
-  float prev[MAX_T + 2], cur[MAX_T + 2];
+                         float eps, float lam, float* prev, float* cur) {
   const int last = T + 1;
   prev[0] = 0.0f;
   for (int m = 1; m <= T; ++m) prev[m] = prev[m - 1] + (1.0f - sim[(m - 1) * cs] / (an[0] * bn[m - 1] + eps));
@@ -65,6 +66,7 @@ extern "C" __global__ void otam_fuse(const float* __restrict__ zl, const float* 
   float* qn = sim + 2 * T * T;       // [2][T]
   float* pn = qn + 2 * T;            // [2][T]
   __shared__ float res[4];
+  __shared__ float rows[4][2][MAX_T + 2];  // the rolling DP rows of the four DPs
   const int pair = blockIdx.x;
   const int q = pair / N, n = pair % N;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -92,8 +94,10 @@ extern "C" __global__ void otam_fuse(const float* __restrict__ zl, const float* 
   if (threadIdx.x < 4) {
     const int v = threadIdx.x >> 1, dir = threadIdx.x & 1;
     const float* s = sim + v * T * T;
-    res[threadIdx.x] = dir == 0 ? otam_dp(s, qn + v * T, pn + v * T, T, T, 1, eps, lam)
-                                : otam_dp(s, pn + v * T, qn + v * T, T, 1, T, eps, lam);
+    float* prev = rows[threadIdx.x][0];
+    float* cur = rows[threadIdx.x][1];
+    res[threadIdx.x] = dir == 0 ? otam_dp(s, qn + v * T, pn + v * T, T, T, 1, eps, lam, prev, cur)
+                                : otam_dp(s, pn + v * T, qn + v * T, T, 1, T, eps, lam, prev, cur);
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -106,16 +110,16 @@ extern "C" __global__ void otam_fuse(const float* __restrict__ zl, const float* 
 }
 
 
-def unavailable_reason() -> str | None:
-    from edgesentry.kernels import _cuda
+#: The extern "C" kernels each source defines.
+KERNELS: dict[str, tuple[str, ...]] = {"otam_fuse": ("otam_fuse",)}
 
+
+def unavailable_reason() -> str | None:
     return _cuda.unavailable_reason()
 
 
 def compile_all(arch: str) -> dict[str, bytes]:
     """Compile every kernel of this tier for ``arch`` (works without a GPU)."""
-    from edgesentry.kernels import _cuda
-
     return {name: _cuda.compile_cubin(src, arch=arch) for name, src in SOURCES.items()}
 
 
@@ -127,40 +131,34 @@ def fuse(z_local: Any, p_local: Any, z_global: Any, p_global: Any, *, lam: float
          eps: float = COS_EPS, out: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """(dists [4, Q, N], logits [Q, N]) float32.
 
-    numpy in -> numpy out (staged through device buffers); CUDA tensors in -> tensors out.
+    numpy in -> numpy out; device arrays (CUDA tensors, ``__cuda_array_interface__``) in ->
+    device out, launched on the caller's stream. ``out`` may pass preallocated outputs.
     """
-    from edgesentry.kernels import _cuda
-
     inputs = (z_local, p_local, z_global, p_global)
     t = int(z_local.shape[1])
     if t > MAX_T:
         raise InputError(f"the cuda OTAM kernel handles up to T = {MAX_T} frames; got T = {t}")
     q, d = int(z_local.shape[0]), int(z_local.shape[2])
     n = int(p_local.shape[0])
-    fn = _cuda.get_function(SOURCES["otam_fuse"], "otam_fuse")
-    scalars = [(q, ctypes.c_int), (n, ctypes.c_int), (t, ctypes.c_int), (d, ctypes.c_int),
-               (float(eps), ctypes.c_float), (float(lam), ctypes.c_float)]
-    if all(hasattr(x, "data_ptr") for x in inputs):
+    scalars = [(q, c_int), (n, c_int), (t, c_int), (d, c_int), (float(eps), c_float), (float(lam), c_float)]
+    with KernelCall(*inputs) as call:
+        staged = [call.input(x, np.float32) for x in inputs]
+        dists, logits = call.output((4, q, n), np.float32), call.output((q, n), np.float32)
+        call.launch(SOURCES["otam_fuse"], "otam_fuse", (q * n,), (THREADS,),
+                    [(a, None) for a in (*staged, dists, logits)] + scalars, shared_bytes=shared_bytes(t))
+        if out is None:
+            return call.result(dists), call.result(logits)
+        for dest, res in zip(out, (dists, logits)):
+            _copy_into(dest, call, res)
+        return out
+
+
+def _copy_into(dest: Any, call: KernelCall, res: Any) -> None:
+    if isinstance(dest, np.ndarray):
+        dest[...] = call.host(res)
+    elif hasattr(res, "copy_") or not hasattr(dest, "copy_"):
+        dest.copy_(res)
+    else:
         import torch
 
-        tensors = [x.detach().to(torch.float32).contiguous() for x in inputs]
-        if out is None:
-            out = (torch.empty((4, q, n), dtype=torch.float32, device=tensors[0].device),
-                   torch.empty((q, n), dtype=torch.float32, device=tensors[0].device))
-        from cuda.bindings import driver
-
-        args = [(_cuda.pointer(x), None) for x in (*tensors, *out)] + scalars
-        stream = driver.CUstream(int(torch.cuda.current_stream(tensors[0].device).cuda_stream))
-        _cuda.launch(fn, (q * n,), (THREADS,), args, shared_bytes=shared_bytes(t), stream=stream)
-        return out
-    host = [np.ascontiguousarray(np.asarray(x), dtype=np.float32) for x in inputs]
-    bufs = [_cuda.DeviceArray.from_host(h) for h in host]
-    dists = _cuda.DeviceArray((4, q, n), np.float32).fill_nan()
-    logits = _cuda.DeviceArray((q, n), np.float32).fill_nan()
-    try:
-        args = [(_cuda.pointer(b), None) for b in (*bufs, dists, logits)] + scalars
-        _cuda.launch(fn, (q * n,), (THREADS,), args, shared_bytes=shared_bytes(t))
-        return dists.to_host(), logits.to_host()
-    finally:
-        for b in (*bufs, dists, logits):
-            b.free()
+        dest.copy_(torch.from_numpy(call.host(res)).to(dest.device))

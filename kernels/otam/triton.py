@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .reference import COS_EPS, LAMBDA
+from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
 
 try:
     import triton
@@ -57,10 +57,12 @@ if triton is not None:
         for r in range(1, T):
             c = _pick(first_col, rows, r) + _softmin3(zero, c, zero, lam)
             col = tl.where(rows == r, c, col)
-        # columns 2..T, vectorised over rows: C[l,m] = delta[l,m-1] + softmin(C[l-1,m-1], C[l,m-1])
+        # columns 2..T, vectorised over rows: C[l,m] = delta[l,m-1] + softmin(C[l-1,m-1], C[l,m-1]).
+        # Column m-1 of the tile and the column shifted down one row are gathers (O(T) per column),
+        # not masked T x T reductions (which made the DP O(T^3)).
         for m in range(2, T + 1):
-            dm = tl.sum(tl.where(cols[None, :] == m - 1, tile, 0.0), axis=1)
-            up = tl.sum(tl.where(rows[:, None] - 1 == cols[None, :], col[None, :], 0.0), axis=1)
+            dm = tl.reshape(tl.gather(tile, tl.full((tile.shape[0], 1), m - 1, tl.int32), 1), (tile.shape[0],))
+            up = tl.gather(col, tl.maximum(rows - 1, 0), 0)  # row 0 is replaced by `top` below
             top = tl.sum(tl.where(cols < m, first_row, 0.0), axis=0)
             col = tl.where(rows == 0, top, dm + _softmin2(up, col, lam))
         # last (padding) column: C[l,T+1] = softmin(C[l-1,T], C[l-1,T+1], C[l,T])
@@ -83,7 +85,10 @@ if triton is not None:
             mask = (rows[:, None] < T) & (d0 + dk[None, :] < D)
             z = tl.load(z_base + rows[:, None] * D + d0 + dk[None, :], mask=mask, other=0.0).to(tl.float32)
             p = tl.load(p_base + rows[:, None] * D + d0 + dk[None, :], mask=mask, other=0.0).to(tl.float32)
-            acc += tl.sum(z[:, None, :] * p[None, :, :], axis=2)
+            if BLOCK_T >= 16:  # a dot keeps one T x T accumulator (the broadcast below is T x T x BLOCK_D)
+                acc = tl.dot(z, tl.trans(p), acc, input_precision="ieee")
+            else:
+                acc += tl.sum(z[:, None, :] * p[None, :, :], axis=2)
             nz += tl.sum(z * z, axis=1)
             npn += tl.sum(p * p, axis=1)
         den = tl.sqrt(nz)[:, None] * tl.sqrt(npn)[None, :] + eps
@@ -125,16 +130,45 @@ def fuse(z_local: Any, p_local: Any, z_global: Any, p_global: Any, *, lam: float
     q, t, d = zl.shape
     n = pl.shape[0]
     if out is None:
-        dists = torch.empty((4, q, n), dtype=torch.float32, device=zl.device)
-        logits = torch.empty((q, n), dtype=torch.float32, device=zl.device)
+        dists = _triton.empty((4, q, n), torch.float32, zl.device)
+        logits = _triton.empty((q, n), torch.float32, zl.device)
     else:
         dists, logits = out
-    block_t = max(2, _triton.next_power_of_2(t))
-    # The DP extracts scalars with block reductions: with one warp (T <= 8) they are shuffles,
-    # not shared-memory round trips. Keep the [BLOCK_T, BLOCK_T, BLOCK_D] product at ~32 floats
-    # per thread.
-    num_warps = 1 if block_t <= 8 else (2 if block_t <= 16 else 4)
-    block_d = max(16, min(_triton.next_power_of_2(d), 1024 * num_warps // (block_t * block_t)))
+    block_t, block_d, num_warps = launch_settings(t, d)
     _fuse_kernel[(q * n,)](zl, pl, zg, pg, dists, logits, q, n, t, d, float(eps), float(lam),
                            BLOCK_T=block_t, BLOCK_D=block_d, num_warps=num_warps)
     return _triton.to_like(dists, z_local), _triton.to_like(logits, z_local)
+
+
+def launch_settings(t: int, d: int) -> tuple[int, int, int]:
+    """(BLOCK_T, BLOCK_D, num_warps) of ``_fuse_kernel`` for T frames of D features.
+
+    The DP extracts scalars with block reductions: with one warp (T <= 8) they are shuffles, not
+    shared-memory round trips. Below 16 frames the similarity is a [BLOCK_T, BLOCK_T, BLOCK_D]
+    broadcast product kept at ~32 floats per thread; from 16 on (``tl.dot``'s minimum) a dot.
+    """
+    from edgesentry.kernels import _triton
+
+    block_t = max(2, _triton.next_power_of_2(t))
+    num_warps = 1 if block_t <= 8 else (2 if block_t <= 16 else (4 if block_t <= 32 else 8))
+    if block_t >= 16:  # tl.dot over D chunks (see _view_distances): the operands are T x BLOCK_D
+        return block_t, 32, num_warps
+    block_d = max(16, min(_triton.next_power_of_2(d), 1024 * num_warps // (block_t * block_t)))
+    return block_t, block_d, num_warps
+
+
+def _aot_configs() -> list[Any]:
+    """The kernel at its launch settings for T = 8 (the model), 16, 32 and 64 frames of 1024 features."""
+    from edgesentry.kernels import _triton
+
+    f32 = "*fp32"
+    signature = {**dict.fromkeys(("zl_ptr", "pl_ptr", "zg_ptr", "pg_ptr", "dist_ptr", "logit_ptr"), f32),
+                 **dict.fromkeys(("Q", "N", "T", "D"), "i32"), "eps": "fp32", "lam": "fp32"}
+    out = []
+    for t in (8, 16, 32, 64):
+        block_t, block_d, warps = launch_settings(t, 1024)
+        out.append(_triton.AotConfig("_fuse_kernel", signature, {"BLOCK_T": block_t, "BLOCK_D": block_d}, warps))
+    return out
+
+
+AOT_CONFIGS = _aot_configs() if triton is not None else []

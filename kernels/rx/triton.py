@@ -19,11 +19,14 @@ cutoff, and the scores of those scenes become noise. ``tl.dot`` on float64 is no
 on every NVIDIA target by every Triton release, so the products are broadcast-multiply-sum
 in float64 (CUDA cores; RX is latency-bound at these sizes anyway, fers.md section 5).
 
-Local RX: the background sums of ``x`` and ``x x^T`` come from integral images (torch
-``cumsum`` in float64 on the device, over bands of output rows so memory stays bounded);
-``_window_cov_kernel`` turns the 2 x 4 box corners of each pixel into its ring covariance;
-then a batched ``torch.linalg.cholesky_ex`` (float64) and a batched triangular solve give
-``|L^-1 z|^2``. Pixels whose Cholesky fails or has a pivot below ``_PIVOT_TOL`` x the
+Local RX (``local_plan``): the ring (outer minus inner box) sums of ``z`` and ``z z^T`` (packed
+lower triangle, column-major) without integral images: ``_ring_rows_kernel`` keeps running
+column sums of the window rows (one row in, one out per output row), ``_ring_box_kernel``
+slides the box along each output row into the pixels' ring moments, ``_ring_cov_kernel`` turns a
+chunk of pixels' moments into covariances; then a batched ``torch.linalg.cholesky_ex``
+(float64) and a batched triangular solve give ``|L^-1 z|^2``. Working memory stays within
+``LOCAL_CHUNK_BYTES`` for scenes up to 1024 x 1024 x 200, and every image row is formed ~4 times
+in all instead of ``outer`` times per output row. Pixels whose Cholesky fails or has a pivot below ``_PIVOT_TOL`` x the
 largest diagonal entry (the contract of ``cpu.py``) take the pseudo-inverse path (eigh with
 the pinv cutoff). The data are centred by the scene mean first: it removes the
 cancellation of raw radiances in ``M - s s^T / n``.
@@ -33,18 +36,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import triton
 import triton.language as tl
 
 from edgesentry.kernels import _triton
 from edgesentry.kernels._triton import to_like, to_tensor
-
-from .reference import DEFAULT_RCOND
+from edgesentry.kernels.rx.local_plan import packed_pairs, plan_local, ring_channels, window_moves, window_starts
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND
 
 _PIVOT_TOL = 1e-12
-#: Bytes the integral images of one band of output rows may take (local RX).
+#: Working memory local RX may take: running column sums, ring moments of a batch of rows and the
+#: B x B matrices of a chunk of pixels (``local_plan``).
 LOCAL_CHUNK_BYTES = 1 << 30
+#: Bytes per pixel of a factorisation chunk, per B^2: the covariance, its Cholesky factor, and
+#: the eigh path's vectors for the pixels that need it (float64 each).
+_PIXEL_BYTES_PER_BAND2 = 3 * 8
 #: Rows handled per program in the reductions (a multiple of the row tiles below).
 _ROWS_PER_PROGRAM = 1024
 
@@ -125,86 +131,128 @@ def _mahalanobis_kernel(x_ptr, mean_ptr, v_ptr, invw_ptr, out_ptr, n, b, k,
 
 
 @triton.jit
-def _window_cov_kernel(mom_ptr, sum_ptr, corner_ptr, out_ptr, b, wp, n_bg,
-                       BLOCK_B: tl.constexpr):
-    """Ring covariance of one pixel (program 0) for one (i, j) tile of bands.
+def _ring_channel(x_ptr, pixel, b, ia, ib, ma, mb, lin, valid):
+    """Channel values of one pixel: z[ia] for the band sums, z[ia] z[ib] for the products (float64)."""
+    px = x_ptr + pixel * b
+    za = tl.load(px + ia, mask=valid, other=0.0).to(tl.float64) - ma
+    zb = tl.load(px + ib, mask=valid, other=0.0).to(tl.float64) - mb
+    return tl.where(lin, za, za * zb)
 
-    ``mom`` (R+1, W+1, B, B) and ``sum`` (R+1, W+1, B) are integral images; ``corner``
-    holds per pixel the outer then inner box as (r0, r1, c0, c1) in integral coordinates.
-    cov = ((M_outer - M_inner) - s s^T / n) / (n - 1) with s = S_outer - S_inner.
-    """
-    p = tl.program_id(0)
+
+@triton.jit
+def _ring_rows_kernel(
+    x_ptr,  # pointer to the cube, shape (H, W, B) float32 or float64
+    mean_ptr,  # pointer to the scene mean, shape (B,) float64
+    pi_ptr, pj_ptr,  # pointers to the packed pairs (rows, cols), shape (B (B + 1) / 2,) int32
+    v_ptr,  # pointer to the running column sums, shape (W, C) float64
+    w, b, C, r0, r1, s0, s1,
+    ACCUMULATE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """v[c, ch] = (v[c, ch] if ACCUMULATE) + sum over rows [r0, r1) - sum over rows [s0, s1) of channel ch."""
+    col = tl.program_id(1).to(tl.int64)
+    ch = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = ch < C
+    lin = ch < b
+    t = tl.where(lin, 0, ch - b)
+    ia = tl.where(lin, ch, tl.load(pi_ptr + t, mask=valid & ~lin, other=0))
+    ib = tl.where(lin, ch, tl.load(pj_ptr + t, mask=valid & ~lin, other=0))
+    ma = tl.load(mean_ptr + ia, mask=valid, other=0.0)
+    mb = tl.load(mean_ptr + ib, mask=valid, other=0.0)
+    acc = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    for r in range(r0, r1):
+        acc += _ring_channel(x_ptr, r * w + col, b, ia, ib, ma, mb, lin, valid)
+    for r in range(s0, s1):
+        acc -= _ring_channel(x_ptr, r * w + col, b, ia, ib, ma, mb, lin, valid)
+    dst = v_ptr + col * C + ch
+    if ACCUMULATE:
+        acc += tl.load(dst, mask=valid, other=0.0)
+    tl.store(dst, acc, mask=valid)
+
+
+@triton.jit
+def _ring_box_kernel(
+    vo_ptr, vi_ptr,  # pointers to the outer / inner running column sums, shape (W, C) float64
+    co_ptr, ci_ptr,  # pointers to the outer / inner window starts per column, shape (W,) int32
+    ring_ptr,  # pointer to this output row's ring moments, shape (W, C) float64
+    w, C, outer, inner,
+    SEG: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """ring[j] = sum of vo over columns [co[j], co[j] + outer) - sum of vi over [ci[j], ci[j] + inner),
+    for the SEG columns of this program: two running sums slide along the row (the window starts
+    grow by at most one per column). Offsets are int32: ``local_plan`` keeps w x C below 2^31."""
+    ch = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = ch < C
+    j0 = tl.program_id(1) * SEG
+    oc = tl.load(co_ptr + j0)
+    ic = tl.load(ci_ptr + j0)
+    so = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    si = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    for c in range(oc, oc + outer):
+        so += tl.load(vo_ptr + c * C + ch, mask=valid, other=0.0)
+    for c in range(ic, ic + inner):
+        si += tl.load(vi_ptr + c * C + ch, mask=valid, other=0.0)
+    for j in range(j0, tl.minimum(j0 + SEG, w)):
+        noc = tl.load(co_ptr + j)
+        moved = valid & (noc > oc)
+        so += (tl.load(vo_ptr + (oc + outer) * C + ch, mask=moved, other=0.0)
+               - tl.load(vo_ptr + oc * C + ch, mask=moved, other=0.0))
+        nic = tl.load(ci_ptr + j)
+        moved = valid & (nic > ic)
+        si += (tl.load(vi_ptr + (ic + inner) * C + ch, mask=moved, other=0.0)
+               - tl.load(vi_ptr + ic * C + ch, mask=moved, other=0.0))
+        oc, ic = noc, nic
+        tl.store(ring_ptr + j * C + ch, so - si, mask=valid)
+
+
+@triton.jit
+def _ring_cov_kernel(
+    ring_ptr,  # pointer to ring moments, shape (P, C) float64: B sums, then the packed products
+    out_ptr,  # pointer to covariances, shape (P, B, B) float64
+    b, C, n_bg,
+    BLOCK_B: tl.constexpr,
+):
+    """cov = (M - s s^T / n) / (n - 1) for one (pixel, 16 x 16 band tile); M from the packed lower triangle."""
+    p = tl.program_id(0).to(tl.int64)
     ci = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     cj = tl.program_id(2) * BLOCK_B + tl.arange(0, BLOCK_B)
-    mi = ci < b
-    mj = cj < b
-    mask = mi[:, None] & mj[None, :]
-    tile = ci[:, None] * b + cj[None, :]
-    m = tl.zeros((BLOCK_B, BLOCK_B), dtype=tl.float64)
-    si = tl.zeros((BLOCK_B,), dtype=tl.float64)
-    sj = tl.zeros((BLOCK_B,), dtype=tl.float64)
-    for box in tl.static_range(2):
-        sign = 1.0 - 2.0 * box  # outer box adds, inner (guard) box subtracts
-        r0 = tl.load(corner_ptr + p * 8 + box * 4 + 0).to(tl.int64)
-        r1 = tl.load(corner_ptr + p * 8 + box * 4 + 1).to(tl.int64)
-        c0 = tl.load(corner_ptr + p * 8 + box * 4 + 2).to(tl.int64)
-        c1 = tl.load(corner_ptr + p * 8 + box * 4 + 3).to(tl.int64)
-        for corner in tl.static_range(4):
-            r = r1 if corner < 2 else r0
-            c = c1 if corner % 2 == 0 else c0
-            s = sign if corner % 3 == 0 else -sign  # ++ at (r1, c1) and (r0, c0)
-            cell = r * wp + c
-            m += s * tl.load(mom_ptr + cell * b * b + tile, mask=mask, other=0.0)
-            si += s * tl.load(sum_ptr + cell * b + ci, mask=mi, other=0.0)
-            sj += s * tl.load(sum_ptr + cell * b + cj, mask=mj, other=0.0)
+    mask = (ci[:, None] < b) & (cj[None, :] < b)
+    base = ring_ptr + p * C
+    si = tl.load(base + ci, mask=ci < b, other=0.0)
+    sj = tl.load(base + cj, mask=cj < b, other=0.0)
+    r = tl.maximum(ci[:, None], cj[None, :])
+    k = tl.minimum(ci[:, None], cj[None, :])
+    m = tl.load(base + b + k * b - k * (k - 1) // 2 + (r - k), mask=mask, other=0.0)
     cov = (m - si[:, None] * sj[None, :] / n_bg) / (n_bg - 1.0)
-    tl.store(out_ptr + p.to(tl.int64) * b * b + tile, cov, mask=mask)
+    tl.store(out_ptr + p * b * b + ci[:, None] * b + cj[None, :], cov, mask=mask)
 
 
-#: Kernel -> (signature, constexprs) as the launchers below use them (float32 input), for
-#: ahead-of-time compilation without a GPU (``compile_for``).
-KERNEL_SIGNATURES: dict[str, tuple[dict[str, str], dict[str, int]]] = {
-    "_column_sum_kernel": (
-        {"x_ptr": "*fp32", "out_ptr": "*fp64", "n": "i32", "b": "i32", "rows_per_prog": "i32",
-         "BLOCK_N": "constexpr", "BLOCK_B": "constexpr"},
-        {"BLOCK_N": 32, "BLOCK_B": 64},
-    ),
-    "_centred_gram_kernel": (
-        {"x_ptr": "*fp32", "mean_ptr": "*fp64", "out_ptr": "*fp64", "n": "i32", "b": "i32",
-         "rows_per_prog": "i32", "BLOCK_N": "constexpr", "BLOCK_B": "constexpr"},
-        {"BLOCK_N": 16, "BLOCK_B": 16},
-    ),
-    "_mahalanobis_kernel": (
-        {"x_ptr": "*fp32", "mean_ptr": "*fp64", "v_ptr": "*fp64", "invw_ptr": "*fp64", "out_ptr": "*fp64",
-         "n": "i32", "b": "i32", "k": "i32", "BLOCK_N": "constexpr", "BLOCK_B": "constexpr",
-         "BLOCK_K": "constexpr"},
-        {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_K": 16},
-    ),
-    "_window_cov_kernel": (
-        {"mom_ptr": "*fp64", "sum_ptr": "*fp64", "corner_ptr": "*i32", "out_ptr": "*fp64", "b": "i32",
-         "wp": "i32", "n_bg": "fp64", "BLOCK_B": "constexpr"},
-        {"BLOCK_B": 16},
-    ),
-}
+def _aot_configs() -> list[_triton.AotConfig]:
+    """The kernels at the launchers' settings (float32 cubes), for the ahead-of-time spill test."""
+    cfg = _triton.AotConfig
+    f32, f64, i32 = "*fp32", "*fp64", "*i32"
+    return [
+        cfg("_column_sum_kernel", {"x_ptr": f32, "out_ptr": f64, "n": "i32", "b": "i32", "rows_per_prog": "i32"},
+            {"BLOCK_N": 32, "BLOCK_B": 64}),
+        cfg("_centred_gram_kernel", {"x_ptr": f32, "mean_ptr": f64, "out_ptr": f64, "n": "i32", "b": "i32",
+                                     "rows_per_prog": "i32"}, {"BLOCK_N": 16, "BLOCK_B": 16}),
+        cfg("_mahalanobis_kernel", {"x_ptr": f32, "mean_ptr": f64, "v_ptr": f64, "invw_ptr": f64, "out_ptr": f64,
+                                    "n": "i32", "b": "i32", "k": "i32"}, {"BLOCK_N": 32, "BLOCK_B": 16, "BLOCK_K": 16}),
+        *(cfg("_ring_rows_kernel", {"x_ptr": f32, "mean_ptr": f64, "pi_ptr": i32, "pj_ptr": i32, "v_ptr": f64,
+                                    **dict.fromkeys(("w", "b", "C", "r0", "r1", "s0", "s1"), "i32")},
+              {"ACCUMULATE": acc, "BLOCK_C": _RING_BLOCK}) for acc in (False, True)),
+        cfg("_ring_box_kernel", {"vo_ptr": f64, "vi_ptr": f64, "co_ptr": i32, "ci_ptr": i32, "ring_ptr": f64,
+                                 **dict.fromkeys(("w", "C", "outer", "inner"), "i32")},
+            {"SEG": _RING_SEG, "BLOCK_C": _RING_BLOCK}),
+        cfg("_ring_cov_kernel", {"ring_ptr": f64, "out_ptr": f64, "b": "i32", "C": "i32", "n_bg": "fp64"},
+            {"BLOCK_B": 16}),
+    ]
 
 
-def compile_for(arch: str) -> dict[str, bytes]:
-    """Compile every kernel ahead of time for ``arch`` (``"sm_90"``) -> name -> cubin.
-
-    Needs no GPU (Triton ships ptxas), but does need the real compiler: it cannot run in a
-    process where ``TRITON_INTERPRET=1`` (the interpreter replaces the kernels).
-    """
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    if _triton.interpreting():
-        raise RuntimeError("compile_for needs a process without TRITON_INTERPRET=1")
-    capability = int(arch.removeprefix("sm_"))
-    out = {}
-    for name, (signature, constexprs) in KERNEL_SIGNATURES.items():
-        source = ASTSource(fn=globals()[name], signature=signature, constexprs=constexprs)
-        out[name] = triton.compile(source, target=GPUTarget("cuda", capability, 32)).asm["cubin"]
-    return out
+#: Channels per program and columns per segment of the ring kernels.
+_RING_BLOCK, _RING_SEG = 128, 64
+AOT_CONFIGS = _aot_configs()
 
 
 # ----------------------------------------------------------------------------- global
@@ -229,7 +277,7 @@ def column_mean(x: Any) -> Any:
 
     n, b = x.shape
     splits, rows = _splits(n)
-    partial = torch.full((splits, b), float("nan"), dtype=torch.float64, device=x.device)
+    partial = _triton.empty((splits, b), torch.float64, x.device)
     block_b = min(64, _triton.next_power_of_2(b))
     _column_sum_kernel[(triton.cdiv(b, block_b), splits)](x, partial, n, b, rows, BLOCK_N=32, BLOCK_B=block_b)
     return partial.sum(dim=0) / n
@@ -241,7 +289,7 @@ def centred_gram(x: Any, mean: Any) -> Any:
 
     n, b = x.shape
     splits, rows = _splits(n)
-    partial = torch.full((splits, b, b), float("nan"), dtype=torch.float64, device=x.device)
+    partial = _triton.empty((splits, b, b), torch.float64, x.device)
     block_b = min(16, _triton.next_power_of_2(b))
     grid = (triton.cdiv(b, block_b), triton.cdiv(b, block_b), splits)
     _centred_gram_kernel[grid](x, mean, partial, n, b, rows, BLOCK_N=16, BLOCK_B=block_b)
@@ -277,7 +325,7 @@ def mahalanobis(x: Any, mean: Any, vectors: Any, inv_values: Any) -> Any:
     k = vectors.shape[1]
     if k == 0:  # zero covariance: the pseudo-inverse is 0, so is every score
         return torch.zeros(n, dtype=torch.float64, device=x.device)
-    out = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
+    out = _triton.empty((n,), torch.float64, x.device)
     block_b = min(16, _triton.next_power_of_2(b))
     block_k = min(16, _triton.next_power_of_2(k))
     _mahalanobis_kernel[(triton.cdiv(n, 32),)](
@@ -297,30 +345,6 @@ def global_rx(pixels: Any, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND) 
 
 
 # ----------------------------------------------------------------------------- local
-def window_starts(size: int, window: int, length: int) -> np.ndarray:
-    """``reference.window_bounds`` start for every index (vectorised)."""
-    return np.clip(np.arange(size) - window // 2, 0, length - window)
-
-
-def _integral_images(z: Any) -> tuple[Any, Any]:
-    """Zero-padded integral images of z (R, W, B) and of z z^T: (R+1, W+1, B[, B]) float64."""
-    import torch
-
-    r, w, b = z.shape
-    sums = torch.zeros((r + 1, w + 1, b), dtype=torch.float64, device=z.device)
-    sums[1:, 1:] = z
-    sums.cumsum_(0).cumsum_(1)
-    moments = torch.zeros((r + 1, w + 1, b, b), dtype=torch.float64, device=z.device)
-    moments[1:, 1:] = z[..., :, None] * z[..., None, :]
-    moments.cumsum_(0).cumsum_(1)
-    return sums, moments
-
-
-def _rows_per_chunk(h: int, w: int, b: int, outer: int, budget: int) -> int:
-    per_row = (w + 1) * b * (b + 1) * 8 * 2  # integral images + the product being scanned
-    return max(1, min(h, budget // max(per_row, 1) - outer))
-
-
 def _ring_scores(cov: Any, z: Any, rcond: float) -> Any:
     """|L^-1 z|^2 per pixel, with the pinv (eigh) path for unsafe factorisations."""
     import torch
@@ -346,48 +370,53 @@ def _ring_scores(cov: Any, z: Any, rcond: float) -> Any:
 
 def local_rx(cube: Any, *, inner: int, outer: int, ridge: float = 0.0, rcond: float = DEFAULT_RCOND,
              chunk_bytes: int | None = None) -> Any:
-    """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule."""
+    """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
+
+    Ring moments by running row and column sums (``local_plan``): working memory within
+    ``chunk_bytes`` (default ``LOCAL_CHUNK_BYTES``) besides the cube and the map.
+    """
     import torch
 
-    x = to_tensor(cube, torch.float64)
-    h, w, b = x.shape
-    z = x - x.reshape(-1, b).mean(dim=0)
+    x = _staged_pixels(cube)
+    h, w, b = (int(s) for s in x.shape)
+    dev = x.device
+    channels = ring_channels(b)
+    plan = plan_local(h, w, b, inner, outer, LOCAL_CHUNK_BYTES if chunk_bytes is None else chunk_bytes,
+                      pixel_bytes=_PIXEL_BYTES_PER_BAND2 * b * b)
+    mean = column_mean(x.reshape(h * w, b)).contiguous()
+    pi, pj = (torch.from_numpy(a).to(dev) for a in packed_pairs(b))
+    ro, ri = window_starts(h, outer), window_starts(h, inner)
+    co, ci = (torch.from_numpy(window_starts(w, k)).to(dev) for k in (outer, inner))
+    vo = torch.empty((w, channels), dtype=torch.float64, device=dev)
+    vi = torch.empty_like(vo)
+    ring = torch.empty((plan.rows * w, channels), dtype=torch.float64, device=dev)
+    out = _triton.empty((h, w), torch.float64, dev)
     n_bg = float(outer * outer - inner * inner)
-    ro, ri = window_starts(h, outer, h), window_starts(h, inner, h)
-    co, ci = window_starts(w, outer, w), window_starts(w, inner, w)
-    step = _rows_per_chunk(h, w, b, outer, LOCAL_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
-    out = torch.full((h, w), float("nan"), dtype=torch.float64, device=x.device)
     block_b = min(16, _triton.next_power_of_2(b))
-    for i0 in range(0, h, step):
-        i1 = min(h, i0 + step)
-        lo, hi = int(ro[i0]), int(ro[i1 - 1]) + outer  # the inner box lies inside the outer one
-        sums, moments = _integral_images(z[lo:hi])
-        corners = _corners(ro[i0:i1] - lo, ri[i0:i1] - lo, co, ci, outer, inner)
-        npix = corners.shape[0]
-        cov = torch.full((npix, b, b), float("nan"), dtype=torch.float64, device=x.device)
-        corner_t = torch.from_numpy(corners).to(x.device)
-        grid = (npix, triton.cdiv(b, block_b), triton.cdiv(b, block_b))
-        _window_cov_kernel[grid](moments, sums, corner_t, cov, b, w + 1, n_bg, BLOCK_B=block_b)
-        cov = regularize(cov, ridge)
-        ring_sum = _box(sums, corner_t[:, 0:4]) - _box(sums, corner_t[:, 4:8])
-        centre = z[i0:i1].reshape(-1, b) - ring_sum / n_bg
-        out[i0:i1] = _ring_scores(cov, centre, rcond).reshape(i1 - i0, w)
+    grid_rows = (triton.cdiv(channels, _RING_BLOCK), w)
+
+    def rows(v: Any, add: tuple[int, int], sub: tuple[int, int], accumulate: bool) -> None:
+        _ring_rows_kernel[grid_rows](x, mean, pi, pj, v, w, b, channels, *add, *sub, ACCUMULATE=accumulate,
+                                     BLOCK_C=_RING_BLOCK)
+
+    rows(vo, (int(ro[0]), int(ro[0]) + outer), (0, 0), False)
+    rows(vi, (int(ri[0]), int(ri[0]) + inner), (0, 0), False)
+    moves = ((vo, window_moves(h, outer)), (vi, window_moves(h, inner)))
+    flat = x.reshape(h * w, b)
+    for i0 in range(0, h, plan.rows):
+        i1 = min(h, i0 + plan.rows)
+        for i in range(i0, i1):
+            for v, moved in moves:
+                if i in moved:  # one image row enters the window, one leaves
+                    rows(v, (moved[i][0], moved[i][0] + 1), (moved[i][1], moved[i][1] + 1), True)
+            _ring_box_kernel[(triton.cdiv(channels, _RING_BLOCK), triton.cdiv(w, _RING_SEG))](
+                vo, vi, co, ci, ring[(i - i0) * w:], w, channels, outer, inner, SEG=_RING_SEG, BLOCK_C=_RING_BLOCK)
+        npix = (i1 - i0) * w
+        for p0 in range(0, npix, plan.pixels):  # factorisation chunks within the budget
+            p1 = min(npix, p0 + plan.pixels)
+            cov = torch.empty((p1 - p0, b, b), dtype=torch.float64, device=dev)
+            grid = (p1 - p0, triton.cdiv(b, block_b), triton.cdiv(b, block_b))
+            _ring_cov_kernel[grid](ring[p0:p1], cov, b, channels, n_bg, BLOCK_B=block_b)
+            centre = flat[i0 * w + p0:i0 * w + p1].to(torch.float64) - mean - ring[p0:p1, :b] / n_bg
+            out.view(-1)[i0 * w + p0:i0 * w + p1] = _ring_scores(regularize(cov, ridge), centre, rcond)
     return to_like(out, cube)
-
-
-def _corners(ro: np.ndarray, ri: np.ndarray, co: np.ndarray, ci: np.ndarray, outer: int,
-             inner: int) -> np.ndarray:
-    """(rows x cols, 8) int32: outer (r0, r1, c0, c1) then inner, in integral-image coordinates."""
-    rows, cols = len(ro), len(co)
-    out = np.empty((rows, cols, 8), dtype=np.int32)
-    out[..., 0], out[..., 1] = ro[:, None], ro[:, None] + outer
-    out[..., 2], out[..., 3] = co[None, :], co[None, :] + outer
-    out[..., 4], out[..., 5] = ri[:, None], ri[:, None] + inner
-    out[..., 6], out[..., 7] = ci[None, :], ci[None, :] + inner
-    return out.reshape(rows * cols, 8)
-
-
-def _box(integral: Any, box: Any) -> Any:
-    """Box sums (P, B) of an integral image (R+1, W+1, B) for boxes (P, 4) = (r0, r1, c0, c1)."""
-    r0, r1, c0, c1 = (box[:, i].long() for i in range(4))
-    return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]

@@ -12,15 +12,24 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgesentry.backends.base import InputSpec, Runner, resolve_backend
+from edgesentry.backends.base import InputSpec, Runner, _importable, resolve_backend
 from edgesentry.backends.measured import MeasuredRunner
 from edgesentry.backends.onnxruntime import OrtOptions, OrtRunner, Provider
 from edgesentry.backends.tensorrt import TensorRTRunner
 from edgesentry.backends.torch import TorchRunner
-from edgesentry.errors import BackendUnavailableError, ConfigError
+from edgesentry.errors import BackendUnavailableError, ConfigError, option
 
-__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "MeasuredRunner", "OrtOptions", "OrtRunner",
-           "TensorRTRunner", "TorchRunner"]
+__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "available_backends", "DETECTOR_BACKENDS",
+           "MeasuredRunner", "OrtOptions", "OrtRunner", "TensorRTRunner", "TorchRunner"]
+
+#: backend -> the package it needs; the backends detectors run their graphs on (one branch each
+#: in ``make_runner``). A new backend (OpenVINO, ...) is one entry here and one branch there.
+DETECTOR_BACKENDS: dict[str, str] = {"torch": "torch", "onnxruntime": "onnxruntime"}
+
+
+def available_backends() -> list[str]:
+    """The detector backends this install can run (their package is importable)."""
+    return [name for name, package in DETECTOR_BACKENDS.items() if _importable(package)]
 
 
 def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence[str], *,
@@ -64,7 +73,9 @@ def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence
             raise BackendUnavailableError(
                 f"backend 'onnxruntime' needs {what} in ONNX; run `edgesentry export BUNDLE` first")
         return OrtRunner(onnx, inputs, outputs, providers=providers, options=ort_options)
-    raise ConfigError(f"{what} has no {backend!r} runner in this build; use backend='onnxruntime', 'torch' or 'auto'")
+    raise ConfigError(f"{what} has no {backend!r} runner in this build; use "
+                      f"{option('backend', 'onnxruntime')}, {option('backend', 'torch')} or "
+                      f"{option('backend', 'auto')}")
 
 
 def _graph_identity(onnx: str | os.PathLike | None, options: OrtOptions | None) -> str | None:

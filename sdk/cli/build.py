@@ -15,7 +15,6 @@ from pathlib import Path
 from edgesentry.errors import ConfigError
 
 HELP = "build TensorRT engines for a bundle's exported graphs (cached per GPU, TensorRT, precision, profile)"
-LONG_RUNNING = True
 
 
 def _hint(text: str) -> tuple[str, tuple[int, int, int]]:
@@ -68,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
     if args.precision == "int8" and not args.calib:
         raise ConfigError("--precision int8 needs --calib SAMPLES (calibration inputs, .npz per sample)")
-    calibration = [feed for _, feed in load_samples(args.calib, next(iter(graphs.values())))] if args.calib else []
+    # each graph reads its own inputs from the sample files (one file may hold every graph's inputs)
+    calibration = {name: [feed for _, feed in load_samples(args.calib, gmeta)] for name, gmeta in graphs.items()}
     results = build_bundle_engines(
         bundle,
         precision=args.precision,
-        calibration=calibration,
+        calibration=calibration if args.calib else [],
         version_compatible=args.version_compatible,
         hints=dict(args.shape_hint),
         force=args.force,

@@ -3,7 +3,11 @@
 Every frame is accounted for (produced = processed + dropped + failed); see docs/stream.md.
 Exit codes: 0 the source ended or SIGINT/SIGTERM stopped it after a full drain; 1 a user
 error (bad bundle, option); 3 the source could not be (re)opened within ``--max-retries``;
-4 some records were not delivered by a sink (see the summary's ``sink_errors``).
+4 some records were not delivered by a sink, or the summary could not be written (see the
+summary's ``sink_errors``); 70 a runtime worker crashed (see ``worker_crashes``).
+
+Every option, output path and the MQTT broker's answer are checked before the model is loaded
+and before the signal handlers are installed: a bad one is one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from edgesentry.cli._args import add_backend_args, add_kernel_args, add_threshol
 from edgesentry.errors import ConfigError
 
 HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folder with a detector"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overlay-threshold", type=float, default=None,
                      help="score for --overlays (default: the detector's label)")
     out.add_argument("--mqtt", default=None, metavar="HOST:PORT/TOPIC", help="publish each record with QoS 1")
+    out.add_argument("--mqtt-user", default=None, metavar="NAME",
+                     help="MQTT user name (default: $EDGESENTRY_MQTT_USERNAME)")
+    out.add_argument("--mqtt-password-file", default=None, metavar="PATH",
+                     help="file whose first line is the MQTT password (default: $EDGESENTRY_MQTT_PASSWORD_FILE, "
+                          "or the password itself in $EDGESENTRY_MQTT_PASSWORD; never on the command line)")
+    out.add_argument("--mqtt-tls", action="store_true",
+                     help="connect with TLS, verifying the broker with the system's CAs (default: off, or "
+                          "$EDGESENTRY_MQTT_TLS=1)")
+    out.add_argument("--mqtt-cafile", default=None, metavar="PATH",
+                     help="TLS with this CA bundle to verify the broker (implies --mqtt-tls)")
+    out.add_argument("--mqtt-certfile", default=None, metavar="PATH",
+                     help="TLS client certificate (with --mqtt-keyfile)")
+    out.add_argument("--mqtt-keyfile", default=None, metavar="PATH", help="TLS client key (with --mqtt-certfile)")
     out.add_argument("--metrics-port", type=int, default=None, metavar="N",
                      help="Prometheus text endpoint on 127.0.0.1:N (0 = any free port)")
     out.add_argument("--quiet", action="store_true", help="no status line")
@@ -49,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--once", action="store_true", help="hot folder: read the files present now, then end")
     run.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                      help="hot folder: end after S seconds without a new file")
+    run.add_argument("--settle", type=float, default=0.5, metavar="S",
+                     help="hot folder: read a file once its size and mtime have not changed for S seconds; 0 for "
+                          "producers that write under a .tmp/.part/dot name and rename (default: 0.5)")
+    run.add_argument("--max-restarts", type=int, default=3, metavar="N",
+                     help="restarts of a crashed runtime worker before the stream stops (default: 3)")
     run.add_argument("--torch-threads", type=int, default=None, metavar="N",
                      help="torch intra-op threads for the detector (default: torch's; 1 is often fastest on small "
                           "CPUs, where the runtime's own threads compete with torch's OpenMP pool)")
@@ -62,9 +83,38 @@ def _backoff(text: str) -> tuple[float, float]:
         first, longest = (float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--backoff must be 'FIRST,MAX' seconds; got {text!r}") from None
-    if not 0 <= first <= longest:
-        raise ConfigError(f"--backoff needs 0 <= FIRST <= MAX; got {text!r}")
     return first, longest
+
+
+def _check(args: argparse.Namespace) -> tuple[float, float]:
+    """Every option, checked before anything is opened or loaded (errors name the flags)."""
+    from edgesentry.io.paths import check_output_file
+    from edgesentry.stream import check_options
+
+    backoff = _backoff(args.backoff)
+    check_options(flags=True, batch_size=args.batch, latency_budget_ms=args.latency_budget, queue_size=args.queue_size,
+                  max_frames=args.max_frames, max_retries=args.max_retries, backoff_s=backoff,
+                  metrics_port=args.metrics_port, status_interval_s=args.status_interval,
+                  idle_timeout=args.idle_timeout, settle_s=args.settle, max_restarts=args.max_restarts,
+                  overlay_threshold=args.overlay_threshold, torch_threads=args.torch_threads)
+    if args.summary is not None:
+        check_output_file(args.summary, flag="--summary")
+    if args.mqtt is None and any((args.mqtt_user, args.mqtt_password_file, args.mqtt_tls, args.mqtt_cafile,
+                                  args.mqtt_certfile, args.mqtt_keyfile)):
+        raise ConfigError("--mqtt-user, --mqtt-password-file and the TLS flags need --mqtt HOST[:PORT]/TOPIC")
+    return backoff
+
+
+def _sinks(args: argparse.Namespace) -> list:
+    from edgesentry.stream import MqttCredentials, build_sinks
+
+    credentials = None
+    if args.mqtt is not None:
+        credentials = MqttCredentials.from_env(
+            username=args.mqtt_user, password_file=args.mqtt_password_file, tls=args.mqtt_tls,
+            ca_file=args.mqtt_cafile, cert_file=args.mqtt_certfile, key_file=args.mqtt_keyfile)
+    return build_sinks(jsonl=args.jsonl, overlays=args.overlays, overlay_threshold=args.overlay_threshold,
+                       mqtt=args.mqtt, mqtt_credentials=credentials, flags=True)
 
 
 def _load(args: argparse.Namespace):
@@ -79,25 +129,30 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesentry.stream import stream
+    from edgesentry.stream import open_source, stream
 
+    backoff = _check(args)
     if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            raise ConfigError(f"--torch-threads must be >= 1; got {args.torch_threads}")
         try:
             import torch
         except ImportError:
             raise ConfigError("--torch-threads needs torch (edgesentry[torch])") from None
         torch.set_num_threads(args.torch_threads)
-    detector = _load(args)
-    source = int(args.source) if args.source.isdigit() else args.source
+    source = open_source(int(args.source) if args.source.isdigit() else args.source, once=args.once,
+                         idle_timeout=args.idle_timeout, settle_s=args.settle)
+    sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    try:
+        detector = _load(args)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     summary = stream(
-        detector, source, jsonl=args.jsonl, summary=args.summary, overlays=args.overlays,
-        overlay_threshold=args.overlay_threshold, mqtt=args.mqtt, metrics_port=args.metrics_port,
+        detector, source, sinks=sinks, summary=args.summary, metrics_port=args.metrics_port,
         batch_size=args.batch, latency_budget_ms=args.latency_budget, policy=args.policy,
         queue_size=args.queue_size, max_frames=args.max_frames, max_retries=args.max_retries,
-        backoff_s=_backoff(args.backoff), status=None if args.quiet else sys.stderr,
-        status_interval_s=args.status_interval, once=args.once, idle_timeout=args.idle_timeout,
+        backoff_s=backoff, status=None if args.quiet else sys.stderr,
+        status_interval_s=args.status_interval, max_restarts=args.max_restarts,
     )
     print(summary.line())
     return summary.exit_code

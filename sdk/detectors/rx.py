@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, InputError
+from edgesentry.errors import ConfigError, InputError, option
+from edgesentry.io.files import CUBE_SUFFIXES
 from edgesentry.io.hsi import as_cube, select_bands
 from edgesentry.kernels import rx as rx_kernels
 from edgesentry.result import Result
@@ -51,7 +52,7 @@ class RXConfig:
             raise ConfigError(f"nan_policy must be 'raise' or 'mask'; got {self.nan_policy!r}")
         if self.mode == "local":
             if self.window is None:
-                raise ConfigError("local RX needs window=(inner, outer), e.g. window=(3, 9)")
+                raise ConfigError(f"local RX needs {option('window', (3, 9))} (inner, outer)")
             if len(self.window) != 2:
                 raise ConfigError(f"window must be (inner, outer); got {self.window!r}")
             self.window = (int(self.window[0]), int(self.window[1]))
@@ -60,7 +61,7 @@ class RXConfig:
             if self.nan_policy == "mask":
                 raise ConfigError("nan_policy='mask' is only supported by global RX (a window would mix masked pixels)")
         elif self.window is not None:
-            raise ConfigError("window is only used by mode='local'; pass mode='local' or drop window")
+            raise ConfigError(f"window is only used by mode 'local'; pass {option('mode', 'local')} or drop the window")
         if isinstance(self.bands, tuple):
             self.bands = list(self.bands)
 
@@ -70,6 +71,27 @@ class _Prepared:
     cube: np.ndarray  # (H, W, B) float64
     valid: np.ndarray  # (H, W) bool
     source: dict[str, Any] = field(default_factory=dict)
+    exponent: int = 0  # the cube was multiplied by 2**exponent (extreme magnitudes only)
+
+
+#: per-pixel band sums beyond these magnitudes make the covariance overflow or underflow
+_SCALE_HI, _SCALE_LO = 2.0**300, 2.0**-300
+
+
+def _rescale_exponent(cube: np.ndarray, sums: np.ndarray, valid: np.ndarray) -> int:
+    """A power of two that brings an extreme cube's largest magnitude into [0.5, 1), else 0.
+
+    RX is invariant to scaling the cube (covariance scales by c^2, the centred pixel by c),
+    and multiplying by a power of two is exact, so a cube of 1e200 (whose covariance would
+    overflow to Inf) or of 1e-200 (whose covariance would underflow to 0) gives the scores of
+    the same cube near 1. The per-pixel sums (already computed for the NaN check) tell
+    cheaply whether the exact peak is worth computing.
+    """
+    hint = float(np.max(np.abs(sums), where=valid, initial=0.0))
+    if _SCALE_LO <= hint <= _SCALE_HI or hint == 0.0:
+        return 0
+    peak = float(np.max(np.abs(cube), where=valid[..., None], initial=0.0))
+    return 0 if peak == 0.0 else -int(np.frexp(peak)[1])
 
 
 class RXDetector(Detector):
@@ -77,6 +99,8 @@ class RXDetector(Detector):
 
     family = "rx"
     map_shares_score_scale = True
+    input_suffixes = CUBE_SUFFIXES
+    input_kinds = "one hyperspectral cube: an (H, W, B) array or a .mat / .npy / ENVI .hdr file"
 
     def __init__(self, config: RXConfig | None = None, **kwargs: Any):
         self.cfg = config or RXConfig()
@@ -89,28 +113,45 @@ class RXDetector(Detector):
         cube = select_bands(x, self.cfg.bands).astype(np.float64, copy=False)
         # a per-pixel sum is non-finite whenever a band is (NaN and Inf propagate); only those
         # pixels get the exact, 2M-element check (one pass instead of a B-times-larger mask)
-        finite = np.isfinite(cube.sum(axis=-1))
+        sums = cube.sum(axis=-1)
+        finite = np.isfinite(sums)
         if not finite.all():
             finite = np.isfinite(cube).all(axis=-1)
         if not finite.all():
             bad = int((~finite).sum())
             if self.cfg.nan_policy == "raise":
                 raise InputError(
-                    f"cube has {bad} pixels with NaN/Inf values; clean them or use nan_policy='mask' to skip them"
+                    f"cube has {bad} pixels with NaN/Inf values; clean them or pass "
+                    f"{option('nan_policy', 'mask')} to skip them"
                 )
         if int(finite.sum()) < 2:
             raise InputError(f"RX needs at least 2 valid pixels; got {int(finite.sum())}")
-        return _Prepared(cube, finite, source)
+        exponent = _rescale_exponent(cube, sums, finite)
+        if exponent:
+            cube = np.ldexp(cube, exponent)
+        return _Prepared(cube, finite, source, exponent)
 
     def postprocess(self, raw: _Prepared, prepared: _Prepared) -> Result:
+        try:
+            return self._rx(prepared)
+        except np.linalg.LinAlgError as exc:
+            raise InputError(f"RX could not factorise this cube's covariance ({exc}); the cube is degenerate "
+                             "(constant bands, or values too extreme); try ridge > 0") from None
+
+    def _rx(self, prepared: _Prepared) -> Result:
         cube, valid = prepared.cube, prepared.valid
         h, w, b = cube.shape
+        # the ridge is in the units of the input's covariance; follow the exact rescaling
+        ridge = float(np.ldexp(self.cfg.ridge, 2 * prepared.exponent))
+        if not np.isfinite(ridge):
+            raise InputError(f"ridge {self.cfg.ridge} overflows for a cube this small (largest magnitude "
+                             f"~2^{-prepared.exponent}); use a smaller ridge")
         if self.cfg.mode == "global":
             every = bool(valid.all())
             # a view unless pixels are masked; a Fortran-ordered cube (MATLAB) stays band-major
             order = "F" if cube.flags.f_contiguous and not cube.flags.c_contiguous else "C"
             pixels = cube.reshape(-1, b, order=order) if every else cube[valid]
-            values, tier = rx_kernels.global_rx(pixels, ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels)
+            values, tier = rx_kernels.global_rx(pixels, ridge=ridge, rcond=self.cfg.rcond, tier=self.kernels)
             if every:
                 scores = np.asarray(values, dtype=np.float64).reshape(h, w, order=order)
             else:
@@ -119,7 +160,7 @@ class RXDetector(Detector):
         else:
             inner, outer = self.cfg.window
             scores, tier = rx_kernels.local_rx(
-                cube, inner=inner, outer=outer, ridge=self.cfg.ridge, rcond=self.cfg.rcond, tier=self.kernels
+                cube, inner=inner, outer=outer, ridge=ridge, rcond=self.cfg.rcond, tier=self.kernels
             )
         scores = np.asarray(scores, dtype=np.float64)
         return Result(
@@ -166,15 +207,21 @@ def build(
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
+#: the options ``from_bundle`` forwards to ``RXConfig`` (``edgesentry.load(bundle, mode=...)``)
+OPTIONS = tuple(f.name for f in fields(RXConfig))
+
+
 def from_bundle(
     bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
 ) -> RXDetector:
     cfg = {**bundle.config, **overrides}
-    if cfg.get("window") is not None:
-        cfg["window"] = tuple(cfg["window"])
     try:
+        if cfg.get("window") is not None:
+            cfg["window"] = tuple(cfg["window"])
         config = RXConfig(**cfg)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # ConfigError (a ValueError) names the option itself
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"RX bundle/option mismatch: {exc}") from None
     det = RXDetector(config, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:
@@ -192,3 +239,6 @@ def convert(*, output: str | os.PathLike, overwrite: bool = False, **options: An
         overwrite=overwrite,
         io={"input": "(H, W, B) cube", "output": "(H, W) float32 anomaly map"},
     )
+
+
+DETECTOR = RXDetector

@@ -4,6 +4,7 @@ Every family and ``stream`` use these; none redefines them (supervision keeps it
 helpers in one module the same way).
 
     rgb = read_image("part.png")                        # (H, W, 3) uint8 RGB, decoded fully
+    rgb = pil_to_rgb(pil_image)                         # any PIL mode -> RGB, or InputError
     rgb, source = as_image(x, color="bgr", who="ISSTAD")  # path, PIL image or array
     rgb = to_rgb_uint8(frame, convert=True)             # grey / RGBA decoder output -> RGB
     small = resize_bilinear(chw, (224, 224))            # == F.interpolate(bilinear, antialias=False)
@@ -12,35 +13,99 @@ helpers in one module the same way).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.io.paths import check_regular_file, limit_from_env
 
 Color = Literal["rgb", "bgr"]
 #: the suffixes folder expansion, hot folders and ``edgesentry calibrate`` take as images
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+#: the largest image decoded, in pixels (8192 x 8192); ``EDGESENTRY_MAX_IMAGE_PIXELS`` changes it.
+#: A 30 KB PNG can declare 10^8 pixels and take gigabytes to decode: the header is checked first.
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 26
+#: PIL modes holding 16-bit samples (what 16-bit PNG and TIFF files open as)
+_MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (PIL ``convert('RGB')``, as the seeds do).
+def max_image_pixels() -> int:
+    """The decompression-bomb limit in pixels: ``EDGESENTRY_MAX_IMAGE_PIXELS`` or the default."""
+    return limit_from_env("EDGESENTRY_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
 
-    The file is decoded in full here, so a truncated file fails now with ``InputError``
-    rather than later inside a detector.
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB (see ``pil_to_rgb`` for every mode).
+
+    The header is read first: an image declaring more than ``max_pixels`` pixels (default
+    ``max_image_pixels()``) is refused before any pixel is decoded. The file is then decoded
+    in full, so a truncated file fails now with ``InputError`` rather than later inside a
+    detector.
+
+    Raises:
+        InputError: missing or not a regular file, too many pixels (naming the count and
+            the limit), not a readable image, or a mode with no defined 8-bit range.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file {str(p)!r} does not exist")
+    check_regular_file(p, what="image file", error=InputError)
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     try:
         with Image.open(p) as im:
+            _check_pixels(im.size, limit, p)
             im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{str(p)!r} is not a readable image: {exc}") from None
+            _check_pixels(im.size, limit, p)  # formats with several sizes (ICO) pick one on load
+            return pil_to_rgb(im, who=repr(str(p)))
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:  # over PIL's own limit: it refuses before we can ask
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise InputError(f"{str(p)!r} declares {count}, above the decoder's limit of "
+                         f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (decompression-bomb guard)") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... on hostile files
+        raise InputError(f"{str(p)!r} is not a readable image: {type(exc).__name__}: {exc}") from None
+
+
+def _check_pixels(size: tuple[int, int], limit: int, path: Path) -> None:
+    width, height = size
+    if width * height > limit:
+        raise InputError(f"{str(path)!r} declares {width}x{height} = {width * height} pixels, above the limit of "
+                         f"{limit} pixels (decompression-bomb guard; EDGESENTRY_MAX_IMAGE_PIXELS raises it)")
+
+
+def pil_to_rgb(im: Any, *, who: str = "image") -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB.
+
+    - 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr`` ...) and their alpha forms:
+      PIL's ``convert("RGB")`` (alpha dropped), as the seeds do;
+    - 16-bit grey (``I;16*``, and ``I`` holding values in [0, 65535], which is how PIL opens
+      16-bit PGM/PPM): scaled to 8 bits with ``round(v * 255 / 65535)``, never clipped;
+      48-bit RGB PNGs arrive from PIL already reduced to their high bytes;
+    - 32-bit float (``F``) and ``I`` with values outside [0, 65535] have no fixed range and are
+      refused, as is any mode PIL cannot convert to RGB.
+
+    Raises:
+        InputError: naming the mode.
+    """
+    mode = im.mode
+    if mode in _MODES_16BIT or mode == "I":
+        grey = np.asarray(im)
+        if grey.size and (int(grey.min()) < 0 or int(grey.max()) > 65535):
+            raise InputError(f"{who} is a 32-bit integer image (mode {mode}) with values in "
+                             f"[{int(grey.min())}, {int(grey.max())}]; expected 8- or 16-bit samples")
+        scaled = ((grey.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(scaled[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise InputError(f"{who} is a 32-bit float image (mode F) with no fixed range; convert it to 8 or 16 bits")
+    try:
+        return np.asarray(im.convert("RGB"))
+    except ValueError as exc:
+        raise InputError(f"{who} has PIL mode {mode!r}, which cannot be converted to RGB: {exc}") from None
 
 
 def to_rgb_uint8(image: Any, *, color: Color = "rgb", convert: bool = False, who: str = "image") -> np.ndarray:
@@ -82,7 +147,7 @@ def as_image(x: Any, *, color: Color = "rgb", who: str = "image") -> tuple[np.nd
     if isinstance(x, (str, os.PathLike)):
         return read_image(x), {"path": os.fspath(x)}
     if hasattr(x, "convert") and hasattr(x, "size") and not isinstance(x, np.ndarray):  # a PIL image
-        return np.asarray(x.convert("RGB")), {}
+        return pil_to_rgb(x, who=who), {}
     if not isinstance(x, np.ndarray):
         raise InputError(f"{who} expects an (H, W, 3) uint8 RGB array, a PIL image or an image path; got {describe(x)}")
     return to_rgb_uint8(x, color=color, who=who), {}

@@ -9,6 +9,7 @@ See ``runtime.py`` for the threads and guarantees and docs/stream.md for the use
 from __future__ import annotations
 
 from edgesentry.stream.accounting import Snapshot
+from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import Frame
 from edgesentry.stream.runtime import (
     EXIT_INTERNAL_ERROR,
@@ -21,8 +22,9 @@ from edgesentry.stream.runtime import (
     build_sinks,
     stream,
 )
-from edgesentry.stream.sinks import CallbackSink, JsonlSink, MqttSink, OverlaySink, Sink
+from edgesentry.stream.sinks import CallbackSink, JsonlSink, MqttCredentials, MqttSink, OverlaySink, Sink
 from edgesentry.stream.sources import (
+    DEFAULT_SETTLE_S,
     FolderSource,
     IterableSource,
     RawFrame,
@@ -32,11 +34,12 @@ from edgesentry.stream.sources import (
     VideoSource,
     open_source,
 )
+from edgesentry.stream.supervisor import InHand, supervise
 
 __all__ = [
-    "EXIT_INTERNAL_ERROR", "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES", "CallbackSink",
-    "FolderSource", "Frame",
-    "IterableSource", "JsonlSink", "MqttSink", "OverlaySink", "RawFrame", "Sink", "Snapshot", "Source",
-    "SourceDisconnected", "SourceUnavailable", "Stream", "StreamSummary", "VideoSource", "build_sinks",
-    "open_source", "stream",
+    "DEFAULT_SETTLE_S", "EXIT_INTERNAL_ERROR", "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES",
+    "CallbackSink", "FolderSource", "Frame", "InHand",
+    "IterableSource", "JsonlSink", "MqttCredentials", "MqttSink", "OverlaySink", "RawFrame", "Sink", "Snapshot",
+    "Source", "SourceDisconnected", "SourceUnavailable", "Stream", "StreamSummary", "VideoSource", "build_sinks",
+    "check_options", "open_source", "stream", "supervise",
 ]

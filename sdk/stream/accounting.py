@@ -7,6 +7,10 @@ All counters change under one lock, so any snapshot satisfies
 where ``pending`` counts frames inside the runtime (queued, being scored or being written).
 When a stream ends ``pending`` is 0 and the identity is the one the summary reports:
 ``produced == processed + dropped + failed``.
+
+Every produced index stays *outstanding* until it is finished or dropped, so a runtime can
+ask, after a worker crashed anywhere, which frames nobody will ever finish
+(``outstanding()``) and fail them: the identity then holds on every exit path.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Snapshot:
     latency_p99_ms: float | None
     latency_max_ms: float | None
     sink_errors: dict[str, int] = field(default_factory=dict)
+    worker_crashes: dict[str, int] = field(default_factory=dict)
 
     @property
     def identity_holds(self) -> bool:
@@ -58,6 +63,8 @@ class Accounting:
         self.dropped_by_reason: Counter[str] = Counter()
         self.failed_by_reason: Counter[str] = Counter()
         self.sink_errors: Counter[str] = Counter()
+        self.worker_crashes: Counter[str] = Counter()
+        self._outstanding: dict[int, Any] = {}  # index -> its frame (None until attached)
         self.reconnects = 0
         self.batches = 0
         self.batched_frames = 0
@@ -77,23 +84,42 @@ class Accounting:
 
     # -------------------------------------------------------------------- transitions
     def produce(self) -> int:
-        """A frame entered the runtime; returns its index."""
+        """A frame entered the runtime; returns its index (outstanding until it leaves)."""
         with self._lock:
             index = self.produced
             self.produced += 1
+            self._outstanding[index] = None
             return index
+
+    def attach(self, index: int, frame: Any) -> None:
+        """Remember the frame of an outstanding index (what ``outstanding()`` hands back)."""
+        with self._lock:
+            if index in self._outstanding:
+                self._outstanding[index] = frame
+
+    def outstanding(self) -> list[tuple[int, Any]]:
+        """Indices produced and not yet finished or dropped, oldest first, with their frames."""
+        with self._lock:
+            return sorted(self._outstanding.items(), key=lambda kv: kv[0])
 
     def drop(self, frame: Any, reason: str) -> None:
         """A queued frame was discarded (``drop-oldest`` overload, or an aborted shutdown)."""
         with self._lock:
+            if self._outstanding.pop(getattr(frame, "index", None), False) is False:
+                return  # already accounted for: a frame leaves the runtime once
             self.dropped += 1
             self.dropped_by_reason[reason] += 1
             self._drop_notes.append((frame, reason))
 
-    def finish(self, ok: bool, latency_s: float, reason: str | None = None) -> None:
-        """A frame left the runtime through the sinks, scored (``ok``) or failed."""
+    def finish(self, index: int, ok: bool, latency_s: float, reason: str | None = None) -> bool:
+        """Frame ``index`` left the runtime through the sinks, scored (``ok``) or failed.
+
+        Returns False (and counts nothing) when that index had already left.
+        """
         now = time.perf_counter()
         with self._lock:
+            if self._outstanding.pop(index, False) is False:
+                return False
             if ok:
                 self.processed += 1
             else:
@@ -103,6 +129,11 @@ class Accounting:
             self._done_times.append(now)
             while self._done_times and now - self._done_times[0] > self._rate_window_s:
                 self._done_times.popleft()
+        return True
+
+    def is_outstanding(self, index: int) -> bool:
+        with self._lock:
+            return index in self._outstanding
 
     def take_drop_notes(self) -> list[tuple[Any, str]]:
         with self._lock:
@@ -122,6 +153,10 @@ class Accounting:
         with self._lock:
             self.sink_errors[sink] += 1
 
+    def count_crash(self, worker: str) -> None:
+        with self._lock:
+            self.worker_crashes[worker] += 1
+
     # ----------------------------------------------------------------------- reading
     def snapshot(self) -> Snapshot:
         now = time.perf_counter()
@@ -137,7 +172,7 @@ class Accounting:
                 reconnects=self.reconnects, batches=self.batches, batched_frames=self.batched_frames,
                 elapsed_s=elapsed, fps=len(recent) / span if span > 0 else 0.0,
                 latency_p50_ms=None, latency_p99_ms=None, latency_max_ms=None,
-                sink_errors=dict(self.sink_errors),
+                sink_errors=dict(self.sink_errors), worker_crashes=dict(self.worker_crashes),
             )
         if lat.size:
             p50, p99 = np.quantile(lat, [0.5, 0.99])

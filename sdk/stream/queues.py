@@ -83,11 +83,15 @@ class BoundedQueue:
             self._items.append(item)
             self._cond.notify_all()
 
-    def get_batch(self, max_items: int, deadline_of: Callable[[Any], float] | None = None) -> list[Any]:
+    def get_batch(self, max_items: int, deadline_of: Callable[[Any], float] | None = None,
+                  hold: Callable[[list[Any]], None] | None = None) -> list[Any]:
         """Wait for one item, then gather up to ``max_items`` until the first one's deadline.
 
         ``deadline_of(first)`` gives the ``perf_counter`` time after which the batch is sent
-        even if it is not full. Returns ``[]`` only when the queue is closed and empty.
+        even if it is not full. ``hold(batch)`` runs under the queue's lock before the batch
+        is returned, so an item is always either queued or held by its taker (what a
+        supervisor needs to account for it after a crash). Returns ``[]`` only when the queue
+        is closed and empty.
         """
         with self._cond:
             while not self._items:
@@ -106,6 +110,8 @@ class BoundedQueue:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            if hold is not None:
+                hold(batch)
             self._cond.notify_all()  # room for blocked writers
             return batch
 

@@ -17,7 +17,14 @@ Guarantees (tested in tests/stream):
   in a row, then the stream ends with exit code ``EXIT_SOURCE_LOST``;
 - ``stop()`` (SIGINT/SIGTERM in the CLI) stops reading, drains both queues through the
   detector and the sinks, closes the sinks and writes the summary; a second ``stop`` (or
-  ``stop(drain=False)``) drops what is still queued, counted under reason ``shutdown``.
+  ``stop(drain=False)``) drops what is still queued, counted under reason ``shutdown``;
+- one input never ends the stream: an exception while reading, decoding or scoring a frame
+  makes that frame a failed record and the stream goes on;
+- the capture, inference and output loops run supervised (``supervisor.py``): a worker that
+  crashes (an exception escaping its loop, even ``SystemExit``) has what it held failed with
+  reason ``internal_error`` and is restarted, at most ``max_restarts`` times; then the stream
+  stops, and every frame still inside is failed or dropped, so the identity holds on every
+  exit path. Any crash makes the exit code ``EXIT_INTERNAL_ERROR``.
 """
 
 from __future__ import annotations
@@ -25,21 +32,24 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
 from edgesentry.errors import ConfigError, EdgesentryError
+from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
+from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
 from edgesentry.stream.sinks import (
     CallbackSink,
     JsonlSink,
+    MqttCredentials,
     MqttSink,
     OverlaySink,
     Sink,
@@ -47,7 +57,15 @@ from edgesentry.stream.sinks import (
     dumps,
     parse_mqtt_target,
 )
-from edgesentry.stream.sources import IDLE, RawFrame, Source, SourceDisconnected, SourceUnavailable, open_source
+from edgesentry.stream.sources import (
+    DEFAULT_SETTLE_S,
+    IDLE,
+    RawFrame,
+    Source,
+    SourceDisconnected,
+    open_source,
+)
+from edgesentry.stream.supervisor import InHand, describe_crash, supervise
 
 log = logging.getLogger("edgesentry.stream")
 
@@ -58,6 +76,11 @@ EXIT_OK = 0
 EXIT_SOURCE_LOST = 3  # the source could not be (re)opened within max_retries
 EXIT_SINK_ERRORS = 4  # the stream ran, but some records were not delivered by every sink
 EXIT_INTERNAL_ERROR = 70  # a runtime thread crashed (a bug: the log has the traceback)
+
+#: reads that raise in a row before the source counts as disconnected (and is reopened)
+MAX_CONSECUTIVE_READ_ERRORS = 25
+#: the record reason of frames failed because a worker crashed
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -103,7 +126,7 @@ class StreamSummary:
             "latency_budget_ms": self.latency_budget_ms, "elapsed_s": round(c.elapsed_s, 4),
             "fps_mean": c.processed / c.elapsed_s if c.elapsed_s > 0 else 0.0,
             "latency_ms": {"p50": c.latency_p50_ms, "p99": c.latency_p99_ms, "max": c.latency_max_ms},
-            "sink_errors": c.sink_errors, "sinks": self.sinks,
+            "sink_errors": c.sink_errors, "worker_crashes": c.worker_crashes, "sinks": self.sinks,
         }
         return out
 
@@ -133,6 +156,8 @@ class Stream:
         summary_path: JSON summary, rewritten atomically every status interval and at the end.
         metrics_port: serve Prometheus metrics on 127.0.0.1:PORT (0 = any free port).
         status: where to print status lines (``None`` = no status), every ``status_interval_s``.
+        once / idle_timeout / settle_s: hot folders (see ``FolderSource``).
+        max_restarts: restarts of a crashed worker loop before the stream stops.
     """
 
     def __init__(self, detector: Detector, source: Any, *, sinks: Sequence[Sink] = (), batch_size: int = 1,
@@ -140,19 +165,15 @@ class Stream:
                  max_frames: int | None = None, max_retries: int = 5, backoff_s: tuple[float, float] = (0.5, 8.0),
                  summary_path: str | os.PathLike | None = None, metrics_port: int | None = None,
                  status: TextIO | None = None, status_interval_s: float = 1.0, once: bool = False,
-                 idle_timeout: float | None = None):
+                 idle_timeout: float | None = None, settle_s: float = DEFAULT_SETTLE_S, max_restarts: int = 3):
         if not isinstance(detector, Detector):
             raise ConfigError(f"stream needs an edgesentry Detector; got {type(detector).__name__}")
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1; got {batch_size}")
-        if latency_budget_ms < 0:
-            raise ConfigError(f"latency budget must be >= 0 ms; got {latency_budget_ms}")
-        if queue_size < 1:
-            raise ConfigError(f"queue size must be >= 1; got {queue_size}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0; got {max_retries}")
+        check_options(batch_size=batch_size, latency_budget_ms=latency_budget_ms, queue_size=queue_size,
+                      max_frames=max_frames, max_retries=max_retries, backoff_s=backoff_s, metrics_port=metrics_port,
+                      status_interval_s=status_interval_s, idle_timeout=idle_timeout, settle_s=settle_s,
+                      max_restarts=max_restarts)
         self.detector = detector
-        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout)
+        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s)
         if policy is None:
             policy = "drop-oldest" if self.source.live else "block"
         if policy not in POLICIES:
@@ -165,9 +186,10 @@ class Stream:
         self.max_frames = max_frames
         self.max_retries = max_retries
         self.backoff_s = backoff_s
-        self.summary_path = Path(summary_path) if summary_path else None
+        self.summary_path = check_output_file(summary_path, flag="summary_path") if summary_path else None
         self.status_interval_s = status_interval_s
         self._printer = StatusPrinter(status) if status is not None else None
+        self._status = status
         self.acc = Accounting()
         self.capture_q = BoundedQueue(queue_size)
         self.output_q = BoundedQueue(max(queue_size, 2 * batch_size))
@@ -181,6 +203,12 @@ class Stream:
         self.metrics: MetricsServer | None = None
         self.stop_grace_s = 5.0
         self._started = False
+        self.max_restarts = max_restarts
+        self._held = {name: InHand() for name in ("capture", "inference", "output")}
+        self._late: list[tuple[Frame, Any, str | None]] = []  # results no queue will take any more
+        self._late_lock = threading.Lock()
+        self._output_alive = True
+        self._capture_abandoned = False  # stuck in read() past stop_grace_s: not waited for again
 
     # ------------------------------------------------------------------------ control
     def start(self) -> Stream:
@@ -196,11 +224,15 @@ class Stream:
                 for sink in self.sinks:  # nothing ran: release the files and connections
                     sink.close()
                 raise
-        specs = [("capture", self._capture_loop), ("inference", self._inference_loop),
-                 ("output", self._output_loop), ("status", self._status_loop)]
-        for name, target in specs:
-            thread = threading.Thread(target=self._guard(target), name=f"edgesentry-stream-{name}", daemon=True)
-            self._threads.append(thread)
+            # the port actually bound (port 0 picks one): said where the user reads, even when quiet
+            print(f"metrics: {self.metrics.url}", file=self._status or sys.stderr, flush=True)
+        for name, loop in (("capture", self._capture_loop), ("inference", self._inference_loop),
+                           ("output", self._output_loop)):
+            target = supervise(name, loop, max_restarts=self.max_restarts, on_crash=self._on_crash,
+                               on_exit=self._on_exit)
+            self._threads.append(threading.Thread(target=target, name=f"edgesentry-stream-{name}", daemon=True))
+        self._threads.append(threading.Thread(target=self._status_loop, name="edgesentry-stream-status", daemon=True))
+        for thread in self._threads:
             thread.start()
         return self
 
@@ -226,6 +258,7 @@ class Stream:
         if self._threads and self._threads[0].is_alive():
             log.warning("source %s did not return from read() within %.1fs of stop; finishing without it",
                         self.source.name, self.stop_grace_s)
+            self._capture_abandoned = True
             self.capture_q.close()  # a late frame from the stuck reader is then counted as dropped
 
     def join(self, timeout: float | None = None) -> StreamSummary | None:
@@ -261,23 +294,59 @@ class Stream:
         for frame in self.capture_q.abort():
             self.acc.drop(frame, "shutdown")
 
-    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
+    # -------------------------------------------------------------------- supervision
+    def _on_crash(self, worker: str, exc: BaseException, restarting: bool) -> None:
+        """A worker loop crashed: count it, fail what it held, stop the stream if it gave up."""
+        self.acc.count_crash(worker)
+        error = f"{INTERNAL_ERROR}: {worker} worker crashed: {describe_crash(exc)}"
+        held = self._held[worker].release()
+        if worker == "output":
+            # the first held result is the one whose delivery crashed: it fails; the rest are
+            # delivered later as they are
+            held = [item for item in held if self.acc.is_outstanding(item[0].index)]
+            self._emit_late([(frame, None, error) for frame, _, _ in held[:1]] + held[1:])
+        else:
+            self._emit([(frame, None, error) for frame in held if isinstance(frame, Frame)])
+        if restarting:
+            return
+        self._exit_reason = INTERNAL_ERROR
+        self.stop()
+        if worker == "inference":  # nobody will score what is queued: fail it now
+            self._emit([(frame, None, error) for frame in self.capture_q.abort()])
+        elif worker == "output":
+            self._output_alive = False
+            self._emit_late(self.output_q.abort())
+
+    def _on_exit(self, worker: str, gave_up: bool) -> None:
+        if worker == "capture":
+            self.capture_q.close()
+        elif worker == "inference":
+            self.output_q.close()
+
+    def _emit(self, items: list[tuple[Frame, Any, str | None]]) -> None:
+        """Hand results to the output worker; if it is gone, keep them for the final delivery."""
+        for item in items:
             try:
-                target()
-            except BaseException:  # a bug in a thread must not hang the others: stop and say so
-                log.exception("stream thread %s crashed", threading.current_thread().name)
-                self._exit_reason = "internal_error"
-                self._stop.set()
-                self._abort_queued()
-                self.output_q.close()
-                raise
-        return run
+                if not self._output_alive:
+                    raise Closed("output worker gone")
+                self.output_q.put(item)
+            except Closed:
+                self._emit_late([item])
+
+    def _emit_late(self, items: list[tuple[Frame, Any, str | None]]) -> None:
+        with self._late_lock:
+            self._late.extend(items)
+
+    def _take_late(self) -> list[tuple[Frame, Any, str | None]]:
+        with self._late_lock:
+            items, self._late = self._late, []
+            return items
 
     # ------------------------------------------------------------------------ capture
     def _capture_loop(self) -> None:
-        source, attempts, is_open = self.source, 0, False
+        source, attempts, is_open, read_errors = self.source, 0, False, 0
         drop_oldest = self.policy == "drop-oldest"
+        held = self._held["capture"]
         try:
             while not self._stop.is_set():
                 if self.max_frames is not None and self.acc.produced >= self.max_frames:
@@ -287,13 +356,14 @@ class Stream:
                     try:
                         source.open()
                         is_open = True
-                    except SourceUnavailable as exc:
+                    except Exception as exc:  # any failure to open is a reason to retry, not to die
                         attempts += 1
                         if not self._backoff(attempts, exc):
                             break
                         continue
                 try:
                     raw = source.read()
+                    read_errors = 0
                 except SourceDisconnected as exc:
                     source.close()
                     is_open = False
@@ -301,22 +371,36 @@ class Stream:
                     if not self._backoff(attempts, exc):
                         break
                     continue
+                except Exception as exc:  # this one read failed: a failed frame, the source goes on
+                    read_errors += 1
+                    if read_errors >= MAX_CONSECUTIVE_READ_ERRORS:
+                        source.close()
+                        is_open, read_errors = False, 0
+                        attempts += 1
+                        if not self._backoff(attempts, SourceDisconnected(f"{read_errors} reads failed: {exc}")):
+                            break
+                    raw = RawFrame(f"{source.name}#read-error", error=f"read: {describe_crash(exc)}")
                 if raw is None:
                     break
                 if raw is IDLE:
                     self._stop.wait(0.02)
                     continue
+                if not isinstance(raw, RawFrame):
+                    raw = RawFrame(f"{source.name}#?", error=f"read: the source returned {type(raw).__name__}, "
+                                                               "not a RawFrame")
                 attempts = 0
                 frame = self._make_frame(raw)
+                held.take([frame])
                 try:
                     self.capture_q.put(frame, drop_oldest=drop_oldest,
                                        on_evict=lambda old: self.acc.drop(old, "queue_full"))
                 except Closed:
                     self.acc.drop(frame, "shutdown")
                     break
+                finally:
+                    held.passed(frame)
         finally:
             source.close()
-            self.capture_q.close()
 
     def _backoff(self, attempts: int, exc: Exception) -> bool:
         """Wait before reconnect attempt ``attempts``; False when retries are exhausted."""
@@ -332,23 +416,24 @@ class Stream:
         return not self._stop.is_set()
 
     def _make_frame(self, raw: RawFrame) -> Frame:
-        index = self.acc.produce()
         meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
-        return Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=raw.name,
-                     image=raw.image, error=raw.error, meta=meta)
+        index = self.acc.produce()
+        frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=str(raw.name),
+                      image=raw.image, error=raw.error, meta=meta)
+        self.acc.attach(index, frame)
+        return frame
 
     # ---------------------------------------------------------------------- inference
     def _inference_loop(self) -> None:
         deadline = lambda frame: frame.captured + self.budget_s
-        try:
-            while True:
-                batch = self.capture_q.get_batch(self.batch_size, deadline)
-                if not batch:
-                    break
-                for item in self._score(batch):
-                    self.output_q.put(item)
-        finally:
-            self.output_q.close()
+        held = self._held["inference"]
+        while True:
+            batch = self.capture_q.get_batch(self.batch_size, deadline, hold=held.take)
+            if not batch:
+                break
+            for item in self._score(batch):
+                self._emit([item])
+                held.passed(item[0])
 
     def _score(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
         """Score decodable frames in one ``predict_batch``; isolate a failure frame by frame."""
@@ -380,14 +465,26 @@ class Stream:
 
     # ------------------------------------------------------------------------- output
     def _output_loop(self) -> None:
+        held = self._held["output"]
         while True:
-            items = self.output_q.get_batch(64)
+            late = self._take_late()
+            held.take(late)
+            self._deliver_all(late, held)
+            items = self.output_q.get_batch(64, hold=held.take)
             self._write_drop_notes()
             if not items:
                 break
-            for frame, result, error in items:
-                self._deliver(frame, result, error)
+            self._deliver_all(items, held)
+        late = self._take_late()
+        held.take(late)
+        self._deliver_all(late, held)
         self._write_drop_notes()
+
+    def _deliver_all(self, items: list[tuple[Frame, Any, str | None]], held: InHand | None = None) -> None:
+        for item in items:
+            self._deliver(*item)
+            if held is not None:
+                held.passed(item)
 
     def _deliver(self, frame: Frame, result: Any, error: str | None) -> None:
         record: dict[str, Any] = {"frame": frame.index, "timestamp": round(frame.timestamp, 6), "source": frame.name}
@@ -408,8 +505,10 @@ class Stream:
         latency = time.perf_counter() - frame.captured
         timings["latency"] = round(latency, 6)
         record["timings"] = timings
+        if not self.acc.is_outstanding(frame.index):
+            return  # already left the runtime (failed by a crash handler): one record per index
         self._send(record, frame, result)
-        self.acc.finish(error is None, latency, None if error is None else record["reason"])
+        self.acc.finish(frame.index, error is None, latency, None if error is None else record["reason"])
 
     def _write_drop_notes(self) -> None:
         for frame, reason in self.acc.take_drop_notes():
@@ -421,17 +520,20 @@ class Stream:
         for sink in self.sinks:
             try:
                 sink.write(record, frame, result)
-            except Exception as exc:  # one broken sink must not stop the others or the stream
+            except BaseException as exc:  # noqa: BLE001 - one broken sink must not stop the others or the stream
                 self.acc.count_sink_error(sink.name)
                 log.warning("sink %s failed on frame %s: %s", sink.name, record.get("frame"), exc)
 
     # ------------------------------------------------------------------------- status
     def _status_loop(self) -> None:
-        output = self._threads[2]  # the last worker to end: capture, then inference, then output
+        workers = self._threads[1:3]  # inference, then output: the last to end (capture may hang in read)
         try:
-            while output.is_alive():
-                output.join(self.status_interval_s)
-                if not output.is_alive():
+            while any(t.is_alive() for t in workers):
+                for t in workers:
+                    t.join(self.status_interval_s if t.is_alive() else 0)
+                    if t.is_alive():
+                        break
+                if not any(t.is_alive() for t in workers):
                     break
                 try:
                     if self._printer is not None:
@@ -446,11 +548,28 @@ class Stream:
                 self._finish()
             finally:
                 if self._summary is None:  # _finish itself failed: still hand run() a summary
-                    self._exit_reason = "internal_error"
+                    self._exit_reason = INTERNAL_ERROR
                     self._summary = self._build_summary(final=True)
                 self._finished.set()
 
+    def _settle_leftovers(self) -> None:
+        """After the workers: deliver what no queue took, then fail every frame nobody finished.
+
+        This is what keeps ``produced == processed + dropped + failed`` when a worker crashed at
+        any point: an index still outstanding here gets a failed record (``internal_error``).
+        """
+        self._deliver_all(self._take_late())
+        self._write_drop_notes()
+        for index, frame in self.acc.outstanding():
+            if frame is None:
+                frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(),
+                              name=f"{self.source.name}#{index}")
+            self._deliver(frame, None, f"{INTERNAL_ERROR}: frame {index} was lost by a crashed worker")
+
     def _finish(self) -> None:
+        if self._threads and self._threads[0].is_alive() and not self._capture_abandoned:
+            self._threads[0].join(self.stop_grace_s)  # capture: normally long done here
+        self._settle_leftovers()
         self.acc.stop_clock()
         sink_facts: dict[str, Any] = {}
         for sink in self.sinks:
@@ -465,11 +584,12 @@ class Stream:
         if self.metrics is not None:
             self.metrics.close()
         summary = self._build_summary(final=True, sinks=sink_facts)
+        if self.summary_path is not None and not self._write_summary(summary):
+            self.acc.count_sink_error("summary")  # the run's record is lost: the exit code says so
+            summary = self._build_summary(final=True, sinks=sink_facts)
         if self._printer is not None:
             self._printer.show(status_line(summary.counters, 0, self.capture_q.maxsize))
             self._printer.finish()
-        if self.summary_path is not None:
-            self._write_summary(summary)
         self._summary = summary
         self._finished.set()
 
@@ -477,37 +597,52 @@ class Stream:
         snap = self.acc.snapshot()
         reason = self._exit_reason if final else "running"
         code = EXIT_OK
-        if reason == "source_lost":
-            code = EXIT_SOURCE_LOST
-        elif reason == "internal_error":
+        if reason == INTERNAL_ERROR or snap.worker_crashes:
             code = EXIT_INTERNAL_ERROR
+        elif reason == "source_lost":
+            code = EXIT_SOURCE_LOST
         elif snap.sink_errors:
             code = EXIT_SINK_ERRORS
         return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,
                              counters=snap, sinks=sinks or {}, batch_size=self.batch_size,
                              latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__)
 
-    def _write_summary(self, summary: StreamSummary) -> None:
+    def _write_summary(self, summary: StreamSummary) -> bool:
         try:
             atomic_write_text(self.summary_path, dumps(summary.to_dict()) + "\n")
         except OSError as exc:
             log.warning("cannot write summary %s: %s", self.summary_path, exc)
+            return False
+        return True
 
 
 def build_sinks(*, jsonl: str | os.PathLike | None = None, overlays: str | os.PathLike | None = None,
                 overlay_threshold: float | None = None, mqtt: str | None = None,
-                on_result: Callable[[dict[str, Any], Any], None] | None = None) -> list[Sink]:
-    """The sinks named by ``stream()``'s / ``edgesentry watch``'s options."""
+                mqtt_credentials: MqttCredentials | None = None,
+                on_result: Callable[[dict[str, Any], Any], None] | None = None, flags: bool = False) -> list[Sink]:
+    """The sinks named by ``stream()``'s / ``edgesentry watch``'s options.
+
+    Every path is checked (and the JSONL file recognised as ours) here, before a stream
+    starts; if one sink cannot be built, those already built are closed. The MQTT sink takes
+    ``mqtt_credentials``, else ``MqttCredentials.from_env()``. ``flags`` names the CLI flags in
+    errors.
+    """
     sinks: list[Sink] = []
-    if overlays is not None:
-        sinks.append(OverlaySink(overlays, threshold=overlay_threshold))
-    if jsonl is not None:
-        sinks.append(JsonlSink(jsonl))
-    if mqtt is not None:
-        host, port, topic = parse_mqtt_target(mqtt)
-        sinks.append(MqttSink(host, port, topic))
-    if on_result is not None:
-        sinks.append(CallbackSink(on_result))
+    try:
+        if overlays is not None:
+            sinks.append(OverlaySink(overlays, threshold=overlay_threshold,
+                                     label="--overlays" if flags else "overlays"))
+        if jsonl is not None:
+            sinks.append(JsonlSink(jsonl, label="--jsonl" if flags else "JSONL file"))
+        if mqtt is not None:
+            host, port, topic = parse_mqtt_target(mqtt)
+            sinks.append(MqttSink(host, port, topic, credentials=mqtt_credentials or MqttCredentials.from_env()))
+        if on_result is not None:
+            sinks.append(CallbackSink(on_result))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     return sinks
 
 
@@ -519,7 +654,8 @@ def stream(detector: Detector | str | os.PathLike, source: Any, *, jsonl: str | 
            queue_size: int = 8, max_frames: int | None = None, max_retries: int = 5,
            backoff_s: tuple[float, float] = (0.5, 8.0), status: TextIO | None = None,
            status_interval_s: float = 1.0, once: bool = False, idle_timeout: float | None = None,
-           handle_signals: bool = True, **load_options: Any) -> StreamSummary:
+           settle_s: float = DEFAULT_SETTLE_S, max_restarts: int = 3, handle_signals: bool = True,
+           **load_options: Any) -> StreamSummary:
     """Watch ``source`` with ``detector`` until the source ends or the process is signalled.
 
         >>> summary = edgesentry.stream("bundle_dir", "line.mp4", jsonl="results.jsonl", batch_size=4)
@@ -544,7 +680,8 @@ def stream(detector: Detector | str | os.PathLike, source: Any, *, jsonl: str | 
         runner = Stream(detector, source, sinks=all_sinks, batch_size=batch_size, latency_budget_ms=latency_budget_ms,
                         policy=policy, queue_size=queue_size, max_frames=max_frames, max_retries=max_retries,
                         backoff_s=backoff_s, summary_path=summary, metrics_port=metrics_port, status=status,
-                        status_interval_s=status_interval_s, once=once, idle_timeout=idle_timeout)
+                        status_interval_s=status_interval_s, once=once, idle_timeout=idle_timeout,
+                        settle_s=settle_s, max_restarts=max_restarts)
     except BaseException:
         for sink in all_sinks:
             sink.close()

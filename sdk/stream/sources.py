@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -170,29 +171,47 @@ def _classify(spec: int | str) -> str:
 
 
 # ------------------------------------------------------------------------- hot folder
-class FolderSource(Source):
-    """A hot folder: every image file that appears is read once, oldest first.
+#: how long a hot-folder file's size and mtime must stay unchanged before it is read (seconds)
+DEFAULT_SETTLE_S = 0.5
 
-    Files whose name starts with ``.`` or ends with ``.tmp``/``.part`` are ignored (write
-    under such a name, then rename, and a half-written file is never read). Otherwise a file
-    is taken once its size and mtime are unchanged over one poll, so a slow copy is waited
-    for. ``once=True`` reads what is there now and ends; ``idle_timeout`` ends the stream
-    after that many seconds without a new file; neither: run until stopped.
+
+class FolderSource(Source):
+    """A hot folder: every image file that appears is read once it is complete, oldest first.
+
+    When is a file complete? Two protocols, both supported:
+
+    - **settle** (any producer): a file is read once its size and mtime have not changed
+      for ``settle_s`` seconds (default 0.5; a file already older than that when first seen
+      is read at once);
+    - **rename** (producers that can): write under a name starting with ``.`` or ending with
+      ``.tmp`` / ``.part`` (ignored), then rename; with ``settle_s=0`` such files are read as
+      soon as they appear.
+
+    A file that fails to decode while it was still changing is not reported: it goes back to
+    waiting. A file that fails while unchanged is a failed frame, and is read again (as a
+    new frame) if it changes later, e.g. when a producer finishes writing it after a pause.
+    ``once=True`` reads what is there now and ends; ``idle_timeout`` ends the stream after that
+    many seconds without a new or changing file; neither: run until stopped. Entries that are
+    not regular files (FIFOs, sockets, devices, folders) are never opened.
     """
 
     live = False
 
     def __init__(self, path: str | os.PathLike, *, once: bool = False, idle_timeout: float | None = None,
-                 poll_s: float = 0.1, suffixes: Iterable[str] = IMAGE_SUFFIXES):
+                 poll_s: float = 0.1, settle_s: float = DEFAULT_SETTLE_S, suffixes: Iterable[str] = IMAGE_SUFFIXES):
+        if settle_s < 0 or poll_s <= 0:
+            raise ConfigError(f"settle time must be >= 0 s and poll interval > 0 s; got {settle_s}, {poll_s}")
         self.path = Path(path)
         self.name = str(self.path)
         self.once = once
         self.idle_timeout = idle_timeout
         self.poll_s = poll_s
+        self.settle_s = settle_s
         self.suffixes = tuple(s.lower() for s in suffixes)
         self._seen: set[str] = set()
-        self._pending: list[Path] = []
-        self._sizes: dict[str, tuple[int, int]] = {}
+        self._pending: list[tuple[Path, tuple[int, int]]] = []
+        self._watch: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (size, mtime_ns), since
+        self._failed: dict[str, tuple[int, int]] = {}  # failed while unchanged: retried if it changes
         self._last_new = time.monotonic()
         self._last_poll = 0.0
         self._listed_once = False
@@ -202,61 +221,93 @@ class FolderSource(Source):
             raise SourceUnavailable(f"hot folder {self.name!r} does not exist or is not a directory")
         self._last_new = time.monotonic()
 
-    def _poll(self) -> None:
+    def _candidates(self) -> list[tuple[str, tuple[int, int]]]:
         try:
             entries = list(os.scandir(self.path))
         except OSError as exc:
             raise SourceDisconnected(f"cannot list hot folder {self.name!r}: {exc}") from None
-        fresh = []
+        out = []
         for entry in entries:
             name = entry.name
-            if name in self._seen or name.startswith(".") or name.endswith((".tmp", ".part")):
-                continue
-            if not name.lower().endswith(self.suffixes):
+            if name.startswith(".") or name.endswith((".tmp", ".part")) or not name.lower().endswith(self.suffixes):
                 continue
             try:
+                if not entry.is_file(follow_symlinks=True):
+                    continue
                 st = entry.stat()
-            except FileNotFoundError:
+            except OSError:
                 continue
-            if not entry.is_file():
+            if not stat.S_ISREG(st.st_mode):
                 continue
-            sig = (st.st_size, st.st_mtime_ns)
-            stable = self.once or self._sizes.get(name) == sig
-            self._sizes[name] = sig
-            if stable:
-                fresh.append((st.st_mtime_ns, name))
-        for _, name in sorted(fresh):
+            out.append((name, (st.st_size, st.st_mtime_ns)))
+        return out
+
+    def _poll(self) -> None:
+        now, wall = time.monotonic(), time.time()
+        ready = []
+        for name, sig in self._candidates():
+            if name in self._failed:
+                if self._failed[name] == sig:
+                    continue
+                del self._failed[name]  # changed since it failed: completed late, read it again
+                self._seen.discard(name)
+            if name in self._seen:
+                continue
+            previous = self._watch.get(name)
+            if previous is None or previous[0] != sig:
+                self._watch[name] = (sig, now)
+                self._last_new = now
+                first_sight_old = previous is None and wall - sig[1] / 1e9 >= self.settle_s
+                if not (self.settle_s == 0 or first_sight_old):
+                    continue
+            elif now - previous[1] < self.settle_s:
+                continue
+            ready.append((sig[1], name, sig))
+        for _, name, sig in sorted(ready):
             self._seen.add(name)
-            self._sizes.pop(name, None)
-            self._pending.append(self.path / name)
-        if fresh:
-            self._last_new = time.monotonic()
+            self._watch.pop(name, None)
+            self._pending.append((self.path / name, sig))
+        if ready:
+            self._last_new = now
         self._listed_once = True
 
     def read(self) -> RawFrame | _Idle | None:
         if not self._pending:
             now = time.monotonic()
-            if self.once and self._listed_once:
-                return None
             if not self._listed_once or now - self._last_poll >= self.poll_s:
                 self._last_poll = now
                 self._poll()
             if not self._pending:
-                if self.once:
+                if self.once and self._listed_once and not self._watch:
                     return None
                 if self.idle_timeout is not None and now - self._last_new >= self.idle_timeout:
                     return None
                 return IDLE
-        path = self._pending.pop(0)
-        return read_image_file(path)
+        path, sig = self._pending.pop(0)
+        frame = read_image_file(path)
+        if frame.error is not None:
+            try:
+                st = path.stat()
+                now_sig = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                now_sig = None
+            if now_sig is not None and now_sig != sig:  # still being written: wait for it again
+                self._seen.discard(path.name)
+                self._watch[path.name] = (now_sig, time.monotonic())
+                return IDLE
+            if now_sig is not None:
+                self._failed[path.name] = now_sig
+        return frame
 
 
 def read_image_file(path: Path) -> RawFrame:
-    """Decode an image file fully (a truncated or corrupt file becomes a failed frame)."""
+    """Decode an image file fully; any failure (truncated, corrupt, too many pixels, a decoder
+    exception of any type) becomes a failed frame naming the file, never an exception."""
     try:
         rgb = read_image(path)
-    except InputError as exc:
-        return RawFrame(path.name, error=f"decode: cannot read image {path.name}: {exc}")
+    except Exception as exc:  # one file must not stop the stream, whatever its decoder raises
+        detail = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        return RawFrame(path.name, error=f"decode: cannot read image {path.name}: {detail}")
     return RawFrame(path.name, image=rgb)
 
 
@@ -288,7 +339,8 @@ class IterableSource(Source):
         return RawFrame(name, image=np.asarray(item))
 
 
-def open_source(source: Any, *, once: bool = False, idle_timeout: float | None = None) -> Source:
+def open_source(source: Any, *, once: bool = False, idle_timeout: float | None = None,
+                settle_s: float = DEFAULT_SETTLE_S) -> Source:
     """Turn a user's SOURCE into a ``Source``.
 
     ``Source`` instances pass through; an int or digit string is a camera index; an existing
@@ -300,7 +352,7 @@ def open_source(source: Any, *, once: bool = False, idle_timeout: float | None =
         return source
     if isinstance(source, (int, str, os.PathLike)) and not isinstance(source, bool):
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-            return FolderSource(source, once=once, idle_timeout=idle_timeout)
+            return FolderSource(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s)
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
         kind = _classify(source)

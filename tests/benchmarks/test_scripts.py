@@ -24,7 +24,9 @@ def test_gpu_check_smoke_compiles_and_checks_every_kernel(tmp_path):
     out = tmp_path / "gpu.json"
     proc = _run(["benchmarks/gpu_check.py", "--smoke", "--json", str(out)], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    results = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    results = data["results"]
+    assert data["complete"] and data["header"]["nvrtc"] and data["preflight"]
     tiers = {(r["kernel"], r["tier"]) for r in results}
     assert ("global_rx", "triton") in tiers and ("global_rx", "cuda") in tiers
     for r in results:
@@ -32,7 +34,7 @@ def test_gpu_check_smoke_compiles_and_checks_every_kernel(tmp_path):
             assert r["status"].startswith("COMPILED") and "sm_87" in r["status"] and "sm_90" in r["status"], r
         else:
             assert r["status"] == "PASS", r
-    assert "| kernel | tier | size | status |" in proc.stdout
+    assert "| family | kernel | tier | mode | size | status |" in proc.stdout
 
 
 @pytest.mark.slow

@@ -31,14 +31,14 @@ def test_compile_gives_an_elf_cubin_with_the_kernel(arch):
 @needs_nvrtc
 def test_compile_is_cached_per_source_and_arch():
     source = TINY.replace("edgesentry_scale", "edgesentry_scale_cached")
-    before = _cuda._compile_cached.cache_info()
+    before = _cuda._build_cached.cache_info()
     first = _cuda.compile_cubin(source, arch="sm_90")
     second = _cuda.compile_cubin(source, arch="sm_90")
-    after = _cuda._compile_cached.cache_info()
+    after = _cuda._build_cached.cache_info()
     assert second is first  # the cached object, not a second compilation
     assert after.misses == before.misses + 1 and after.hits == before.hits + 1
     other = _cuda.compile_cubin(source, arch="sm_87")  # another arch is another entry
-    assert other is not first and _cuda._compile_cached.cache_info().misses == before.misses + 2
+    assert other is not first and _cuda._build_cached.cache_info().misses == before.misses + 2
 
 
 @needs_nvrtc

@@ -94,7 +94,7 @@ def fake_trt(version: str):
 
         def create_network(self, flags=0):
             log["network_flags"].append(flags)
-            return object()
+            return types.SimpleNamespace(inputs=[])
 
         def create_builder_config(self):
             return Config()
@@ -105,17 +105,20 @@ def fake_trt(version: str):
         def build_serialized_network(self, network, config):
             log["builds"] += 1
             if config.__dict__.get("int8_calibrator") is not None:
-                log["calibrated_batches"] = _drain(config.int8_calibrator)
+                batches = _drain(config.int8_calibrator, network.inputs)
+                log["calibrated_batches"] = len(batches)
+                log.setdefault("calibration", []).append((network.inputs, batches))
             return b"PLAN" + hashlib.sha256(log["parsed"][-1]).digest()
 
     class OnnxParser:
         num_errors = 0
 
         def __init__(self, network, logger):
-            pass
+            self.network = network
 
         def parse(self, blob):
             log["parsed"].append(bytes(blob))
+            self.network.inputs = _graph_inputs(bytes(blob))
             return True
 
     class Calibrator:  # stands in for IInt8EntropyCalibrator2
@@ -143,14 +146,68 @@ def fake_trt(version: str):
     return mod
 
 
-def _drain(calibrator):
-    """What TensorRT does with a calibrator: ask for batches until None (no device needed here)."""
-    batches = 0
-    while calibrator.index < len(calibrator.samples):
-        calibrator.index += 1  # get_batch would copy to the device; the fake only counts
-        batches += 1
+def _graph_inputs(blob: bytes) -> list[str]:
+    """The network inputs TensorRT would see: the ONNX graph inputs that are not initializers."""
+    try:
+        import onnx
+
+        model = onnx.load_from_string(blob)
+    except Exception:  # not ONNX (tests that pass placeholder bytes)
+        return []
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def _drain(calibrator, names):
+    """What TensorRT does with a calibrator: ``get_batch(input names)`` until it returns None, reading
+    each batch back from the (stub) device through the pointers it got."""
+    batches = []
+    while True:
+        ptrs = calibrator.get_batch(names)
+        if ptrs is None:
+            break
+        batches.append({n: StubCudart.read_any(p) for n, p in zip(names, ptrs)})
     calibrator.write_calibration_cache(b"CALIBRATION")
     return batches
+
+
+class StubCudart:
+    """``cuda.bindings.runtime`` for the calibrator: fake device memory that records what lives."""
+
+    class cudaMemcpyKind:  # noqa: N801 - the binding's name
+        cudaMemcpyHostToDevice = 1
+
+    instances: list[StubCudart] = []
+
+    def __init__(self):
+        self.memory: dict[int, bytes] = {}
+        self.next = 0x1000 + 0x10_0000 * len(StubCudart.instances)  # disjoint fake address ranges
+        self.frees = 0
+        StubCudart.instances.append(self)
+
+    @classmethod
+    def read_any(cls, ptr):
+        """The bytes at a fake device pointer of any stub (the fake builder does not know which one)."""
+        return next(s.memory[ptr] for s in reversed(cls.instances) if ptr in s.memory)
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        ptr, self.next = self.next, self.next + nbytes + 256
+        self.memory[ptr] = bytes(nbytes)
+        return 0, ptr
+
+    def cudaMemcpy(self, dst, src, nbytes, kind):  # noqa: N802
+        import ctypes
+
+        assert dst in self.memory and len(self.memory[dst]) >= nbytes, "copy outside an allocation"
+        self.memory[dst] = ctypes.string_at(src, nbytes) + self.memory[dst][nbytes:]
+        return (0,)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        del self.memory[ptr]
+        self.frees += 1
+        return (0,)
+
+
 
 
 CC = (8, 7)
@@ -280,8 +337,10 @@ def test_trt10_int8_uses_calibrator_and_keeps_cache_in_bundle(tiny_family, tmp_p
     bundle = _fresh(tiny_family, tmp_path)
     trt = fake_trt("10.3.0")
     samples = [{"image": np.zeros((1, 3, 16, 16), np.float32)} for _ in range(3)]
-    (r,) = build_bundle_engines(bundle, precision="int8", calibration=samples, trt=trt, capability=CC)
+    cudart = StubCudart()
+    (r,) = build_bundle_engines(bundle, precision="int8", calibration=samples, trt=trt, capability=CC, cudart=cudart)
     assert set(trt.log["flags"]) == {"FP16", "INT8"} and trt.log["calibrated_batches"] == 3
+    assert cudart.memory == {} and cudart.frees == 1  # the batch buffer is freed after the build
     assert "calibration_profile" in trt.log
     assert bundle.has("engines/model.int8-calibration.cache")
     with pytest.raises(ConfigError, match="calibration samples"):

@@ -109,7 +109,7 @@ def _triton_run(args, **kw):
     return dists.cpu().numpy(), logits.cpu().numpy()
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 8, 16), (1, 2, 3, 5)])
+@pytest.mark.parametrize("shape", [(2, 2, 8, 16), (1, 2, 3, 5), (1, 2, 20, 40)])  # T=20: the tl.dot path, 2 D chunks
 def test_triton_tier(rng, shape):
     args = _inputs(rng, *shape)
     dists, logits = _triton_run(args)

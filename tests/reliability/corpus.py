@@ -133,7 +133,7 @@ def _(env):
     env.det("rx").predict(np.zeros((8, 9, 0)))
 
 
-@case("rx", "nan", InputError, r"cube has 1 pixels with NaN/Inf values; clean them or use nan_policy='mask'")
+@case("rx", "nan", InputError, r"cube has 1 pixels with NaN/Inf values; clean them or pass nan_policy='mask'")
 def _(env):
     cube = _cube()
     cube[2, 3, 1] = np.nan
@@ -197,7 +197,7 @@ def _(env):
     env.det("rx").predict(str(path))
 
 
-@case("rx", "local-window-missing", ConfigError, r"local RX needs window=\(inner, outer\)", kind="option")
+@case("rx", "local-window-missing", ConfigError, r"local RX needs window=\(3, 9\) \(inner, outer\)", kind="option")
 def _(env):
     edgesentry.load("rx", mode="local")
 
@@ -304,7 +304,7 @@ def _(env):
 
 
 @case("bundle", "rx-option-mismatch", ConfigError,
-      r"RX bundle/option mismatch: .*unexpected keyword argument 'backend'", kind="option")
+      r"family 'rx' has no option 'backend'; valid options: bands, kernels, mode", kind="option")
 def _(env):
     edgesentry.load(env.bundle("rx"), backend="torch")
 
@@ -589,6 +589,25 @@ def _(env):
     path = env.tmp / "cut.png"
     Image.fromarray(_rgb()).save(path)
     path.write_bytes(path.read_bytes()[:100])
+    env.det("isstad").predict(str(path))
+
+
+@case("isstad", "png-bomb", InputError, r"'.*bomb\.png' declares 900000000 pixels, above the decoder's limit of "
+      r"\d+ pixels")
+def _(env):
+    from tests.hostile import png_bytes
+
+    path = env.tmp / "bomb.png"
+    path.write_bytes(png_bytes(30_000, 30_000))
+    env.det("isstad").predict(str(path))
+
+
+@case("isstad", "float-image", InputError, r"'.*float\.tif' is a 32-bit float image \(mode F\)")
+def _(env):
+    from PIL import Image
+
+    path = env.tmp / "float.tif"
+    Image.fromarray(np.ones((40, 48), np.float32)).save(path)
     env.det("isstad").predict(str(path))
 
 

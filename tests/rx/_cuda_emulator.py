@@ -1,17 +1,22 @@
 """Run CUDA C kernels on the CPU: one OS thread per CUDA thread, blocks one after another.
 
-Used by ``test_rx_cuda.py`` where there is no GPU, to run the CUDA tier's kernels *and*
-its Python launchers (chunking, poisoning, pinv fallback) end to end. The kernel source is
-compiled by g++ with a prelude that maps the CUDA built-ins used by edgesentry kernels to
-C++20: ``threadIdx``/``blockIdx`` are thread_local, ``__syncthreads`` is a
-``std::barrier`` over the block, ``__shared__`` arrays are ``static`` (blocks run
+``EmuRuntime`` stands in for ``kernels._cuda.DriverRuntime`` (``patch`` installs it), so the
+cuda tier's kernels *and* its Python launchers (``KernelCall``: staging, streams, scratch,
+outputs) run end to end without a GPU. "Device memory" is host memory the runtime allocated
+or registered (``device_array``); a kernel pointer outside it raises ``IllegalAddress``, as
+the GPU would fault with ``CUDA_ERROR_ILLEGAL_ADDRESS`` (a CPU tensor's address, for
+instance). Every allocation, copy and launch is recorded with its stream (``runtime.ops``).
+
+The kernel source is compiled by g++ with a prelude that maps the CUDA built-ins used by
+edgesentry kernels to C++20: ``threadIdx``/``blockIdx`` are thread_local, ``__syncthreads``
+is a ``std::barrier`` over the block, ``__shared__`` arrays are ``static`` (blocks run
 sequentially, so one copy is the block's shared memory), dynamic shared memory is a buffer
 of the launch's size, and ``__shfl_down_sync`` goes through a per-warp buffer and barrier.
 
 What it checks: indexing, bounds, synchronisation placement (a missing ``__syncthreads``
-shows up as a race between real threads), the maths, and the host code around launches.
-What it cannot: GPU memory-model subtleties beyond barriers, warp-synchronous code
-without ``__syncwarp``, launch limits, performance, and cuda-bindings' argument packing.
+shows up as a race between real threads), the maths, pointer provenance and streams of the
+host code. What it cannot: GPU memory-model subtleties beyond barriers, warp-synchronous
+code without ``__syncwarp``, launch limits, performance, and cuda-bindings' argument packing.
 """
 
 from __future__ import annotations
@@ -55,12 +60,16 @@ thread_local int emu_linear_tid;
 
 static inline long long min(long long a, long long b) { return a < b ? a : b; }
 static inline int min(int a, int b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
 static inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, 8); return d; }
-static inline double __shfl_down_sync(unsigned, double v, int off) {
+static inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }
+template <class T>
+static inline T __shfl_down_sync(unsigned, T v, int off) {
   const int warp = emu_linear_tid / 32, lane = emu_linear_tid % 32;
-  emu_shfl[warp * 32 + lane] = v;
+  emu_shfl[warp * 32 + lane] = (double)v;
   emu_warp_barriers[warp]->arrive_and_wait();
-  const double r = lane + off < 32 ? emu_shfl[warp * 32 + lane + off] : v;
+  const T r = lane + off < 32 ? (T)emu_shfl[warp * 32 + lane + off] : v;
   emu_warp_barriers[warp]->arrive_and_wait();
   return r;
 }
@@ -103,6 +112,11 @@ static void emu_launch(void (*kernel)(P...), unsigned gx, unsigned gy, unsigned 
 """
 
 _SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
+
+
+class IllegalAddress(RuntimeError):
+    """A kernel got a pointer outside device memory (the GPU's CUDA_ERROR_ILLEGAL_ADDRESS)."""
 
 
 def available() -> str | None:
@@ -112,25 +126,38 @@ def available() -> str | None:
     return None
 
 
-def _wrappers(source: str) -> str:
+def _wrappers(index: int, source: str) -> str:
     out = []
     for name, params in _SIGNATURE.findall(source):
         plist = [p.strip() for p in params.split(",") if p.strip()]
         names = [re.findall(r"\w+", p)[-1] for p in plist]
         out.append(
-            f'extern "C" void emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, '
+            f'extern "C" void emu_{index}_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, '
             f"unsigned bz, unsigned long long shm, {', '.join(plist)}) {{\n"
-            f"  emu_launch({name}, gx, gy, gz, bx, by, bz, shm, {', '.join(names)});\n}}\n"
+            f"  emu_launch(emu_src_{index}::{name}, gx, gy, gz, bx, by, bz, shm, {', '.join(names)});\n}}\n"
         )
     return "\n".join(out)
+
+
+def _body(index: int, source: str, helpers: str) -> str:
+    """One source in its own namespace (sources of a group may share kernel names, e.g. the RX
+    statistics in both RX sources), with the shared device helpers hoisted out and its macros
+    undefined afterwards so that they cannot leak into the next source."""
+    body = _DYNAMIC_SHARED.sub(r"\1* \2 = (\1*)emu_dynamic_shared;", source.replace(helpers, ""))
+    body = body.replace('extern "C" __global__', "__global__")
+    macros = sorted(set(re.findall(r"#define\s+(\w+)", body)))
+    return f"namespace emu_src_{index} {{\n{body}\n}}\n" + "".join(f"#undef {m}\n" for m in macros)
 
 
 @functools.lru_cache(maxsize=32)
 def build(sources: tuple[str, ...]) -> ctypes.CDLL:
     """Compile ``sources`` into one shared library with the prelude (cached per set of sources;
     one translation unit, because parsing the C++ thread headers dominates the build time)."""
-    bodies = [src.replace("extern __shared__ double sh[];", "double* sh = emu_dynamic_shared;") for src in sources]
-    text = PRELUDE + "\n".join(bodies) + "\n" + "\n".join(_wrappers(src) for src in sources)
+    from edgesentry.kernels._cuda import DEVICE_HELPERS
+
+    bodies = [_body(i, src, DEVICE_HELPERS) for i, src in enumerate(sources)]
+    text = PRELUDE + DEVICE_HELPERS + "\n".join(bodies) + "\n" + "\n".join(
+        _wrappers(i, src) for i, src in enumerate(sources))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "edgesentry_cuda_emu"
     folder.mkdir(exist_ok=True)
@@ -149,51 +176,121 @@ def build(sources: tuple[str, ...]) -> ctypes.CDLL:
 _GROUPS: dict[str, tuple[str, ...]] = {}
 
 
-class EmuArray:
-    """Stand-in for ``_cuda.DeviceArray``: host memory, same interface."""
+class EmuRuntime:
+    """``kernels._cuda.Runtime`` on host memory, with pointer checks and a log of (operation, stream)."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any):
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.host = np.empty(max(1, int(np.prod(self.shape))), self.dtype)
-        self.ptr = ctypes.c_void_p(self.host.ctypes.data)
+    OWN_STREAM = 0x51
+    ordinal = 0
 
-    @classmethod
-    def from_host(cls, array: np.ndarray) -> EmuArray:
-        host = np.ascontiguousarray(array)
-        dev = cls(host.shape, host.dtype)
-        dev.host[: host.size] = host.reshape(-1)
-        return dev
+    def __init__(self) -> None:
+        self.memory: dict[int, np.ndarray] = {}  # base address -> bytes (allocated or registered)
+        self.ops: list[tuple[str, int]] = []
+        self.live_bytes = self.peak_bytes = 0  # of allocations (registered arrays not counted)
 
-    def fill_nan(self) -> EmuArray:
-        self.host.view(np.uint8)[:] = 0xFF
-        return self
+    # -- memory
+    def _region(self, ptr: int, nbytes: int) -> np.ndarray:
+        for base, buf in self.memory.items():
+            if base <= ptr and ptr + nbytes <= base + buf.nbytes:
+                return buf[ptr - base: ptr - base + nbytes]
+        raise IllegalAddress(f"address {ptr:#x} (+{nbytes} bytes) is not device memory")
 
-    def to_host(self) -> np.ndarray:
-        return self.host[: int(np.prod(self.shape))].reshape(self.shape).copy()
+    def alloc(self, nbytes: int, stream: int) -> int:
+        buf = np.empty(int(nbytes) + 256, np.uint8)
+        offset = (-buf.ctypes.data) % 256  # 256-byte aligned, like cuMemAlloc
+        view = buf[offset: offset + int(nbytes)]
+        self.memory[view.ctypes.data] = view
+        self.ops.append(("alloc", stream))
+        self.live_bytes += int(nbytes)
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        return view.ctypes.data
 
-    def free(self) -> None:
-        pass
+    def register(self, host: np.ndarray) -> int:
+        """Make ``host``'s memory count as device memory (a fake CUDA array); returns its address."""
+        view = host.reshape(-1).view(np.uint8)
+        self.memory[view.ctypes.data] = view
+        return view.ctypes.data
+
+    def free(self, ptr: int, stream: int) -> None:
+        buf = self.memory.pop(ptr, None)
+        if buf is None:
+            raise IllegalAddress(f"free of {ptr:#x}, which was not allocated")
+        self.live_bytes -= buf.nbytes
+        self.ops.append(("free", stream))
+
+    def memset(self, ptr: int, byte: int, nbytes: int, stream: int) -> None:
+        self._region(ptr, nbytes)[:] = byte
+        self.ops.append(("memset", stream))
+
+    def upload(self, ptr: int, host: np.ndarray, stream: int) -> None:
+        self._region(ptr, host.nbytes)[:] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+        self.ops.append(("upload", stream))
+
+    def download(self, host: np.ndarray, ptr: int, stream: int) -> None:
+        host.reshape(-1).view(np.uint8)[:] = self._region(ptr, host.nbytes)
+        self.ops.append(("download", stream))
+
+    def synchronize(self, stream: int) -> None:
+        self.ops.append(("synchronize", stream))
+
+    def own_stream(self) -> int:
+        return self.OWN_STREAM
+
+    # -- kernels
+    def function(self, source: str, name: str) -> Any:
+        group = _GROUPS.get(source, (source,))
+        return getattr(build(group), f"emu_{group.index(source)}_{name}")
+
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int], shared_bytes: int,
+               stream: int, params: list[tuple[Any, Any]]) -> None:
+        values = []
+        for value, ctype in params:
+            if ctype is ctypes.c_void_p:
+                self._region(int(value), 1)  # the GPU faults on a pointer outside device memory
+                values.append(ctypes.c_void_p(int(value)))
+            else:
+                values.append(ctype(value))
+        self.ops.append(("launch", stream))
+        function(*(ctypes.c_uint(int(v)) for v in (*grid, *block)), ctypes.c_ulonglong(shared_bytes), *values)
 
 
-def get_function(source: str, name: str) -> Any:
-    return getattr(build(_GROUPS.get(source, (source,))), f"emu_{name}")
+class FakeDeviceArray:
+    """A "device" array for device-resident calls: host memory the emulator counts as device
+    memory, exposed through ``__cuda_array_interface__`` (as a CuPy or Numba array would be)."""
+
+    def __init__(self, host: np.ndarray, runtime: EmuRuntime):
+        self.host = np.ascontiguousarray(host)
+        self.ptr = runtime.register(self.host)
+        self.shape, self.dtype = self.host.shape, self.host.dtype
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.host.shape, "typestr": self.host.dtype.str, "data": (self.ptr, False),
+                "version": 3, "strides": None}
 
 
-def launch(function: Any, grid: tuple[int, ...], block: tuple[int, ...], args: list[tuple[Any, Any]],
-           shared_bytes: int = 0, stream: Any = 0) -> None:
-    gx, gy, gz = (*grid, 1, 1)[:3]
-    bx, by, bz = (*block, 1, 1)[:3]
-    values = [v if t is None else t(v) for v, t in args]
-    function(*(ctypes.c_uint(int(v)) for v in (gx, gy, gz, bx, by, bz)), ctypes.c_ulonglong(shared_bytes), *values)
+def device_array(host: np.ndarray) -> FakeDeviceArray:
+    """``host`` as a device array of the installed emulator runtime (after ``patch``)."""
+    from edgesentry.kernels import _cuda
+
+    return FakeDeviceArray(host, _cuda.runtime())
 
 
-def patch(monkeypatch: Any, module: Any) -> None:
-    """Make a CUDA-tier module launch on the emulator (pytest ``monkeypatch``); its
-    ``SOURCES`` (if any) are built as one library."""
-    group = tuple(getattr(module, "SOURCES", {}).values())
-    for source in group:
-        _GROUPS[source] = group
-    monkeypatch.setattr(module, "DeviceArray", EmuArray)
-    monkeypatch.setattr(module, "get_function", get_function)
-    monkeypatch.setattr(module, "launch", launch)
+def to_numpy(x: Any) -> np.ndarray:
+    """A result of a device-resident emulated call (``DeviceArray``) as numpy."""
+    return x.to_host() if hasattr(x, "to_host") else np.asarray(x)
+
+
+def patch(monkeypatch: Any, *modules: Any) -> EmuRuntime:
+    """Run the cuda tier on the emulator for one test (pytest ``monkeypatch``): installs an
+    ``EmuRuntime``, turns NaN poisoning of outputs and scratch on, and builds each module's
+    ``SOURCES`` (if any) as one library."""
+    from edgesentry.kernels import _cuda
+
+    for module in modules:
+        group = tuple(getattr(module, "SOURCES", {}).values())
+        for source in group:
+            _GROUPS[source] = group
+    rt = EmuRuntime()
+    monkeypatch.setattr(_cuda, "_RUNTIME", rt)
+    monkeypatch.setenv(_cuda.POISON_ENV, "1")
+    return rt

@@ -266,7 +266,7 @@ def test_jsonl_repairs_torn_tail(tmp_path: Path) -> None:
 def test_bad_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="policy must be one of .*got 'sometimes'"):
         Stream(MeanDetector(), [frame_image(0)], policy="sometimes")
-    with pytest.raises(ConfigError, match="batch size must be >= 1; got 0"):
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1; got 0"):
         Stream(MeanDetector(), [frame_image(0)], batch_size=0)
     with pytest.raises(ConfigError, match="not a camera index, URL.*existing video file"):
         Stream(MeanDetector(), "/nonexistent/video.mp4")
