@@ -258,6 +258,24 @@ struct NeonOps {  // 4 floats per NEON register
 };
 #endif
 
+// W floats in a GCC vector: the panel code of an instruction set the CPU lacks (isa 2 without
+// AVX-512, ...) runs at the same width in portable vectors, which the compiler splits into the
+// registers it has, so the blocking and packing of every width are tested on any CPU.
+template <int W>
+struct VecOps {
+  typedef float V __attribute__((vector_size(4 * W)));
+  static constexpr int kWidth = W;
+  __attribute__((always_inline)) static V zero() { return V{}; }
+  __attribute__((always_inline)) static V load(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  __attribute__((always_inline)) static void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
+  __attribute__((always_inline)) static V splat(const float* p) { return V{} + *p; }
+  __attribute__((always_inline)) static V fma(V a, V b, V acc) { return a * b + acc; }
+};
+
 constexpr int kDotRows = 6;      // prototype frames per register block (fewer in the last one)
 constexpr int kDotDepth = 256;   // K block
 
@@ -359,25 +377,30 @@ int best_isa() {
 #endif
 }
 
-// Query frames per packed panel at instruction set `isa` (0: unpacked, rows as they are).
-int panel_width(int isa) {
-#if defined(EDGESENTRY_X86)
-  return isa >= 2 ? 2 * Avx512Ops::kWidth : isa == 1 ? 2 * Avx2Ops::kWidth : 0;
-#elif defined(EDGESENTRY_NEON)
-  return isa >= 1 ? 2 * NeonOps::kWidth : 0;
+// Floats per register at instruction set `isa` (0: none, rows as they are); an isa above
+// best_isa() runs at this width in portable vectors (VecOps).
+int isa_width(int isa) {
+#if defined(EDGESENTRY_NEON)
+  return isa >= 2 ? 16 : isa == 1 ? NeonOps::kWidth : 0;
 #else
-  return 0;
+  return isa >= 2 ? 16 : isa == 1 ? 8 : 0;
 #endif
 }
 
+// Query frames per packed panel (two registers) at instruction set `isa`.
+int panel_width(int isa) { return 2 * isa_width(isa); }
+
 // `a`: the query frames as packed by pack_panels(panel_width(isa)), or as they are for isa 0.
 void block_dots(int isa, const float* a, long ra, const float* b, long rb, int d, float* c, long ldc) {
+  const bool native = isa <= best_isa();
 #if defined(EDGESENTRY_X86)
-  if (isa >= 2) return block_dots_avx512(a, ra, b, rb, d, c, ldc);
-  if (isa == 1) return block_dots_avx2(a, ra, b, rb, d, c, ldc);
+  if (isa >= 2 && native) return block_dots_avx512(a, ra, b, rb, d, c, ldc);
+  if (isa == 1 && native) return block_dots_avx2(a, ra, b, rb, d, c, ldc);
 #elif defined(EDGESENTRY_NEON)
-  if (isa >= 1) return block_dots_with<NeonOps>(a, ra, b, rb, d, c, ldc);
+  if (isa == 1) return block_dots_with<NeonOps>(a, ra, b, rb, d, c, ldc);
 #endif
+  if (isa >= 2) return block_dots_with<VecOps<16>>(a, ra, b, rb, d, c, ldc);
+  if (isa == 1) return block_dots_with<VecOps<8>>(a, ra, b, rb, d, c, ldc);
   for (long i = 0; i < ra; ++i)
     for (long j = 0; j < rb; ++j) c[i * ldc + j] = dot(a + i * d, b + j * d, d);
 }
@@ -444,7 +467,8 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps, int t
   py::array_t<float> logits({q_count, n_count});
   const long pairs = q_count * n_count;
   const long tt = static_cast<long>(t) * t;
-  const int level = isa < 0 ? best_isa() : std::min(isa, best_isa());
+  if (isa < -1 || isa > 2) throw std::invalid_argument("isa must be -1 (the best here), 0, 1 or 2");
+  const int level = isa < 0 ? best_isa() : isa;
   // Threads only when there is enough work to be worth waking them: the dot products (pairs
   // T^2 D multiply-adds) or the soft-min DPs (4 pairs T^2 cells, each three exp and a log) of a
   // 5-way episode at T = 8 already are (measured on 2 cores: 264 -> 180 us at D=1024).
@@ -545,7 +569,8 @@ PYBIND11_MODULE(_cpu_otam, m) {
   m.def("fuse", &fuse, py::arg("z_local"), py::arg("p_local"), py::arg("z_global"), py::arg("p_global"),
         py::arg("lam"), py::arg("eps"), py::arg("threads") = 0, py::arg("isa") = -1,
         "dists [4, Q, N] and logits [Q, N] of both views' outputs; threads: 0 = by the work, else that many; "
-        "isa: -1 = the best here, 0 = portable dots, 1 = AVX2 + FMA (NEON), 2 = AVX-512");
+        "isa: -1 = the best here, 0 = portable dots, 1 = AVX2 + FMA (NEON), 2 = AVX-512 (an isa this CPU lacks "
+        "runs its panels at the same width in portable vectors)");
   m.def("best_isa", &best_isa, "instruction set of the frame dot products here (see fuse)");
   m.def("max_threads", &max_threads, "OpenMP threads the kernel uses for large calls");
   m.def("otam", &otam, py::arg("delta"), py::arg("lam"), "stabilised single-direction OTAM of [B, R, M] -> [B]");
