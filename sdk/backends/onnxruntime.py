@@ -114,13 +114,16 @@ class OrtOptions:
             the cores the running node needs: MDMF's ``views`` graph (a transformer over 8
             tokens: hundreds of tiny nodes) ran 4x faster without it on a loaded 2-core EPYC.
         denormal_as_zero: flush denormal floats (Intel cores pay ~100 cycles per denormal
-            operand; values below 1e-38 never matter to a detection score).
+            operand). Off by default: ONNX Runtime sets the flush-to-zero / denormals-are-zero
+            bits on the thread that creates the session too, i.e. the caller's Python thread,
+            for the rest of the process, and every later numpy / torch computation on that
+            thread then silently flushes subnormals. Only for processes that want that.
     """
 
     threads: int | None = None
     optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     spinning: bool = True
-    denormal_as_zero: bool = True
+    denormal_as_zero: bool = False
 
 
 _LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",

@@ -142,3 +142,48 @@ def test_resolve_backend_measured_only_when_both_can_run():
 def test_needs_two_candidates():
     with pytest.raises(ValueError):
         MeasuredRunner({"torch": Echo("torch", 1.0)})
+
+
+
+def test_onnxruntime_session_leaves_the_callers_float_state_alone(tmp_path):
+    """ONNX Runtime's ``session.set_denormal_as_zero`` sets flush-to-zero on the thread that
+    creates the process's first session, i.e. the caller's, for the rest of the process (every
+    later numpy and torch result on it flushes subnormals; a whole test session then failed
+    with torch.load and hypothesis errors): the runners' default options must not ask for it.
+    Checked in fresh processes, whose float state each owns; the opt-in one shows that the
+    check can fail."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+    def run(options: str) -> str:
+        script = textwrap.dedent(f"""
+            import numpy as np
+            from edgesentry.backends import InputSpec, OrtOptions, OrtRunner
+
+            def survive():
+                return bool(np.array([1e-40], np.float32)[0] * np.float32(1.0) > 0
+                            and np.array([5e-324])[0] * 1.0 > 0)
+
+            assert survive()
+            for options in {options}:
+                with OrtRunner({str(path)!r}, {{"x": InputSpec("float32", (None, 4))}}, ["y"], options=options) as r:
+                    r.infer({{"x": np.ones((2, 4), np.float32)}})
+            print("subnormals survive:", survive())
+        """)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    assert "subnormals survive: True" in run("(None, OrtOptions(), OrtOptions(spinning=False))")
+    assert "subnormals survive: False" in run("(OrtOptions(denormal_as_zero=True),)")
