@@ -106,8 +106,12 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str:
+def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool, measured: bool = False) -> str:
     """Choose the backend: an explicit one must be usable; ``auto`` prefers ONNX Runtime.
+
+    With ``measured``, ``auto`` resolves to ``"auto"`` when both ONNX Runtime and torch can
+    run the bundle: the runners then time both per input shape and keep the faster
+    (``backends.measured.MeasuredRunner``).
 
     Raises:
         ConfigError: unknown backend name.
@@ -116,6 +120,8 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str
     if requested not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown backend {requested!r}; expected 'auto' or one of {list(BACKENDS)}")
     if requested == "auto":
+        if (measured and has_onnx and has_weights and _importable("onnxruntime") and _importable("torch")):
+            return "auto"
         if has_onnx and _importable("onnxruntime"):
             return "onnxruntime"
         if has_weights and _importable("torch"):

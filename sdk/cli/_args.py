@@ -27,7 +27,8 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", *runnable],
         help="graph backend; this install can run: " + (", ".join(runnable) or "none (install onnxruntime or torch)")
-        + " (default: auto = onnxruntime if the bundle has ONNX, else torch)",
+        + " (default: auto = the faster of onnxruntime and torch, measured on this machine per input shape,"
+        " when the bundle has both; else the one it has)",
     )
 
 

@@ -248,7 +248,7 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
                  "permutation": permutation}
     options = ISSTADOptions(**{**saved, **{k: v for k, v in overrides.items() if v is not None}})
     onnx_ok = bundle.has(ONNX_NAME)
-    chosen = resolve_backend(backend, has_onnx=onnx_ok, has_weights=bundle.has(WEIGHTS_NAME))
+    chosen = resolve_backend(backend, has_onnx=onnx_ok, has_weights=bundle.has(WEIGHTS_NAME), measured=True)
     if options.permutation != "identity" and chosen != "torch":
         if backend == "auto" and bundle.has(WEIGHTS_NAME):
             chosen = "torch"  # the exported graph is identity-only

@@ -29,7 +29,7 @@ PACKAGES = {"sdk": "edgesentry", "kernels": "edgesentry.kernels", "export": "edg
 
 #: bottom first; the names are the first component after ``edgesentry.`` ("" = the facade)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version"),
+    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version", "_machine"),
     ("io", "models", "kernels", "backends", "bundle", "signing"),
     ("detector", "detectors"),
     ("api",),
