@@ -24,7 +24,9 @@ HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folde
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory (edgesentry convert) or a weight-free family name")
     parser.add_argument("source", help="camera index, video file, rtsp:// or http:// URL, GStreamer pipeline "
-                                       "(contains '!'), or a folder of images (hot folder)")
+                                       "(contains '!'), a folder of images (hot folder), or an industrial "
+                                       "camera: aravis:ID or pylon:ID, optionally ?exposure_us=..&trigger=software "
+                                       "(see docs/stream.md)")
     out = parser.add_argument_group("outputs (several at once)")
     out.add_argument("--jsonl", default=None, metavar="PATH", help="append one JSON line per frame")
     out.add_argument("--summary", default=None, metavar="PATH",
@@ -130,6 +132,7 @@ def _load(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from edgesentry.stream import open_source, stream
+    from edgesentry.stream.cameras import CameraSource
 
     backoff = _check(args)
     if args.torch_threads is not None:
@@ -140,12 +143,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     source = open_source(int(args.source) if args.source.isdigit() else args.source, once=args.once,
                          idle_timeout=args.idle_timeout, settle_s=args.settle)
-    sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    if isinstance(source, CameraSource):
+        source.open()  # a bad camera id or setting, or a busy camera: one line now, not retries later
+    try:
+        sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    except BaseException:
+        source.close()
+        raise
     try:
         detector = _load(args)
     except BaseException:
         for sink in sinks:
             sink.close()
+        source.close()
         raise
     summary = stream(
         detector, source, sinks=sinks, summary=args.summary, metrics_port=args.metrics_port,

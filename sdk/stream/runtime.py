@@ -79,6 +79,8 @@ EXIT_INTERNAL_ERROR = 70  # a runtime thread crashed (a bug: the log has the tra
 
 #: reads that raise in a row before the source counts as disconnected (and is reopened)
 MAX_CONSECUTIVE_READ_ERRORS = 25
+#: most frames one block-id gap may count as lost (a camera reset that looks like a jump)
+MAX_LOST_PER_GAP = 1 << 16
 #: the record reason of frames failed because a worker crashed
 INTERNAL_ERROR = "internal_error"
 
@@ -96,6 +98,7 @@ class StreamSummary:
     batch_size: int = 1
     latency_budget_ms: float = 0.0
     detector: str = ""
+    source_facts: dict[str, Any] = field(default_factory=dict)  # a camera's model, settings read back
 
     @property
     def produced(self) -> int:
@@ -128,6 +131,8 @@ class StreamSummary:
             "latency_ms": {"p50": c.latency_p50_ms, "p99": c.latency_p99_ms, "max": c.latency_max_ms},
             "sink_errors": c.sink_errors, "worker_crashes": c.worker_crashes, "sinks": self.sinks,
         }
+        if self.source_facts:
+            out["camera"] = self.source_facts
         return out
 
     def line(self) -> str:
@@ -389,6 +394,7 @@ class Stream:
                     raw = RawFrame(f"{source.name}#?", error=f"read: the source returned {type(raw).__name__}, "
                                                                "not a RawFrame")
                 attempts = 0
+                self._count_lost(raw)
                 frame = self._make_frame(raw)
                 held.take([frame])
                 try:
@@ -415,8 +421,19 @@ class Stream:
         self._stop.wait(delay)
         return not self._stop.is_set()
 
+    def _count_lost(self, raw: RawFrame) -> None:
+        """Frames the device produced and the host never received: each dropped (``transport``)."""
+        for offset in range(min(int(raw.lost or 0), MAX_LOST_PER_GAP)):
+            index = self.acc.produce()
+            lost = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(),
+                         name=f"{raw.name}-lost{offset + 1}", image=None, meta={})
+            self.acc.attach(index, lost)
+            self.acc.drop(lost, "transport")
+
     def _make_frame(self, raw: RawFrame) -> Frame:
         meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
+        if raw.meta:
+            meta["acquisition"] = dict(raw.meta)
         index = self.acc.produce()
         frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=str(raw.name),
                       image=raw.image, error=raw.error, meta=meta)
@@ -502,6 +519,8 @@ class Stream:
             record["batch"] = frame.meta["batch"]
         if "position_ms" in frame.meta:
             record["position_ms"] = frame.meta["position_ms"]
+        if "acquisition" in frame.meta:
+            record["acquisition"] = frame.meta["acquisition"]
         latency = time.perf_counter() - frame.captured
         timings["latency"] = round(latency, 6)
         record["timings"] = timings
@@ -603,9 +622,11 @@ class Stream:
             code = EXIT_SOURCE_LOST
         elif snap.sink_errors:
             code = EXIT_SINK_ERRORS
+        facts = getattr(self.source, "facts", None)
         return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,
                              counters=snap, sinks=sinks or {}, batch_size=self.batch_size,
-                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__)
+                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__,
+                             source_facts=facts() if callable(facts) else {})
 
     def _write_summary(self, summary: StreamSummary) -> bool:
         try:
