@@ -47,7 +47,7 @@ class FakeCamera:
         self.starts = 0
 
     def start(self, wait: bool = True) -> None:
-        assert self.proc is None or self.proc.poll() is not None
+        self.kill()
         self.proc = subprocess.Popen([FAKE_BINARY, "-i", "127.0.0.1", "-s", self.serial],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.starts += 1
@@ -71,19 +71,27 @@ class FakeCamera:
             proc.wait(10)
 
 
-@pytest.fixture
-def fake_gv_camera():
-    """A running fake GigE Vision camera (serial GV01); killed at the end, whatever happens."""
+@pytest.fixture(scope="module")
+def _fake_gv_process():
     aravis_or_skip()
     lock_path = Path(tempfile.gettempdir()) / "edgesentry-fake-gv-camera.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # GVCP's port 3956 is per machine
         camera = FakeCamera()
         try:
-            camera.start()
             yield camera
         finally:
             camera.kill()
+
+
+@pytest.fixture
+def fake_gv_camera(_fake_gv_process):
+    """A running fake GigE Vision camera (serial GV01), shared by a module's tests (a test may kill
+    and restart it); killed at the end of the module, whatever happens."""
+    camera = _fake_gv_process
+    if camera.proc is None or camera.proc.poll() is not None:
+        camera.start()
+    return camera
 
 
 @pytest.fixture

@@ -89,7 +89,8 @@ def pick_camera(found: list[CameraInfo], wanted: str, backend: str) -> CameraInf
     """The camera ``wanted`` names among ``found`` (empty: the first one)."""
     listing = "; ".join(c.label() for c in found) or "none"
     if not found:
-        raise CameraNotFound(f"no {backend} camera found (cameras found: none)")
+        raise CameraNotFound(f"no {backend} camera {wanted!r}; cameras found: none" if wanted else
+                             f"no {backend} camera found (cameras found: none)")
     if not wanted:
         return found[0]
     matches = [c for c in found if wanted in c.keys()]
