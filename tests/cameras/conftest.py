@@ -46,9 +46,11 @@ class FakeCamera:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True, lost_per_thousand: int = 0) -> None:
+        """(Re)start it; ``lost_per_thousand`` GVSP packets are then dropped by the camera itself."""
         self.kill()
-        self.proc = subprocess.Popen([FAKE_BINARY, "-i", "127.0.0.1", "-s", self.serial],
+        extra = ["-r", str(lost_per_thousand)] if lost_per_thousand else []
+        self.proc = subprocess.Popen([FAKE_BINARY, "-i", "127.0.0.1", "-s", self.serial, *extra],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.starts += 1
         if wait:

@@ -52,3 +52,15 @@ def id_span(ids: list[int], wrap: int = 1 << 16) -> int:
     for a, b in zip(ids, ids[1:]):
         total += (b - a) % (wrap - 1) if b != a else 0
     return total
+
+
+def check_ids_add_up(records: list[dict[str, Any]]) -> int:
+    """Between the first and the last scored frame, the runtime counted exactly the frames the
+    camera numbered (scored, failed or dropped): the block-id span, computed here independently
+    of the source. Returns that span."""
+    records = sorted(records, key=lambda r: r["frame"])
+    ok = [i for i, r in enumerate(records) if r["status"] == "ok"]
+    assert len(ok) >= 2, "too few scored frames to compare ids"
+    span = id_span([records[i]["acquisition"]["frame_id"] for i in ok])
+    assert ok[-1] - ok[0] + 1 == span
+    return span

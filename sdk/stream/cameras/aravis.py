@@ -160,12 +160,13 @@ class AravisSource(CameraSource):
             return None
         try:
             status = buffer.get_status()
-            ok = status == self._arv.BufferStatus.SUCCESS
-            data = buffer.get_data() if ok else b""
-            return Grab(data=data, width=buffer.get_image_width(), height=buffer.get_image_height(),
+            nick = getattr(status, "value_nick", str(status))
+            if status != self._arv.BufferStatus.SUCCESS:  # missing packets, timeout, ...: no image to read
+                return Grab(data=b"", width=0, height=0, pixel_format=0, frame_id=buffer.get_frame_id(),
+                            complete=False, status=nick)
+            return Grab(data=buffer.get_data(), width=buffer.get_image_width(), height=buffer.get_image_height(),
                         pixel_format=buffer.get_image_pixel_format(), frame_id=buffer.get_frame_id(),
-                        timestamp_ns=buffer.get_timestamp() or None, complete=ok,
-                        status=getattr(status, "value_nick", str(status)))
+                        timestamp_ns=buffer.get_timestamp() or None, status=nick)
         finally:
             self._stream.push_buffer(buffer)  # back to the pool: the camera keeps streaming into it
 

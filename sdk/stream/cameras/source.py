@@ -39,6 +39,8 @@ log = logging.getLogger("edgesentry.stream")
 
 #: longest single wait inside ``read`` (s): keeps a stop responsive while a camera is quiet
 POLL_S = 0.2
+#: a forward jump in frame ids larger than this is a camera restart, not frames lost
+MAX_GAP = 1 << 15
 
 
 class CameraNotFound(SourceUnavailable, ConfigError):
@@ -120,7 +122,8 @@ class CameraSource(Source):
         self._connected = False
         self._awaiting = False  # a software trigger was fired and its frame is not in yet
         self._waiting_since: float | None = None
-        self._last_id: int | None = None
+        self._last_id: int | None = None  # of the last complete buffer
+        self._incomplete_since = 0  # incomplete buffers received since then
         self._lock = threading.Lock()  # fire() comes from a trigger thread, read() from capture
         self.received = self.lost = self.incomplete = 0
 
@@ -162,7 +165,7 @@ class CameraSource(Source):
             self._disconnect()
             raise
         self._connected = True
-        self._last_id = None  # a reopened camera numbers its frames afresh
+        self._last_id, self._incomplete_since = None, 0  # a reopened camera numbers its frames afresh
         self._awaiting = False
         self._waiting_since = None
         self.opens += 1
@@ -207,33 +210,46 @@ class CameraSource(Source):
         return self._frame(grab)
 
     # ------------------------------------------------------------------------ frames
-    def _gap(self, frame_id: int) -> int:
-        """Frames between the previous id and this one that never arrived."""
+    def _gap(self, frame_id: int, complete: bool = True) -> int:
+        """Frames between the previous complete buffer's id and this one that never arrived.
+
+        Only complete buffers carry a trustworthy id (an incomplete one may have lost its
+        leader packet and show a stale id); the incomplete buffers received in between are
+        frames of that gap that did arrive (as failed frames), so they are not lost.
+        """
+        if not complete:
+            self._incomplete_since += 1
+            return 0
         last, self._last_id = self._last_id, frame_id
+        arrived, self._incomplete_since = self._incomplete_since, 0
         if last is None or frame_id == last:
             return 0
         if frame_id > last:
-            return frame_id - last - 1
-        for wrap in self.id_wraps:
-            if wrap * 3 // 4 < last < wrap and frame_id < wrap // 4:  # wrapped (id 0 is skipped)
-                return (wrap - 1 - last) + max(frame_id - 1, 0)
-        return 0  # the camera restarted its numbering (acquisition restart)
+            gap = frame_id - last - 1
+        else:
+            gap = next(((wrap - 1 - last) + max(frame_id - 1, 0) for wrap in self.id_wraps
+                        if wrap * 3 // 4 < last < wrap and frame_id < wrap // 4), 0)  # wrapped (id 0 skipped)
+        if gap > MAX_GAP:
+            log.warning("camera %s: frame id jumped from %d to %d; counted as a restart, not as loss",
+                        self.name, last, frame_id)
+            return 0
+        return max(gap - arrived, 0)
 
     def _frame(self, grab: Grab) -> RawFrame:
-        lost = self._gap(grab.frame_id)
+        lost = self._gap(grab.frame_id, grab.complete)
         self.received += 1
         self.lost += lost
         meta = {"frame_id": grab.frame_id, "camera_timestamp_ns": grab.timestamp_ns, **grab.extra}
         name = f"{self.name}#{grab.frame_id}"
+        if not grab.complete:
+            self.incomplete += 1
+            return RawFrame(name, error=f"incomplete: buffer {grab.frame_id} of {self.name} arrived incomplete "
+                                        f"({grab.status})", lost=lost, meta=meta)
         try:
             fmt = lookup(grab.pixel_format, who=f"camera {self.name}")
         except InputError as exc:
             return RawFrame(name, error=f"pixel_format: {exc}", lost=lost, meta=meta)
         meta["pixel_format"] = fmt.name
-        if not grab.complete:
-            self.incomplete += 1
-            return RawFrame(name, error=f"incomplete: buffer {grab.frame_id} of {self.name} arrived incomplete "
-                                        f"({grab.status})", lost=lost, meta=meta)
         try:
             image = to_rgb8(grab.data, fmt, grab.width, grab.height, who=name)
         except InputError as exc:
