@@ -112,7 +112,11 @@ class CameraSettings:
     def from_query(cls, query: str, *, who: str = "camera settings") -> CameraSettings:
         """Settings from ``key=value&key=value`` (numbers parsed; ``roi=x,y,w,h``)."""
         values: dict[str, Any] = {}
-        for key, text in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=32)
+        except ValueError as exc:
+            raise ConfigError(f"{who}: settings must be key=value&key=value; {exc}") from None
+        for key, text in pairs:
             if key == "roi":
                 try:
                     values[key] = tuple(int(v) for v in text.split(","))
