@@ -43,6 +43,7 @@ from edgesentry.detector import Detector
 from edgesentry.errors import ConfigError, EdgesentryError
 from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
+from edgesentry.stream.cameras import open_any_source as open_source
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
@@ -63,7 +64,6 @@ from edgesentry.stream.sources import (
     RawFrame,
     Source,
     SourceDisconnected,
-    open_source,
 )
 from edgesentry.stream.supervisor import InHand, describe_crash, supervise
 
@@ -150,7 +150,8 @@ class Stream:
 
     Args:
         detector: any ``Detector`` whose ``predict`` takes an (H, W, 3) uint8 RGB image.
-        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source).
+        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source),
+            or an industrial camera ``aravis:ID?settings`` / ``pylon:ID?settings``.
         sinks: ``Sink`` objects (``JsonlSink``, ``OverlaySink``, ``MqttSink``, ...).
         batch_size: most frames per ``predict_batch`` call.
         latency_budget_ms: longest a frame waits for its batch to fill (from capture).

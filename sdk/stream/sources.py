@@ -350,19 +350,13 @@ def open_source(source: Any, *, once: bool = False, idle_timeout: float | None =
                 settle_s: float = DEFAULT_SETTLE_S) -> Source:
     """Turn a user's SOURCE into a ``Source``.
 
-    ``Source`` instances pass through; ``aravis:ID`` / ``pylon:ID`` (optionally followed by
-    ``?setting=value&...``, see ``edgesentry.stream.cameras``) an industrial camera; an int or
-    digit string is a camera index; an existing
+    ``Source`` instances pass through; an int or digit string is a camera index; an existing
     directory a hot folder; a URL (``rtsp://``, ``http://`` ...) or a GStreamer pipeline
     (contains ``!``) a live stream; any other string a video file; other iterables yield
     frames.
     """
     if isinstance(source, Source):
         return source
-    if isinstance(source, str) and source.split(":", 1)[0] in ("aravis", "pylon") and ":" in source:
-        from edgesentry.stream.cameras import open_camera
-
-        return open_camera(source)
     if isinstance(source, (int, str, os.PathLike)) and not isinstance(source, bool):
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             return FolderSource(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s)

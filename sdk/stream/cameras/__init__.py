@@ -18,6 +18,7 @@ from edgesentry.errors import ConfigError
 from edgesentry.stream.cameras.pixels import FORMATS, PixelFormat, lookup, to_rgb8
 from edgesentry.stream.cameras.settings import CameraSettings
 from edgesentry.stream.cameras.source import CameraBusy, CameraInfo, CameraNotFound, CameraSource, pick_camera
+from edgesentry.stream.sources import Source, open_source
 
 Backend = Literal["aravis", "pylon"]
 BACKENDS = ("aravis", "pylon")
@@ -44,6 +45,21 @@ def open_camera(spec: str) -> CameraSource:
     return camera_source(backend, camera, settings)  # type: ignore[arg-type]
 
 
+def is_camera_spec(source: object) -> bool:
+    """Whether ``source`` names an industrial camera (``aravis:...`` / ``pylon:...``)."""
+    return isinstance(source, str) and source.partition(":")[0] in BACKENDS and ":" in source
+
+
+def open_any_source(source: object, **options: object) -> Source:
+    """``open_source`` that also knows industrial cameras: ``aravis:ID?...`` / ``pylon:ID?...``.
+
+    This is ``edgesentry.stream.open_source``; ``options`` go to ``sources.open_source``.
+    """
+    if is_camera_spec(source):
+        return open_camera(source)  # type: ignore[arg-type]
+    return open_source(source, **options)  # type: ignore[arg-type]
+
+
 def list_cameras(backend: Backend) -> list[CameraInfo]:
     """The cameras ``backend`` finds now."""
     if backend == "aravis":
@@ -56,4 +72,5 @@ def list_cameras(backend: Backend) -> list[CameraInfo]:
 
 
 __all__ = ["BACKENDS", "FORMATS", "CameraBusy", "CameraInfo", "CameraNotFound", "CameraSettings", "CameraSource",
-           "PixelFormat", "camera_source", "list_cameras", "lookup", "open_camera", "pick_camera", "to_rgb8"]
+           "PixelFormat", "camera_source", "is_camera_spec", "list_cameras", "lookup", "open_any_source", "open_camera",
+           "pick_camera", "to_rgb8"]
