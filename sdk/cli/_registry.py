@@ -23,6 +23,7 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    line,
     validate,
     watch,
 )
@@ -40,6 +41,7 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("enroll", enroll),
     ("classify", classify),
     ("watch", watch),
+    ("line", line),
 ]
 
 
