@@ -121,11 +121,19 @@ class CameraSource(Source):
         self.opens = 0
         self._connected = False
         self._awaiting = False  # a software trigger was fired and its frame is not in yet
+        self._fire_failed: str | None = None  # fire() from another thread failed: the camera is gone
         self._waiting_since: float | None = None
         self._last_id: int | None = None  # of the last complete buffer
         self._incomplete_since = 0  # incomplete buffers received since then
         self._lock = threading.Lock()  # fire() comes from a trigger thread, read() from capture
         self.received = self.lost = self.incomplete = 0
+
+    @property
+    def waits_for_triggers(self) -> bool:
+        """Frames come only when something outside fires (an input line, the part trigger): a quiet
+        camera is then idle, not stalled."""
+        s = self.settings
+        return s.trigger == "hardware" or (s.trigger == "software" and not self.self_trigger)
 
     # ----------------------------------------------------------------- backend hooks
     def _enumerate(self) -> list[CameraInfo]:
@@ -168,6 +176,7 @@ class CameraSource(Source):
         self._last_id, self._incomplete_since = None, 0  # a reopened camera numbers its frames afresh
         self._awaiting = False
         self._waiting_since = None
+        self._fire_failed = None
         self.opens += 1
         if self.opens > 1:
             log.warning("camera %s reconnected (%s); open %d", self.name, self.info.label(), self.opens)
@@ -185,12 +194,19 @@ class CameraSource(Source):
         with self._lock:
             if not self._connected:
                 return False
-            self._fire()
+            try:
+                self._fire()
+            except Exception as exc:
+                self._fire_failed = str(exc)  # the capture thread's next read reports the disconnect
+                raise
             return True
 
     def read(self) -> RawFrame | _Idle | None:
         if not self._connected:
             raise SourceDisconnected(f"{self.name} is not open")
+        if self._fire_failed is not None:
+            failed, self._fire_failed = self._fire_failed, None
+            raise SourceDisconnected(failed)
         s = self.settings
         if s.trigger == "software" and self.self_trigger and not self._awaiting:
             with self._lock:
@@ -201,8 +217,7 @@ class CameraSource(Source):
         if grab is None:
             if self._waiting_since is None:
                 self._waiting_since = now
-            waits_for_frames = s.trigger == "off" or (s.trigger == "software" and self.self_trigger)
-            if waits_for_frames and now - self._waiting_since > s.timeout_s:
+            if not self.waits_for_triggers and now - self._waiting_since > s.timeout_s:
                 raise SourceDisconnected(f"camera {self.name} delivered no frame for {s.timeout_s:g}s")
             return IDLE
         self._waiting_since = None
