@@ -187,26 +187,15 @@ def apply(cam: FeatureAccess, s: CameraSettings) -> dict[str, Any]:
         cam.set("Height", h)
         cam.set("OffsetX", x)
         cam.set("OffsetY", y)
-    if s.exposure_us is not None:
-        if cam.has("ExposureAuto"):
-            cam.set("ExposureAuto", "Off")
-        cam.set(_first(cam, EXPOSURE, "exposure_us"), float(s.exposure_us))
-    if s.gain_db is not None:
-        if cam.has("GainAuto"):
-            cam.set("GainAuto", "Off")
-        if not cam.has("Gain"):
-            raise missing_feature(cam, "Gain", "gain_db")
-        cam.set("Gain", float(s.gain_db))
-    if s.gain_raw is not None:
-        if cam.has("GainAuto"):
-            cam.set("GainAuto", "Off")
-        if not cam.has("GainRaw"):
-            raise missing_feature(cam, "GainRaw", "gain_raw")
-        cam.set("GainRaw", int(s.gain_raw))
-    if s.frame_rate is not None:
-        if cam.has("AcquisitionFrameRateEnable"):
-            cam.set("AcquisitionFrameRateEnable", True)
-        cam.set(_first(cam, FRAME_RATE, "frame_rate"), float(s.frame_rate))
+    for value, cast, features, setting, switch in (
+            (s.exposure_us, float, EXPOSURE, "exposure_us", ("ExposureAuto", "Off")),
+            (s.gain_db, float, ("Gain",), "gain_db", ("GainAuto", "Off")),
+            (s.gain_raw, int, ("GainRaw",), "gain_raw", ("GainAuto", "Off")),
+            (s.frame_rate, float, FRAME_RATE, "frame_rate", ("AcquisitionFrameRateEnable", True))):
+        if value is not None:
+            if cam.has(switch[0]):
+                cam.set(*switch)  # automatic control off (or the rate limit on), or the value is ignored
+            cam.set(_first(cam, features, setting), cast(value))
     if cam.has("AcquisitionMode") and "Continuous" in cam.choices("AcquisitionMode"):
         cam.set("AcquisitionMode", "Continuous")
     _apply_trigger(cam, s)
