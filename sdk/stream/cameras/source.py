@@ -182,7 +182,9 @@ class CameraSource(Source):
             log.warning("camera %s reconnected (%s); open %d", self.name, self.info.label(), self.opens)
 
     def close(self) -> None:
-        if self._connected:
+        with self._lock:  # not while fire() is using the camera from a trigger thread
+            if not self._connected:
+                return
             self._connected = False
             try:
                 self._disconnect()
