@@ -144,7 +144,8 @@ class Bundle:
 
         Raises:
             BundleError: a listed file is missing, not a regular file, or leaves the bundle.
-            ChecksumError: a listed file's sha256 differs from the one recorded.
+            ChecksumError: a listed file's sha256 differs from the one recorded, or the
+                recalibration ``lineage`` chain does not hold (``edgesentry.recalibration``).
         """
         for name, expected in self.files.items():
             file = self.file(name)
@@ -157,6 +158,9 @@ class Bundle:
                     f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
                     f"from {META_NAME}: the file was modified or truncated"
                 )
+        from edgesentry.recalibration import check_lineage
+
+        check_lineage(self.meta, self.path)
 
     # ------------------------------------------------------------------------ accessors
     @property

@@ -24,6 +24,7 @@ from edgesentry.cli import (
     export,
     info,
     line,
+    recalibrate,
     validate,
     watch,
 )
@@ -34,6 +35,7 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("convert", convert),
     ("detect", detect),
     ("calibrate", calibrate),
+    ("recalibrate", recalibrate),
     ("export", export),
     ("build", build),
     ("validate", validate),

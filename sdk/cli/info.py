@@ -50,7 +50,34 @@ FAMILY_NEEDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", nargs="?", help="a bundle: show its version, thresholds and recalibration lineage")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+
+def bundle_facts(path: str) -> dict[str, Any]:
+    """A bundle's family, version, thresholds and lineage (opened and verified: checksums and the chain)."""
+    from edgesentry.bundle import Bundle
+    from edgesentry.recalibration import bundle_version
+
+    bundle = Bundle.open(path)
+    lineage = [{k: r.get(k) for k in ("version", "when", "who", "parent", "audit_log")}
+               | {"parts": r.get("parts", {}).get("count"), "old_raw_threshold": r.get("old", {}).get("raw_threshold"),
+                  "new_raw_threshold": r.get("new", {}).get("raw_threshold"), "digest": r.get("digest")}
+               for r in bundle.meta.get("lineage") or []]
+    return {"bundle": str(bundle.path), "family": bundle.family, "version": bundle_version(bundle.meta),
+            "thresholds": bundle.meta.get("thresholds"), "lineage": lineage}
+
+
+def _print_bundle(facts: dict[str, Any]) -> None:
+    thresholds = facts["thresholds"] or {}
+    print(f"{facts['bundle']}: {facts['family']} bundle, version {facts['version']}, raw threshold "
+          f"{thresholds.get('raw_threshold')}")
+    if not facts["lineage"]:
+        print("lineage: none (never recalibrated)")
+    for r in facts["lineage"]:
+        print(f"  v{r['version']} {r['when']} by {r['who']}: from v{r['parent']['version']} ({r['parent']['path']}), "
+              f"{r['parts']} parts of {r['audit_log']['path']}; raw threshold {r['old_raw_threshold']} -> "
+              f"{r['new_raw_threshold']}; digest {r['digest'][:16]}")
 
 
 def _version(dist: str) -> str | None:
@@ -152,6 +179,10 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        facts = bundle_facts(args.bundle)
+        print(json.dumps(facts, indent=2, sort_keys=True)) if args.json else _print_bundle(facts)
+        return 0
     facts = collect()
     if args.json:
         print(json.dumps(facts, indent=2, sort_keys=True))

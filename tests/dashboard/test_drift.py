@@ -71,6 +71,7 @@ def _run_line(tmp: Path, frames: list[np.ndarray]) -> tuple[dict, list[dict]]:
     (tmp / "line.toml").write_text(f"""
 [line]
 name = "drift"
+deadline_ms = 600000
 
 [detectors.mean]
 bundle = "unused"
