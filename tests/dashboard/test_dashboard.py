@@ -104,14 +104,14 @@ def test_api_read_only_by_default_and_actions_with_a_token(isstad_bundle: Path, 
         code, body = _get(dash.url + "api/state")
         state = json.loads(body)
         assert code == 200 and state["finished"] and state["summary"]["processed"] == summary["processed"]
-        assert _get(dash.url + "api/frame/top.png")[1][:8] == b"\x89PNG\r\n\x1a\n"
+        assert _get(dash.url + "api/frame/top.jpg")[1][:3] == b"\xff\xd8\xff"  # JPEG
         part = state["parts"]["st"][-1]
         code, body = _get(dash.url + f"api/part/{part['part']}")
         assert code == 200 and json.loads(body)["part_id"] == part["part_id"]
         cam, index, _ = part["frames"][0]
-        assert _get(dash.url + f"api/part/{part['part']}/{cam}/{index}.png")[1][:4] == b"\x89PNG"
+        assert _get(dash.url + f"api/part/{part['part']}/{cam}/{index}.jpg")[1][:3] == b"\xff\xd8\xff"
         assert _get(dash.url + "api/part/999999")[0] == 404
-        assert _get(dash.url + "api/frame/..%2Fetc.png")[0] == 404
+        assert _get(dash.url + "api/frame/..%2Fetc.jpg")[0] == 404
         body = json.dumps({"detector": "isstad"}).encode()
         assert _get(dash.url + "api/recalibrate", body)[0] == 403  # read-only: no tokens configured
         dash.tokens = {"0123456789": "alice"}
@@ -181,7 +181,7 @@ def test_page_in_headless_chromium(isstad_bundle: Path, tmp_path: Path) -> None:
         loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
         wait_for(lambda: all(browser.execute_script(loaded, img)
                              for img in browser.find_elements(By.CSS_SELECTOR, "#part-frames img")), 30, "frame images")
-        shot = tmp_path / "dashboard.png"
+        shot = tmp_path / "dashboard.jpg"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 1000
         print(f"\ndashboard screenshot: {shot}")

@@ -6,8 +6,8 @@ asset ships in this package (``static/``): nothing comes from a CDN, it works of
     GET  /                      the page (static/index.html, app.js, style.css)
     GET  /api/state             counters, health, latencies, sparklines, recent parts, drift (JSON)
     GET  /api/events            the same state as server-sent events every ``interval_s``; then ``end``
-    GET  /api/frame/CAMERA.png  the camera's latest scored frame with its anomaly overlay
-    GET  /api/part/SEQ          a recent part's record; its frames at /api/part/SEQ/CAMERA/INDEX.png
+    GET  /api/frame/CAMERA.jpg  the camera's latest scored frame with its anomaly overlay
+    GET  /api/part/SEQ          a recent part's record; its frames at /api/part/SEQ/CAMERA/INDEX.jpg
     POST /api/recalibrate       refit a detector's thresholds from the audit log (a token is needed)
 
 Read-only by default: ``POST`` answers 403 unless tokens were given (a file of ``NAME:SECRET``
@@ -41,6 +41,8 @@ ASSETS = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("a
 TOKEN_ENV = "EDGESENTRY_DASHBOARD_TOKEN"
 SPARK = 120
 MAX_BODY = 4096
+#: frames go out as JPEG: a PNG of a textured 240x320 frame is ~230 kB, this ~20-40 kB
+JPEG_QUALITY = 80
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -151,8 +153,8 @@ class Dashboard:
                         return p
         return None
 
-    def frame_png(self, camera: str, index: int | None) -> bytes | None:
-        """A frame with its anomaly overlay as PNG: the camera's latest scored one, or a kept part frame."""
+    def frame_jpeg(self, camera: str, index: int | None) -> bytes | None:
+        """A frame with its anomaly overlay as JPEG: the camera's latest scored one, or a kept part frame."""
         if index is None:
             cam = self.runtime.cameras.get(camera)
             pair = None if cam is None else cam.latest.get("result")
@@ -161,7 +163,7 @@ class Dashboard:
                 pair = self._frames.get((camera, index))
         if pair is None or pair[0].image is None:
             return None
-        return _overlay_png(pair[0].image, pair[1])
+        return _overlay_jpeg(pair[0].image, pair[1])
 
     # -------------------------------------------------------------------------- actions
     def recalibrate(self, detector: str, who: str) -> dict[str, Any]:
@@ -213,22 +215,22 @@ class Dashboard:
                     return self._json(200, dash.state())
                 if path == "/api/events":
                     return self._events()
-                m = re.fullmatch(r"/api/frame/([A-Za-z0-9_.-]{1,64})\.png", path)
+                m = re.fullmatch(r"/api/frame/([A-Za-z0-9_.-]{1,64})\.jpg", path)
                 if m:
-                    return self._png(dash.frame_png(m.group(1), None))
+                    return self._jpeg(dash.frame_jpeg(m.group(1), None))
                 m = re.fullmatch(r"/api/part/(\d{1,12})", path)
                 if m:
                     part = dash.part(int(m.group(1)))
                     return self._json(200, part) if part else self._json(404, {"error": "not a recent part"})
-                m = re.fullmatch(r"/api/part/\d{1,12}/([A-Za-z0-9_.-]{1,64})/(\d{1,12})\.png", path)
+                m = re.fullmatch(r"/api/part/\d{1,12}/([A-Za-z0-9_.-]{1,64})/(\d{1,12})\.jpg", path)
                 if m:
-                    return self._png(dash.frame_png(m.group(1), int(m.group(2))))
+                    return self._jpeg(dash.frame_jpeg(m.group(1), int(m.group(2))))
                 self._json(404, {"error": "not found"})
 
-            def _png(self, data: bytes | None) -> None:
+            def _jpeg(self, data: bytes | None) -> None:
                 if data is None:
                     return self._json(404, {"error": "no such frame (yet)"})
-                self._send(200, data, "image/png")
+                self._send(200, data, "image/jpeg")
 
             def _events(self) -> None:
                 self.send_response(200)
@@ -297,7 +299,7 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _overlay_png(image: np.ndarray, result: Any) -> bytes:
+def _overlay_jpeg(image: np.ndarray, result: Any) -> bytes:
     import cv2
 
     from edgesentry.viz import overlay
@@ -309,9 +311,9 @@ def _overlay_png(image: np.ndarray, result: Any) -> bytes:
         if amap.shape != image.shape[:2]:
             amap = cv2.resize(amap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
         out = overlay(image, amap)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
-        raise EdgesentryError("PNG encoding failed")
+        raise EdgesentryError("JPEG encoding failed")
     return data.tobytes()
 
 

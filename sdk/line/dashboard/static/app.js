@@ -56,7 +56,7 @@ function renderCameras(s) {
       verdict.className = `badge verdict ${bad ? "reject" : "accept"}`;
       if (last[id] !== latest.frame) {
         last[id] = latest.frame;
-        card.querySelector("img").src = `/api/frame/${encodeURIComponent(id)}.png?f=${latest.frame}`;
+        card.querySelector("img").src = `/api/frame/${encodeURIComponent(id)}.jpg?f=${latest.frame}`;
       }
     }
     card.querySelector(".spark-box").innerHTML = sparkline(s.sparklines[id] || [], s.thresholds[id]);
@@ -100,7 +100,7 @@ async function openPart(seq) {
   for (const f of p.frames) {
     const card = el("div", {class: "card part-frame"});
     card.innerHTML = `<div>${f.camera} #${f.frame}: ${f.status} ${f.score == null ? "" : f.score.toFixed(3)}</div>`;
-    if (f.status === "ok") card.append(el("img", {src: `/api/part/${p.part}/${encodeURIComponent(f.camera)}/${f.frame}.png`, alt: `${f.camera} ${f.frame}`}));
+    if (f.status === "ok") card.append(el("img", {src: `/api/part/${p.part}/${encodeURIComponent(f.camera)}/${f.frame}.jpg`, alt: `${f.camera} ${f.frame}`}));
     frames.append(card);
   }
   $("part-view").scrollIntoView();
