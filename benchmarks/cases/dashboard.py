@@ -11,7 +11,6 @@ and style sheet, one state and one frame per camera (no asset comes from elsewhe
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from _harness import Row, Timing, add_speedups
-from cases.line import CAMERAS, FPS, LAYOUTS, _line_toml, _sources
+from cases.line import CAMERAS, FPS, LAYOUTS, _line_toml, _sources, tiny_bundle
 
 NOTES = [
     "dashboard: the line case's shared detector (2 workers, batch 4) in free-run, without vs with the dashboard and "
@@ -110,17 +109,14 @@ def _row(impl: str, runs: list[dict[str, Any]]) -> Row:
 
 
 def latency_rows(ctx: Any) -> list[Row]:
-    ref = ctx.shared / "reference" / "isstad"
-    if not (ref / "tiny_stage2_seed0.pt").is_file():
-        NOTES.append(f"dashboard: skipped (no tiny ISSTAD reference weights under {ref})")
+    made = tiny_bundle(ctx, NOTES, "dashboard")
+    if made is None:
         return []
     import torch
 
     import edgesentry
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgesentry_bench_dashboard_"))
-    bundle = edgesentry.convert("isstad", ref / "tiny_stage2_seed0.pt", output=tmp / "isstad",
-                                config=ref / "tiny_stage2_config.json").path
+    tmp, bundle = made
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     seconds = 4.0 if ctx.quick else 10.0
