@@ -190,3 +190,20 @@ def test_page_in_headless_chromium(isstad_bundle: Path, tmp_path: Path) -> None:
         dash.close()
         runtime.stop(drain=False)
         runtime.join(30)
+
+
+def test_line_run_serves_the_dashboard_on_loopback(isstad_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.line.helpers import free_port
+
+    path = _line(tmp_path, isstad_bundle, 1e9, realtime=False)
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "edgesentry.cli", "line", "run", str(path), "--quiet",
+                           "--dashboard", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"dashboard: http://127.0.0.1:{port}/" in proc.stderr
+    bad = subprocess.run([sys.executable, "-m", "edgesentry.cli", "line", "run", str(path), "--dashboard", "nowhere"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "--dashboard 'nowhere': expected HOST:PORT" in bad.stderr
