@@ -17,7 +17,7 @@ The new bundle's ``meta.json`` gets:
   the old and new calibration, the parent's ``meta.json`` sha256, ``prev`` (the previous
   record's digest) and ``digest`` (sha256 of the record's canonical JSON without ``digest``).
 
-``check_lineage`` (run by ``Bundle.verify``, so on every load) recomputes the chain and checks
+``edgesentry.bundle.check_lineage`` (run by ``Bundle.verify``, so on every load) recomputes the chain and checks
 that the bundle's calibration is the last record's: an edited record, a removed one, or
 thresholds changed without a record raise ``ChecksumError``. The chain detects edits; it is not
 a signature (whoever can write the bundle can also recompute it), which is what bundle signing
@@ -40,46 +40,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgesentry.bundle import META_NAME, Bundle, sha256_file
+from edgesentry.bundle import META_NAME, Bundle, bundle_version, record_digest, sha256_file
 from edgesentry.calibration import Calibration, fit_calibration
-from edgesentry.errors import BundleError, ChecksumError, ConfigError, InputError
+from edgesentry.errors import BundleError, ConfigError, InputError
 
 #: longest audit log line read (a part record with many frames stays far below)
 MAX_LINE_BYTES = 1 << 20
 #: at most this many part ids are listed in a lineage record (all of them are hashed)
 MAX_LISTED_PARTS = 1000
 MAX_REFERENCE = 5000
-
-
-def record_digest(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def check_lineage(meta: dict[str, Any], where: Any = "bundle") -> None:
-    """Verify a bundle's ``lineage`` chain (see the module docstring); no lineage passes."""
-    lineage = meta.get("lineage")
-    if lineage is None:
-        return
-    if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
-        raise ChecksumError(f"{where}: lineage must be a list of records")
-    prev = ""
-    for i, record in enumerate(lineage):
-        if record.get("prev") != prev or record.get("version") != i + 2:
-            raise ChecksumError(f"{where}: lineage record {i} does not follow record {i - 1} (a record was removed, "
-                                f"reordered or edited)")
-        if record.get("digest") != record_digest(record):
-            raise ChecksumError(f"{where}: lineage record {i} (version {record.get('version')}) was modified: its "
-                                f"digest does not match its content")
-        prev = record["digest"]
-    if lineage and lineage[-1].get("new", {}).get("calibration") != meta.get("calibration"):
-        raise ChecksumError(f"{where}: the bundle's calibration differs from its last lineage record (version "
-                            f"{lineage[-1]['version']}): thresholds were changed without an audit record")
-
-
-def bundle_version(meta: dict[str, Any]) -> int:
-    lineage = meta.get("lineage") or []
-    return int(lineage[-1]["version"]) if lineage else 1
 
 
 def passed_scores(audit_log: str | os.PathLike, since: float | None = None) -> tuple[list[float], list[str]]:

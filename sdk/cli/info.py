@@ -56,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bundle_facts(path: str) -> dict[str, Any]:
     """A bundle's family, version, thresholds and lineage (opened and verified: checksums and the chain)."""
-    from edgesentry.bundle import Bundle
-    from edgesentry.recalibration import bundle_version
+    from edgesentry.bundle import Bundle, bundle_version
 
     bundle = Bundle.open(path)
     lineage = [{k: r.get(k) for k in ("version", "when", "who", "parent", "audit_log")}
