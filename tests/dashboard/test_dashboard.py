@@ -181,7 +181,7 @@ def test_page_in_headless_chromium(isstad_bundle: Path, tmp_path: Path) -> None:
         loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
         wait_for(lambda: all(browser.execute_script(loaded, img)
                              for img in browser.find_elements(By.CSS_SELECTOR, "#part-frames img")), 30, "frame images")
-        shot = tmp_path / "dashboard.jpg"
+        shot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 1000
         print(f"\ndashboard screenshot: {shot}")
