@@ -95,3 +95,16 @@ if [ -x .venv/bin/python ]; then
     echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$tsite/zz_edgesentry_main_venv.pth"
   fi
 fi
+
+# --- chromium + chromium-driver: the dashboard's headless-browser test (tests/dashboard) -------
+# Debian's own browser and its matching driver, driven through selenium (requirements-dev.txt);
+# nothing downloads a browser of its own.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    _apt_install chromium || echo "services.sh: chromium could not be installed; the dashboard browser test will skip" >&2
+    _apt_install chromium-driver \
+      || echo "services.sh: chromium-driver could not be installed; the dashboard browser test will skip" >&2
+  else
+    echo "services.sh: chromedriver not found and apt-get is unavailable; the dashboard browser test will skip" >&2
+  fi
+fi

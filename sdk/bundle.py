@@ -168,7 +168,8 @@ class Bundle:
 
         Raises:
             BundleError: a listed file is missing, not a regular file, or leaves the bundle.
-            ChecksumError: a listed file's sha256 differs from the one recorded.
+            ChecksumError: a listed file's sha256 differs from the one recorded, or the
+                recalibration ``lineage`` chain does not hold (``check_lineage``).
         """
         signed = self.signature.digests if self.signature is not None else {}
         for name, expected in self.files.items():
@@ -182,6 +183,7 @@ class Bundle:
                     f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
                     f"from {META_NAME}: the file was modified or truncated"
                 )
+        check_lineage(self.meta, self.path)
 
     # ------------------------------------------------------------------------ accessors
     @property
@@ -308,6 +310,39 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+# ---------------------------------------------------------------- recalibration lineage
+def record_digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_lineage(meta: dict[str, Any], where: Any = "bundle") -> None:
+    """Verify a bundle's ``lineage`` chain (see ``edgesentry.recalibration``); no lineage passes."""
+    lineage = meta.get("lineage")
+    if lineage is None:
+        return
+    if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
+        raise ChecksumError(f"{where}: lineage must be a list of records")
+    prev = ""
+    for i, record in enumerate(lineage):
+        if record.get("prev") != prev or record.get("version") != i + 2:
+            raise ChecksumError(f"{where}: lineage record {i} does not follow record {i - 1} (a record was removed, "
+                                f"reordered or edited)")
+        if record.get("digest") != record_digest(record):
+            raise ChecksumError(f"{where}: lineage record {i} (version {record.get('version')}) was modified: its "
+                                f"digest does not match its content")
+        prev = record["digest"]
+    if lineage and lineage[-1].get("new", {}).get("calibration") != meta.get("calibration"):
+        raise ChecksumError(f"{where}: the bundle's calibration differs from its last lineage record (version "
+                            f"{lineage[-1]['version']}): thresholds were changed without an audit record")
+
+
+def bundle_version(meta: dict[str, Any]) -> int:
+    lineage = meta.get("lineage") or []
+    return int(lineage[-1]["version"]) if lineage else 1
+
 
 
 def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, Any]:

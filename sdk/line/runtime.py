@@ -40,6 +40,7 @@ from edgesentry.errors import ConfigError, EdgesentryError
 from edgesentry.line.cameras import Camera, build_source
 from edgesentry.line.config import LineConfig, load_line_file
 from edgesentry.line.detectors import as_scorer, build_scorer
+from edgesentry.line.drift import DriftMonitor, DriftSettings, drift_reference
 from edgesentry.line.events import Event, EventBus, Subscription
 from edgesentry.line.parts import Part, PartTracker
 from edgesentry.line.scheduler import DetectorWorker, FairQueue
@@ -126,6 +127,20 @@ class LineRuntime:
         self._open_industrial_cameras()
         self._build_outputs()
         self._build_triggers()
+        self.drift = self._build_drift(detectors)
+
+    def _build_drift(self, detectors: dict[str, Any]) -> dict[str, DriftMonitor]:
+        """One drift monitor per camera when the line file has a ``[drift]`` table; the reference is the
+        bundle's ``drift_reference`` (written by ``edgesentry recalibrate``) when it has one."""
+        if self.cfg.drift is None:
+            return {}
+        settings = DriftSettings.from_dict(self.cfg.drift)
+        monitors = {}
+        for cam in self.cfg.cameras:
+            bundle = getattr(getattr(self.scorers[cam.detector], "detector", None), "bundle", None)
+            reference = drift_reference(bundle)
+            monitors[cam.id] = DriftMonitor(cam.id, settings, reference)
+        return monitors
 
     def _check_rules(self, thresholds: dict[str, float | None]) -> None:
         for i, station in enumerate(self.cfg.stations):
@@ -466,6 +481,23 @@ class LineRuntime:
             self._guard("opcua", lambda: self.opcua.write("station", part.station.id, values))
         if self.bus.active:
             self.bus.publish(Event("part", record))
+        if self.drift and record["decision"] == "accept" and not (record["late"] or record["fail_safe"]
+                                                                   or record["degraded"]):
+            self._track_drift(record)
+
+    def _track_drift(self, part: dict[str, Any]) -> None:
+        """Feed an accepted part's scores to the drift monitors; a changed state goes to every record sink."""
+        for frame in part["frames"]:
+            if frame["status"] != "ok" or frame["camera"] not in self.drift:
+                continue
+            change = self.drift[frame["camera"]].add(frame["score"])
+            if change is not None:  # led by the part that moved it: the audit log's records all start with "part"
+                change = {"part": part["part"], **change, "run": self.run_id}
+                log.warning("drift %s: %s (PSI %.3f, KS p %.2g)", change["drift"], change["state"], change["psi"],
+                            change["ks_p"])
+                self._send(self.record_sinks, change, None, None)
+                if self.bus.active:
+                    self.bus.publish(Event("drift", change))
 
     def _send(self, sinks: list[Sink], record: dict[str, Any], frame: Frame | None, result: Any) -> None:
         for sink in sinks:
@@ -624,6 +656,7 @@ class LineRuntime:
             "cameras": cameras,
             "detectors": {name: _merge_stats([w.stats() for w in ws]) for name, ws in self.workers.items()},
             "stations": {sid: st.to_dict() for sid, st in self.tracker.stats.items()},
+            "drift": {cid: dict(m.last) for cid, m in self.drift.items()},
             "health": self.health(), "sink_errors": dict(self._sink_errors), "worker_crashes": crashes,
             "sinks": sinks or {},
         }
