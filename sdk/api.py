@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from edgesentry.backends import runner_options
 from edgesentry.bundle import Bundle
 from edgesentry.detector import Detector
 from edgesentry.detectors import FAMILIES, family_module
 from edgesentry.errors import BundleError, ConfigError
+from edgesentry.precision import Precision, select_precision
+
+Performance = Literal["latency", "throughput"]
 
 
-def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector:
+def load(name_or_bundle: str | os.PathLike | Bundle, *, precision: Precision = "fp32",
+         performance: Performance = "latency", **options: Any) -> Detector:
     """Build a detector from a family name or a bundle directory.
 
     Args:
         name_or_bundle: a weight-free family name (``"rx"``), or the path of a bundle made
             by ``edgesentry convert`` (or an opened ``Bundle``).
         **options: family options, e.g. ``mode="local", window=(3, 9)`` for RX; for bundles
-            ``backend="auto"|"torch"|"onnxruntime"|"tensorrt"`` and
+            ``backend="auto"|"torch"|"onnxruntime"|"openvino"|"tensorrt"`` and
             ``kernels="auto"|"reference"|"cpu"|"triton"|"cuda"``, plus ``threshold=``.
+        precision: the graphs' precision (bundles with exported graphs): ``"fp32"``; ``"int8"`` /
+            ``"fp16"`` (the graphs ``edgesentry quantize`` added); ``"bf16"`` (OpenVINO on a CPU
+            with BF16); ``"auto"`` (what ``edgesentry tune`` decided for this machine; FP32 with a
+            warning on another machine). See ``edgesentry.precision``.
+        performance: OpenVINO's performance hint, ``"latency"`` or ``"throughput"``.
 
     Raises:
-        ConfigError: unknown family or option.
+        ConfigError: unknown family or option; a precision the bundle has no graphs for (the
+            message lists the precisions it has).
         BundleError: the path is not a valid bundle (missing, corrupt, tampered, wrong schema).
         BackendUnavailableError: the requested backend cannot run here.
     """
     if isinstance(name_or_bundle, Bundle):
-        return _call(family_module(name_or_bundle.family).from_bundle, name_or_bundle.family, name_or_bundle, **options)
+        return _from_bundle(name_or_bundle, precision, performance, options)
     target = os.fspath(name_or_bundle)
     if target in FAMILIES and not Path(target).exists():
+        if precision not in ("fp32", "auto"):
+            raise ConfigError(f"family {target!r} without a bundle has no graphs to run in {precision}")
         return _call(family_module(target).build, target, **options)
     path = Path(target)
     if not path.exists():
@@ -40,7 +53,20 @@ def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector
     bundle = Bundle.open(path)
     if bundle.family not in FAMILIES:
         raise BundleError(f"bundle {path} is of unknown family {bundle.family!r}; expected one of {sorted(FAMILIES)}")
-    return _call(family_module(bundle.family).from_bundle, bundle.family, bundle, **options)
+    return _from_bundle(bundle, precision, performance, options)
+
+
+def _from_bundle(bundle: Bundle, precision: str, performance: str, options: dict[str, Any]) -> Detector:
+    """The family builder on the bundle (or its precision view), with the runners' options set."""
+    if performance not in ("latency", "throughput"):
+        raise ConfigError(f"performance must be 'latency' or 'throughput'; got {performance!r}")
+    chosen = select_precision(bundle, precision, options.get("backend", "auto"))
+    if chosen.backend != options.get("backend", "auto"):
+        options = {**options, "backend": chosen.backend}
+    with runner_options(openvino_hint=performance, **chosen.runner_options):
+        det = _call(family_module(bundle.family).from_bundle, bundle.family, chosen.bundle, **options)
+    det.precision = chosen.precision
+    return det
 
 
 def _call(builder: Any, family: str, *args: Any, **options: Any) -> Detector:

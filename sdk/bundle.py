@@ -244,7 +244,7 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
         check_relative_name(name, what="bundle file", error=BundleError)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
-    for key in ("config", "preprocessing", "io", "extra", "graphs"):
+    for key in ("config", "preprocessing", "io", "extra", "graphs", "precisions", "tune"):
         _check_type(meta, key, dict, where)
     if meta.get("calibration") is not None:
         _check_type(meta, "calibration", dict, where)
@@ -253,6 +253,13 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
             raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
                               f"{type(gmeta).__name__}")
         check_relative_name(gmeta.get("file"), what=f"graph {graph!r} file", error=BundleError)
+    for precision, record in meta.get("precisions", {}).items():  # variants: model.int8.onnx ...
+        graphs = record.get("graphs") if isinstance(record, dict) else None
+        if not isinstance(graphs, dict):
+            raise BundleError(f"{where}: precisions[{str(precision)[:20]!r}] must be an object with 'graphs'")
+        for graph, entry in graphs.items():
+            name = entry.get("file") if isinstance(entry, dict) else None
+            check_relative_name(name, what=f"{str(precision)[:20]} graph {str(graph)[:40]!r} file", error=BundleError)
     return meta
 
 

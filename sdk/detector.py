@@ -56,6 +56,8 @@ class Detector:
     batches_graph: ClassVar[bool] = False
     #: inputs per graph call in ``predict_batch``
     batch_size: int = 1
+    #: precision of the graphs (``edgesentry.load(..., precision=...)`` sets it)
+    precision: str = "fp32"
 
     def __init__(
         self,
@@ -238,6 +240,7 @@ class Detector:
             "family": self.family,
             "config": self.config(),
             "kernels": self.kernels,
+            "precision": self.precision,
             "threshold": self._threshold,
             "pixel_threshold": self._pixel_threshold,
             "calibration": None if self._calibration is None else self._calibration.to_dict(),

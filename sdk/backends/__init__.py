@@ -9,16 +9,36 @@ and TensorRT are imported lazily, so a CPU-only install imports edgesentry.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from edgesentry.backends.base import InputSpec, Runner, resolve_backend
 from edgesentry.backends.onnxruntime import OrtRunner, Provider
+from edgesentry.backends.openvino import OpenVINORunner
 from edgesentry.backends.tensorrt import TensorRTRunner
 from edgesentry.backends.torch import TorchRunner
 from edgesentry.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "OrtRunner", "TensorRTRunner", "TorchRunner"]
+__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "runner_options", "OrtRunner",
+           "OpenVINORunner", "TensorRTRunner", "TorchRunner"]
+
+#: options for the runners ``make_runner`` builds in this context (``runner_options``)
+_RUNNER_OPTIONS: ContextVar[dict[str, Any]] = ContextVar("edgesentry_runner_options", default={})
+
+
+@contextmanager
+def runner_options(**options: Any) -> Iterator[None]:
+    """Options for every runner built by ``make_runner`` inside the block, read once when the
+    runner is built: ``openvino_precision`` (``"f32"``/``"bf16"``/``"f16"``), ``openvino_hint``
+    (``"latency"``/``"throughput"``), ``openvino_device`` (``"CPU"``). ``edgesentry.load`` sets
+    them from ``precision=`` and ``performance=`` so the families need not pass them along."""
+    token = _RUNNER_OPTIONS.set({**_RUNNER_OPTIONS.get(), **options})
+    try:
+        yield
+    finally:
+        _RUNNER_OPTIONS.reset(token)
 
 
 def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence[str], *,
@@ -29,11 +49,11 @@ def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence
     builds its runners here, so a new backend is one more branch.
 
     Args:
-        backend: ``"torch"`` or ``"onnxruntime"``.
+        backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
         inputs, outputs: the graph's input specs and output names.
         module: builds the graph's ``nn.Module`` (called for the torch backend only, so torch
             stays unimported on the others).
-        onnx: the graph's ONNX file (onnxruntime).
+        onnx: the graph's ONNX file (onnxruntime, openvino).
         providers: ONNX Runtime execution providers, in priority order.
         device: torch device.
         what: names the graph in error messages (e.g. ``"MAVD features"``).
@@ -51,4 +71,13 @@ def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence
             raise BackendUnavailableError(
                 f"backend 'onnxruntime' needs {what} in ONNX; run `edgesentry export BUNDLE` first")
         return OrtRunner(onnx, inputs, outputs, providers=providers)
-    raise ConfigError(f"{what} has no {backend!r} runner in this build; use backend='onnxruntime' or 'torch'")
+    if backend == "openvino":
+        if onnx is None:
+            raise BackendUnavailableError(
+                f"backend 'openvino' needs {what} in ONNX; run `edgesentry export BUNDLE` first")
+        opts = _RUNNER_OPTIONS.get()
+        return OpenVINORunner(onnx, inputs, outputs, device=opts.get("openvino_device", "CPU"),
+                              precision=opts.get("openvino_precision", "f32"),
+                              hint=opts.get("openvino_hint", "latency"))
+    raise ConfigError(f"{what} has no {backend!r} runner in this build; use backend='onnxruntime', "
+                      "'openvino' or 'torch'")

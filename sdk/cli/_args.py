@@ -20,7 +20,7 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "torch", "onnxruntime", "tensorrt"],
+        choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
         help="graph backend (default: auto = onnxruntime if the bundle has ONNX, else torch)",
     )
 
