@@ -25,7 +25,7 @@ __all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "runner_opti
            "OpenVINORunner", "TensorRTRunner", "TorchRunner"]
 
 #: options for the runners ``make_runner`` builds in this context (``runner_options``)
-_RUNNER_OPTIONS: ContextVar[dict[str, Any]] = ContextVar("edgesentry_runner_options", default={})
+_RUNNER_OPTIONS: ContextVar[dict[str, Any] | None] = ContextVar("edgesentry_runner_options", default=None)
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def runner_options(**options: Any) -> Iterator[None]:
     runner is built: ``openvino_precision`` (``"f32"``/``"bf16"``/``"f16"``), ``openvino_hint``
     (``"latency"``/``"throughput"``), ``openvino_device`` (``"CPU"``). ``edgesentry.load`` sets
     them from ``precision=`` and ``performance=`` so the families need not pass them along."""
-    token = _RUNNER_OPTIONS.set({**_RUNNER_OPTIONS.get(), **options})
+    token = _RUNNER_OPTIONS.set({**(_RUNNER_OPTIONS.get() or {}), **options})
     try:
         yield
     finally:
@@ -75,7 +75,7 @@ def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence
         if onnx is None:
             raise BackendUnavailableError(
                 f"backend 'openvino' needs {what} in ONNX; run `edgesentry export BUNDLE` first")
-        opts = _RUNNER_OPTIONS.get()
+        opts = _RUNNER_OPTIONS.get() or {}
         return OpenVINORunner(onnx, inputs, outputs, device=opts.get("openvino_device", "CPU"),
                               precision=opts.get("openvino_precision", "f32"),
                               hint=opts.get("openvino_hint", "latency"))
