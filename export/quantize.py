@@ -314,6 +314,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequenc
     extra = {
         "ActivationSymmetric": True,  # zero point 0: TensorRT's explicit quantisation
         "WeightSymmetric": True,
+        "QuantizeBias": False,  # biases stay float: TensorRT dequantises INT8 only, not INT32 biases
         # one sample per collect_data call: ranges (MinMax) or histograms (entropy, percentile) are
         # merged sample by sample, so the intermediate tensors of only one sample are ever held
         "CalibStridedMinMax": 1,
