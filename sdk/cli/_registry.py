@@ -23,6 +23,8 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    quantize,
+    tune,
     validate,
     watch,
 )
@@ -36,6 +38,8 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("export", export),
     ("build", build),
     ("validate", validate),
+    ("quantize", quantize),
+    ("tune", tune),
     ("eval", eval_verb),
     ("enroll", enroll),
     ("classify", classify),
