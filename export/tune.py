@@ -117,17 +117,19 @@ class TuneReport:
     def table(self) -> str:
         g = self.gates
         drop_name = f"{self.metric_name} drop" if self.metric_name else "fidelity loss"
-        head = (f"tune {self.bundle} ({self.family}; batch 1 and {self.batch}; {self.samples['held_aside']} held-aside, "
-                f"{self.samples['eval']} labelled samples; machine {self.machine.get('cpu')}, "
+        head = (f"tune {self.bundle} ({self.family}; batch 1 and {self.batch}; "
+                f"{self.samples['held_aside']} held-aside, {self.samples['eval']} labelled samples; "
+                f"machine {self.machine.get('cpu')}, "
                 f"ISA {','.join(self.machine.get('isa', [])) or '-'})\n"
                 f"gates: map r >= {g.min_map_corr:g}, score rho >= {g.min_score_corr:g}, {drop_name} <= "
                 f"{g.max_drop:g}, speedup >= {g.min_speedup:g}\n"
-                f"| backend | precision | p50 ms | p99 ms | p50 ms b{self.batch} | speedup | map r | score rho | labels "
-                f"| {drop_name} | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
+                f"| backend | precision | p50 ms | p99 ms | p50 ms b{self.batch} | speedup | map r | score rho "
+                f"| labels | {drop_name} | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
         lines = [head]
         for r in self.rows:
             if not r.available:
-                lines.append(f"| {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | unavailable: {r.reason} |")
+                dashes = " - |" * 8
+                lines.append(f"| {r.backend} | {r.precision} |{dashes} unavailable: {r.reason} |")
                 continue
             lines.append(
                 f"| {r.backend} | {r.precision} | {_f(r.p50_ms, '.2f')} | {_f(r.p99_ms, '.2f')} | "
@@ -441,12 +443,13 @@ def _gate(row: TuneRow, gates: Gates) -> dict[str, bool]:
 
 def _decide(rows: Sequence[TuneRow], ref: TuneRow, gates: Gates) -> tuple[dict[str, str], str]:
     passing = [r for r in rows if r.passed]
+    failed = [f"{r.name} failed {', '.join(k for k, ok in r.gates.items() if not ok)} "
+              f"({_why(r, gates)})" for r in rows if r.available and r.gates and not r.passed]
     if passing:
         best = min(passing, key=lambda r: r.p50_ms)
-        return {"backend": best.backend, "precision": best.precision}, (
-            f"fastest variant passing every gate: {best.speedup:.2f}x the reference, map r {best.map_corr:.6f}")
-    failed = [f"{r.name} failed {', '.join(k for k, ok in r.gates.items() if not ok)} "
-              f"({_why(r, gates)})" for r in rows if r.available and r.gates]
+        return {"backend": best.backend, "precision": best.precision}, "; ".join([
+            f"{best.name} is the fastest variant passing every gate ({best.speedup:.2f}x the reference, map r "
+            f"{best.map_corr:.6f})", *failed])
     accurate = [r for r in rows if r.available and r.precision == "fp32" and r is not ref
                 and all(ok for k, ok in r.gates.items() if k != "speedup")]
     fallback = min([ref, *accurate], key=lambda r: r.p50_ms)

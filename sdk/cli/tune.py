@@ -20,7 +20,8 @@ LONG_RUNNING = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle directory with exported graphs")
     parser.add_argument("--calib", nargs="+", required=True, metavar="SAMPLES",
-                        help="normal inputs: the first half calibrates INT8, the second half is held aside for accuracy")
+                        help="normal inputs: the first half calibrates INT8, the second half is held aside to "
+                        "measure accuracy")
     parser.add_argument("--eval", nargs="+", default=[], metavar="LABELLED", dest="eval_samples",
                         help="labelled inputs for the family metric: images under good/ vs defect folders (isstad), "
                         ".mat cubes with a 'map' (fers), .npz features with frame labels 'gt' (mavd)")
