@@ -242,6 +242,29 @@ def float_heads(model: Any, ops: Iterable[str] = QUANTIZED_OPS) -> list[str]:
     return sorted(set(heads))
 
 
+def float_stems(model: Any, ops: Iterable[str] = QUANTIZED_OPS) -> list[str]:
+    """Names of the quantisable nodes nearest to each graph input (walking forward from the input,
+    the first Conv/MatMul/Gemm met on each path): the layers that read the raw input."""
+    ops = set(ops)
+    readers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    inits = {i.name for i in model.graph.initializer}
+    stems, seen = [], set()
+    stack = [i.name for i in model.graph.input if i.name not in inits]
+    while stack:
+        for node in readers.get(stack.pop(), []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in ops:
+                stems.append(node.name)
+            else:
+                stack.extend(node.output)
+    return sorted(set(stems))
+
+
 def activation_matmuls(model: Any) -> list[str]:
     """MatMul nodes whose two inputs are both computed (attention's ``Q K^T`` and ``P V``)."""
     constant = {i.name for i in model.graph.initializer}
@@ -275,8 +298,9 @@ def _name_nodes(model: Any) -> None:
 
 # ------------------------------------------------------------------------------- INT8
 def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequence[Mapping[str, np.ndarray]], *,
-                  method: Method = "minmax", keep_heads: bool = True, quantize_attention: bool = False,
-                  graph: str = "model", exclude: Iterable[str] = ()) -> QuantizeReport:
+                  method: Method = "minmax", keep_heads: bool = True, keep_stems: bool = True,
+                  quantize_attention: bool = False, graph: str = "model", exclude: Iterable[str] = ()
+                  ) -> QuantizeReport:
     """Static INT8 QDQ quantisation of the ONNX file ``src`` into ``dst`` (see the module docstring).
 
     Args:
@@ -285,6 +309,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequenc
             (``SampleFeeds``, or any sequence).
         method: activation range calibration.
         keep_heads: keep the heads (``float_heads``) in float.
+        keep_stems: keep the stems (``float_stems``: the layers reading the raw input) in float.
         quantize_attention: quantise attention's activation-by-activation MatMuls too.
         graph: name for the report.
         exclude: further node names to keep float.
@@ -307,6 +332,8 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequenc
     kept: dict[str, str] = {}
     if keep_heads:
         kept.update({n: "head: feeds a graph output (the score kernels read it)" for n in float_heads(model)})
+    if keep_stems:
+        kept.update({n: "stem: reads a graph input (INT8 would round the raw input)" for n in float_stems(model)})
     if not quantize_attention:
         kept.update({n: "attention: activation x activation MatMul" for n in activation_matmuls(model)})
     kept.update({n: "excluded by the caller" for n in exclude})
@@ -319,6 +346,9 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequenc
         # merged sample by sample, so the intermediate tensors of only one sample are ever held
         "CalibStridedMinMax": 1,
         "CalibPercentile": PERCENTILE,
+        # per output channel = the weight's last axis for every MatMul (ORT's default, 1, is that only
+        # for 2-D weights; MAVD's per-head weights are 3-D), which is what TensorRT requires
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},
     }
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
@@ -391,7 +421,8 @@ def check_variant(path: str | os.PathLike, *, name: str, runtimes: Sequence[str]
 
 
 def quantize_bundle(bundle: Bundle, precision: Literal["int8", "fp16"], samples: Sequence[str | os.PathLike] = (),
-                    *, method: Method = "minmax", keep_heads: bool = True, quantize_attention: bool = False,
+                    *, method: Method = "minmax", keep_heads: bool = True, keep_stems: bool = True,
+                    quantize_attention: bool = False,
                     feeds: Callable[[str], Sequence[Mapping[str, np.ndarray]]] | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, QuantizeReport | None]:
     """Add ``<graph>.<precision>.onnx`` for every exported graph of ``bundle`` (see the module docstring).
@@ -433,7 +464,7 @@ def quantize_bundle(bundle: Bundle, precision: Literal["int8", "fp16"], samples:
             else:
                 graph_feeds = SampleFeeds(bundle, graph, samples, detector)
             report = quantize_onnx(src, dst, graph_feeds, method=method, keep_heads=keep_heads,
-                                   quantize_attention=quantize_attention, graph=graph)
+                                   keep_stems=keep_stems, quantize_attention=quantize_attention, graph=graph)
             if isinstance(graph_feeds, SampleFeeds):
                 detector = graph_feeds._detector
             reports[graph] = report
@@ -454,7 +485,7 @@ def quantize_bundle(bundle: Bundle, precision: Literal["int8", "fp16"], samples:
         import onnxruntime
 
         record.update(method=method, calibration_samples=len(samples) if feeds is None else None,
-                      keep_heads=keep_heads, quantize_attention=quantize_attention,
+                      keep_heads=keep_heads, keep_stems=keep_stems, quantize_attention=quantize_attention,
                       scheme="QDQ; weights int8 per-channel symmetric; activations int8 per-tensor symmetric",
                       onnxruntime=onnxruntime.__version__)
     precisions = dict(bundle.meta.get("precisions") or {})
