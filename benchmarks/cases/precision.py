@@ -48,8 +48,10 @@ def _runners(fp32: Path, int8: Path) -> dict[str, Any]:
                                 tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim))
               for i in model.graph.input if i.name not in inits}
     outputs = [o.name for o in model.graph.output]
-    out = {"onnxruntime fp32": OrtRunner(fp32, inputs, outputs), "onnxruntime int8": OrtRunner(int8, inputs, outputs),
-           "openvino fp32": OpenVINORunner(fp32, inputs, outputs), "openvino int8": OpenVINORunner(int8, inputs, outputs)}
+    out = {"onnxruntime fp32": OrtRunner(fp32, inputs, outputs),
+           "onnxruntime int8": OrtRunner(int8, inputs, outputs),
+           "openvino fp32": OpenVINORunner(fp32, inputs, outputs),
+           "openvino int8": OpenVINORunner(int8, inputs, outputs)}
     for hint, name in (("bf16", "bf16"), ("f16", "fp16")):
         if hint in native_precisions():
             out[f"openvino {name}"] = OpenVINORunner(fp32, inputs, outputs, precision=hint)
@@ -118,7 +120,8 @@ def _photos(ctx: Any) -> list[dict[str, np.ndarray]]:
     from edgesentry.io.image import as_image
 
     root = ctx.shared / "data" / "hazelnut_toy"
-    paths = sorted(glob.glob(str(root / "train" / "good" / "*"))) + sorted(glob.glob(str(root / "test" / "*" / "*.jpg")))
+    paths = sorted(glob.glob(str(root / "train" / "good" / "*")))
+    paths += sorted(glob.glob(str(root / "test" / "*" / "*.jpg")))
     return [{"image": preprocess_rgb(as_image(p)[0])[None]} for p in paths]
 
 
@@ -135,8 +138,8 @@ def _isstad_rows(ctx: Any, work: Path) -> list[Row]:
     ref = ctx.shared / "reference" / "isstad"
     bundle = _exported("isstad", ref / "tiny_stage2_seed0.pt", work / "isstad", config=ref / "tiny_stage2_config.json")
     photos = _photos(ctx)
-    return precision_rows("isstad", "tiny graph", bundle.path / "model.onnx", photos[:4], photos[8:8 + ctx.scale(16, 4)],
-                          rounds=ctx.scale(5, 2), post=_isstad_post(), work=work)
+    return precision_rows("isstad", "tiny graph", bundle.path / "model.onnx", photos[:4],
+                          photos[8:8 + ctx.scale(16, 4)], rounds=ctx.scale(5, 2), post=_isstad_post(), work=work)
 
 
 def _fers_rows(ctx: Any, work: Path) -> list[Row]:
@@ -155,7 +158,7 @@ def _mavd_rows(ctx: Any, work: Path) -> list[Row]:
     bundle = _exported("mavd", ctx.shared / "reference/mavd/weights/saved_models/ap86.07", work / "mavd")
     oracle = np.load(ctx.shared / "reference/mavd/oracle.npz")
     cases = ["case_B5_T1", "case_B1_T33", "case_B5_T300", "case_B5_T64", "case_B5_T7"]
-    feeds = [{k: oracle[f"{c}/{k}"][:, :, :] if k != "audio" else oracle[f"{c}/{k}"][:1] for k in ("rgb", "flow", "audio")}
+    feeds = [{k: oracle[f"{c}/{k}"] if k != "audio" else oracle[f"{c}/{k}"][:1] for k in ("rgb", "flow", "audio")}
              for c in cases]
     return precision_rows("mavd", "features graph", bundle.path / "features.onnx", feeds[:2], feeds[2:],
                           rounds=ctx.scale(5, 2), size="5 crops x T=300 (timed)", work=work)
@@ -167,7 +170,8 @@ which, path = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
 if which == "vitl":
     from edgesentry.models.isstad import ISSTADGraph, isstad_vit_large_patch16
-    net, x, names, outs = ISSTADGraph(isstad_vit_large_patch16()).eval(), torch.zeros(1, 3, 224, 224), ["image"], ["recon", "prob"]
+    net = ISSTADGraph(isstad_vit_large_patch16()).eval()
+    x, names, outs = torch.zeros(1, 3, 224, 224), ["image"], ["recon", "prob"]
 else:
     from edgesentry.models import mdmf as M
     net = M.MDMFVisual(M.MDMF(M.MDMFConfig(text=None))).eval()
