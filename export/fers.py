@@ -68,3 +68,10 @@ def check_dynamic(spec: GraphSpec, path: str, sizes: Sequence[tuple[int, int]] =
     bands = next(iter(spec.inputs.values())).shape[1]
     return [parity_torch_vs_ort(spec, path, inputs={"x": example_input(bands, hw, seed=i + 1)})
             for i, hw in enumerate(sizes)]
+
+
+def serving_example(bundle: Bundle, seed: int = 0) -> np.ndarray:
+    """A raw input the served ensemble takes, for the repository check: a 16 x 14 cube with two
+    bands more than the weights use (the detector takes the first ones)."""
+    bands = int(bundle.config["arch"]["bands"]) + 2
+    return np.random.default_rng(seed).random((16, 14, bands)) * 1000.0

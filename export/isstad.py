@@ -47,3 +47,9 @@ def model_spec(arch: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *, ba
 def graph_specs(bundle: Bundle) -> list[GraphSpec]:
     """Graphs of an ISSTAD bundle (``edgesentry export`` calls this)."""
     return [model_spec(bundle.config["model"], bundle.load_tensors())]
+
+
+def serving_example(bundle: Bundle, seed: int = 0) -> np.ndarray:
+    """A raw input the served ensemble takes, for the repository check: a 96 x 128 uint8 RGB
+    image (not the graph's 224 x 224: the ensemble resizes like ``predict``)."""
+    return np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8)

@@ -83,3 +83,9 @@ def parity_sweep(
             spec, path, module=module, inputs=example_inputs(crops, int(t), 1, seed=i)
         )
     return out
+
+
+def serving_example(bundle: Bundle, seed: int = 0) -> dict[str, np.ndarray]:
+    """A raw input the served ensemble takes, for the repository check: 2 crops x 6 snippets."""
+    x = example_inputs(crops=2, t=6, seed=seed)
+    return {**x, "audio": x["audio"][0]}  # audio as the XD release has it: (T, 128) once per video

@@ -41,3 +41,11 @@ def graph_specs(bundle: Bundle, *, batch: int = 2, seed: int = 0) -> list[GraphS
                            dynamic_axes={"features": {0: "batch"}, "prompt": {0: "batch"}, "z_local": {0: "batch"},
                                          "z_global": {0: "batch"}}, atol=1e-4, rtol=1e-4))
     return specs
+
+
+def serving_example(bundle: Bundle, seed: int = 0) -> np.ndarray:
+    """A raw input the served ensemble takes, for the repository check: one query's frame
+    features [T, D]."""
+    cfg = bundle.config
+    t, d = int(cfg.get("frames", 8)), int(cfg["model"]["dim"])
+    return np.random.default_rng(seed).standard_normal((t, d)).astype(np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from edgesentry.bundle import Bundle
+from edgesentry.bundle import MIRRORED_KEYS, Bundle
 from edgesentry.errors import ConfigError
 from edgesentry.export import fers, isstad, mavd, mdmf
 from edgesentry.export.graph import DEFAULT_OPSET, export_graph, output_spec
@@ -41,12 +41,7 @@ def export_bundle(
     exporter = family_exporter(bundle.family)
     reports: dict[str, ParityReport | None] = {}
     graphs = dict(bundle.meta.get("graphs", {}))
-    base_meta = {
-        "family": bundle.family,
-        "config": bundle.config,
-        "preprocessing": bundle.preprocessing,
-        "calibration": bundle.calibration,
-    }
+    base_meta = {k: bundle.meta.get(k) for k in MIRRORED_KEYS}  # metadata_props mirror meta.json
     for spec in exporter.graph_specs(bundle):
         path = bundle.path / spec.file
         reports[spec.name] = export_graph(

@@ -305,7 +305,11 @@ class EngineCache:
 
 
 def onnx_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The graph's hash for engine keys: the ONNX file without its ``metadata_props`` (new
+    thresholds mirrored into the metadata leave engines valid; any graph change rebuilds them)."""
+    from edgesentry.bundle import onnx_graph_sha256
+
+    return onnx_graph_sha256(path)
 
 
 # --------------------------------------------------------------------------- FP16 graphs
@@ -771,16 +775,18 @@ def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
     """The plans of ``graph`` that ``bundle`` vouches for, and why the others were set aside.
 
     A plan qualifies only when it and its ``.json`` sidecar are listed in ``meta.json`` with
-    their current sha256, the sidecar names this graph and the sha256 of the graph's current
-    ONNX file, and the plan's sha256 equals the sidecar's. Nothing is globbed from disk.
+    their current sha256, the sidecar names this graph and the hash of the graph's current
+    ONNX file (``onnx_sha256``: without its metadata), and the plan's sha256 equals the sidecar's.
+    Nothing is globbed from disk.
     """
     gmeta = bundle.meta.get("graphs", {}).get(graph)
     if gmeta is None:
         raise ConfigError(f"bundle has no exported graph {graph!r} (graphs: {sorted(bundle.meta.get('graphs', {}))})")
     # the plan may come from the FP32 graph or from one of its precision variants (int8 QDQ)
-    onnx_sha = {bundle.files.get(gmeta["file"])} | {
-        bundle.files.get(entry.get("file")) for record in (bundle.meta.get("precisions") or {}).values()
+    sources = {gmeta["file"]} | {
+        entry.get("file") for record in (bundle.meta.get("precisions") or {}).values() if isinstance(record, dict)
         for g, entry in (record.get("graphs") or {}).items() if g == graph and isinstance(entry, dict)}
+    onnx_sha = {onnx_sha256(bundle.file(name)) for name in sources if name in bundle.files}
     found: list[ListedPlan] = []
     rejected: list[str] = []
     for name in sorted(bundle.files):
@@ -795,7 +801,7 @@ def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
     return found, rejected
 
 
-def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: set[str | None]
+def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: set[str]
                   ) -> str | dict[str, Any]:
     """The sidecar key of a listed plan, or why the plan cannot be trusted."""
     if side_name not in bundle.files:
@@ -814,7 +820,7 @@ def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: 
         return f"sidecar unreadable ({str(exc)[:120]})"
     if key.get("graph") != graph:
         return f"sidecar key is for graph {str(key.get('graph'))[:40]!r}"
-    if key.get("onnx_sha256") not in onnx_sha - {None}:
+    if key.get("onnx_sha256") not in onnx_sha:
         return "built from another ONNX file (re-run `edgesentry build`)"
     if record.get("plan_sha256") != plan_sha:
         return "plan sha256 differs from its sidecar (truncated or corrupt)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -24,19 +26,25 @@ def load(name_or_bundle: str | os.PathLike | Bundle, *, precision: Precision = "
         name_or_bundle: a weight-free family name (``"rx"``), or the path of a bundle made
             by ``edgesentry convert`` (or an opened ``Bundle``).
         **options: family options, e.g. ``mode="local", window=(3, 9)`` for RX; for bundles
-            ``backend="auto"|"torch"|"onnxruntime"|"openvino"|"tensorrt"`` and
-            ``kernels="auto"|"reference"|"cpu"|"triton"|"cuda"``, plus ``threshold=``.
+            ``backend="auto"|"torch"|"onnxruntime"|"openvino"`` (what this install runs:
+            ``edgesentry.backends.available_backends()``) and
+            ``kernels="auto"|"reference"|"cpu"|"triton"|"cuda"`` (an explicit tier that cannot
+            run here fails now), plus ``threshold=`` on the score's scale (see ``Detector``).
         precision: the graphs' precision (bundles with exported graphs): ``"fp32"``; ``"int8"`` /
             ``"fp16"`` (the graphs ``edgesentry quantize`` added); ``"bf16"`` (OpenVINO on a CPU
             with BF16); ``"auto"`` (what ``edgesentry tune`` decided for this machine; FP32 with a
             warning on another machine). See ``edgesentry.precision``.
         performance: OpenVINO's performance hint, ``"latency"`` or ``"throughput"``.
 
+    A bundle's saved thresholds (``Detector.save``) apply unless ``threshold=`` /
+    ``pixel_threshold=`` are given; a reduced precision uses its own (``edgesentry tune``).
+
     Raises:
-        ConfigError: unknown family or option; a precision the bundle has no graphs for (the
-            message lists the precisions it has).
+        ConfigError: unknown family or option (the message lists the valid ones); a precision the
+            bundle has no graphs for (the message lists the precisions it has).
         BundleError: the path is not a valid bundle (missing, corrupt, tampered, wrong schema).
         BackendUnavailableError: the requested backend cannot run here.
+        KernelUnavailableError: the requested kernel tier cannot run here.
     """
     if isinstance(name_or_bundle, Bundle):
         return _from_bundle(name_or_bundle, precision, performance, options)
@@ -50,14 +58,14 @@ def load(name_or_bundle: str | os.PathLike | Bundle, *, precision: Precision = "
         raise ConfigError(
             f"{target!r} is neither a family name ({', '.join(sorted(FAMILIES))}) nor an existing bundle directory"
         )
-    bundle = Bundle.open(path)
-    if bundle.family not in FAMILIES:
-        raise BundleError(f"bundle {path} is of unknown family {bundle.family!r}; expected one of {sorted(FAMILIES)}")
-    return _from_bundle(bundle, precision, performance, options)
+    return _from_bundle(Bundle.open(path), precision, performance, options)
 
 
 def _from_bundle(bundle: Bundle, precision: str, performance: str, options: dict[str, Any]) -> Detector:
     """The family builder on the bundle (or its precision view), with the runners' options set."""
+    if bundle.family not in FAMILIES:
+        raise BundleError(f"bundle {bundle.path} is of unknown family {bundle.family!r}; expected one of "
+                          f"{sorted(FAMILIES)}")
     if performance not in ("latency", "throughput"):
         raise ConfigError(f"performance must be 'latency' or 'throughput'; got {performance!r}")
     chosen = select_precision(bundle, precision, options.get("backend", "auto"))
@@ -66,17 +74,36 @@ def _from_bundle(bundle: Bundle, precision: str, performance: str, options: dict
     with runner_options(openvino_hint=performance, **chosen.runner_options):
         det = _call(family_module(bundle.family).from_bundle, bundle.family, chosen.bundle, **options)
     det.precision = chosen.precision
+    if det.bundle is None:
+        det.bundle = chosen.bundle
+    if "threshold" not in options and "pixel_threshold" not in options:
+        det.restore_thresholds(chosen.bundle.meta.get("thresholds"))
     return det
 
 
+def valid_options(builder: Any, family: str) -> list[str] | None:
+    """The keyword options a family builder takes (its signature, plus the module's ``OPTIONS``
+    where it forwards ``**overrides``)."""
+    params = inspect.signature(builder).parameters.values()
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "bundle"}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        forwarded = getattr(family_module(family), "OPTIONS", None)
+        if forwarded is None:
+            return None  # a builder that takes anything (e.g. one that only says a bundle is needed)
+        names |= set(forwarded)
+    return sorted(names)
+
+
 def _call(builder: Any, family: str, *args: Any, **options: Any) -> Detector:
-    """Call a family builder; an option it does not take is a ``ConfigError`` naming it."""
-    try:
-        return builder(*args, **options)
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        raise ConfigError(f"family {family!r} does not take that option: {exc}") from None
+    """Call a family builder; options it does not take are a ``ConfigError`` listing the valid ones."""
+    valid = valid_options(builder, family)
+    unknown = [] if valid is None else [k for k in options if k not in valid]
+    if unknown:
+        close = [m for k in unknown for m in difflib.get_close_matches(k, valid, n=1, cutoff=0.7)]
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise ConfigError(f"family {family!r} has no option {', '.join(repr(k) for k in unknown)}{hint}; "
+                          f"valid options: {', '.join(valid)}")
+    return builder(*args, **options)
 
 
 def convert(family: str, *args: Any, **kwargs: Any) -> Bundle:

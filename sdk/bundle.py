@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry._version import __version__
-from edgesentry.errors import BundleError, ChecksumError, WeightsError
+from edgesentry.errors import BundleError, ChecksumError, WeightsError, option
 from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, resolve_inside
 
 SCHEMA_VERSION = 1
@@ -60,16 +61,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (``os.umask`` sets it
+    process-wide, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0o666 less the umask): bundle files are
+    as readable as the user's other files, e.g. by the group a serving account belongs to."""
+    return 0o666 & ~_umask()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
     # Write then rename so that a crash never leaves a half-written meta.json or weight file.
+    # mkstemp creates 0600; the file gets the mode a plain open() would give it.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda fh: fh.write(data))
 
 
 def _check_not_pickle(path: Path) -> None:
@@ -196,8 +223,45 @@ class Bundle:
         self._write_meta()
 
     def update_meta(self, **changes: Any) -> None:
+        """Change ``meta.json`` sections; the exported graphs' ONNX metadata follow any change to
+        a section they mirror (``MIRRORED_KEYS``), so they never disagree with ``meta.json``."""
         self.meta.update(changes)
         self._write_meta()
+        if set(changes) & set(MIRRORED_KEYS):
+            self.mirror_metadata()
+
+    def copy_files_from(self, source: Bundle) -> None:
+        """Copy every file listed in ``source`` (weights, graphs, precision variants, engines ...)
+        and the records describing them (``graphs``, ``precisions``, ``tune``) into this bundle;
+        checksums are re-read from the copies."""
+        for name in source.files:
+            target = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(source.file(name), "rb") as src:
+                _atomic_write(target, lambda fh, src=src: shutil.copyfileobj(src, fh, 1 << 20))
+            self.meta.setdefault("files", {})[name] = sha256_file(target)
+        # the records that describe the copied graphs: their files, precision variants, tune decision
+        for key in ("graphs", "precisions", "tune"):
+            if source.meta.get(key):
+                self.meta[key] = json.loads(json.dumps(source.meta[key]))
+        self._write_meta()
+
+    def mirror_metadata(self) -> None:
+        """Make every exported graph's ONNX ``metadata_props`` mirror ``meta.json`` (the keys of
+        ``MIRRORED_KEYS``), so runtimes that read only the ONNX see the same thresholds."""
+        changed = False
+        for graph in self.meta.get("graphs", {}).values():
+            name = graph.get("file")
+            if not name or name not in self.files:
+                continue
+            path = self.file(name)
+            wanted = mirrored_metadata(self.meta)
+            if {k: read_onnx_metadata(path).get(k) for k in wanted} != wanted:
+                write_onnx_metadata(path, wanted)
+                self.meta["files"][name] = sha256_file(path)
+                changed = True
+        if changed:
+            self._write_meta()
 
     def _write_meta(self) -> None:
         text = json.dumps(self.meta, indent=2, sort_keys=True, default=_json_default)
@@ -213,7 +277,7 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
     Checked: strict JSON (no NaN), an object nested at most ``META_MAX_DEPTH`` deep, an integer
     ``schema_version`` equal to ``SCHEMA_VERSION`` (``true`` is not 1), ``family`` a simple
     name, ``files`` an object from plain relative names to sha256 hex digests, ``config`` /
-    ``preprocessing`` / ``io`` / ``extra`` objects, ``calibration`` an object or null,
+    ``preprocessing`` / ``io`` / ``extra`` objects, ``calibration`` and ``thresholds`` objects or null,
     ``graphs`` an object from simple names to objects whose ``file`` is a plain relative name.
 
     Raises:
@@ -246,8 +310,9 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
             raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
     for key in ("config", "preprocessing", "io", "extra", "graphs", "precisions", "tune"):
         _check_type(meta, key, dict, where)
-    if meta.get("calibration") is not None:
-        _check_type(meta, "calibration", dict, where)
+    for key in ("calibration", "thresholds"):
+        if meta.get(key) is not None:
+            _check_type(meta, key, dict, where)
     for graph, gmeta in meta.get("graphs", {}).items():
         if not _SIMPLE_NAME.fullmatch(graph) or not isinstance(gmeta, dict):
             raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
@@ -335,7 +400,7 @@ def write_bundle(
     root = Path(path)
     if root.exists():
         if not overwrite:
-            raise BundleError(f"{root} already exists; pass overwrite=True (CLI: --force) to replace it")
+            raise BundleError(f"{root} already exists; pass {option('overwrite', True)} to replace it")
         if not root.is_dir():
             raise BundleError(f"{root} exists and is not a directory")
         for stale in (root / META_NAME, root / WEIGHTS_NAME):
@@ -363,6 +428,7 @@ def write_bundle(
         check_finite_tensors(arrays, f"{root.name}/{WEIGHTS_NAME}")
         tmp = root / f".{WEIGHTS_NAME}.tmp"
         save_file(arrays, str(tmp), metadata={"family": family, "edgesentry_version": __version__})
+        os.chmod(tmp, file_mode())  # safetensors writes 0600; a bundle file is as readable as the user's others
         os.replace(tmp, root / WEIGHTS_NAME)
         meta["files"][WEIGHTS_NAME] = sha256_file(root / WEIGHTS_NAME)
     bundle._write_meta()
@@ -390,3 +456,161 @@ def split_graph_tensors(tensors: Mapping[str, np.ndarray], graphs: tuple[str, ..
         prefixes = "/".join(f"'{g}.'" for g in graphs)
         raise BundleError(f"{family} bundle holds tensors outside {prefixes}: {sorted(other)[:5]}")
     return out
+
+
+# ----------------------------------------------------------------- ONNX metadata mirror
+#: the ``meta.json`` keys every exported graph carries in its ONNX ``metadata_props``
+MIRRORED_KEYS = ("family", "config", "preprocessing", "calibration", "thresholds")
+_METADATA_FIELD = 14  # ModelProto.metadata_props (onnx.proto): repeated StringStringEntryProto
+
+
+def metadata_text(value: Any) -> str:
+    """How a metadata value is written into ``metadata_props``: strings as they are, the rest JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def mirrored_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {k: metadata_text(meta.get(k)) for k in MIRRORED_KEYS}
+
+
+def _varint(fh: Any) -> int | None:
+    shift = result = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            if shift:
+                raise BundleError(f"{getattr(fh, 'name', 'ONNX file')} ends inside a protobuf varint")
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise BundleError(f"{getattr(fh, 'name', 'ONNX file')} holds an over-long protobuf varint")
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        if n < 0x80:
+            out.append(n)
+            return bytes(out)
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+
+
+def _top_level_fields(path: Path) -> list[tuple[int, int, int]]:
+    """(field number, start, end) of every top-level field of a serialized ModelProto, found by
+    skipping over values, so a 1 GB graph is never held in memory."""
+    size = path.stat().st_size
+    fields = []
+    with open(path, "rb") as fh:
+        while True:
+            start = fh.tell()
+            key = _varint(fh)
+            if key is None:
+                return fields
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _varint(fh)
+            elif wire == 1:
+                fh.seek(8, os.SEEK_CUR)
+            elif wire == 2:
+                length = _varint(fh)
+                fh.seek(length or 0, os.SEEK_CUR)
+            elif wire == 5:
+                fh.seek(4, os.SEEK_CUR)
+            else:
+                raise BundleError(f"{path} is not an ONNX model (protobuf wire type {wire} at byte {start})")
+            if fh.tell() > size:
+                raise BundleError(f"{path} is truncated (a protobuf field runs past the end of the file)")
+            fields.append((number, start, fh.tell()))
+
+
+def _entry(key: str, value: str) -> bytes:
+    body = b""
+    for number, text in ((1, key), (2, value)):
+        data = text.encode()
+        body += _encode_varint(number << 3 | 2) + _encode_varint(len(data)) + data
+    return _encode_varint(_METADATA_FIELD << 3 | 2) + _encode_varint(len(body)) + body
+
+
+def _decode_entry(data: bytes) -> tuple[str, str]:
+    import io
+
+    fh, found = io.BytesIO(data), {1: "", 2: ""}
+    while (key := _varint(fh)) is not None:
+        length = _varint(fh) or 0
+        found[key >> 3] = fh.read(length).decode()
+    return found[1], found[2]
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` as a dict, read without the ``onnx`` package."""
+    path = Path(path)
+    out = {}
+    with open(path, "rb") as fh:
+        for number, start, _ in _top_level_fields(path):
+            if number != _METADATA_FIELD:
+                continue
+            fh.seek(start)
+            _varint(fh)
+            length = _varint(fh) or 0
+            key, value = _decode_entry(fh.read(length))
+            out[key] = value
+    return out
+
+
+def _copy_range(fh: Any, start: int, end: int, sink: Any) -> None:
+    """Feed bytes ``[start, end)`` of an open file to ``sink`` in 1 MiB pieces."""
+    fh.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = fh.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise BundleError(f"{getattr(fh, 'name', 'file')} ended while being read")
+        sink(chunk)
+        remaining -= len(chunk)
+
+
+def onnx_graph_sha256(path: str | os.PathLike) -> str:
+    """sha256 of an ONNX file without its ``metadata_props``: what a TensorRT engine depends on,
+    so mirroring new thresholds into the metadata does not invalidate cached engines. A file that
+    does not parse as a protobuf message is hashed whole."""
+    path = Path(path)
+    try:
+        fields = _top_level_fields(path)
+    except BundleError:
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for number, start, end in fields:
+            if number == _METADATA_FIELD:
+                continue
+            _copy_range(fh, start, end, digest.update)
+    return digest.hexdigest()
+
+
+def write_onnx_metadata(path: str | os.PathLike, updates: Mapping[str, str]) -> None:
+    """Set ``metadata_props`` entries of an ONNX file (others kept), rewriting only the top-level
+    metadata fields and copying the rest byte for byte (no ``onnx`` package, graph never parsed)."""
+    path = Path(path)
+    props = {**read_onnx_metadata(path), **updates}
+    fields = _top_level_fields(path)
+    new_entries = b"".join(_entry(k, v) for k, v in props.items())
+    first_meta = next((start for number, start, _ in fields if number == _METADATA_FIELD), None)
+
+    def write(out: Any) -> None:
+        placed = False
+        with open(path, "rb") as src:
+            for number, start, end in fields:
+                if number == _METADATA_FIELD:
+                    if start == first_meta:
+                        out.write(new_entries)
+                        placed = True
+                    continue
+                _copy_range(src, start, end, out.write)
+        if not placed:
+            out.write(new_entries)
+
+    _atomic_write(path, write)

@@ -8,7 +8,9 @@ normal samples, ``q_hi`` their ``quantile`` (default 0.99) and ``q_mid`` their m
 and the same rule over all pixel values of the normal anomaly maps (``pixel_quantile``,
 default 0.999) gives the pixel threshold behind ``Result.mask``. Normalised scores follow
 anomalib's convention: ``clip((s - threshold) / (max(s) - min(s)) + 0.5, 0, 1)``, so the
-threshold sits at 0.5.
+threshold sits at 0.5. A calibrated detector reports ``Result.score`` and its ``threshold`` on
+that normalised scale (``raw_score`` and ``raw_threshold`` on the seed's); anomaly maps, masks
+and ``pixel_threshold`` stay on the map's own (raw) scale.
 """
 
 from __future__ import annotations
@@ -34,11 +36,25 @@ class Calibration:
     margin: float
     n_samples: int
 
-    def normalize(self, raw: float) -> float:
+    @property
+    def span(self) -> float:
+        """``max - min`` of the normal scores (``|threshold|`` when they were all equal)."""
         span = self.score_max - self.score_min
         if not np.isfinite(span) or span <= 0:
             span = max(abs(self.threshold), 1e-12)
-        return float(np.clip((raw - self.threshold) / span + 0.5, 0.0, 1.0))
+        return float(span)
+
+    def normalize(self, raw: float) -> float:
+        """Raw score -> normalised score in [0, 1] (the threshold maps to 0.5)."""
+        return float(np.clip(self.normalize_unclipped(raw), 0.0, 1.0))
+
+    def normalize_unclipped(self, raw: float) -> float:
+        """The normalising line without the clip: where ``raw`` sits on the normalised scale."""
+        return (float(raw) - self.threshold) / self.span + 0.5
+
+    def denormalize(self, value: float) -> float:
+        """A value on the normalised scale -> the raw score that maps to it (inverse line)."""
+        return self.threshold + (float(value) - 0.5) * self.span
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,6 +7,9 @@ else escaping the package is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 
@@ -55,3 +58,37 @@ def describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__} of length {len(value)}"
     return f"{type(value).__name__} {value!r}"[:200]
+
+
+# ------------------------------------------------------------------- how options are spelt
+#: option name -> its spelling on the command line (a function of the value), set while a CLI
+#: verb runs (``spelling``); ``None`` = Python spelling.
+_CLI_WORDS: ContextVar[Mapping[str, Callable[[Any], str]] | None] = ContextVar("edgesentry_cli_words", default=None)
+
+
+def option(name: str, value: Any = ...) -> str:
+    """How the user spells option ``name`` (set to ``value``) in an error message.
+
+    In Python that is the keyword argument (``trim=True``); while a command-line verb runs it
+    is the flag the CLI registered for it (``--trim``), so every message tells the user what
+    to type where they are. Options the CLI does not offer keep their Python spelling.
+    """
+    words = _CLI_WORDS.get()
+    if words is not None and name in words:
+        return words[name](None if value is ... else value)
+    return f"{name}=..." if value is ... else f"{name}={value!r}"
+
+
+@contextmanager
+def spelling(words: Mapping[str, Callable[[Any], str]]) -> Iterator[None]:
+    """Spell options with ``words`` (option name -> flag for a value) inside the block."""
+    token = _CLI_WORDS.set(words)
+    try:
+        yield
+    finally:
+        _CLI_WORDS.reset(token)
+
+
+def cli_active() -> bool:
+    """True while a command-line verb runs (messages name flags, not Python arguments)."""
+    return _CLI_WORDS.get() is not None

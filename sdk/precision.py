@@ -232,6 +232,7 @@ def _variant_view(bundle: Bundle, precision: str, record: dict[str, Any], backen
                     "shifts scores); running without labels until `edgesentry tune` is run", bundle.path, precision,
                     backend)
     meta["calibration"] = own
+    meta["thresholds"] = None  # saved FP32 thresholds are on the FP32 scores' scale
     return _ReadOnlyBundle(bundle.path, meta)
 
 

@@ -54,3 +54,25 @@ def load_oracle(ref: Path) -> dict[str, np.ndarray]:
     """Every array of ``ref/oracle.npz``, read into memory (no pickles)."""
     with np.load(ref / "oracle.npz", allow_pickle=False) as archive:
         return {k: archive[k] for k in archive.files}
+
+
+def start_triton_server(repository: Path, startup_timeout: float):
+    """pytriton's ``tritonserver`` on loopback serving ``repository``, started (or the test skipped
+    with the reason). Start it before ``tritonclient.http`` is imported: gevent must not be forked."""
+    from edgesentry.errors import BackendUnavailableError
+    from edgesentry.serving.local import LocalTritonServer
+
+    server = LocalTritonServer(repository, startup_timeout=startup_timeout)
+    try:
+        return server.start()
+    except BackendUnavailableError as exc:
+        server.close()
+        pytest.skip(f"pytriton's tritonserver cannot start here: {exc}")
+
+
+def one_error_line(err: str) -> bool:
+    """A CLI user error as the tests expect it on stderr: one ``edgesentry VERB: error: ...`` line,
+    then the verb's ``failed | edgesentry VERB | N s`` status line, nothing else."""
+    lines = err.strip().splitlines()
+    return (len(lines) == 2 and lines[0].startswith("edgesentry ") and ": error: " in lines[0]
+            and lines[1].startswith("failed | edgesentry "))

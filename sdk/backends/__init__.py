@@ -14,18 +14,27 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from edgesentry.backends.base import InputSpec, Runner, resolve_backend
+from edgesentry.backends.base import InputSpec, Runner, _importable, resolve_backend
 from edgesentry.backends.onnxruntime import OrtRunner, Provider
 from edgesentry.backends.openvino import OpenVINORunner
 from edgesentry.backends.tensorrt import TensorRTRunner
 from edgesentry.backends.torch import TorchRunner
-from edgesentry.errors import BackendUnavailableError, ConfigError
+from edgesentry.errors import BackendUnavailableError, ConfigError, option
 
-__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "runner_options", "OrtRunner",
-           "OpenVINORunner", "TensorRTRunner", "TorchRunner"]
+__all__ = ["InputSpec", "Runner", "resolve_backend", "make_runner", "runner_options", "available_backends",
+           "DETECTOR_BACKENDS", "OrtRunner", "OpenVINORunner", "TensorRTRunner", "TorchRunner"]
+
+#: backend -> the package it needs; the backends detectors run their graphs on (one branch each
+#: in ``make_runner``). A new backend is one entry here and one branch there.
+DETECTOR_BACKENDS: dict[str, str] = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 #: options for the runners ``make_runner`` builds in this context (``runner_options``)
 _RUNNER_OPTIONS: ContextVar[dict[str, Any] | None] = ContextVar("edgesentry_runner_options", default=None)
+
+
+def available_backends() -> list[str]:
+    """The detector backends this install can run (their package is importable)."""
+    return [name for name, package in DETECTOR_BACKENDS.items() if _importable(package)]
 
 
 @contextmanager
@@ -79,5 +88,5 @@ def make_runner(backend: str, inputs: Mapping[str, InputSpec], outputs: Sequence
         return OpenVINORunner(onnx, inputs, outputs, device=opts.get("openvino_device", "CPU"),
                               precision=opts.get("openvino_precision", "f32"),
                               hint=opts.get("openvino_hint", "latency"))
-    raise ConfigError(f"{what} has no {backend!r} runner in this build; use backend='onnxruntime', "
-                      "'openvino' or 'torch'")
+    raise ConfigError(f"{what} has no {backend!r} runner in this build; use {option('backend', 'onnxruntime')}, "
+                      f"{option('backend', 'openvino')} or {option('backend', 'torch')}")

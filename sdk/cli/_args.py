@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgesentry.errors import ConfigError
 
@@ -17,16 +18,27 @@ def add_kernel_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: the choices are the detector backends this install can run."""
+    from edgesentry.backends import available_backends
+
+    runnable = available_backends()
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
-        help="graph backend (default: auto = onnxruntime if the bundle has ONNX, else torch)",
+        choices=["auto", *runnable],
+        help="graph backend; this install can run: "
+        + (", ".join(runnable) or "none (install onnxruntime, openvino or torch)")
+        + " (default: auto = onnxruntime if the bundle has ONNX, else torch)",
     )
 
 
+#: the one sentence on the threshold's scale, shared by every verb's help
+THRESHOLD_SCALE = "on the score's scale: normalised to [0, 1] once calibrated (0.5 = calibrated), raw otherwise"
+
+
 def add_threshold_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold (default: bundle's, if any)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"score threshold for the label, {THRESHOLD_SCALE} (default: the bundle's)")
 
 
 def parse_pair(text: str, name: str) -> tuple[int, int]:
@@ -51,3 +63,20 @@ def parse_bands(text: str | None) -> int | list[int] | None:
         return int(text)
     except ValueError:
         raise ConfigError(f"--bands must be N, 'i,j,k' or 'start:stop'; got {text!r}") from None
+
+
+def family_of_bundle(bundle: str, family: str, *, command: str) -> None:
+    """Refuse a bundle of another family before loading it (``command``: ``"detect isstad"``)."""
+    from edgesentry.bundle import Bundle
+
+    found = Bundle.open(bundle, verify=False).family
+    if found != family:
+        verb = command.split()[0]
+        hint = f" (try `edgesentry {verb} {found}`)" if " " in command else ""
+        raise ConfigError(f"{bundle} is a {found!r} bundle; `edgesentry {command}` needs a {family!r} bundle{hint}")
+
+
+def thresholds_of(det: Any) -> dict[str, Any]:
+    """The thresholds a run used, on both scales (for summaries)."""
+    return {"score_scale": det.score_scale, "threshold": det.threshold, "raw_threshold": det.raw_threshold,
+            "pixel_threshold": det.effective_pixel_threshold}

@@ -1,5 +1,5 @@
 """Verb registry. Each verb module defines ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int`` (and optionally ``LONG_RUNNING = True`` for a PASSED/FAILED footer).
+``run(args) -> int`` (0 = done; ``main`` prints the ``done`` / ``failed`` status line).
 
 Verbs are imported explicitly; their optional dependencies (torch, ONNX Runtime, TensorRT,
 OpenCV ...) are imported inside ``run``, so every verb appears on a minimal install, and one
@@ -52,7 +52,6 @@ class Verb:
     name: str
     help: str
     module: ModuleType
-    long_running: bool
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.module.add_arguments(parser)
@@ -69,4 +68,4 @@ class Verb:
 
 
 def load_verbs() -> list[Verb]:
-    return [Verb(name, module.HELP, module, getattr(module, "LONG_RUNNING", False)) for name, module in VERBS]
+    return [Verb(name, module.HELP, module) for name, module in VERBS]

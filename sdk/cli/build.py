@@ -16,7 +16,6 @@ from pathlib import Path
 from edgesentry.errors import ConfigError
 
 HELP = "build TensorRT engines for a bundle's exported graphs (cached per GPU, TensorRT, precision, profile)"
-LONG_RUNNING = True
 
 
 def _hint(text: str) -> tuple[str, tuple[int, int, int]]:

@@ -20,12 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgesentry.bundle import Bundle
+
     bundle = args._convert(args)
     if getattr(args, "onnx", False):  # families with graphs offer --onnx
         from edgesentry.export.onnx import export_bundle
 
         export_bundle(bundle)
-    print(
-        f"wrote bundle {bundle.path} (family {bundle.family}, files: {', '.join(sorted(bundle.files)) or 'meta only'})"
-    )
+    bundle = Bundle.open(bundle.path)  # what was written opens, every file matching its sha256
+    files = ", ".join(sorted(bundle.files)) or "meta only"
+    print(f"wrote bundle {bundle.path} (family {bundle.family}, files: {files}); checked: it opens with every checksum")
     return 0

@@ -7,7 +7,6 @@ import argparse
 from edgesentry.cli.families import FAMILIES
 
 HELP = "run a detector on input files and write score maps, heatmaps and a JSON summary"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

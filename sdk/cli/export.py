@@ -2,8 +2,12 @@
 
 Each graph is exported with the bundle metadata in ``metadata_props``, checked with
 ``onnx.checker``, optionally simplified with onnxslim, compared with torch (the parity table
-is printed) and linted for TensorRT. ``--format triton-repo OUT`` writes a Triton Inference
-Server model repository (see ``edgesentry.serving``).
+is printed) and linted for TensorRT; the bundle is then opened again (checksums) and every
+graph's metadata compared with ``meta.json``. ``--format triton-repo OUT`` writes a Triton
+Inference Server model repository whose ensemble takes the detector's raw input (see
+``edgesentry.serving``) and checks it: the repository's own pre-processing, graph files and
+post-processing, run in this process on a synthetic raw input, must give what
+``Detector.predict`` gives. The verb says ``done`` only after these checks.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import argparse
 from pathlib import Path
 
 HELP = "export a bundle's graphs to ONNX (checked, parity-tested, TensorRT-linted) or a Triton model repository"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inside (runs on CPU-only servers), or tensorrt_plan (needs `edgesentry build` first)",
     )
     parser.add_argument("--max-batch", type=int, default=8, help="triton-repo: max_batch_size / dynamic batching")
+    parser.add_argument("--gallery", default=None,
+                        help="triton-repo, mdmf: the gallery .npz (edgesentry enroll) served queries are classified "
+                             "against (required for mdmf)")
 
 
 def _format(values: list[str]) -> tuple[str, Path | None]:
@@ -45,11 +51,26 @@ def _format(values: list[str]) -> tuple[str, Path | None]:
     raise argparse.ArgumentTypeError(f"--format must be 'onnx' or 'triton-repo OUT'; got {' '.join(values)!r}")
 
 
+def check_exported(bundle_path: Path) -> None:
+    """Open the bundle again (every checksum) and compare each graph's ONNX metadata with meta.json."""
+    from edgesentry.bundle import Bundle, mirrored_metadata, read_onnx_metadata
+    from edgesentry.errors import BundleError
+
+    bundle = Bundle.open(bundle_path)
+    wanted = mirrored_metadata(bundle.meta)
+    for name, graph in bundle.meta.get("graphs", {}).items():
+        props = read_onnx_metadata(bundle.path / graph["file"])
+        stale = sorted(k for k, v in wanted.items() if props.get(k) != v)
+        if stale:
+            raise BundleError(f"graph {name!r}: ONNX metadata {stale} differ from meta.json")
+    print(f"checked: {bundle.path} opens (every sha256), ONNX metadata mirror meta.json")
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.errors import ConfigError
     from edgesentry.export.lint import lint_model
-    from edgesentry.export.onnx import DEFAULT_OPSET, export_bundle
+    from edgesentry.export.onnx import DEFAULT_OPSET, export_bundle, family_exporter
 
     try:
         fmt, output = _format(args.format)
@@ -57,19 +78,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     bundle = Bundle.open(args.bundle)
     if fmt == "triton-repo":
-        from edgesentry.serving import write_model_repository
+        from edgesentry.serving import check_repository, write_model_repository
 
         if not bundle.meta.get("graphs"):
-            export_bundle(
-                bundle,
-                opset=args.opset or DEFAULT_OPSET,
-                check_parity=not args.no_parity,
-                simplify=not args.no_simplify,
-            )
-        repo = write_model_repository(bundle, output, variant=args.triton_variant, max_batch=args.max_batch)
+            export_bundle(bundle, opset=args.opset or DEFAULT_OPSET, check_parity=not args.no_parity,
+                          simplify=not args.no_simplify)
+            bundle = Bundle.open(bundle.path)
+        repo = write_model_repository(bundle, output, variant=args.triton_variant, max_batch=args.max_batch,
+                                      gallery=args.gallery)
         print(f"wrote Triton model repository {repo}")
         for cfg in sorted(Path(repo).glob("*/config.pbtxt")):
             print(f"  {cfg.parent.name}")
+        example = family_exporter(bundle.family).serving_example(bundle)
+        check = check_repository(repo, bundle, example)
+        shape = "x".join(str(d) for d in getattr(example, "shape", ())) or "features"
+        print(f"checked: the repository's pre -> graphs (ONNX Runtime) -> post pipeline on a raw {shape} input "
+              f"equals Detector.predict ({check.line()})")
         return 0
     reports = export_bundle(
         bundle, opset=args.opset or DEFAULT_OPSET, check_parity=not args.no_parity, simplify=not args.no_simplify
@@ -85,4 +109,5 @@ def run(args: argparse.Namespace) -> int:
         failed |= not lint.passed
     if failed:
         print("TensorRT lint found blockers; ONNX Runtime can still run the graphs")
+    check_exported(bundle.path)
     return 0

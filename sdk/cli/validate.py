@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 HELP = "compare a bundle's backends output by output (parity report; non-zero exit on any failure)"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

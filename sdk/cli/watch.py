@@ -19,7 +19,6 @@ from edgesentry.cli._args import add_backend_args, add_kernel_args, add_threshol
 from edgesentry.errors import ConfigError
 
 HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folder with a detector"
-LONG_RUNNING = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,10 @@ A family module provides:
   as ``rx``; others raise ``ConfigError`` saying a bundle is needed);
 - ``from_bundle(bundle, **options) -> Detector``;
 - ``convert(..., output=PATH, **options) -> Bundle``: trained weights -> bundle (the Python
-  twin of ``edgesentry convert``; the command line itself lives in ``edgesentry.cli.families``).
+  twin of ``edgesentry convert``; the command line itself lives in ``edgesentry.cli.families``);
+- ``DETECTOR``: the family's ``Detector`` subclass (its input kinds and file suffixes);
+- ``SERVING_INPUTS`` / ``serving_feed(x, **options)`` for families a Triton repository serves:
+  the ensemble's raw inputs, and how a client turns what ``predict`` accepts into them.
 
 The modules are imported on first use, by the explicit imports in ``family_module``, and they
 import torch (or ONNX Runtime) lazily, so ``import edgesentry``, ``edgesentry info`` and the

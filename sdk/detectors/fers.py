@@ -36,7 +36,8 @@ import numpy as np
 
 from edgesentry.bundle import Bundle, split_graph_tensors, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import BundleError, ConfigError, InputError
+from edgesentry.errors import BundleError, ConfigError, InputError, option
+from edgesentry.io.files import CUBE_SUFFIXES
 from edgesentry.io.hsi import as_cube
 from edgesentry.kernels import fers as fers_kernels, rx as rx_kernels
 from edgesentry.result import Result
@@ -64,12 +65,12 @@ class FERSOptions:
             raise ConfigError(f"FERS mode must be one of {list(MODES)}; got {self.mode!r}")
         if self.mode == "local":
             if self.window is None or len(self.window) != 2:
-                raise ConfigError(f"mode='local' needs window=(inner, outer), e.g. (3, 9); got {self.window!r}")
+                raise ConfigError(f"mode 'local' needs {option('window', (3, 9))} (inner, outer); got {self.window!r}")
             self.window = (int(self.window[0]), int(self.window[1]))
             if not 1 <= self.window[0] < self.window[1]:
                 raise ConfigError(f"window must satisfy 1 <= inner < outer; got {self.window}")
         elif self.window is not None:
-            raise ConfigError("window is only used by mode='local'; pass mode='local' or drop window")
+            raise ConfigError(f"window is only used by mode 'local'; pass {option('mode', 'local')} or drop the window")
         if not 0 < self.rcond < 1:
             raise ConfigError(f"rcond must lie in (0, 1); got {self.rcond}")
 
@@ -96,6 +97,8 @@ class FERSDetector(Detector):
 
     family = "fers"
     map_shares_score_scale = True
+    input_suffixes = CUBE_SUFFIXES
+    input_kinds = "one hyperspectral cube: an (H, W, B) array or a .mat / .npy / ENVI .hdr file"
 
     def __init__(
         self,
@@ -214,6 +217,17 @@ def _preprocessing(bands: int) -> dict[str, Any]:
             "layout": "(1, B, H, W)"}
 
 
+# ------------------------------------------------------------------------------ serving
+#: the inputs of a served FERS: the cube (float64 holds every cube dtype exactly)
+SERVING_INPUTS = {"INPUT": ("float64", [-1, -1, -1])}
+
+
+def serving_feed(x: Any, *, variable: str | None = None) -> dict[str, np.ndarray]:
+    """What a client sends for one input ``predict`` takes: the (H, W, B) cube as float64."""
+    cube, _ = as_cube(x, variable=variable, who="FERS")
+    return {"INPUT": np.asarray(cube, dtype=np.float64)}
+
+
 # ------------------------------------------------------------------------ family hooks
 def build(**options: Any) -> FERSDetector:
     raise ConfigError(
@@ -302,3 +316,6 @@ def convert(
     config.pop("variable")
     return write_bundle(output, "fers", config=config, preprocessing=_preprocessing(cfg.bands), tensors=tensors,
                         io=_IO, extra=extra, overwrite=overwrite)
+
+
+DETECTOR = FERSDetector

@@ -40,7 +40,7 @@ import numpy as np
 from edgesentry.bundle import WEIGHTS_NAME, Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import BundleError, ConfigError, InputError, describe
-from edgesentry.io.image import Color, as_image, resize_bilinear
+from edgesentry.io.image import IMAGE_SUFFIXES, Color, as_image, resize_bilinear
 from edgesentry.kernels import isstad as isstad_kernels
 from edgesentry.result import Result
 
@@ -117,6 +117,8 @@ class ISSTADDetector(Detector):
 
     family = "isstad"
     batches_graph = True
+    input_suffixes = IMAGE_SUFFIXES
+    input_kinds = "one image: an image path, a PIL image or an (H, W, 3) uint8 RGB array"
 
     def __init__(self, arch: dict[str, Any], options: ISSTADOptions, runner: Any, *, backend: str,
                  bundle: Bundle | None = None, permutation_array: np.ndarray | None = None, keep_rgb: bool = False,
@@ -162,7 +164,8 @@ class ISSTADDetector(Detector):
                     "permutation": o.permutation, "input_shape": list(item.shape), **item.source}
             extras = {"probability": np.asarray(out["probability"][b]),
                       "recon_error": np.asarray(out["recon_error"][b]), "pixel_map": pixel}
-            results.append(Result(score=float(out["score"][b]), anomaly_map=amap, extras=extras, info=info))
+            results.append(Result(score=float(out["score"][b]), anomaly_map=amap, extras=extras, info=info,
+                                  image=item.rgb))
         return results
 
     # ---------------------------------------------------------------------- config
@@ -187,12 +190,6 @@ class ISSTADDetector(Detector):
             ctx.update(top_p=o.top_p, w_m=o.w_m, w_r=o.w_r)
         return ctx
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Bundle:
-        bundle = super().save(path, overwrite=overwrite)
-        if self.calibration is not None:
-            bundle.update_meta(calibration={**self.calibration.to_dict(), **self.calibration_context()})
-        return bundle
-
     def bundle_payload(self) -> dict[str, Any]:
         """Config, preprocessing and weights for ``Detector.save`` (weights from the source bundle)."""
         if self.bundle is None or not self.bundle.has(WEIGHTS_NAME):
@@ -206,6 +203,17 @@ def _io_spec(size: int) -> dict[str, Any]:
     return {"input": "(H, W, 3) uint8 RGB image or path", "graph_input": {"image": ["batch", 3, size, size]},
             "graph_outputs": {"recon": ["batch", 3, size, size], "prob": ["batch", size, size]},
             "output": "image score, (H, W) float32 anomaly map"}
+
+
+# ------------------------------------------------------------------------------ serving
+#: the inputs of a served ISSTAD (``edgesentry.serving``): an image's RGB pixels, any size
+SERVING_INPUTS = {"INPUT": ("uint8", [-1, -1, 3])}
+
+
+def serving_feed(x: Any, *, color: Color = "rgb") -> dict[str, np.ndarray]:
+    """What a client sends for one input ``predict`` takes: the (H, W, 3) uint8 RGB pixels."""
+    rgb, _ = as_image(x, color=color, who="ISSTAD")
+    return {"INPUT": rgb}
 
 
 # ------------------------------------------------------------------------ family hooks
@@ -307,3 +315,6 @@ def convert(ckpt: str | os.PathLike, *, output: str | os.PathLike, config: str |
              "ignored_keys": ignored, "paper": "ISSTAD (xjspin/ISSTAD, xjpp2016/ISSTAD_Extended)"}
     return write_bundle(output, "isstad", config={"model": arch, **asdict(options)}, preprocessing=PREPROCESSING,
                         tensors=tensors, io=_io_spec(int(arch["img_size"])), extra=extra, overwrite=overwrite)
+
+
+DETECTOR = ISSTADDetector

@@ -28,7 +28,6 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,8 @@ import numpy as np
 from edgesentry._threads import single_threaded_blas
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, InputError, describe
+from edgesentry.errors import ConfigError, InputError, describe, option
+from edgesentry.io.files import read_npy
 from edgesentry.kernels import mavd as mavd_kernels
 from edgesentry.result import Result
 
@@ -94,6 +94,7 @@ class MAVDDetector(Detector):
     """MAVD violence detector; ``predict({"rgb", "flow", "audio"})``, see the module docstring."""
 
     family = "mavd"
+    input_kinds = "one video's features: a dict with 'rgb', 'flow', 'audio' (arrays or .npy paths)"
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class MAVDDetector(Detector):
             if not self.options.trim:
                 raise InputError(
                     f"rgb, flow and audio must have the same number of snippets T; got {lengths} "
-                    "(pass trim=True to cut every stream to the shortest)"
+                    f"(pass {option('trim', True)} to cut every stream to the shortest)"
                 )
             t = min(lengths.values())
             trimmed = {k: n - t for k, n in lengths.items() if n != t}
@@ -290,9 +291,9 @@ def _as_stream(key: str, value: Any) -> np.ndarray:
     """One modality as float32 (crops, T, D); accepts arrays, a .npy path or per-crop paths."""
     dim = DIMS[key]
     if isinstance(value, (str, os.PathLike)):
-        value = _load_npy(value)
+        value = read_npy(value)
     elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
-        parts = [_load_npy(p) for p in value]
+        parts = [read_npy(p) for p in value]
         shapes = {p.shape for p in parts}
         if len(shapes) != 1:
             raise InputError(f"{key}: per-crop files have different shapes {sorted(shapes)}")
@@ -316,20 +317,23 @@ def _as_stream(key: str, value: Any) -> np.ndarray:
     return out
 
 
-def _load_npy(path: str | os.PathLike) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"feature file {str(p)!r} does not exist")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{p} is not a readable .npy array: {exc}") from None
-
-
 IO_SPEC = {
     "input": {"rgb": "(crops, T, 1024) I3D", "flow": "(crops, T, 1024) I3D", "audio": "(T, 128) VGGish"},
     "output": "snippet_scores (T,), frame_scores (16 T,)",
 }
+
+
+# ------------------------------------------------------------------------------ serving
+#: the inputs of a served MAVD: the three feature streams, (crops, T, D) float32
+SERVING_INPUTS = {k: ("float32", [-1, -1, DIMS[k]]) for k in GRAPH_INPUTS}
+
+
+def serving_feed(x: Any) -> dict[str, np.ndarray]:
+    """What a client sends for one input ``predict`` takes: each stream as (crops, T, D) float32
+    (``.npy`` paths and per-crop lists read here)."""
+    if not isinstance(x, Mapping) or sorted(x) != sorted(GRAPH_INPUTS):
+        raise InputError(f"MAVD expects a dict with keys {list(GRAPH_INPUTS)}; got {describe(x)}")
+    return {k: _as_stream(k, x[k]) for k in GRAPH_INPUTS}
 
 
 # ------------------------------------------------------------------------ family hooks
@@ -408,3 +412,6 @@ def convert(
         overwrite=overwrite,
         extra={"source": os.fspath(weights_dir), "checkpoint": "MAVD ap86.07"},
     )
+
+
+DETECTOR = MAVDDetector

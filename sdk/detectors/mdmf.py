@@ -38,8 +38,8 @@ import os
 import random
 import time
 import zipfile
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,9 @@ import numpy as np
 from edgesentry.backends import InputSpec, Runner, make_runner
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import BackendUnavailableError, CallOrderError, ConfigError, InputError, describe
-from edgesentry.io.video import Clip, prepare_frames, read_frames
+from edgesentry.errors import BackendUnavailableError, CallOrderError, ConfigError, InputError, describe, option
+from edgesentry.io.files import read_npy
+from edgesentry.io.video import VIDEO_SUFFIXES, Clip, prepare_frames, read_frames
 from edgesentry.kernels import otam as otam_kernels
 from edgesentry.result import Result
 
@@ -113,7 +114,8 @@ def choose_prompts(probs: np.ndarray, prompt: str | Sequence[int] | np.ndarray =
             return probs.argmax(axis=-1).astype(np.int64)
         if prompt == "sample":
             if seed is None:
-                raise ConfigError("prompt='sample' draws like the seed's random.choices; pass an explicit seed=")
+                raise ConfigError("prompt 'sample' draws like the seed's random.choices; "
+                                  f"pass an explicit {option('seed')}")
             rng = random.Random(seed)
             out = np.empty(q, np.int64)
             for i in range(q):
@@ -164,6 +166,10 @@ class MDMFDetector(Detector):
     """
 
     family = "mdmf"
+    input_suffixes = (*VIDEO_SUFFIXES, ".npy")
+    input_kinds = ("one query: a clip (video path, PATH@START:END, frames) or frame features [T, D] "
+                   "(array or .npy file); a list of clips is one multi-clip query")
+    list_is_one_input = True
 
     def __init__(self, settings: MDMFSettings, runners: dict[str, Runner], *, backend: str, model: Any = None,
                  text_tower: Any = None, tokenizer: Any = None, model_id: str = "", **kwargs: Any):
@@ -220,7 +226,8 @@ class MDMFDetector(Detector):
                 out.append(item.astype(np.float32))
             elif self.settings.features_in:
                 raise InputError(f"this bundle is features-in (no visual tower): pass frame features [T={t}, D={d}] "
-                                 f"instead of {describe(item)}, or convert with a backbone / --clip RN50.pt")
+                                 f"(an array or a .npy file) instead of {describe(item)}, or convert the checkpoint "
+                                 f"with a backbone or {option('clip', 'RN50.pt')}")
             else:
                 out.append(self._frames(item))
         return out
@@ -267,8 +274,8 @@ class MDMFDetector(Detector):
             if self.text_tower is None or self.tokenizer is None:
                 raise ConfigError(
                     "this bundle has no CLIP text tower + BPE vocabulary, so class prompts cannot be encoded; pass "
-                    "prompt=<text embedding [D]> or convert with --clip RN50.pt "
-                    "--clip-vocab bpe_simple_vocab_16e6.txt.gz"
+                    f"{option('prompt')} with a [D={self.settings.dim}] text embedding, or convert the checkpoint "
+                    f"again with {option('clip', 'RN50.pt')} and {option('clip_vocab', 'bpe_simple_vocab_16e6.txt.gz')}"
                 )
             import torch
 
@@ -399,12 +406,17 @@ class _EpisodeGallery:
 
 def _clip_list(clips: Any) -> list[Any]:
     """One clip (path, ``Clip``, features [T, D], frames [T, H, W, 3] / [T, 3, S, S]) or several
-    (a sequence, features [B, T, D], frames [B, T, ...]) -> a list of single clips."""
+    (a sequence, features [B, T, D], frames [B, T, ...]) -> a list of single clips. A ``.npy``
+    path holds frame features: [T, D] is one clip, [K, T, D] K clips."""
+    if isinstance(clips, (str, os.PathLike)) and Path(clips).suffix.lower() == ".npy":
+        clips = read_npy(clips)
     if isinstance(clips, (str, os.PathLike, Clip)):
         return [clips]
     if isinstance(clips, np.ndarray):
-        return [clips] if clips.ndim in (2, 4) else list(clips)
-    return list(clips)
+        return list(clips) if clips.ndim in (3, 5) else [clips]
+    if isinstance(clips, Iterable):
+        return [c for clip in clips for c in _clip_list(clip)]
+    return [clips]  # refused, with a description, where it is prepared
 
 
 def _features(x: Any, name: str, t: int, d: int) -> np.ndarray:
@@ -583,10 +595,29 @@ def convert(ckpt: str | os.PathLike, clip: str | os.PathLike | None = None, *, o
     return bundle
 
 
+# ------------------------------------------------------------------------------ serving
+#: the inputs of a served MDMF: query frame features [Q, T, D], classified against the gallery
+#: the repository was written with (``edgesentry export BUNDLE --format triton-repo OUT --gallery G``)
+SERVING_INPUTS = {"INPUT": ("float32", [-1, -1, -1])}
+
+
+def serving_feed(x: Any) -> dict[str, np.ndarray]:
+    """What a client sends for one query ``predict`` takes: its frame features as [Q, T, D]
+    float32 (arrays or ``.npy`` files; clips are decoded and encoded where a local detector runs)."""
+    clips = _clip_list(x)
+    if not clips or not all(isinstance(c, np.ndarray) and c.ndim == 2 and c.dtype.kind == "f" for c in clips):
+        raise InputError(f"a served MDMF takes frame features [T, D] (arrays or .npy files); got {describe(x)}")
+    return {"INPUT": np.stack(clips).astype(np.float32)}
+
+
 # ----------------------------------------------------------------------- family hooks
 def build(**options: Any) -> MDMFDetector:
     raise ConfigError("mdmf needs trained weights: `edgesentry convert mdmf CKPT [--clip RN50.pt] -o BUNDLE`, "
                       "then edgesentry.load(BUNDLE)")
+
+
+#: the settings ``from_bundle`` forwards to ``MDMFSettings`` (``edgesentry.load(bundle, prompt=...)``)
+OPTIONS = tuple(f.name for f in fields(MDMFSettings))
 
 
 def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto", device: str = "cpu",
@@ -657,3 +688,6 @@ def _torch_parts(bundle: Bundle, settings: MDMFSettings, tensors: dict[str, np.n
             merges = json.loads(bundle.file(_BPE_FILE).read_text())["merges"]
             tokenizer = M.ClipTokenizer(merges)
     return model, text_tower, tokenizer
+
+
+DETECTOR = MDMFDetector

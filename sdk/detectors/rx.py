@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 
 from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, InputError
+from edgesentry.errors import ConfigError, InputError, option
+from edgesentry.io.files import CUBE_SUFFIXES
 from edgesentry.io.hsi import as_cube, select_bands
 from edgesentry.kernels import rx as rx_kernels
 from edgesentry.result import Result
@@ -51,7 +52,7 @@ class RXConfig:
             raise ConfigError(f"nan_policy must be 'raise' or 'mask'; got {self.nan_policy!r}")
         if self.mode == "local":
             if self.window is None:
-                raise ConfigError("local RX needs window=(inner, outer), e.g. window=(3, 9)")
+                raise ConfigError(f"local RX needs {option('window', (3, 9))} (inner, outer)")
             if len(self.window) != 2:
                 raise ConfigError(f"window must be (inner, outer); got {self.window!r}")
             self.window = (int(self.window[0]), int(self.window[1]))
@@ -60,7 +61,7 @@ class RXConfig:
             if self.nan_policy == "mask":
                 raise ConfigError("nan_policy='mask' is only supported by global RX (a window would mix masked pixels)")
         elif self.window is not None:
-            raise ConfigError("window is only used by mode='local'; pass mode='local' or drop window")
+            raise ConfigError(f"window is only used by mode 'local'; pass {option('mode', 'local')} or drop the window")
         if isinstance(self.bands, tuple):
             self.bands = list(self.bands)
 
@@ -98,6 +99,8 @@ class RXDetector(Detector):
 
     family = "rx"
     map_shares_score_scale = True
+    input_suffixes = CUBE_SUFFIXES
+    input_kinds = "one hyperspectral cube: an (H, W, B) array or a .mat / .npy / ENVI .hdr file"
 
     def __init__(self, config: RXConfig | None = None, **kwargs: Any):
         self.cfg = config or RXConfig()
@@ -118,7 +121,8 @@ class RXDetector(Detector):
             bad = int((~finite).sum())
             if self.cfg.nan_policy == "raise":
                 raise InputError(
-                    f"cube has {bad} pixels with NaN/Inf values; clean them or use nan_policy='mask' to skip them"
+                    f"cube has {bad} pixels with NaN/Inf values; clean them or pass "
+                    f"{option('nan_policy', 'mask')} to skip them"
                 )
         if int(finite.sum()) < 2:
             raise InputError(f"RX needs at least 2 valid pixels; got {int(finite.sum())}")
@@ -203,6 +207,10 @@ def build(
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
+#: the options ``from_bundle`` forwards to ``RXConfig`` (``edgesentry.load(bundle, mode=...)``)
+OPTIONS = tuple(f.name for f in fields(RXConfig))
+
+
 def from_bundle(
     bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
 ) -> RXDetector:
@@ -231,3 +239,6 @@ def convert(*, output: str | os.PathLike, overwrite: bool = False, **options: An
         overwrite=overwrite,
         io={"input": "(H, W, B) cube", "output": "(H, W) float32 anomaly map"},
     )
+
+
+DETECTOR = RXDetector

@@ -19,6 +19,9 @@ import numpy as np
 
 from edgesentry.errors import ConfigError, InputError, describe
 
+#: video files a folder contributes (``edgesentry.io.files.expand``)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
 
 @dataclass(frozen=True)
 class Clip:

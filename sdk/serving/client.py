@@ -1,12 +1,17 @@
 """``edgesentry.serving.Client``: call a served detector over KServe v2 (HTTP or gRPC).
 
-    client = Client("127.0.0.1:8000", model="mavd")           # HTTP
+    client = Client("127.0.0.1:8000", model="isstad")          # HTTP
     client = Client("127.0.0.1:8001", model="mavd", protocol="grpc")
-    result = client.predict({"rgb": rgb, "flow": flow, "audio": audio})   # -> Result
+    result = client.predict("part.png")                          # -> Result, as Detector.predict
+    results = client.predict("parts/")                           # a folder / glob / list -> [Result]
+    result = client.predict({"rgb": rgb, "flow": flow, "audio": audio})
 
-Plain ``tritonclient``; the ensemble's input names and types come from the server's model
-metadata. Import this module *after* starting any subprocess: the HTTP client uses gevent,
-which must not be forked once imported.
+``predict`` accepts what ``Detector.predict`` of the served family accepts (paths, PIL images,
+arrays, ``.npy`` files ...): the ensemble's ``edgesentry_family`` parameter names the family,
+whose ``serving_feed`` turns the input into the served raw tensors (an image's pixels, a cube,
+feature streams). Plain ``tritonclient``; the input names and types come from the server's
+model metadata. Import this module *after* starting any subprocess: the HTTP client uses
+gevent, which must not be forked once imported.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from edgesentry.errors import BackendUnavailableError, InputError, describe
 from edgesentry.result import Result
+from edgesentry.serving.repository import FAMILY_PARAMETER
 from edgesentry.serving.runtime import ARRAY_INPUT, RESULT_OUTPUTS, decode_result
 
 _NP_TO_TRITON = {
@@ -55,6 +61,16 @@ class Client:
         else:
             self.client = tc.InferenceServerClient(url)
         self.inputs = self._input_meta()
+        self.family = self._family()
+
+    def _family(self) -> str | None:
+        """The served family (the ensemble's ``edgesentry_family`` parameter), if it says."""
+        config = self.client.get_model_config(self.model)
+        if isinstance(config, dict):
+            params = config.get("config", config).get("parameters", {})
+            return (params.get(FAMILY_PARAMETER) or {}).get("string_value")
+        params = config.config.parameters
+        return params[FAMILY_PARAMETER].string_value if FAMILY_PARAMETER in params else None
 
     def _input_meta(self) -> dict[str, str]:
         meta = self.client.get_model_metadata(self.model)
@@ -68,7 +84,13 @@ class Client:
     def is_ready(self) -> bool:
         return bool(self.client.is_model_ready(self.model))
 
-    def _feed(self, x: Any) -> dict[str, np.ndarray]:
+    def _feed(self, x: Any, **options: Any) -> dict[str, np.ndarray]:
+        if self.family is not None:
+            from edgesentry.detectors import family_module
+
+            x = family_module(self.family).serving_feed(x, **options)
+        elif options:
+            raise InputError(f"model {self.model!r} names no family; options {sorted(options)} cannot apply")
         if isinstance(x, Mapping):
             feed = {k: np.asarray(v) for k, v in x.items()}
         else:
@@ -83,9 +105,24 @@ class Client:
             out[name] = np.ascontiguousarray(arr)
         return out
 
-    def predict(self, x: Any) -> Result:
-        """Send one detector input; return the ``Result`` the server computed."""
-        feed = self._feed(x)
+    def predict(self, x: Any, **options: Any) -> Result | list[Result]:
+        """Send what ``Detector.predict`` of the served family accepts; return the ``Result`` the
+        server computed (a list for a folder, a glob or a list of paths, one request each).
+
+        ``options`` are the family's input options (``color="bgr"`` for isstad, ``variable=``
+        for fers cubes).
+        """
+        if self.family is not None:
+            from edgesentry.detector import many_inputs
+            from edgesentry.detectors import family_module
+
+            many = many_inputs(x, family_module(self.family).DETECTOR)
+            if many is not None:
+                return [self._predict_one(item, options) for item in many]
+        return self._predict_one(x, options)
+
+    def _predict_one(self, x: Any, options: dict[str, Any]) -> Result:
+        feed = self._feed(x, **options)
         inputs = []
         for name, arr in feed.items():
             t = self.tc.InferInput(name, list(arr.shape), self.inputs[name])

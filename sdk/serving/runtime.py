@@ -88,12 +88,21 @@ def _set(slot: tuple[Any, str | None], runner: Any) -> None:
         owner[key] = runner
 
 
+#: a gallery beside the serving bundle (mdmf): the classes a served detector scores against
+GALLERY_NAME = "gallery.npz"
+
+
 def load_detector(bundle: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The served detector of a repository's bundle copy (ONNX Runtime), with the gallery that
+    sits beside the copy (``GALLERY_NAME``) as its default gallery."""
     from edgesentry.api import load
     from edgesentry.bundle import Bundle
 
     b = Bundle.open(bundle)
     det = load(b, backend="onnxruntime" if b.meta.get("graphs") else "auto")
+    gallery = Path(bundle).parent / GALLERY_NAME
+    if gallery.is_file():
+        det.default_gallery = det.load_gallery(gallery)
     return det, b.meta.get("graphs", {})
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -188,6 +189,7 @@ class Stream:
         self.summary_path = check_output_file(summary_path, flag="summary_path") if summary_path else None
         self.status_interval_s = status_interval_s
         self._printer = StatusPrinter(status) if status is not None else None
+        self._status = status
         self.acc = Accounting()
         self.capture_q = BoundedQueue(queue_size)
         self.output_q = BoundedQueue(max(queue_size, 2 * batch_size))
@@ -222,6 +224,8 @@ class Stream:
                 for sink in self.sinks:  # nothing ran: release the files and connections
                     sink.close()
                 raise
+            # the port actually bound (port 0 picks one): said where the user reads, even when quiet
+            print(f"metrics: {self.metrics.url}", file=self._status or sys.stderr, flush=True)
         for name, loop in (("capture", self._capture_loop), ("inference", self._inference_loop),
                            ("output", self._output_loop)):
             target = supervise(name, loop, max_restarts=self.max_restarts, on_crash=self._on_crash,

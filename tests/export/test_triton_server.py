@@ -34,10 +34,21 @@ def _example(name, bundle):
     return x["x"] if list(x) == ["x"] else x
 
 
+def _gallery(name, bundle, tmp_path):
+    """mdmf repositories serve against a gallery: two classes of random features."""
+    if name != "mdmf":
+        return None
+    import edgesentry
+    from tests.roundtrip.conftest import make_gallery
+
+    return make_gallery(edgesentry.load(bundle, backend="onnxruntime"), tmp_path / "gallery.npz")
+
+
 @pytest.mark.parametrize("variant", ["onnxruntime", "python"])
 def test_every_config_parses(family_bundles, variant, tmp_path):
     for name, (bundle, _) in family_bundles.items():
-        repo = write_model_repository(bundle, tmp_path / name, variant=variant, example=_example(name, bundle))
+        repo = write_model_repository(bundle, tmp_path / name, variant=variant, example=_example(name, bundle),
+                                      gallery=_gallery(name, bundle, tmp_path))
         configs = {p.parent.name: _parse(p) for p in repo.glob("*/config.pbtxt")}
         graphs = bundle.meta["graphs"]
         assert set(configs) == {name, f"{name}_pre", f"{name}_post", *(f"{name}_{g}" for g in graphs)}
@@ -46,6 +57,12 @@ def test_every_config_parses(family_bundles, variant, tmp_path):
         steps = [s.model_name for s in ens.ensemble_scheduling.step]
         assert steps[0] == f"{name}_pre" and steps[-1] == f"{name}_post"
         assert [o.name for o in ens.output] == ["SCORE", "RAW_SCORE", "LABEL", "ANOMALY_MAP", "MASK", "EXTRAS", "INFO"]
+        assert ens.parameters["edgesentry_family"].string_value == name
+        # the ensemble takes the detector's raw input (an image's pixels, a cube, feature streams), not graph tensors
+        from edgesentry.detectors import family_module
+
+        declared = family_module(name).SERVING_INPUTS
+        assert {i.name: list(i.dims) for i in ens.input} == {k: list(d) for k, (_, d) in declared.items()}
         for g, gmeta in graphs.items():
             cfg = configs[f"{name}_{g}"]
             if variant == "onnxruntime":
@@ -84,8 +101,7 @@ def test_export_verb_writes_triton_repo(family_bundles, tmp_path, capsys):
 @pytest.mark.triton_server
 def test_tritonserver_serves_results_equal_to_predict(family_bundles, tmp_path):
     import edgesentry
-    from edgesentry.errors import BackendUnavailableError
-    from edgesentry.serving.local import LocalTritonServer
+    from tests.utils import start_triton_server
 
     served = [n for n in SERVED if n in family_bundles]
     if not served:
@@ -94,12 +110,7 @@ def test_tritonserver_serves_results_equal_to_predict(family_bundles, tmp_path):
     for name in served:
         bundle, _ = family_bundles[name]
         write_model_repository(bundle, repo, variant="python", example=_example(name, bundle))
-    server = LocalTritonServer(repo, startup_timeout=45)
-    try:
-        server.start()  # before tritonclient.http is imported: gevent must not be forked
-    except BackendUnavailableError as exc:
-        server.close()
-        pytest.skip(f"pytriton's tritonserver cannot start here: {exc}")
+    server = start_triton_server(repo, startup_timeout=45)
     try:
         from edgesentry.serving import Client
 

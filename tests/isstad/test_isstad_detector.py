@@ -112,14 +112,19 @@ def test_onnxruntime_matches_torch(tiny_onnx_bundle, oracle):
 def test_calibrate_save_and_adjustable_thresholds(bundle_copy, oracle, tmp_path):
     det = edgesentry.load(bundle_copy, backend="torch")
     calib = det.calibrate(_images(oracle), quantile=0.9, margin=0.2)
-    assert det.threshold == calib.threshold and calib.pixel_threshold is not None
+    assert det.threshold == 0.5 and det.raw_threshold == calib.threshold and calib.pixel_threshold is not None
     res = det.predict(oracle["raw_uint8_0"])
     assert res.label is not None and res.mask is not None and 0.0 <= res.score <= 1.0
-    det.threshold = -1.0  # adjustable after calibration
-    assert det.predict(oracle["raw_uint8_0"]).label is True
+    assert res.label == (res.score >= det.threshold)  # one scale
+    with pytest.raises(ConfigError, match=r"must lie in \(0, 1\]"):
+        det.threshold = -1.0  # the normalised scale ends at 0
+    det.threshold = 1e-9  # adjustable after calibration: everything at or above it is anomalous
+    assert det.predict(oracle["raw_uint8_2"]).label is (det.predict(oracle["raw_uint8_2"]).score >= 1e-9)
+    det.threshold = 0.7
+    raw = det.raw_threshold
     det.save(tmp_path / "saved")
     again = edgesentry.load(tmp_path / "saved", backend="torch")
-    assert again.calibration == calib and again.threshold == calib.threshold
+    assert again.calibration == calib and again.threshold == 0.7 and again.raw_threshold == pytest.approx(raw)
     # thresholds belong to the scoring they were fitted with: another scoring does not use them
     assert edgesentry.load(tmp_path / "saved", backend="torch", scoring="ham").threshold is None
 
@@ -141,17 +146,18 @@ def test_cli_convert_calibrate_detect_on_hazelnut(shared, isstad_ref, tmp_path, 
     assert meta["calibration"]["scoring"] == "original"
     Bundle.open(bundle)  # checksums still valid after the in-place update
     out = tmp_path / "out"
-    assert main(["detect", "isstad", str(bundle), str(data / "test"), "--out", str(out)]) == 0
+    assert main(["detect", "isstad", str(bundle), str(data / "test"), "--out", str(out), "--save", "all"]) == 0
     tests = sorted((data / "test").rglob("*.jpg"))
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(tests) == 23
     for row in rows:  # good/04 and colour/04 share a stem: names carry the folder
-        for suffix in ("_overlay.png", "_mask.png", ".json"):
+        for suffix in ("_map.npy", "_mask.png", "_panel.png"):
             assert (out / f"{row['name']}{suffix}").is_file()
-        assert row["label"] in ("True", "False")
-    summary = json.loads((out / f"{rows[0]['name']}.json").read_text())
-    assert summary["shape"] == [512, 512] and summary["threshold"] == meta["calibration"]["threshold"]
+        assert row["label"] in ("True", "False") and row["status"] == "processed"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 23 and summary["failed"] == 0
+    assert summary["raw_threshold"] == meta["calibration"]["threshold"] and summary["threshold"] == 0.5
 
 
 # ---------------------------------------------------------------------- bad inputs

@@ -80,7 +80,7 @@ def test_enroll_and_classify_two_real_clips(files, clips, capsys):
     assert main(["classify", str(bundle), str(gallery), f"{demo}@0.5:1", "--prompt-mode", "sample",
                  "--seed", "3"]) == 0
     assert main(["classify", str(bundle), str(gallery), f"{demo}@0.5:1", "--prompt-mode", "sample"]) == 1
-    assert "explicit seed" in capsys.readouterr().err
+    assert "pass an explicit --seed N" in capsys.readouterr().err  # the CLI's words, not seed=
     # the same through the Python API, both query halves; text embeddings are cached per prompt
     det = edgesentry.load(bundle, backend="torch")
     g = det.load_gallery(gallery)

@@ -133,7 +133,7 @@ def _(env):
     env.det("rx").predict(np.zeros((8, 9, 0)))
 
 
-@case("rx", "nan", InputError, r"cube has 1 pixels with NaN/Inf values; clean them or use nan_policy='mask'")
+@case("rx", "nan", InputError, r"cube has 1 pixels with NaN/Inf values; clean them or pass nan_policy='mask'")
 def _(env):
     cube = _cube()
     cube[2, 3, 1] = np.nan
@@ -197,7 +197,7 @@ def _(env):
     env.det("rx").predict(str(path))
 
 
-@case("rx", "local-window-missing", ConfigError, r"local RX needs window=\(inner, outer\)", kind="option")
+@case("rx", "local-window-missing", ConfigError, r"local RX needs window=\(3, 9\) \(inner, outer\)", kind="option")
 def _(env):
     edgesentry.load("rx", mode="local")
 
@@ -304,7 +304,7 @@ def _(env):
 
 
 @case("bundle", "rx-option-mismatch", ConfigError,
-      r"RX bundle/option mismatch: .*unexpected keyword argument 'backend'", kind="option")
+      r"family 'rx' has no option 'backend'; valid options: bands, kernels, mode", kind="option")
 def _(env):
     edgesentry.load(env.bundle("rx"), backend="torch")
 

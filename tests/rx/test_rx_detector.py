@@ -117,7 +117,7 @@ def test_bad_inputs_get_clear_errors(bad, match):
     [
         ({"mode": "local"}, "needs window"),
         ({"mode": "fast"}, "'global' or 'local'"),
-        ({"window": (3, 9)}, "only used by mode='local'"),
+        ({"window": (3, 9)}, "only used by mode 'local'; pass mode='local'"),
         ({"mode": "local", "window": (9, 3)}, "inner < outer"),
         ({"kernels": "gpu"}, "unknown kernel tier"),
         ({"nan_policy": "ignore"}, "nan_policy"),
@@ -149,7 +149,9 @@ def test_calibrate_save_load_roundtrip(rng, tmp_path):
     calib = det.calibrate(normals)
     scores = [det.predict(x).raw_score for x in normals]
     assert calib.n_samples == 6 and calib.threshold >= np.quantile(scores, 0.99)
-    assert det.threshold == calib.threshold and det.pixel_threshold == calib.pixel_threshold
+    # one scale: a calibrated detector's threshold is on the normalised score scale (0.5), raw_threshold on the raw
+    assert det.threshold == 0.5 and det.raw_threshold == calib.threshold and det.score_scale == "normalised"
+    assert det.pixel_threshold == calib.pixel_threshold
     anomalous = normals[0].copy()
     anomalous[3, 3] += 40
     result = det.predict(anomalous)
@@ -159,6 +161,7 @@ def test_calibrate_save_load_roundtrip(rng, tmp_path):
     assert again.calibration == calib
     assert again.predict(anomalous).score == result.score
     assert again.info()["calibration"]["threshold"] == calib.threshold
+    assert again.info()["raw_threshold"] == calib.threshold and again.info()["threshold"] == 0.5
 
 
 def test_predict_batch_matches_predict(rng):
@@ -178,7 +181,9 @@ def test_result_has_stage_timings(rng):
     assert result.summary()["shape"] == [6, 6]
 
 
-@pytest.mark.parametrize("option", [{"backend": "tensorrt"}, {"windw": (3, 9)}])
-def test_options_a_family_does_not_take_are_config_errors(option):
-    with pytest.raises(ConfigError, match=f"family 'rx' does not take that option.*{next(iter(option))}"):
+@pytest.mark.parametrize(("option", "hint"), [({"backend": "tensorrt"}, ""),
+                                              ({"windw": (3, 9)}, "did you mean 'window'")])
+def test_options_a_family_does_not_take_are_config_errors(option, hint):
+    with pytest.raises(ConfigError, match=f"family 'rx' has no option '{next(iter(option))}'.*{hint}.*valid options: "
+                                          "bands, kernels, mode"):
         edgesentry.load("rx", **option)

@@ -37,6 +37,7 @@ from edgesentry.stream import (
     Stream,
 )
 from tests.hostile import png_bytes
+from tests.utils import one_error_line
 
 from .helpers import MeanDetector, check_accounting, frame_image, mean_score, read_jsonl
 
@@ -254,7 +255,7 @@ def test_jsonl_refuses_a_foreign_file_and_leaves_it_untouched(tmp_path: Path, ca
     folder.mkdir()
     code = main(["watch", "rx", str(folder), "--once", "--jsonl", str(path), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "--jsonl" in err and "Traceback" not in err
+    assert code == 1 and one_error_line(err) and "--jsonl" in err and "Traceback" not in err
     assert path.read_bytes() == data
 
 
@@ -387,7 +388,7 @@ def test_bad_options_are_one_line_before_anything_starts(tmp_path: Path, capsys,
     args = [a.replace("FILE", str(tmp_path / "FILE")) for a in extra]
     code = main(["watch", "rx", str(folder), "--once", "--quiet", *args])
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and "Traceback" not in err and one_error_line(err), err
     assert re.search(match, err), err
     assert not (tmp_path / "r.jsonl").exists()
 
@@ -407,7 +408,7 @@ def test_broker_refusing_authentication_is_named_as_such(secure_mosquitto: dict,
     code = main(["watch", "rx", str(folder), "--once", "--quiet", "--mqtt", target, "--mqtt-user", "alice",
                  "--mqtt-password-file", str(wrong)])
     err = capsys.readouterr().err
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "refused authentication" in err
+    assert code == 1 and one_error_line(err) and "refused authentication" in err
 
 
 def _subscribe(port: int, topic: str, n: int, **tls):

@@ -3,8 +3,8 @@
 Each module provides ``CONVERT_HELP``, ``add_convert_arguments(parser)`` /
 ``convert_from_args(args) -> Bundle`` (``edgesentry convert FAMILY``) and
 ``add_detect_arguments(parser)`` / ``detect_from_args(args) -> int`` (``edgesentry detect
-FAMILY``); ``SAMPLE_SUFFIXES``, where present, are the files ``edgesentry calibrate`` takes from
-a folder. The detectors know nothing of the command line.
+FAMILY``, over files, folders and globs through ``edgesentry.cli._detect``). The detectors know
+nothing of the command line.
 """
 
 from __future__ import annotations

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 from edgesentry.api import load
 from edgesentry.bundle import Bundle
-from edgesentry.cli._args import add_backend_args, add_kernel_args, parse_pair
-from edgesentry.cli.families.rx import write_scene_report
+from edgesentry.cli._args import add_backend_args, add_kernel_args, family_of_bundle, parse_pair
+from edgesentry.cli.families.rx import add_scene_arguments, run_scenes
 from edgesentry.detectors.fers import MODES, convert
 
 CONVERT_HELP = (
@@ -35,28 +33,19 @@ def convert_from_args(args: argparse.Namespace) -> Bundle:
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="FERS bundle directory (edgesentry convert fers ...)")
-    parser.add_argument("scene", help="cube file: .mat (v5/v7.3), .npy or ENVI .hdr")
-    parser.add_argument("--gt", default=None, help="ground-truth map (.mat 'map', .npy or PNG) to report AUC")
-    parser.add_argument("--out", required=True, help="output directory")
+    add_scene_arguments(parser)
     parser.add_argument("--mode", default=None, choices=MODES, help="override the bundle's detector mode")
     parser.add_argument("--window", default=None, help="local RX windows 'INNER,OUTER' (with --mode local)")
     parser.add_argument("--variable", default=None, help=".mat variable of the cube (default: auto)")
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold for label/mask (default: none)")
     add_backend_args(parser)
     add_kernel_args(parser)
 
 
 def detect_from_args(args: argparse.Namespace) -> int:
+    family_of_bundle(args.bundle, "fers", command="detect fers")
     window = parse_pair(args.window, "--window") if args.window else None
-    det = load(args.bundle, backend=args.backend, kernels=args.kernels, mode=args.mode, window=window,
-               variable=args.variable, threshold=args.threshold)
-    start = time.perf_counter()
-    result = det.predict(args.scene)
-    elapsed = time.perf_counter() - start
-    stem = Path(args.scene).stem
-    summary = write_scene_report(result, args.scene, args.out, title=f"FERS {det.options.mode}: {stem}", gt=args.gt,
-                                 summary={"bundle": args.bundle, "seconds": elapsed})
-    auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
-    print(f"{stem}: FERS {det.options.mode} ({'spectral-only' if not det.has_spatial else 'full'}, "
-          f"{det.backend}) in {elapsed:.3f}s{auc} -> {args.out}")
-    return 0
+    options = {"mode": args.mode, "window": window, "variable": args.variable}
+    det = load(args.bundle, backend=args.backend, kernels=args.kernels, threshold=args.threshold,
+               **{k: v for k, v in options.items() if v is not None})
+    branches = "spectral-only" if not det.has_spatial else "spectral + spatial"
+    return run_scenes(det, args, f"FERS {det.options.mode} ({branches}, {det.backend})")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,15 +13,13 @@ import numpy as np
 
 from edgesentry.api import load
 from edgesentry.bundle import Bundle
-from edgesentry.cli._args import add_backend_args, add_kernel_args
-from edgesentry.detectors.isstad import ISSTADDetector, convert
-from edgesentry.errors import ConfigError, InputError
-from edgesentry.io.image import IMAGE_SUFFIXES, read_image
+from edgesentry.cli._args import THRESHOLD_SCALE, add_backend_args, add_kernel_args, family_of_bundle, thresholds_of
+from edgesentry.cli._detect import Item, exit_code, run_detector, verdict_text, write_records
+from edgesentry.detectors.isstad import convert
+from edgesentry.io.files import expand, names_for
+from edgesentry.io.image import IMAGE_SUFFIXES
 from edgesentry.kernels import isstad as isstad_kernels
 from edgesentry.result import Result
-
-#: Suffixes ``edgesentry calibrate`` picks from folders for this family.
-SAMPLE_SUFFIXES = IMAGE_SUFFIXES
 
 CONVERT_HELP = "convert an ISSTAD stage-2 checkpoint (net_ad.pth) into a bundle"
 
@@ -54,116 +50,89 @@ def convert_from_args(args: argparse.Namespace) -> Bundle:
 
 
 # ------------------------------------------------------------------------------- detect
+SAVE_CHOICES = ("none", "maps", "panels", "all")
+#: ``maps`` (the .npy map and the binary mask PNG, a few ms) by default: a 4-picture panel PNG
+#: costs about as much as the tiny model's whole pipeline (see docs/isstad.md, "Pictures")
+DEFAULT_SAVE = "maps"
+
+
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory (edgesentry convert isstad)")
-    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) and/or quoted globs")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--threshold", type=float, default=None, help="image score threshold (default: bundle's)")
-    parser.add_argument("--pixel-threshold", type=float, default=None, help="anomaly-map threshold (default: bundle's)")
+    parser.add_argument("--save", default=DEFAULT_SAVE, choices=SAVE_CHOICES,
+                        help="per image: maps = <name>_map.npy + binary <name>_mask.png; panels = <name>_panel.png "
+                             "(image | heat map | mask | contours); all = both; none = records only "
+                             f"(default: {DEFAULT_SAVE})")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"image score threshold, {THRESHOLD_SCALE} (default: the bundle's)")
+    parser.add_argument("--pixel-threshold", type=float, default=None,
+                        help="anomaly-map threshold for the mask, on the map's scale (default: the bundle's)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per graph call (default: 8)")
     _add_scoring_arguments(parser, default=None)
     add_backend_args(parser)
     add_kernel_args(parser)
 
 
-def collect_images(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[tuple[Path, str]]:
-    """Expand files and folders into (path, output name) pairs, names unique and stable."""
-    pairs: list[tuple[Path, str]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            pairs.extend((f, "__".join(f.relative_to(p).with_suffix("").parts)) for f in files)
-        elif p.is_file():
-            pairs.append((p, p.stem))
-        else:
-            raise InputError(f"{item!r} is neither an image file nor a folder")
-    if not pairs:
-        raise InputError(f"no images ({', '.join(suffixes)}) found in {list(inputs)}")
-    seen: dict[str, int] = {}
-    unique = []
-    for path, name in pairs:
-        if name in seen:
-            seen[name] += 1
-            prefixed = f"{path.parent.name}__{name}"
-            name = prefixed if prefixed not in seen else f"{name}_{seen[name]}"
-        seen.setdefault(name, 0)
-        unique.append((path, name))
-    return unique
-
-
-class Progress:
-    """A small progress bar on stderr (a line per 10% when stderr is not a terminal)."""
-
-    def __init__(self, total: int, label: str = "", stream: Any = None):
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_decile = -1
-        self.start = time.perf_counter()
-
-    def update(self, n: int = 1, note: str = "") -> None:
-        self.done += n
-        frac = self.done / max(self.total, 1)
-        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-        if self.tty:
-            bar = "#" * int(30 * frac)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {rate:.1f} img/s {note[:30]:<30}")
-            if self.done >= self.total:
-                self.stream.write("\n")
-        elif int(frac * 10) > self._last_decile:
-            self._last_decile = int(frac * 10)
-            self.stream.write(f"{self.label} {self.done}/{self.total} ({100 * frac:.0f}%, {rate:.1f} img/s)\n")
-        self.stream.flush()
+def collect_images(inputs: Sequence[str]) -> list[Item]:
+    """Files, folders and globs -> run items with unique, stable output names."""
+    paths = expand(inputs, IMAGE_SUFFIXES, what="image")
+    return [Item(name, str(path), str(path)) for path, name in zip(paths, names_for(paths))]
 
 
 def detect_from_args(args: argparse.Namespace) -> int:
-    pairs = collect_images(args.images)
+    items = collect_images(args.images)
     options = {k: v for k, v in {"scoring": args.scoring, "top_p": args.top_p, "w_m": args.w_m, "w_r": args.w_r,
                                  "batch_size": args.batch_size}.items() if v is not None}
-    det = load(args.bundle, backend=args.backend, kernels=args.kernels, keep_rgb=True, **options)
-    if det.family != "isstad":
-        raise ConfigError(f"bundle {args.bundle} is a {det.family!r} bundle, not isstad")
+    family_of_bundle(args.bundle, "isstad", command="detect isstad")
+    keep = args.save in ("panels", "all")
+    det = load(args.bundle, backend=args.backend, kernels=args.kernels, keep_rgb=keep, **options)
     if args.threshold is not None:
         det.threshold = args.threshold
     if args.pixel_threshold is not None:
         det.pixel_threshold = args.pixel_threshold
+    if det.effective_pixel_threshold is None and keep:
+        print("note: no pixel threshold (run `edgesentry calibrate`): each heat map uses its own colour scale",
+              file=sys.stderr)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    progress = Progress(len(pairs), "isstad detect")
-    step = det.options.batch_size
-    for start in range(0, len(pairs), step):
-        chunk = pairs[start:start + step]
-        results = det.predict_batch([p for p, _ in chunk])
-        for (path, name), res in zip(chunk, results):
-            rows.append(_write_outputs(det, path, name, res, out))
-        progress.update(len(chunk), chunk[-1][1])
-    with open(out / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    flagged = sum(1 for r in rows if r["label"] is True)
-    thr = det.threshold
-    print(f"{len(rows)} images -> {out} (scoring {det.options.scoring}, backend {det.backend}"
-          + (f", threshold {thr:.6g}: {flagged} anomalous" if thr is not None else ", no threshold: run calibrate")
-          + ")")
-    return 0
+    run = run_detector(det, items, out, kind="image", describe=_describe,
+                       write=lambda item, res: write_image_outputs(item.name, res, out, args.save))
+    write_records(run, out, {"bundle": args.bundle, "scoring": det.options.scoring, "backend": det.backend,
+                             "save": args.save, **thresholds_of(det)})
+    _write_csv(run.records, out / "summary.csv")
+    return exit_code(run)
 
 
-def _write_outputs(det: ISSTADDetector, path: Path, name: str, res: Result, out: Path) -> dict[str, Any]:
+def _describe(res: Result, record: dict[str, Any]) -> str:
+    mask = f", mask {int(res.mask.sum())} px" if res.mask is not None else ""
+    return f"{res.shape[0]}x{res.shape[1]} {verdict_text(res)}{mask}"
+
+
+def write_image_outputs(name: str, res: Result, out: Path, save: str) -> dict[str, Any]:
+    """The files ``--save`` asks for: ``<name>_map.npy`` + binary ``<name>_mask.png`` (maps),
+    ``<name>_panel.png`` (panels)."""
     from PIL import Image
 
-    from edgesentry.viz import overlay
+    written = []
+    if save in ("maps", "all"):
+        np.save(out / f"{name}_map.npy", res.anomaly_map)
+        written.append(f"{name}_map.npy")
+        if res.mask is not None:
+            Image.fromarray(res.mask.astype(np.uint8) * 255, mode="L").save(out / f"{name}_mask.png",
+                                                                           compress_level=1)
+            written.append(f"{name}_mask.png")
+    if save in ("panels", "all"):
+        Image.fromarray(res.plot()).save(out / f"{name}_panel.png", compress_level=1)
+        written.append(f"{name}_panel.png")
+    return {"files": written}
 
-    rgb = read_image(path)
-    Image.fromarray(overlay(rgb, res.anomaly_map, mask=res.mask)).save(out / f"{name}_overlay.png")
-    contour_mask = res.mask if res.mask is not None else np.zeros(res.anomaly_map.shape, bool)
-    Image.fromarray(overlay(rgb, res.anomaly_map, mask=contour_mask, alpha=0.0)).save(out / f"{name}_mask.png")
-    summary = {"image": str(path), **res.summary(), "threshold": det.threshold,
-               "pixel_threshold": det.effective_pixel_threshold}
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
-    return {"image": str(path), "name": name, "score": res.score, "raw_score": res.raw_score, "label": res.label,
-            "mask_pixels": int(res.mask.sum()) if res.mask is not None else None,
-            "height": res.anomaly_map.shape[0], "width": res.anomaly_map.shape[1],
-            "ms": round(1e3 * res.timings.get("total", float("nan")), 3)}
+
+_CSV_FIELDS = ("name", "input", "status", "score", "raw_score", "label", "mask_pixels", "ms", "error")
+
+
+def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(_CSV_FIELDS), extrasaction="ignore")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r, "ms": round(1e3 * r.get("timings", {}).get("total", float("nan")), 3)})

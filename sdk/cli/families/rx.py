@@ -1,20 +1,22 @@
-"""``edgesentry convert rx`` and ``edgesentry detect rx``: options, cube in, scores / heatmap / summary out."""
+"""``edgesentry convert rx`` and ``edgesentry detect rx``: options, cubes in, scores / heatmaps / summaries out."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgesentry.bundle import Bundle
-from edgesentry.cli._args import add_kernel_args, parse_bands, parse_pair
+from edgesentry.cli._args import THRESHOLD_SCALE, add_kernel_args, parse_bands, parse_pair, thresholds_of
+from edgesentry.cli._detect import Item, exit_code, run_detector, verdict_text, write_records
+from edgesentry.detector import Detector
 from edgesentry.detectors.rx import build, convert
 from edgesentry.errors import InputError
+from edgesentry.io.files import CUBE_SUFFIXES, expand, names_for
 from edgesentry.io.hsi import read_ground_truth
 from edgesentry.metrics import roc_auc
 from edgesentry.result import Result
@@ -53,44 +55,88 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scene", help="cube file: .mat (v5/v7.3), .npy or ENVI .hdr")
-    parser.add_argument("--gt", default=None, help="ground-truth map (.mat 'map', .npy or PNG) to report AUC")
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs and outputs of ``detect rx`` / ``detect fers``: scenes, ground truth, --out."""
+    parser.add_argument("scenes", nargs="+",
+                        help="cube files (.mat v5/v7.3, .npy, ENVI .hdr), folders and/or quoted globs")
+    parser.add_argument("--gt", default=None,
+                        help="ground truth for the AUC: a map file (.mat 'map', .npy, PNG) for one scene, a folder of "
+                             "maps named like the scenes, or 'scene' to read each scene file's own 'map'")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold for label/mask (default: none)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"score threshold for label and mask, {THRESHOLD_SCALE} (default: none)")
+
+
+def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    add_scene_arguments(parser)
     _add_rx_options(parser)
 
 
-def write_scene_report(result: Result, scene: str, out_dir: str | os.PathLike, *, title: str,
-                       gt: str | None, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write ``<stem>_scores.npy``, ``<stem>_heatmap.png`` and ``<stem>_summary.json`` (with
-    the AUC over the scored pixels when ground truth is given); return the summary."""
+def scene_items(scenes: list[str]) -> list[Item]:
+    paths = expand(scenes, CUBE_SUFFIXES, what="cube")
+    return [Item(name, str(path), str(path)) for path, name in zip(paths, names_for(paths))]
+
+
+def ground_truth_for(gt: str | None, scene: str, n_scenes: int) -> np.ndarray | None:
+    """The ground-truth map of ``scene`` under ``--gt`` (see ``add_scene_arguments``)."""
+    if gt is None:
+        return None
+    if gt == "scene":
+        return read_ground_truth(scene)
+    path = Path(gt)
+    if path.is_dir():
+        matches = sorted(p for p in path.iterdir() if p.stem == Path(scene).stem)
+        if not matches:
+            raise InputError(f"--gt folder {gt!r} has no map named like the scene {Path(scene).stem!r}")
+        return read_ground_truth(matches[0])
+    if n_scenes > 1:
+        raise InputError(f"--gt {gt!r} is one map but {n_scenes} scenes were given; pass a folder of maps "
+                         "named like the scenes, or 'scene'")
+    return read_ground_truth(path)
+
+
+def write_scene_report(result: Result, name: str, out_dir: str | os.PathLike, *, title: str,
+                       truth: np.ndarray | None) -> dict[str, Any]:
+    """Write ``<name>_scores.npy``, ``<name>_heatmap.png`` and ``<name>_summary.json`` (with the
+    AUC over the scored pixels when ground truth is given); return the summary's extra fields."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = Path(scene).stem
     scores = result.extras["scores"]
-    np.save(out / f"{stem}_scores.npy", scores)
-    save_heatmap(result.anomaly_map, out / f"{stem}_heatmap.png", title=title)
-    summary = {"scene": scene, **result.summary(), **summary}
-    if gt:
-        truth = read_ground_truth(gt)
+    np.save(out / f"{name}_scores.npy", scores)
+    save_heatmap(result.anomaly_map, out / f"{name}_heatmap.png", title=title)
+    extra: dict[str, Any] = {"shape": list(scores.shape) + [result.info["bands"]],
+                             "seconds": result.timings.get("total")}
+    if truth is not None:
         if truth.shape != result.anomaly_map.shape:
             raise InputError(f"ground truth has shape {truth.shape}; the score map is {result.anomaly_map.shape}")
         valid = result.extras.get("valid", np.ones(truth.shape, bool))
-        summary["auc"] = roc_auc(truth[valid], scores[valid])
-    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        extra["auc"] = roc_auc(truth[valid], scores[valid])
+    (out / f"{name}_summary.json").write_text(json.dumps({**result.summary(), **extra}, indent=2))
+    return extra
+
+
+def describe_scene(res: Result, record: dict[str, Any]) -> str:
+    h, w = res.anomaly_map.shape
+    auc = f", AUC {record['auc']:.4f}" if "auc" in record else ""
+    mask = f", {int(res.mask.sum())} px above threshold" if res.mask is not None else ""
+    return f"{h}x{w}x{res.info['bands']} {verdict_text(res)}{mask}{auc}"
+
+
+def run_scenes(det: Detector, args: argparse.Namespace, title: str) -> int:
+    """``detect rx`` / ``detect fers`` over every scene: records, reports, exit code."""
+    items = scene_items(args.scenes)
+    out = Path(args.out)
+
+    def write(item: Item, res: Result) -> dict[str, Any]:
+        truth = ground_truth_for(args.gt, item.value, len(items))
+        return write_scene_report(res, item.name, out, title=f"{title}: {item.name}", truth=truth)
+
+    run = run_detector(det, items, out, kind="cube", describe=describe_scene, write=write)
+    aucs = [r["auc"] for r in run.records if "auc" in r]
+    extra = {"mean_auc": float(np.mean(aucs))} if aucs else {}
+    write_records(run, out, {**extra, **thresholds_of(det)})
+    return exit_code(run)
 
 
 def detect_from_args(args: argparse.Namespace) -> int:
     det = build(threshold=args.threshold, **_options_from_args(args))
-    start = time.perf_counter()
-    result = det.predict(args.scene)
-    elapsed = time.perf_counter() - start
-    stem = Path(args.scene).stem
-    shape = list(result.extras["scores"].shape) + [result.info["bands"]]
-    summary = write_scene_report(result, args.scene, args.out, title=f"RX {det.cfg.mode}: {stem}", gt=args.gt,
-                                 summary={"seconds": elapsed, "shape": shape})
-    auc = f", AUC {summary['auc']:.4f}" if "auc" in summary else ""
-    print(f"{stem}: {shape} in {elapsed:.3f}s{auc} -> {args.out}")
-    return 0
+    return run_scenes(det, args, f"RX {det.cfg.mode}")
