@@ -417,8 +417,8 @@ class Detector:
 
         if self.precision != "fp32":
             raise ConfigError(f"this detector runs the bundle's {self.precision} graphs with that variant's "
-                              f"thresholds; load the bundle with {option('precision', 'fp32')} to save it (its precision variants "
-                              "travel with it and keep their own thresholds)")
+                              f"thresholds; load the bundle with {option('precision', 'fp32')} to save it (its "
+                              "precision variants travel with it and keep their own thresholds)")
         source = self.bundle
         config, calibration, thresholds = self.config(), self.calibration_record(), self.threshold_record()
         if source is not None and Path(path).resolve() == source.path.resolve():
