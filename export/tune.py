@@ -17,7 +17,9 @@
    candidate is calibrated on its own held-aside scores with ``edgesentry.calibration``'s rule:
    quantisation shifts score distributions). With labelled samples the family's metric and its drop:
    AUROC (isstad: image labels; fers / rx: pixel AUROC per scene, the worst scene's drop counts),
-   AP (mavd).
+   AP (mavd), accuracy (mdmf: query clips in folders named by class, classified against the
+   ``gallery`` each candidate loads; its label agreement is the agreement of the predicted
+   classes, its map r the correlation of the class logits).
 5. Gates: map r >= ``min_map_corr``, score rho >= ``min_score_corr``, drop <= ``max_drop`` (the
    metric's drop with labelled samples; without, the loss of fidelity ``max(1 - r, 1 - rho,
    1 - label agreement)``), speedup over the reference >= ``min_speedup``. The decision is the
@@ -183,7 +185,8 @@ def load_sample(path: str | os.PathLike) -> Any:
 
 def _label_of(path: Path, family: str) -> Any:
     """Ground truth of a labelled sample: image label from an MVTec-style folder (``good`` = 0),
-    ``map`` of an ABU ``.mat`` cube (fers, rx), frame labels ``gt`` of a MAVD ``.npz``."""
+    ``map`` of an ABU ``.mat`` cube (fers, rx), frame labels ``gt`` of a MAVD ``.npz``, the class
+    of an MDMF query clip (its folder's name)."""
     if family in ("fers", "rx"):
         from edgesentry.io.hsi import read_ground_truth
 
@@ -195,11 +198,13 @@ def _label_of(path: Path, family: str) -> Any:
             return np.asarray(data["gt"])
     if family == "isstad":
         return 0 if path.parent.name == "good" else 1
+    if family == "mdmf":
+        return path.parent.name
     raise ConfigError(f"tune has no labelled metric for family {family!r} (its --eval samples cannot be scored)")
 
 
 def _metric(family: str, results: Sequence[Any], labels: Sequence[Any]) -> tuple[str, list[float]]:
-    """(name, values): one value per scene for fers / rx (pixel AUROC), one for isstad / mavd."""
+    """(name, values): one value per scene for fers / rx (pixel AUROC), one for isstad / mavd / mdmf."""
     from edgesentry.metrics import pr_auc, roc_auc
 
     if family in ("fers", "rx"):
@@ -211,6 +216,8 @@ def _metric(family: str, results: Sequence[Any], labels: Sequence[Any]) -> tuple
         if gt.size != frames.size:
             raise InputError(f"MAVD frame labels hold {gt.size} frames; the scores {frames.size} (16 per snippet)")
         return "AP", [pr_auc(gt, frames)]
+    if family == "mdmf":
+        return "accuracy", [float(np.mean([r.info["label"] == lab for r, lab in zip(results, labels)]))]
     return "AUROC", [roc_auc(np.asarray(labels), np.asarray([r.raw_score for r in results]))]
 
 
@@ -276,17 +283,27 @@ def _availability(backend: str, precision: str) -> str:
 def tune_bundle(bundle: Bundle, calib: Sequence[str | os.PathLike], *, eval_samples: Sequence[str | os.PathLike] = (),
                 gates: Gates | None = None, batch: int = 8, method: Method = "minmax", rounds: int = 5,
                 block: int = 2, candidates: Sequence[tuple[str, str]] = CANDIDATES,
-                progress: Callable[[str], None] | None = None, write: bool = True) -> TuneReport:
+                gallery: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
+                write: bool = True) -> TuneReport:
     """Measure, gate and decide (see the module docstring); writes ``meta["tune"]`` when ``write``.
+
+    ``gallery`` (mdmf, required there): the gallery ``.npz`` (``edgesentry enroll``) every candidate
+    classifies the queries against.
 
     Raises:
         InputError: fewer than two calibration samples, or a sample that cannot be read (named).
-        ConfigError: a bundle without exported graphs; labelled samples for a family without a metric.
+        ConfigError: a bundle without exported graphs; labelled samples for a family without a metric;
+            an mdmf bundle without ``gallery``, or a gallery for another family.
     """
     gates = gates or Gates()
     say = progress or (lambda _: None)
     if not bundle.meta.get("graphs"):
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
+    if bundle.family == "mdmf" and gallery is None:
+        raise ConfigError("an mdmf bundle classifies queries against enrolled classes: pass --gallery GALLERY.npz "
+                          "(edgesentry enroll)")
+    if bundle.family != "mdmf" and gallery is not None:
+        raise ConfigError(f"--gallery is for mdmf bundles; this bundle is {bundle.family}")
     if len(calib) < 2:
         raise InputError(f"tune needs at least 2 calibration samples (half calibrates INT8, half is held aside to "
                          f"measure accuracy); got {len(calib)}")
@@ -297,7 +314,8 @@ def tune_bundle(bundle: Bundle, calib: Sequence[str | os.PathLike], *, eval_samp
     labelled = [Path(p) for p in eval_samples]
     labels = [_label_of(p, bundle.family) for p in labelled]
     say(f"quantising INT8 on {len(quant)} samples; {len(held)} held aside")
-    quantize_bundle(bundle, "int8", quant, method=method)
+    quantize_bundle(bundle, "int8", quant, method=method,
+                    detector=_candidate(bundle, *REFERENCE, gallery)[0] if gallery is not None else None)
     if "fp16" not in (bundle.meta.get("precisions") or {}):
         quantize_bundle(bundle, "fp16")
     bundle = Bundle.open(bundle.path)
@@ -314,7 +332,7 @@ def tune_bundle(bundle: Bundle, calib: Sequence[str | os.PathLike], *, eval_samp
             row.available = False
             continue
         try:
-            det, recorders = _candidate(bundle, backend, precision)
+            det, recorders = _candidate(bundle, backend, precision, gallery)
         except (BackendUnavailableError, ConfigError) as exc:
             row.available, row.reason = False, str(exc)[:200]
             continue
@@ -343,10 +361,13 @@ def tune_bundle(bundle: Bundle, calib: Sequence[str | os.PathLike], *, eval_samp
     return report
 
 
-def _candidate(bundle: Bundle, backend: str, precision: str) -> tuple[Any, dict[str, Any]]:
+def _candidate(bundle: Bundle, backend: str, precision: str, gallery: str | os.PathLike | None = None
+               ) -> tuple[Any, dict[str, Any]]:
     from edgesentry.api import load
 
     det = load(bundle, backend=backend, precision=precision)
+    if gallery is not None:
+        det.default_gallery = det.load_gallery(gallery)
     det.calibration = None  # labels come from each candidate's own thresholds, fitted below
     det.threshold = None
     det.pixel_threshold = None
@@ -405,10 +426,12 @@ def _accuracy(row: TuneRow, out: dict[str, Any], ref: dict[str, Any], held: Sequ
                            np.concatenate([_map_of(r).ravel() for r in rref]))
     scores, ref_scores = [r.raw_score for r in res], [r.raw_score for r in rref]
     row.score_corr = spearman(scores, ref_scores) if len(scores) >= 3 else None
-    own = _fit(res[:n_held])
-    theirs = _fit(rref[:n_held])
+    own = _fit(res[:n_held]) if family != "mdmf" else None  # a classifier: no threshold to fit
+    theirs = _fit(rref[:n_held]) if family != "mdmf" else None
     row.calibration = own.to_dict() if own is not None else None
-    if own is not None and theirs is not None:
+    if family == "mdmf":
+        row.label_agreement = float(np.mean([a.info["label"] == b.info["label"] for a, b in zip(res, rref)]))
+    elif own is not None and theirs is not None:
         agree = [(a >= own.threshold) == (b >= theirs.threshold) for a, b in zip(scores, ref_scores)]
         row.label_agreement = float(np.mean(agree))
     metric_name = None

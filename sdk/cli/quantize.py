@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="quantise the heads that feed the graph outputs too (default: kept float)")
     parser.add_argument("--quantize-attention", action="store_true",
                         help="quantise attention's activation x activation MatMuls too (default: kept float)")
+    parser.add_argument("--gallery", default=None, metavar="GALLERY.npz",
+                        help="mdmf: the gallery (edgesentry enroll) the calibration clips are classified against")
+    parser.add_argument("--full-range-weights", action="store_true",
+                        help="8-bit weights instead of the 7-bit range (only for targets with VNNI / AMX, ARM dot "
+                        "products or GPUs: x86 without VNNI saturates)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,9 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "fp16" and args.calib:
         raise ConfigError("--calib is for --precision int8; fp16 needs no calibration")
     bundle = Bundle.open(args.bundle)
+    detector = None
+    if args.gallery is not None:
+        from edgesentry.api import load
+
+        if bundle.family != "mdmf":
+            raise ConfigError(f"--gallery is for mdmf bundles; this one is {bundle.family}")
+        detector = load(bundle, backend="onnxruntime")
+        detector.default_gallery = detector.load_gallery(args.gallery)
     reports = quantize_bundle(bundle, args.precision, args.calib, method=args.method,
                               keep_heads=not args.quantize_heads, quantize_attention=args.quantize_attention,
-                              progress=print)
+                              reduce_range=not args.full_range_weights, detector=detector, progress=print)
     for graph, report in reports.items():
         if report is None:
             continue

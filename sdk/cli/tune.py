@@ -1,4 +1,4 @@
-"""``edgesentry tune BUNDLE --calib SAMPLES... [--eval LABELLED...] [--max-drop D] [--min-speedup S]``.
+"""``edgesentry tune BUNDLE --calib SAMPLES... [--eval LABELLED...] [--gallery G.npz] [--max-drop D] ...``.
 
 Every backend x precision this machine runs (ONNX Runtime and OpenVINO at fp32 / int8 / fp16, BF16
 where the CPU has it, TensorRT on a GPU), timed side by side and compared with FP32 ONNX Runtime on
@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "measure accuracy")
     parser.add_argument("--eval", nargs="+", default=[], metavar="LABELLED", dest="eval_samples",
                         help="labelled inputs for the family metric: images under good/ vs defect folders (isstad), "
-                        ".mat cubes with a 'map' (fers), .npz features with frame labels 'gt' (mavd)")
+                        ".mat cubes with a 'map' (fers), .npz features with frame labels 'gt' (mavd), query clips or "
+                        ".npy frame features in folders named by their class (mdmf)")
+    parser.add_argument("--gallery", default=None, metavar="GALLERY.npz",
+                        help="mdmf: the gallery (edgesentry enroll) the queries are classified against")
     parser.add_argument("--max-drop", type=float, default=0.01,
                         help="largest accepted drop of the family metric (with --eval), else of fidelity "
                         "max(1 - map r, 1 - score rho, 1 - label agreement) (default: 0.01)")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     gates = Gates(max_drop=args.max_drop, min_speedup=args.min_speedup, min_map_corr=args.min_map_corr,
                   min_score_corr=args.min_score_corr)
     report = tune_bundle(bundle, args.calib, eval_samples=args.eval_samples, gates=gates, batch=args.batch,
-                         method=args.method, rounds=args.rounds, progress=print)
+                         method=args.method, rounds=args.rounds, gallery=args.gallery, progress=print)
     print(report.table())
     if args.json is not None:
         print(f"wrote {write_json(report, args.json)}")

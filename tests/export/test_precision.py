@@ -137,6 +137,9 @@ def test_int8_graph_is_explicit_symmetric_qdq_with_float_norms_and_heads(isstad_
     assert dq and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() for n in dq)
     per_channel = [n for n in dq if inits[n.input[1]].size > 1]
     assert per_channel and all(n.input[0] in inits for n in per_channel)  # weights only
+    # weights in the reduced range by default (no VPMADDUBSW saturation on x86 without VNNI)
+    assert record["reduce_range"] is True
+    assert max(int(np.abs(inits[n.input[0]].astype(np.int32)).max()) for n in per_channel) == 64
     for node in model.graph.node:  # LayerNorm / Softmax read float tensors, not dequantised ones
         if node.op_type in ("LayerNormalization", "Softmax"):
             assert producer.get(node.input[0]) is None or producer[node.input[0]].op_type != "DequantizeLinear"
@@ -200,16 +203,22 @@ def test_quantize_reads_samples_lazily_in_order(tmp_path, isstad_copy):
 
 
 def test_quantize_cli_and_precision_records(isstad_copy, hazelnut, capsys):
+    from onnx import numpy_helper
+
     from edgesentry.bundle import Bundle
     from edgesentry.cli import main
 
     code = main(["quantize", str(isstad_copy.path), "--precision", "int8", "--calib", *hazelnut["good"][:2],
-                 "--method", "entropy"])
+                 "--method", "entropy", "--full-range-weights"])
     out = capsys.readouterr().out
     assert code == 0 and "kept float" in out and "head" in out
-    meta = Bundle.open(isstad_copy.path).meta
-    assert meta["precisions"]["int8"]["method"] == "entropy"
-    assert meta["precisions"]["int8"]["calibration_samples"] == 2
+    bundle = Bundle.open(isstad_copy.path)
+    record = bundle.meta["precisions"]["int8"]
+    assert record["method"] == "entropy" and record["reduce_range"] is False
+    assert record["calibration_samples"] == 2
+    weights = [i for i in _model(bundle.file(record["graphs"]["model"]["file"])).graph.initializer
+               if i.data_type == 3 and len(i.dims) > 1]  # the int8 weight tensors
+    assert weights and max(int(np.abs(numpy_helper.to_array(w).astype(np.int32)).max()) for w in weights) == 127
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -405,6 +414,62 @@ def test_tune_keeps_a_passing_int8_and_auto_loads_it(isstad_copy, hazelnut):
     if det.precision == "int8":
         want = Bundle.open(isstad_copy.path).meta["precisions"]["int8"]["calibrations"]["onnxruntime"]["threshold"]
         assert det.threshold == pytest.approx(want)
+
+
+def test_tune_mdmf_gates_the_accuracy_of_queries_against_a_gallery(family_bundles, tmp_path, capsys):
+    """MDMF: every candidate classifies the labelled queries (frame features in folders named by
+    class) against the gallery; the accuracy and the agreement of the predicted classes in the
+    report equal the ones measured here with each precision's detector."""
+    import edgesentry
+    from edgesentry.bundle import Bundle
+    from edgesentry.cli import main
+
+    if "mdmf" not in family_bundles:
+        pytest.skip("MDMF reference bundle not available")
+    bundle = Bundle.open(shutil.copytree(family_bundles["mdmf"][0].path, tmp_path / "mdmf"))
+    t, d = int(bundle.config.get("frames", 8)), int(bundle.config["model"]["dim"])
+    rng = np.random.default_rng(5)
+    det = edgesentry.load(bundle, backend="onnxruntime")
+    gallery, centres = det.gallery(), {}
+    for label in ("pour", "wave", "jump"):
+        centres[label] = rng.standard_normal((t, d))
+        gallery.enroll(label, (centres[label] + 0.5 * rng.standard_normal((2, t, d))).astype(np.float32),
+                       prompt=rng.standard_normal(d).astype(np.float32))
+    gallery_path = gallery.save(tmp_path / "gallery.npz")
+    queries = []
+    for i in range(3):
+        for label, centre in centres.items():
+            (tmp_path / "q" / label).mkdir(parents=True, exist_ok=True)
+            queries.append(tmp_path / "q" / label / f"{i}.npy")
+            np.save(queries[-1], (centre + 1.5 * rng.standard_normal((t, d))).astype(np.float32))
+    out = tmp_path / "tune.json"
+    code = main(["tune", str(bundle.path), "--calib", *map(str, queries[:4]), "--eval", *map(str, queries),
+                 "--gallery", str(gallery_path), "--rounds", "1", "--batch", "2", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    report = json.loads(out.read_text())
+    assert report["metric_name"] == "accuracy" and "accuracy drop" in text
+
+    def predictions(backend: str, precision: str) -> list[str]:
+        d = edgesentry.load(bundle.path, backend=backend, precision=precision)
+        g = d.load_gallery(gallery_path)
+        return [d.classify(str(q), g).info["label"] for q in queries]
+
+    truth = [q.parent.name for q in queries]
+    ref = predictions("onnxruntime", "fp32")
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    for key in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8")):
+        got = predictions(*key)
+        assert rows[key]["metric"] == pytest.approx(np.mean([a == b for a, b in zip(got, truth)])), key
+        # held-aside queries (2) then the labelled ones
+        agree = [a == b for a, b in zip(got[2:4] + got, ref[2:4] + ref)]
+        assert rows[key]["label_agreement"] == pytest.approx(np.mean(agree)), key
+    assert Bundle.open(bundle.path).meta["tune"]["decision"] == report["decision"]
+
+    code = main(["tune", str(bundle.path), "--calib", *map(str, queries[:4])])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1 and "--gallery" in lines[0] and len(lines) == 2 and lines[1].startswith("failed")
 
 
 def test_tune_needs_two_samples(isstad_copy, hazelnut):

@@ -1,9 +1,9 @@
 """Reduced precision on the official weights and the shipped data: what a deployment keeps.
 
 - FERS, official weights (ABU AVIRIS 200-band weights for the six scenes with >= 200 bands,
-  HAD100 100-band weights for the five with fewer), INT8 graphs: the target is the AUROC of every
-  one of the 11 ABU scenes within 0.002 of FP32. It is NOT met (up to 0.04 lower; the test is a
-  strict xfail and prints the table), so INT8 is not a FERS deployment option.
+  HAD100 100-band weights for the five with fewer), INT8 graphs: the target was the AUROC of every
+  one of the 11 ABU scenes within 0.002 of FP32. INT8 cannot meet it (up to 0.04 lower), so what
+  is tested is the gate: ``tune`` measures the drop per scene, rejects INT8 and keeps FP32.
 - MAVD, official weights, on the oracle's test run (the features shipped in ../shared): INT8 and
   BF16 AP within 0.5 points of FP32 and snippet-score correlation >= 0.999. BF16 runs through
   OpenVINO where the CPU has BF16; elsewhere the graph is run in torch's bfloat16 (the same
@@ -25,58 +25,71 @@ pytest.importorskip("torch")
 AUC_TOL = 0.002
 AP_TOL = 0.005
 CORR_MIN = 0.999
-OPENVINO_INT8_CORR_MIN = 0.998
 
 
 @pytest.fixture(scope="module")
 def fers_bundles(shared, tmp_path_factory):
-    """(weights, bands) -> exported bundle with INT8 graphs calibrated on two scenes of its own."""
+    """bands -> (exported bundle, the ABU scenes it scores): ABU AVIRIS 200-band weights for the
+    six scenes with >= 200 bands, HAD100 100-band weights for the five with fewer."""
     import edgesentry
     from edgesentry.export.onnx import export_bundle
-    from edgesentry.export.quantize import quantize_bundle
+    from edgesentry.io.hsi import read_cube
 
     ref = shared / "reference" / "fers" / "weights"
-    abu = shared / "data" / "abu"
-    sets = {200: (ref / "FERS_ABU/saved_models/aviris/200bands", ["abu-airport-2.mat", "abu-urban-1.mat"]),
-            100: (ref / "saved_models/100bands", ["abu-beach-2.mat", "abu-airport-4.mat"])}
-    out = {}
+    scenes = sorted((shared / "data" / "abu").glob("*.mat"))
+    weights = {200: ref / "FERS_ABU/saved_models/aviris/200bands", 100: ref / "saved_models/100bands"}
+    if len(scenes) != 11 or not all(w.exists() for w in weights.values()):
+        pytest.skip("FERS weights or the 11 ABU scenes not found")
+    by_bands = {b: [p for p in scenes if (read_cube(p).shape[-1] >= 200) == (b == 200)] for b in weights}
     root = tmp_path_factory.mktemp("fers_q")
-    for bands, (weights, calib) in sets.items():
-        if not weights.exists() or not all((abu / c).exists() for c in calib):
-            pytest.skip(f"FERS weights or ABU scenes not found ({weights})")
-        bundle = edgesentry.convert("fers", weights, output=root / f"b{bands}")
+    out = {}
+    for bands, path in weights.items():
+        bundle = edgesentry.convert("fers", path, output=root / f"b{bands}")
         export_bundle(bundle)
-        quantize_bundle(bundle, "int8", [abu / c for c in calib])
-        out[bands] = bundle
+        out[bands] = (bundle, by_bands[bands])
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="measured: INT8 FERS moves the ABU AUROC by up to 0.04 (RX whitens the "
-                   "features, which amplifies INT8 activation noise); `edgesentry tune` rejects INT8 for FERS. "
-                   "Strict: the test fails the day INT8 meets 0.002")
-def test_fers_int8_auc_on_every_abu_scene(shared, fers_bundles):
+def _fers_aucs(bundle, scenes, backend, precision):
     import edgesentry
     from edgesentry.io.hsi import read_cube, read_ground_truth
     from edgesentry.metrics import roc_auc
 
-    scenes = sorted((shared / "data" / "abu").glob("*.mat"))
-    assert len(scenes) == 11
-    dets = {(bands, backend, precision): edgesentry.load(bundle.path, backend=backend, precision=precision)
-            for bands, bundle in fers_bundles.items()
-            for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8"))}
-    table = []
-    for path in scenes:
-        cube, gt = read_cube(path), read_ground_truth(path)
-        bands = 200 if cube.shape[-1] >= 200 else 100
-        auc = {k[1:]: roc_auc(gt.ravel(), det.predict(cube).extras["scores"].ravel())
-               for k, det in dets.items() if k[0] == bands}
-        table.append((path.stem, bands, auc))
-        for key in (("onnxruntime", "int8"), ("openvino", "int8")):
-            assert abs(auc[key] - auc[("onnxruntime", "fp32")]) <= AUC_TOL, (path.stem, key, auc)
-    print("\nFERS AUROC per ABU scene: fp32 / int8 ORT / int8 OpenVINO")
-    for name, bands, auc in table:
-        print(f"  {name:16s} {bands} bands  {auc[('onnxruntime', 'fp32')]:.5f}  {auc[('onnxruntime', 'int8')]:.5f}  "
-              f"{auc[('openvino', 'int8')]:.5f}")
+    det = edgesentry.load(bundle.path, backend=backend, precision=precision)
+    return np.array([roc_auc(read_ground_truth(p).ravel(), det.predict(read_cube(p)).extras["scores"].ravel())
+                     for p in scenes])
+
+
+@pytest.mark.parametrize("bands", [200, 100])
+def test_tune_rejects_fers_int8_on_the_abu_auroc_gate(fers_bundles, bands):
+    """INT8 cannot keep FERS's ABU AUROC within 0.002 (measured: up to 0.04 lower; every single
+    quantised conv of the spectral branch but two moves some scene by more than 0.002 on its own,
+    and a fake-quantised run (no INT8 kernels) loses the same: the loss is INT8's rounding, which
+    the RX whitening amplifies). So ``tune`` with ``--max-drop 0.002`` and the ABU scenes as
+    labelled samples must reject both INT8 rows on the AUROC gate, with the per-scene drop it
+    reports equal to the one measured here through ``edgesentry.load``, and keep FP32."""
+    from edgesentry.export.tune import REFERENCE, Gates, tune_bundle
+
+    bundle, scenes = fers_bundles[bands]
+    int8 = (("onnxruntime", "int8"), ("openvino", "int8"))
+    report = tune_bundle(bundle, scenes[:2], eval_samples=scenes, gates=Gates(max_drop=AUC_TOL), rounds=1, block=1,
+                         candidates=(REFERENCE, *int8))
+    print(f"\n{report.table()}")
+    assert report.metric_name == "AUROC"
+    assert report.decision["precision"] == "fp32", report.reason
+    ref = _fers_aucs(bundle, scenes, *REFERENCE)
+    rows = {(r.backend, r.precision): r for r in report.rows}
+    print(f"FERS ({bands} bands) AUROC per ABU scene: " + ", ".join(
+        f"{p.stem} {a:.5f}" for p, a in zip(scenes, ref)))
+    for key in int8:
+        drops = ref - _fers_aucs(bundle, scenes, *key)
+        print(f"  {'/'.join(key)} drop per scene: {np.round(drops, 4).tolist()}")
+        row = rows[key]
+        # the same graphs on the same machine and inputs: the drop tune gated on is this one
+        assert row.metric_drop == pytest.approx(drops.max(), abs=1e-6)
+        assert drops.max() > AUC_TOL
+        assert row.gates["drop"] is False and row.verdict.startswith("fail") and "drop" in row.verdict
+        assert f"{row.name} failed" in report.reason and f"> {AUC_TOL:g}" in report.reason
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +171,6 @@ def test_mavd_int8_and_bf16_keep_ap_and_snippet_scores(mavd):
         r = pearson(s, ref_s)
         print(f"  {name:32s} AP {ap:.5f} (drop {ref_ap - ap:+.5f}), snippet r {r:.6f}")
         assert abs(ap - ref_ap) <= AP_TOL, (name, ap, ref_ap)
-        # OpenVINO runs the same QDQ graph with its own INT8 kernels (it re-derives the quantised
-        # subgraphs); measured r = 0.9987 here, so it misses 0.999 and gets its own, stated floor
-        assert r >= (OPENVINO_INT8_CORR_MIN if name == "int8 openvino" else CORR_MIN), (name, r)
+        # with full-range (8-bit) weights OpenVINO measured r = 0.99869 on an AVX2-only CPU
+        # (VPMADDUBSW saturation); the default reduced range gives 0.9999 on both runtimes
+        assert r >= CORR_MIN, (name, r)
