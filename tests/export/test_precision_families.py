@@ -77,19 +77,22 @@ def test_tune_rejects_fers_int8_on_the_abu_auroc_gate(fers_bundles, bands):
     print(f"\n{report.table()}")
     assert report.metric_name == "AUROC"
     assert report.decision["precision"] == "fp32", report.reason
-    ref = _fers_aucs(bundle, scenes, *REFERENCE)
     rows = {(r.backend, r.precision): r for r in report.rows}
-    print(f"FERS ({bands} bands) AUROC per ABU scene: " + ", ".join(
-        f"{p.stem} {a:.5f}" for p, a in zip(scenes, ref)))
+    for key in int8:
+        row = rows[key]
+        assert row.metric_drop > AUC_TOL
+        assert row.gates["drop"] is False and row.verdict.startswith("fail") and "drop" in row.verdict
+        assert f"{row.name} failed" in report.reason and f"> {AUC_TOL:g}" in report.reason
+    if bands != 200:
+        return
+    # the per-scene drops measured independently (the 200-band weights; the 100-band run is the same code)
+    ref = _fers_aucs(bundle, scenes, *REFERENCE)
+    print(f"FERS ({bands} bands) AUROC per ABU scene: " + ", ".join(f"{p.stem} {a:.5f}" for p, a in zip(scenes, ref)))
     for key in int8:
         drops = ref - _fers_aucs(bundle, scenes, *key)
         print(f"  {'/'.join(key)} drop per scene: {np.round(drops, 4).tolist()}")
-        row = rows[key]
         # the same graphs on the same machine and inputs: the drop tune gated on is this one
-        assert row.metric_drop == pytest.approx(drops.max(), abs=1e-6)
-        assert drops.max() > AUC_TOL
-        assert row.gates["drop"] is False and row.verdict.startswith("fail") and "drop" in row.verdict
-        assert f"{row.name} failed" in report.reason and f"> {AUC_TOL:g}" in report.reason
+        assert rows[key].metric_drop == pytest.approx(drops.max(), abs=1e-6)
 
 
 @pytest.fixture(scope="module")
