@@ -180,7 +180,9 @@ def lint_model(model: Any, *, name: str | None = None, ops: Mapping[str, Any] | 
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+        from edgesentry.export._stream import load_skeleton
+
+        model = load_skeleton(model)  # the graph without its weights' data: all the lint reads
     matrix = dict(ops) if ops is not None else support_matrix()
     table: Mapping[str, Any] = matrix["operators"]
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)

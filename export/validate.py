@@ -147,9 +147,9 @@ def input_names(graph_meta: Mapping[str, Any], onnx_path: str | Path | None = No
     if graph_meta.get("input_names"):
         return list(graph_meta["input_names"])
     if onnx_path is not None:
-        import onnx
+        from edgesentry.export._stream import load_skeleton
 
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        model = load_skeleton(onnx_path)
         inits = {i.name for i in model.graph.initializer}
         return [i.name for i in model.graph.input if i.name not in inits]
     return list(graph_meta["inputs"])
@@ -238,6 +238,17 @@ def _variant_graph(bundle: Bundle, graph: str, precision: str) -> Path:
     return bundle.file(bundle.meta["graphs"][graph]["file"])
 
 
+def _outputs_of(backend: str, bundle: Bundle, graph: str, precision: str,
+                feeds: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> list[dict[str, np.ndarray]]:
+    """Every feed through one backend; its runner (a torch module, a session, an engine) is
+    released before the next backend is built, so one model is in memory at a time."""
+    runner = make_runner(backend, bundle, graph, precision=precision)
+    try:
+        return [runner.infer(feed) for _, feed in feeds]
+    finally:
+        runner.deactivate()
+
+
 def validate_bundle(
     bundle: Bundle,
     *,
@@ -252,7 +263,9 @@ def validate_bundle(
 ) -> ValidationReport:
     """Compare ``backends[1:]`` with ``backends[0]`` on every exported graph of ``bundle``.
 
-    The reference always runs in fp32; ``precision`` applies to the candidates.
+    The reference always runs in fp32; ``precision`` applies to the candidates. The backends
+    run one after the other on every input (the reference's outputs kept, its model released),
+    so the peak memory is that of the largest model, not of all of them together.
     """
     backends = list(backends)
     if len(backends) < 2:
@@ -285,28 +298,15 @@ def validate_bundle(
             if samples
             else [(f"synthetic seed {seed + i}", synthetic_inputs(gmeta, seed + i)) for i in range(n_synthetic)]
         )
-        runners = [
-            make_runner(b, bundle, graph, precision="fp32" if i == 0 else precision) for i, b in enumerate(backends)
-        ]
-        try:
-            for label, feed in feeds:
-                expected = runners[0].infer(feed)
-                result = GraphValidation(graph, label)
-                for name, runner in zip(backends[1:], runners[1:]):
-                    actual = runner.infer(feed)
-                    result.reports.append(
-                        compare_outputs(
-                            expected,
-                            actual,
-                            atol=g_atol,
-                            rtol=g_rtol,
-                            names=(backends[0], f"{name}" + (f" ({precision})" if precision != "fp32" else "")),
-                        )
-                    )
-                report.results.append(result)
-        finally:
-            for r in runners:
-                r.deactivate()
+        expected = _outputs_of(backends[0], bundle, graph, "fp32", feeds)
+        results = [GraphValidation(graph, label) for label, _ in feeds]
+        for name in backends[1:]:
+            actual = _outputs_of(name, bundle, graph, precision, feeds)
+            label = name + (f" ({precision})" if precision != "fp32" else "")
+            for result, want, got in zip(results, expected, actual):
+                result.reports.append(compare_outputs(want, got, atol=g_atol, rtol=g_rtol, names=(backends[0], label)))
+            del actual
+        report.results.extend(results)
     return report
 
 

@@ -23,7 +23,13 @@ from edgesentry.errors import InputError
 
 
 def window_starts(size: int, window: int) -> np.ndarray:
-    """``reference.window_bounds`` start for every index (windows shifted inside the image)."""
+    """``reference.window_bounds`` start for every index (windows shifted inside the image).
+
+    A window longer than the image would start before it: the device tiers would read outside
+    their buffers, so it is refused here, below every tier, not only by the public entry point.
+    """
+    if window > size:
+        raise InputError(f"a window of {window} does not fit an image side of {size}")
     return np.clip(np.arange(size) - window // 2, 0, size - window).astype(np.int32)
 
 

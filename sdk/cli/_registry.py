@@ -23,6 +23,7 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    line,
     quantize,
     tune,
     validate,
@@ -44,6 +45,7 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("enroll", enroll),
     ("classify", classify),
     ("watch", watch),
+    ("line", line),
 ]
 
 

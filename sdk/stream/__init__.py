@@ -27,6 +27,7 @@ from edgesentry.stream.sources import (
     DEFAULT_SETTLE_S,
     FolderSource,
     IterableSource,
+    PacedSource,
     RawFrame,
     Source,
     SourceDisconnected,
@@ -38,7 +39,7 @@ from edgesentry.stream.supervisor import InHand, supervise
 
 __all__ = [
     "DEFAULT_SETTLE_S", "EXIT_INTERNAL_ERROR", "EXIT_OK", "EXIT_SINK_ERRORS", "EXIT_SOURCE_LOST", "POLICIES",
-    "CallbackSink", "FolderSource", "Frame", "InHand",
+    "CallbackSink", "FolderSource", "Frame", "InHand", "PacedSource",
     "IterableSource", "JsonlSink", "MqttCredentials", "MqttSink", "OverlaySink", "RawFrame", "Sink", "Snapshot",
     "Source", "SourceDisconnected", "SourceUnavailable", "Stream", "StreamSummary", "VideoSource", "build_sinks",
     "check_options", "open_source", "stream", "supervise",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -40,12 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, EdgesentryError
+from edgesentry.errors import ConfigError
 from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
+from edgesentry.stream.capture import ReconnectingReader
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
+from edgesentry.stream.scoring import score_isolated
 from edgesentry.stream.sinks import (
     CallbackSink,
     JsonlSink,
@@ -59,13 +60,11 @@ from edgesentry.stream.sinks import (
 )
 from edgesentry.stream.sources import (
     DEFAULT_SETTLE_S,
-    IDLE,
     RawFrame,
     Source,
-    SourceDisconnected,
     open_source,
 )
-from edgesentry.stream.supervisor import InHand, describe_crash, supervise
+from edgesentry.stream.supervisor import InHand, describe_crash, supervise, wait_handling_signals
 
 log = logging.getLogger("edgesentry.stream")
 
@@ -77,8 +76,6 @@ EXIT_SOURCE_LOST = 3  # the source could not be (re)opened within max_retries
 EXIT_SINK_ERRORS = 4  # the stream ran, but some records were not delivered by every sink
 EXIT_INTERNAL_ERROR = 70  # a runtime thread crashed (a bug: the log has the traceback)
 
-#: reads that raise in a row before the source counts as disconnected (and is reopened)
-MAX_CONSECUTIVE_READ_ERRORS = 25
 #: the record reason of frames failed because a worker crashed
 INTERNAL_ERROR = "internal_error"
 
@@ -209,6 +206,8 @@ class Stream:
         self._late_lock = threading.Lock()
         self._output_alive = True
         self._capture_abandoned = False  # stuck in read() past stop_grace_s: not waited for again
+        self._reader = ReconnectingReader(self.source, stop=self._stop, max_retries=max_retries,
+                                          backoff_s=backoff_s, on_reconnect=self.acc.count_reconnect)
 
     # ------------------------------------------------------------------------ control
     def start(self) -> Stream:
@@ -269,17 +268,8 @@ class Stream:
 
     def run(self, *, handle_signals: bool = True) -> StreamSummary:
         """Run to the end. In the main thread SIGINT/SIGTERM stop (first: drain; second: drop)."""
-        previous: dict[int, Any] = {}
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        try:
-            self.start()
-            while not self._finished.wait(0.1):  # short waits keep signal handlers responsive
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self.start()
+        wait_handling_signals(self._finished, self.stop, handle_signals=handle_signals)
         assert self._summary is not None
         return self._summary
 
@@ -344,7 +334,7 @@ class Stream:
 
     # ------------------------------------------------------------------------ capture
     def _capture_loop(self) -> None:
-        source, attempts, is_open, read_errors = self.source, 0, False, 0
+        reader = self._reader
         drop_oldest = self.policy == "drop-oldest"
         held = self._held["capture"]
         try:
@@ -352,43 +342,11 @@ class Stream:
                 if self.max_frames is not None and self.acc.produced >= self.max_frames:
                     self._exit_reason = "max_frames"
                     break
-                if not is_open:
-                    try:
-                        source.open()
-                        is_open = True
-                    except Exception as exc:  # any failure to open is a reason to retry, not to die
-                        attempts += 1
-                        if not self._backoff(attempts, exc):
-                            break
-                        continue
-                try:
-                    raw = source.read()
-                    read_errors = 0
-                except SourceDisconnected as exc:
-                    source.close()
-                    is_open = False
-                    attempts += 1
-                    if not self._backoff(attempts, exc):
-                        break
-                    continue
-                except Exception as exc:  # this one read failed: a failed frame, the source goes on
-                    read_errors += 1
-                    if read_errors >= MAX_CONSECUTIVE_READ_ERRORS:
-                        source.close()
-                        is_open, read_errors = False, 0
-                        attempts += 1
-                        if not self._backoff(attempts, SourceDisconnected(f"{read_errors} reads failed: {exc}")):
-                            break
-                    raw = RawFrame(f"{source.name}#read-error", error=f"read: {describe_crash(exc)}")
+                raw = reader.next()
                 if raw is None:
+                    if reader.lost:
+                        self._exit_reason = "source_lost"
                     break
-                if raw is IDLE:
-                    self._stop.wait(0.02)
-                    continue
-                if not isinstance(raw, RawFrame):
-                    raw = RawFrame(f"{source.name}#?", error=f"read: the source returned {type(raw).__name__}, "
-                                                               "not a RawFrame")
-                attempts = 0
                 frame = self._make_frame(raw)
                 held.take([frame])
                 try:
@@ -400,20 +358,7 @@ class Stream:
                 finally:
                     held.passed(frame)
         finally:
-            source.close()
-
-    def _backoff(self, attempts: int, exc: Exception) -> bool:
-        """Wait before reconnect attempt ``attempts``; False when retries are exhausted."""
-        if attempts > self.max_retries:
-            log.error("source %s lost after %d reconnect attempts: %s", self.source.name, self.max_retries, exc)
-            self._exit_reason = "source_lost"
-            return False
-        first, longest = self.backoff_s
-        delay = min(longest, first * 2 ** (attempts - 1))
-        self.acc.count_reconnect()
-        log.warning("source %s: %s; reconnect %d/%d in %.2fs", self.source.name, exc, attempts, self.max_retries, delay)
-        self._stop.wait(delay)
-        return not self._stop.is_set()
+            reader.close()
 
     def _make_frame(self, raw: RawFrame) -> Frame:
         meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
@@ -443,21 +388,8 @@ class Stream:
             t0 = time.perf_counter()
             for f in ready:
                 f.meta["queue_s"] = t0 - f.captured
-            try:
-                results = self.detector.predict_batch([f.image for f in ready])
-                if len(results) != len(ready):
-                    raise RuntimeError(f"predict_batch returned {len(results)} results for {len(ready)} inputs")
-                for f, r in zip(ready, results):
-                    scored[f.index] = (r, None)
-            except Exception:
-                # One bad frame must not fail its batch-mates: retry them one by one.
-                for f in ready:
-                    try:
-                        scored[f.index] = (self.detector.predict(f.image), None)
-                    except Exception as exc:
-                        scored[f.index] = (None, f"{type(exc).__name__}: {exc}")
-                        if not isinstance(exc, EdgesentryError):
-                            log.debug("detector raised on frame %d", f.index, exc_info=True)
+            for f, outcome in zip(ready, score_isolated(self.detector, [f.image for f in ready])):
+                scored[f.index] = outcome
             self.acc.count_batch(len(ready))
             for f in ready:
                 f.meta["batch"] = len(ready)

@@ -86,9 +86,13 @@ def test_every_failure_mode_still_gives_a_complete_table(tmp_path):
 
 @pytest.mark.slow
 def test_a_hanging_case_is_killed_at_the_deadline(tmp_path):
+    # The budget clock includes the start-up probe (seconds on a loaded 2-core machine), so the
+    # budget leaves ~20 s for it; the hang's family deadline is ~19 s after its start (overhead 1 +
+    # 3 x its estimates) or the budget's end, and 'ok' (estimate 25 s) never fits after that.
     hang = ("import time\ndef gpu_cases(ctx):\n"
-            "    return [case('hangs', lambda: time.sleep(600)), case('later', good)]\n")
-    proc, data = _run(tmp_path, {"a_hang": hang, "b_good": FAMILIES["a_good"]}, "--budget-s", "8", timeout=120,
+            "    return [case('hangs', lambda: time.sleep(600), estimate_s=5.0), case('later', good)]\n")
+    late = "def gpu_cases(ctx):\n    return [case('ok', good, estimate_s=25.0)]\n"
+    proc, data = _run(tmp_path, {"a_hang": hang, "b_good": late}, "--budget-s", "30", timeout=180,
                       overhead_s=1.0)
     rows = {r["kernel"]: r for r in data["results"]}
     assert rows["hangs"]["status"].startswith("TIMEOUT") and rows["later"]["status"].startswith("TIMEOUT")

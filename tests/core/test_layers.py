@@ -5,6 +5,7 @@
       -> detector, detectors
       -> api
       -> export, serving, stream, evaluation
+      -> line (the production line runtime: uses stream, serving and api)
       -> cli (and the package facade ``edgesentry/__init__.py``)
 
 Every module under ``sdk/``, ``kernels/`` and ``export/`` is parsed with ``ast``; every import
@@ -33,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("detector", "detectors"),
     ("api",),
     ("export", "serving", "stream", "evaluation"),
+    ("line",),
     ("cli", ""),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
