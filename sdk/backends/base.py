@@ -12,7 +12,7 @@ import numpy as np
 
 from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ def _importable(module: str) -> bool:
 
 
 def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool, measured: bool = False) -> str:
-    """Choose the backend: an explicit one must be usable; ``auto`` prefers ONNX Runtime.
+    """Choose the backend: an explicit one must be usable; ``auto`` prefers ONNX Runtime, then
+    OpenVINO, then torch.
 
     With ``measured``, ``auto`` resolves to ``"auto"`` when both ONNX Runtime and torch can
     run the bundle: the runners then time both per input shape and keep the faster
@@ -124,6 +125,8 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool, measur
             return "auto"
         if has_onnx and _importable("onnxruntime"):
             return "onnxruntime"
+        if has_onnx and _importable("openvino"):
+            return "openvino"
         if has_weights and _importable("torch"):
             return "torch"
         raise BackendUnavailableError(
@@ -146,6 +149,12 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool, measur
             raise BackendUnavailableError(
                 "backend 'onnxruntime' requested but onnxruntime is not installed (edgesentry[ort])"
             )
+    if requested == "openvino":
+        if not has_onnx:
+            raise BackendUnavailableError("backend 'openvino' needs model.onnx; run `edgesentry export BUNDLE` first")
+        if not _importable("openvino"):
+            raise BackendUnavailableError(
+                "backend 'openvino' requested but openvino is not installed (edgesentry[openvino])")
     if requested == "tensorrt" and not (_importable("tensorrt") or _importable("tensorrt_lean")):
         raise BackendUnavailableError(
             "backend 'tensorrt' requested but TensorRT is not installed "

@@ -32,6 +32,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "torch",
     "triton",
     "cuda-python",
@@ -156,6 +157,7 @@ def _backends(cuda: dict[str, Any]) -> dict[str, str | None]:
     return {
         "torch": None if _has("torch") else "torch not installed (pip install edgesentry[torch])",
         "onnxruntime": None if _has("onnxruntime") else "onnxruntime not installed (pip install edgesentry[ort])",
+        "openvino": None if _has("openvino") else "openvino not installed (pip install edgesentry[openvino])",
         "tensorrt": trt_reason,
     }
 

@@ -636,7 +636,7 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
     try:
         model, text_tower, tokenizer = _torch_parts(bundle, settings, tensors, device)
     except ImportError as exc:
-        if used != "onnxruntime":
+        if used not in ("onnxruntime", "openvino"):
             raise BackendUnavailableError(
                 f"mdmf backend {used!r} needs torch ({exc}); pip install edgesentry[torch]"
             ) from None
