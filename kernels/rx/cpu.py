@@ -21,7 +21,9 @@ sliding column moments. Both are float64 and equal the reference to ~1e-9 relati
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +89,15 @@ def global_rx(
     """
     from edgesentry.kernels import _cpu_rx_global
 
+    mapping = getattr(pixels, "_mmap", None)  # a numpy memory map (and its views) of a cube file
     x = np.asarray(pixels)
-    mean, cov = _merged_moments(_float64_chunks(x, chunk_rows), x.shape[-1])
+    mean, cov = _merged_moments(_float64_chunks(x, chunk_rows, mapping), x.shape[-1])
     cov = _regularize(cov, ridge)
     factor = inverse_cholesky(cov, rcond)
     if factor is None:
         vectors, values = whitening(cov, rcond)
     out = np.empty(int(np.prod(x.shape[:-1], dtype=np.int64)))
-    for start, data, band_major in _float64_chunks(x, chunk_rows):
+    for start, data, band_major in _float64_chunks(x, chunk_rows, mapping):
         if factor is not None:
             scores = _cpu_rx_global.mahalanobis(data, mean, factor, band_major)
         else:
@@ -103,13 +106,28 @@ def global_rx(
     return out
 
 
-def _float64_chunks(x: np.ndarray, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+def release_pages(mapping: Any) -> None:
+    """Unmap the pages of a file mapping already read (``numpy.memmap._mmap``; None: nothing).
+
+    The pages of a memory-mapped file count in the resident set for as long as they stay
+    mapped, so a cube read through a map would end up wholly resident; dropping them after
+    each block (they stay in the page cache, not in this process) keeps the resident set at
+    a block. Cheap on the ranges never touched.
+    """
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _float64_chunks(
+    x: np.ndarray, chunk_rows: int | None, mapping: Any = None
+) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(first pixel, float64 C-contiguous chunk, band-major) over ``x`` along its first axis.
 
     (N, B) pixels that are band-major in memory (a Fortran-ordered MATLAB cube) give (B, rows)
     chunks read as they lie; everything else gives (pixels, B) chunks. A chunk is a view when
     ``x`` is already float64 and contiguous. Every chunk holds at least 2 pixels (the compiled
-    passes need them): a last chunk of one pixel joins the one before.
+    passes need them): a last chunk of one pixel joins the one before. ``mapping``: the file
+    map under ``x``, whose pages are released after each chunk (``release_pages``).
     """
     bands = x.shape[-1]
     per_row = int(np.prod(x.shape[1:-1], dtype=np.int64))  # pixels per leading-axis entry
@@ -125,10 +143,11 @@ def _float64_chunks(x: np.ndarray, chunk_rows: int | None) -> Iterator[tuple[int
     band_major = x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous
     for r0, r1 in zip(starts, ends):
         if band_major:
-            yield r0, np.ascontiguousarray(x.T[:, r0:r1], dtype=np.float64), True
+            chunk = np.ascontiguousarray(x.T[:, r0:r1], dtype=np.float64)
         else:
-            chunk = np.ascontiguousarray(x[r0:r1], dtype=np.float64)
-            yield r0 * per_row, chunk.reshape(-1, bands), False
+            chunk = np.ascontiguousarray(x[r0:r1], dtype=np.float64).reshape(-1, bands)
+        yield (r0 if band_major else r0 * per_row), chunk, band_major
+        release_pages(mapping)  # after the chunk is used: a float64 map's chunk is a view of it
 
 
 def _merged_moments(chunks: Iterable[tuple[int, np.ndarray, bool]], bands: int) -> tuple[np.ndarray, np.ndarray]:

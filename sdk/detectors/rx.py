@@ -27,6 +27,7 @@ from edgesentry.errors import ConfigError, InputError, option
 from edgesentry.io.files import CUBE_SUFFIXES
 from edgesentry.io.hsi import as_cube, max_cube_bytes, select_bands
 from edgesentry.kernels import rx as rx_kernels
+from edgesentry.kernels.rx.cpu import release_pages
 from edgesentry.result import Result
 
 Mode = Literal["global", "local"]
@@ -90,15 +91,19 @@ def _row_blocks(cube: np.ndarray) -> list[slice]:
 def _pixel_sums(cube: np.ndarray) -> np.ndarray:
     """(H, W) float64 band sums, computed block by block of image rows."""
     sums = np.empty(cube.shape[:2])
+    mapping = getattr(cube, "_mmap", None)
     for rows in _row_blocks(cube):
         sums[rows] = cube[rows].sum(axis=-1, dtype=np.float64)
+        release_pages(mapping)
     return sums
 
 
 def _finite_pixels(cube: np.ndarray) -> np.ndarray:
     finite = np.empty(cube.shape[:2], dtype=bool)
+    mapping = getattr(cube, "_mmap", None)
     for rows in _row_blocks(cube):
         finite[rows] = np.isfinite(cube[rows]).all(axis=-1)
+        release_pages(mapping)
     return finite
 
 
