@@ -3,6 +3,12 @@
     python benchmarks/latency.py            # full run (CPU default)
     python benchmarks/latency.py --quick    # CI-sized
     python benchmarks/latency.py --only rx  # one family
+    python benchmarks/latency.py --rss      # also the rows at scale, one fresh process each
+
+With ``--rss``, a family's ``rss_rows(ctx) -> list[Row]`` (where it has one) adds rows at the
+sizes where memory matters, each set up and run once in a fresh child process whose peak
+resident set (``os.wait4``: numpy, torch, ONNX Runtime and mapped pages included, which
+tracemalloc misses) fills the "peak RSS MB" column.
 
 Each family contributes a module ``benchmarks/cases/<family>.py`` with
 ``latency_rows(ctx) -> list[Row]``. Rows report p50 / p90 latency, throughput, tracemalloc
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few iterations (CI)")
     parser.add_argument("--only", nargs="*", help="families to run (default: all)")
+    parser.add_argument("--rss", action="store_true",
+                        help="add the rows at scale, each in a fresh process with its peak resident set")
     parser.add_argument("--json", default=str(HERE.parent / "bench_out" / "latency.json"),
                         help="where to write the JSON rows (default: bench_out/latency.json)")
     args = parser.parse_args(argv)
@@ -65,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(module, "latency_rows"):
                 continue  # a GPU-only case module (gpu_cases alone)
             family_rows = module.latency_rows(ctx)
+            if args.rss and hasattr(module, "rss_rows"):
+                family_rows += module.rss_rows(ctx)
         except Exception:  # one broken family must not hide the others' numbers
             failures += 1
             print(f"## {name}: FAILED\n```\n{traceback.format_exc()}```\n")

@@ -71,6 +71,14 @@ print(json.dumps({"seconds": seconds, "rss_before": before, "score": score(resul
 """
 
 
+def run_child(python: str, spec: dict, log: Path) -> dict:
+    """One child run of ``CHILD`` -> {"rc", "peak_rss_bytes", and the child's "seconds",
+    "rss_before", "score" when it succeeded}."""
+    rc, _, peak = peak_of([python, "-c", CHILD, json.dumps(spec)], log)
+    out = log.read_text().strip().splitlines()
+    return {"rc": rc, "peak_rss_bytes": peak, **(json.loads(out[-1]) if rc == 0 and out else {})}
+
+
 def write_cube(path: Path, shape: tuple[int, int, int], kind: str) -> Path:
     """A random float32 cube written block by block as ``.npy`` or ENVI (bip) -> the path to open."""
     import numpy as np
@@ -116,14 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.repeat):
             for label, python in pythons:
-                command = [python, "-c", CHILD, json.dumps(spec)]
                 log = work / f"{label}.log"
-                rc, _, peak = peak_of(command, log)
-                out = log.read_text().strip().splitlines()
-                child = json.loads(out[-1]) if rc == 0 and out else {}
-                runs[label].append({"rc": rc, "peak_rss_bytes": peak, **child})
-                if rc != 0:
-                    print(f"{label}: exit {rc}; see {log}", file=sys.stderr)
+                runs[label].append(run_child(python, spec, log))
+                if runs[label][-1]["rc"] != 0:
+                    print(f"{label}: exit {runs[label][-1]['rc']}; see {log}", file=sys.stderr)
     finally:
         if args.source != "array" and not args.keep:
             for p in work.glob("scene.*"):
