@@ -329,7 +329,10 @@ def read_envi(path: str | os.PathLike, *, mapped: bool = False) -> np.ndarray:
     layout, axes = _ENVI_INTERLEAVE[interleave]
     on_disk = tuple(sizes[k] for k in layout)
     if mapped:
-        return np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=on_disk).transpose(axes)
+        try:
+            return np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=on_disk).transpose(axes)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{data}: cannot map the ENVI data file ({exc})") from None
     raw = np.fromfile(data, dtype=dtype, count=count, offset=offset)
     if raw.size != count:
         raise InputError(f"{data}: expected {count} values for {dims}, found {raw.size} (truncated?)")
