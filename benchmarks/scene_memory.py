@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from export_memory import peak_of  # noqa: E402
+from export_memory import add_side_by_side_arguments, interpreters, peak_of  # noqa: E402
 
 #: the child: build or open the cube, then time one predict; prints one JSON line
 CHILD = r"""
@@ -105,14 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=["array", "npy", "envi"], default="array")
     parser.add_argument("--shape", nargs=3, type=int, default=[1024, 1024, 224], metavar=("H", "W", "B"))
     parser.add_argument("--impl", choices=["edgesentry", "spectral"], default="edgesentry")
-    parser.add_argument("--python", action="append", default=None, metavar="LABEL=PYTHON",
-                        help="interpreter to run with (repeatable; default: this one)")
+    add_side_by_side_arguments(parser, "run", "/tmp/edgesentry-scene-memory")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, the interpreters alternating")
-    parser.add_argument("--workdir", default="/tmp/edgesentry-scene-memory")
     parser.add_argument("--keep", action="store_true", help="keep the cube file written to --workdir")
-    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    pythons = [p.split("=", 1) if "=" in p else (p, p) for p in (args.python or [f"this={sys.executable}"])]
+    pythons = interpreters(args.python)
     shape = tuple(args.shape)
     cube_bytes = shape[0] * shape[1] * shape[2] * 4
     work = Path(args.workdir)
