@@ -5,16 +5,20 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from edgesentry.bundle import Bundle
 from edgesentry.detector import Detector
 from edgesentry.detectors import FAMILIES, family_module
-from edgesentry.errors import BundleError, ConfigError
+from edgesentry.errors import BundleError, ConfigError, option
+from edgesentry.signing import ENV_CONFIG, ENV_TRUSTED, TrustPolicy, resolve_policy, verify_bundle
 
 
-def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector:
+def load(name_or_bundle: str | os.PathLike | Bundle, *, trusted_keys: Iterable[str | os.PathLike] | None = None,
+         revoked_keys: Iterable[str | os.PathLike] | None = None, signature: str | os.PathLike | None = None,
+         require_signature: bool | None = None, **options: Any) -> Detector:
     """Build a detector from a family name or a bundle directory.
 
     Args:
@@ -29,23 +33,51 @@ def load(name_or_bundle: str | os.PathLike | Bundle, **options: Any) -> Detector
     A bundle's saved thresholds (``Detector.save``) apply unless ``threshold=`` /
     ``pixel_threshold=`` are given.
 
+    Signatures (``edgesentry.signing``): with ``trusted_keys`` (public key files), or a default
+    policy in the environment (``EDGESENTRY_TRUSTED_KEYS``, ``EDGESENTRY_SIGNING_CONFIG``), a
+    bundle must carry a signature by one of those keys, and none in ``revoked_keys`` (files or
+    sha256 fingerprints, added to the environment's); it is verified before ``meta.json`` is
+    parsed. ``signature`` names a signature kept outside the bundle. ``require_signature``:
+    ``None`` = required exactly when trusted keys are given or configured; ``True`` = required
+    (no trusted key is then an error); ``False`` = not checked, whatever the environment says
+    (for a process re-reading a version it just wrote). An opened ``Bundle`` that was not opened
+    with ``trust=`` is verified here, after the fact.
+
     Raises:
         ConfigError: unknown family or option (the message lists the valid ones).
         BundleError: the path is not a valid bundle (missing, corrupt, tampered, wrong schema).
+        SignatureError: a signature is required and the bundle is unsigned, changed since it was
+            signed, or signed by a key that is not trusted or is revoked.
         BackendUnavailableError: the requested backend cannot run here.
         KernelUnavailableError: the requested kernel tier cannot run here.
     """
+    policy = _policy(trusted_keys, revoked_keys, require_signature)
     if isinstance(name_or_bundle, Bundle):
+        if policy is not None and name_or_bundle.signature is None:
+            name_or_bundle.signature = verify_bundle(name_or_bundle.path, policy, signature=signature)
         return _from_bundle(name_or_bundle, options)
     target = os.fspath(name_or_bundle)
     if target in FAMILIES and not Path(target).exists():
+        if trusted_keys is not None or signature is not None:
+            raise ConfigError(f"{target!r} is a weight-free family, not a bundle: there is no signature to verify")
         return _call(family_module(target).build, target, **options)
     path = Path(target)
     if not path.exists():
         raise ConfigError(
             f"{target!r} is neither a family name ({', '.join(sorted(FAMILIES))}) nor an existing bundle directory"
         )
-    return _from_bundle(Bundle.open(path), options)
+    return _from_bundle(Bundle.open(path, trust=policy, signature=signature), options)
+
+
+def _policy(trusted_keys: Iterable[str | os.PathLike] | None, revoked_keys: Iterable[str | os.PathLike] | None,
+            require: bool | None) -> TrustPolicy | None:
+    if require is False:
+        return None
+    policy = resolve_policy(trusted_keys, revoked_keys)
+    if require and policy is None:
+        raise ConfigError(f"{option('require_signature', True)} needs trusted keys: pass {option('trusted_keys')} or "
+                          f"set {ENV_TRUSTED} / {ENV_CONFIG}")
+    return policy
 
 
 def _from_bundle(bundle: Bundle, options: dict[str, Any]) -> Detector:

@@ -18,6 +18,12 @@ inside the bundle (no ``..``, no absolute path, no symbolic link leaving it), ch
 any file is opened, and only listed files are read (``Bundle.file``). ``meta.json`` is read
 only when it is a regular file of at most ``META_MAX_BYTES``, nested at most
 ``META_MAX_DEPTH`` deep, with the documented types; non-finite weights are refused.
+
+A bundle may carry a signature (``bundle.sig``, ``edgesentry.signing``): ``Bundle.open(path,
+trust=policy)`` verifies it before ``meta.json`` is read. Changing a signed bundle in place (export,
+build, calibrate, save) removes its signature with a warning: the result is a new, unsigned
+version, never one with a silently broken signature. Copies (``Detector.save`` elsewhere) are
+unsigned too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,7 +44,16 @@ import numpy as np
 
 from edgesentry._version import __version__
 from edgesentry.errors import BundleError, ChecksumError, WeightsError, option
-from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, resolve_inside
+from edgesentry.io.paths import (
+    check_regular_file,
+    check_relative_name,
+    read_bytes_bounded,
+    resolve_inside,
+    sha256_file as sha256_file,
+)
+from edgesentry.signing import SIGNATURE_NAME, TrustPolicy, Verification, is_signed, verify_bundle
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"
@@ -51,14 +67,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -112,29 +120,42 @@ def _check_not_pickle(path: Path) -> None:
 class Bundle:
     """An opened, verified bundle directory."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]):
+    def __init__(self, path: Path, meta: dict[str, Any], signature: Verification | None = None):
         self.path = path
         self.meta = meta
+        #: the verified signature when opened with ``trust=`` (else ``None``: not checked)
+        self.signature = signature
 
     # ----------------------------------------------------------------------------- open
     @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> Bundle:
+    def open(cls, path: str | os.PathLike, *, verify: bool = True, trust: TrustPolicy | None = None,
+             signature: str | os.PathLike | None = None) -> Bundle:
         """Read ``meta.json`` and check the schema version and every file's sha256.
+
+        Args:
+            path: the bundle directory.
+            verify: check every listed file's sha256 (with ``trust``, against the signed ones).
+            trust: require a signature by one of these keys, verified before ``meta.json`` (or
+                any other file but the signature) is parsed.
+            signature: the signature file (default ``path/bundle.sig``).
 
         Raises:
             BundleError: not a directory, no/invalid ``meta.json``, unknown schema version,
                 a listed file missing.
             ChecksumError: a listed file's sha256 differs from the one recorded.
+            SignatureError: ``trust`` given and the bundle is unsigned, tampered with, or signed
+                by a key that is not trusted or revoked.
         """
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"expected a bundle directory containing {META_NAME}; got {str(root)!r}")
+        verified = verify_bundle(root, trust, signature=signature) if trust is not None else None
         meta_path = root / META_NAME
         if not meta_path.exists():
             raise BundleError(f"{root} is not a bundle: {META_NAME} is missing")
         meta = parse_meta(read_bytes_bounded(meta_path, limit=META_MAX_BYTES, what="bundle metadata",
                                              error=BundleError), meta_path)
-        bundle = cls(root, meta)
+        bundle = cls(root, meta, verified)
         if verify:
             bundle.verify()
         return bundle
@@ -142,16 +163,20 @@ class Bundle:
     def verify(self) -> None:
         """Check every listed file: inside the bundle, a regular file, its sha256 as recorded.
 
+        A bundle opened with a verified signature compares the recorded sha256 with the signed
+        one (the signature check has just hashed every file) instead of reading the file again.
+
         Raises:
             BundleError: a listed file is missing, not a regular file, or leaves the bundle.
             ChecksumError: a listed file's sha256 differs from the one recorded.
         """
+        signed = self.signature.digests if self.signature is not None else {}
         for name, expected in self.files.items():
             file = self.file(name)
             if not file.exists():
                 raise BundleError(f"bundle file {name!r} listed in {META_NAME} is missing from {self.path}")
             check_regular_file(file, what=f"bundle file {name!r}", error=BundleError)
-            actual = sha256_file(file)
+            actual = signed.get(name) or sha256_file(file)
             if actual != expected:
                 raise ChecksumError(
                     f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
@@ -209,6 +234,7 @@ class Bundle:
         ``name`` must be a plain relative path that stays inside the bundle (``BundleError``).
         """
         path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+        self._unsign()
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
             _atomic_write_bytes(path, data)
@@ -218,6 +244,7 @@ class Bundle:
 
     def remove_file(self, name: str) -> None:
         path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+        self._unsign()
         self.meta.get("files", {}).pop(name, None)
         path.unlink(missing_ok=True)
         self._write_meta()
@@ -232,7 +259,11 @@ class Bundle:
 
     def copy_files_from(self, source: Bundle) -> None:
         """Copy every file listed in ``source`` (weights, graphs, engines ...) and its ``graphs``
-        record into this bundle; checksums are re-read from the copies."""
+        record into this bundle; checksums are re-read from the copies. The copy is a new
+        version: a signature of ``source`` does not come along."""
+        if is_signed(source.path):
+            log.warning("%s is a new, unsigned version of the signed bundle %s; sign it with `edgesentry sign %s "
+                        "--key KEY.pem`", self.path, source.path, self.path)
         for name in source.files:
             target = resolve_inside(self.path, name, what="bundle file", error=BundleError)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +291,18 @@ class Bundle:
         if changed:
             self._write_meta()
 
+    def _unsign(self) -> None:
+        """Remove this bundle's own signature before it changes: what follows is a new, unsigned
+        version (a signature left in place would break silently)."""
+        own = self.path / SIGNATURE_NAME
+        if own.is_file() or own.is_symlink():
+            own.unlink()
+            self.signature = None
+            log.warning("bundle %s was signed and is being changed: this is a new, unsigned version (%s removed); "
+                        "sign it again with `edgesentry sign %s --key KEY.pem`", self.path, SIGNATURE_NAME, self.path)
+
     def _write_meta(self) -> None:
+        self._unsign()
         text = json.dumps(self.meta, indent=2, sort_keys=True, default=_json_default)
         _atomic_write_bytes(self.path / META_NAME, (text + "\n").encode())
 
@@ -393,7 +435,7 @@ def write_bundle(
             raise BundleError(f"{root} already exists; pass {option('overwrite', True)} to replace it")
         if not root.is_dir():
             raise BundleError(f"{root} exists and is not a directory")
-        for stale in (root / META_NAME, root / WEIGHTS_NAME):
+        for stale in (root / SIGNATURE_NAME, root / META_NAME, root / WEIGHTS_NAME):
             stale.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {

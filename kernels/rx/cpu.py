@@ -43,10 +43,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def whitening(cov: np.ndarray, rcond: float = DEFAULT_RCOND) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors and eigenvalues of ``cov`` kept by the pinv cutoff."""
+def whitening(cov: np.ndarray, rcond: float = DEFAULT_RCOND, rank: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors and eigenvalues of ``cov`` kept by the pinv cutoff; with ``rank``, at most
+    the ``rank`` largest (a covariance of n pixels has rank n - 1: beyond it lie round-off)."""
     w, v = np.linalg.eigh(cov)
     keep = np.abs(w) > rcond * np.abs(w).max() if w.size and np.abs(w).max() > 0 else np.zeros(w.shape, bool)
+    if rank is not None:
+        keep[np.argsort(np.abs(w))[:max(len(w) - rank, 0)]] = False
     return v[:, keep], w[keep]
 
 

@@ -24,7 +24,9 @@ from edgesentry.cli import (
     export,
     info,
     line,
+    sign,
     validate,
+    verify,
     watch,
 )
 from edgesentry.errors import BackendUnavailableError
@@ -42,6 +44,8 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("classify", classify),
     ("watch", watch),
     ("line", line),
+    ("sign", sign),
+    ("verify", verify),
 ]
 
 

@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.export.tensorrt import build_bundle_engines
     from edgesentry.export.validate import load_samples
+    from edgesentry.signing import default_policy
 
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(args.bundle, trust=default_policy())
     graphs = bundle.meta.get("graphs", {})
     if not graphs:
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")

@@ -8,6 +8,11 @@ Inference Server model repository whose ensemble takes the detector's raw input 
 ``edgesentry.serving``) and checks it: the repository's own pre-processing, graph files and
 post-processing, run in this process on a synthetic raw input, must give what
 ``Detector.predict`` gives. The verb says ``done`` only after these checks.
+
+A signed bundle's repository carries the signature (the bundle copy is verbatim); with
+``--trusted-keys`` (or the environment's keys) the bundle is verified first, the copy after, and
+the keys travel with the repository for the python models to verify it at start. Exporting ONNX
+into a signed bundle changes it: it becomes a new, unsigned version (sign it again).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+
+from edgesentry.cli._args import add_trust_args, trust_policy
 
 HELP = "export a bundle's graphs to ONNX (checked, parity-tested, TensorRT-linted) or a Triton model repository"
 
@@ -45,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", default=None,
                         help="triton-repo, mdmf: the gallery .npz (edgesentry enroll) served queries are classified "
                              "against (required for mdmf)")
+    add_trust_args(parser, signature=False)
 
 
 def _format(values: list[str]) -> tuple[str, Path | None]:
@@ -92,17 +100,24 @@ def run(args: argparse.Namespace) -> int:
         fmt, output = _format(args.format)
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(str(exc)) from None
-    bundle = Bundle.open(args.bundle)
+    policy = trust_policy(args)
+    bundle = Bundle.open(args.bundle, trust=policy)
     if fmt == "triton-repo":
         from edgesentry.serving import check_repository, write_model_repository
+        from edgesentry.signing import is_signed
 
         if not bundle.meta.get("graphs"):
             export_bundle(bundle, opset=args.opset or DEFAULT_OPSET, check_parity=not args.no_parity,
                           simplify=not args.no_simplify, memory_budget=_budget(args))
             bundle = Bundle.open(bundle.path)
         repo = write_model_repository(bundle, output, variant=args.triton_variant, max_batch=args.max_batch,
-                                      gallery=args.gallery)
+                                      gallery=args.gallery, trust=policy)
         print(f"wrote Triton model repository {repo}")
+        if bundle.signature is not None:
+            print(f"  signed bundle ({bundle.signature.line()}): its python models verify it at start")
+        elif is_signed(bundle.path):
+            print("  signed bundle, not verified here (no --trusted-keys): its python models verify it at start with "
+                  "the server's EDGESENTRY_TRUSTED_KEYS")
         for cfg in sorted(Path(repo).glob("*/config.pbtxt")):
             print(f"  {cfg.parent.name}")
         example = family_exporter(bundle.family).serving_example(bundle)

@@ -4,6 +4,11 @@ Versions of the packages edgesentry uses, graph backends and why one is missing,
 Runtime providers (with the CPU-wheel-shadows-GPU-wheel check), kernel tiers
 (``edgesentry.kernels.tier_status()``), CUDA device, and for every family whether its module
 is present and which optional dependencies it lacks. Nothing here imports torch.
+
+``edgesentry info BUNDLE`` describes a bundle instead: its family and files, and its signature:
+the signer's key fingerprint and the verification state (``verified`` against the trusted keys,
+``refused`` with the reason, ``unchecked`` when no trusted key is configured, ``unsigned``). A
+bundle whose signature is refused is not parsed further.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from importlib import metadata
 from typing import Any
 
 from edgesentry._version import __version__
+from edgesentry.cli._args import add_trust_args, trust_policy
 
 HELP = "show versions, backends, ONNX Runtime providers, kernel tiers and families available here"
 
@@ -38,6 +44,7 @@ PACKAGES = (
     "nvidia-pytriton",
     "opencv-python-headless",
     "safetensors",
+    "model-signing",
 )
 # What a bundle of each family needs beyond numpy: to convert (torch) and to run (one backend).
 FAMILY_NEEDS = {
@@ -50,7 +57,34 @@ FAMILY_NEEDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", nargs="?", default=None,
+                        help="describe this bundle (family, files, signer, verification state) instead of the install")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    add_trust_args(parser)
+
+
+def bundle_facts(path: str, policy: Any, signature: str | None) -> dict[str, Any]:
+    """Family, files and signature state of a bundle; a refused signature stops before ``meta.json``."""
+    from edgesentry.bundle import Bundle
+    from edgesentry.signing import signature_state
+
+    facts: dict[str, Any] = {"bundle": path, "signature": signature_state(path, policy, signature=signature)}
+    if facts["signature"]["state"] == "refused" and policy is not None:
+        return facts
+    bundle = Bundle.open(path)
+    facts.update(family=bundle.family, files=bundle.files, created=bundle.meta.get("created"),
+                 edgesentry_version=bundle.meta.get("edgesentry_version"))
+    return facts
+
+
+def _print_bundle(facts: dict[str, Any]) -> None:
+    sig = facts["signature"]
+    print(f"bundle {facts['bundle']}" + (f": family {facts['family']}, {len(facts['files'])} files, created "
+                                         f"{facts['created']} by edgesentry {facts['edgesentry_version']}"
+                                         if "family" in facts else ""))
+    signer = f" by {sig['signer']}" if sig.get("signer") else ""
+    where = f" ({sig['key']}, {sig['files']} files)" if sig["state"] == "verified" else ""
+    print(f"signature: {sig['state']}{signer}{where}" + (f": {sig['reason']}" if sig.get("reason") else ""))
 
 
 def _version(dist: str) -> str | None:
@@ -152,6 +186,13 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        facts = bundle_facts(args.bundle, trust_policy(args), args.signature)
+        if args.json:
+            print(json.dumps(facts, indent=2, sort_keys=True))
+        else:
+            _print_bundle(facts)
+        return 0 if facts["signature"]["state"] != "refused" else 1
     facts = collect()
     if args.json:
         print(json.dumps(facts, indent=2, sort_keys=True))

@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.export.validate import validate_bundle, write_json
+    from edgesentry.signing import default_policy
 
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(args.bundle, trust=default_policy())
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     report = validate_bundle(
         bundle,

@@ -3,6 +3,7 @@
     det = edgesentry.load("rx")                                  # global RX
     det = edgesentry.load("rx", mode="local", window=(3, 9))     # local RX, 3x3 guard, 9x9 outer
     result = det.predict(cube)                                   # (H, W, B) array or a file path
+    det = edgesentry.load("rx", mode="linescan", warmup=10)      # push-broom lines: see linescan.py
 
 The graph stage is empty; the post-processing kernel is the whole detector
 (``edgesentry.kernels.rx``; float64 statistics and a pseudo-inverse, so singular scenes are
@@ -30,7 +31,9 @@ from edgesentry.kernels import rx as rx_kernels
 from edgesentry.kernels.rx.cpu import release_pages
 from edgesentry.result import Result
 
-Mode = Literal["global", "local"]
+from .linescan import LineScanConfig
+
+Mode = Literal["global", "local", "linescan"]
 NanPolicy = Literal["raise", "mask"]
 
 
@@ -251,8 +254,22 @@ def build(
     kernels: str = "auto",
     threshold: float | None = None,
     pixel_threshold: float | None = None,
-) -> RXDetector:
-    """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options."""
+    **linescan_options: Any,
+) -> Detector:
+    """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options; ``mode="linescan"``
+    takes the line-scan options of ``linescan.build`` (``window`` is then a number of lines)."""
+    if mode == "linescan":
+        from . import linescan
+
+        return linescan.build(window=window, ridge=ridge, rcond=rcond, bands=bands, nan_policy=nan_policy,
+                              variable=variable, kernels=kernels, threshold=threshold,
+                              pixel_threshold=pixel_threshold, **linescan_options)
+    if linescan_options:
+        known = set(LineScanConfig.__dataclass_fields__)
+        unknown = sorted(set(linescan_options) - known)
+        if unknown:  # as Python says it: load() turns this into "does not take that option"
+            raise TypeError(f"build() got an unexpected keyword argument {unknown[0]!r}")
+        raise ConfigError(f"{sorted(linescan_options)} only apply to mode='linescan'")
     cfg = RXConfig(
         mode=mode,
         window=tuple(window) if window is not None else None,
@@ -265,14 +282,20 @@ def build(
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
-#: the options ``from_bundle`` forwards to ``RXConfig`` (``edgesentry.load(bundle, mode=...)``)
-OPTIONS = tuple(f.name for f in fields(RXConfig))
+#: the options ``build`` and ``from_bundle`` forward: ``RXConfig``'s, and ``LineScanConfig``'s for
+#: ``mode="linescan"`` (``edgesentry.load(bundle, mode=...)``)
+OPTIONS = tuple(dict.fromkeys([f.name for f in fields(RXConfig)] + [f.name for f in fields(LineScanConfig)]))
 
 
 def from_bundle(
     bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
-) -> RXDetector:
+) -> Detector:
     cfg = {**bundle.config, **overrides}
+    if cfg.get("mode") == "linescan":
+        from . import linescan
+
+        cfg.pop("mode")
+        return linescan.build(kernels=kernels, threshold=threshold, **cfg)
     try:
         if cfg.get("window") is not None:
             cfg["window"] = tuple(cfg["window"])

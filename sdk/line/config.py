@@ -66,7 +66,12 @@ class DetectorSpec:
     latency_budget_ms: float = 20.0
     torch_threads: int | None = None
     workers: int = 1  # worker threads sharing the detector's queue (detectors are thread-safe)
+    #: a signature by one of the trusted keys is required (keys here or in the environment)
     require_signature: bool = False
+    #: public keys (PEM) whose signatures this detector's bundle may carry; given, a signature is required
+    trusted_keys: tuple[str, ...] = ()
+    #: public keys or sha256 fingerprints refused even when trusted (added to the environment's)
+    revoked_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,9 +146,10 @@ class LineConfig:
 
 
 #: checks run on every local bundle a line file names, after it is opened: ``check(bundle, spec)``
-#: raises ``EdgesentryError`` to refuse it. Bundle signing adds its verifier here.
+#: raises ``EdgesentryError`` to refuse it.
 BUNDLE_CHECKS: list[Callable[[Any, DetectorSpec], None]] = []
-#: verifiers of bundle signatures; ``require_signature: true`` needs at least one
+#: further signature checks (the bundle arrives verified: ``bundle.signature``), e.g. a site's
+#: rule on which signer may sign which detector
 SIGNATURE_VERIFIERS: list[Callable[[Any, DetectorSpec], None]] = []
 
 
@@ -314,8 +320,14 @@ def _build(data: dict[str, Any], locator: Locator, path: Path, *, check_bundles:
         at = ("detectors", name)
         if ("bundle" in d) == ("triton" in d):
             raise cfg.error(at, "needs exactly one of 'bundle' (a local bundle) or 'triton' (a served model)")
+        keys = {k: tuple(_key_entry(base, v) for v in d.get(k, ())) for k in ("trusted_keys", "revoked_keys")}
         spec = DetectorSpec(name=name, bundle=_resolve(base, d["bundle"]) if "bundle" in d else None,
-                            triton=d.get("triton"), **{k: v for k, v in d.items() if k not in ("bundle", "triton")})
+                            triton=d.get("triton"), **keys,
+                            **{k: v for k, v in d.items() if k not in ("bundle", "triton", *keys)})
+        if spec.triton is not None and (spec.require_signature or spec.trusted_keys):
+            raise cfg.error(at + ("require_signature" if spec.require_signature else "trusted_keys",),
+                            "applies to a local bundle; a served model is verified by its Triton server "
+                            "(docs/signing.md)")
         if spec.bundle is not None and check_bundles:
             check_bundle(spec, cfg)
         cfg.detectors[name] = spec
@@ -448,20 +460,23 @@ def _check_outputs(cfg: LineConfig, base: Path) -> None:
 
 def check_bundle(spec: DetectorSpec, cfg: LineConfig) -> Any:
     """Open (and hash-check) the detector's bundle, run ``BUNDLE_CHECKS`` and, when asked for,
-    a signature verifier; every refusal names the detector's key and line."""
+    a signature verifier; every refusal names the detector's key and line.
+
+    With ``require_signature``, ``trusted_keys`` in the file, or a trust policy in the environment
+    (``EDGESENTRY_TRUSTED_KEYS`` / ``EDGESENTRY_SIGNING_CONFIG``), the bundle must be signed by a
+    trusted, unrevoked key; the signature is verified before ``meta.json`` is read
+    (``edgesentry.signing``). Runs when the file is checked and again when the line starts.
+    """
     from edgesentry.bundle import Bundle
 
     at = ("detectors", spec.name, "bundle")
     if not spec.bundle.exists():
         raise cfg.error(at, f"bundle {str(spec.bundle)!r} does not exist")
     try:
-        bundle = Bundle.open(spec.bundle)
+        bundle = Bundle.open(spec.bundle, trust=_trust(spec, cfg))
         for check in BUNDLE_CHECKS:
             check(bundle, spec)
-        if spec.require_signature:
-            if not SIGNATURE_VERIFIERS:
-                raise cfg.error(("detectors", spec.name, "require_signature"),
-                                "bundle signature verification is not available in this version of edgesentry")
+        if bundle.signature is not None:
             for verify in SIGNATURE_VERIFIERS:
                 verify(bundle, spec)
     except LineFileError:
@@ -469,6 +484,26 @@ def check_bundle(spec: DetectorSpec, cfg: LineConfig) -> Any:
     except EdgesentryError as exc:
         raise cfg.error(at, str(exc)) from None
     return bundle
+
+
+def _trust(spec: DetectorSpec, cfg: LineConfig) -> Any:
+    """The detector's trust policy: its ``trusted_keys`` / ``revoked_keys``, else the environment's;
+    ``require_signature`` without any trusted key is refused, naming that key."""
+    from edgesentry.signing import resolve_policy
+
+    policy = resolve_policy(spec.trusted_keys or None, spec.revoked_keys or None)
+    if spec.require_signature and policy is None:
+        raise cfg.error(("detectors", spec.name, "require_signature"),
+                        "needs trusted keys: list them in 'trusted_keys' or set EDGESENTRY_TRUSTED_KEYS / "
+                        "EDGESENTRY_SIGNING_CONFIG")
+    return policy
+
+
+def _key_entry(base: Path, value: str) -> str:
+    """A key file resolved against the line file's folder; a sha256 fingerprint as it is."""
+    import re as _re
+
+    return value if _re.fullmatch(r"(sha256:)?[0-9a-fA-F]{64}", value) else str(_resolve(base, value))
 
 
 def _unique(cfg: LineConfig, seen: dict[str, int], value: str, at: tuple[Any, ...], what: str) -> None:

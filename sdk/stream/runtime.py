@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
+from edgesentry.detectors.linescan import LineScanDetector
 from edgesentry.errors import ConfigError
 from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
 from edgesentry.stream.capture import ReconnectingReader
+from edgesentry.stream.linescan import LineScorer, open_line_source
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
@@ -170,7 +172,11 @@ class Stream:
                       status_interval_s=status_interval_s, idle_timeout=idle_timeout, settle_s=settle_s,
                       max_restarts=max_restarts)
         self.detector = detector
-        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s)
+        # a line-scan detector reads push-broom lines (a cube replayed, a camera callback) and
+        # delivers each line when its look-ahead is complete
+        self._lines = LineScorer(detector) if isinstance(detector, LineScanDetector) else None
+        self.source: Source = (open_line_source(source) if self._lines is not None
+                               else open_source(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s))
         if policy is None:
             policy = "drop-oldest" if self.source.live else "block"
         if policy not in POLICIES:
@@ -297,6 +303,8 @@ class Stream:
             self._emit_late([(frame, None, error) for frame, _, _ in held[:1]] + held[1:])
         else:
             self._emit([(frame, None, error) for frame in held if isinstance(frame, Frame)])
+        if worker == "inference" and self._lines is not None:
+            self._lines.reset()  # its waiting lines just failed: the scan starts again
         if restarting:
             return
         self._exit_reason = INTERNAL_ERROR
@@ -376,9 +384,25 @@ class Stream:
             batch = self.capture_q.get_batch(self.batch_size, deadline, hold=held.take)
             if not batch:
                 break
-            for item in self._score(batch):
+            # line scan: lines awaiting their look-ahead stay held by this worker until scored
+            for item in self._score(batch) if self._lines is None else self._score_lines(batch):
                 self._emit([item])
                 held.passed(item[0])
+        if self._lines is not None:  # end of the source: the lines still waiting
+            for item in self._lines.flush():
+                self._emit([item])
+                held.passed(item[0])
+
+    def _score_lines(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
+        """Push-broom lines, one at a time and in order (the model learns each line)."""
+        out: list[tuple[Frame, Any, str | None]] = []
+        for f in frames:
+            if f.image is None:
+                out.append((f, None, f.error))
+                continue
+            f.meta["queue_s"] = time.perf_counter() - f.captured
+            out += self._lines.score(f)
+        return out
 
     def _score(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
         """Score decodable frames in one ``predict_batch``; isolate a failure frame by frame."""
@@ -423,6 +447,7 @@ class Stream:
         if error is None:
             summary = result.summary()
             record.update(status="ok", score=summary["score"], raw_score=summary["raw_score"], label=summary["label"])
+            record.update(summary.get("record", {}))  # a family's own fields (line-scan: line, objects)
             timings = dict(summary["timings"])
         else:
             reason = error.split(":", 1)[0]  # "decode" or the exception's type name

@@ -200,9 +200,11 @@ b = { c = 3 }
     toml_module().loads(text)  # the scanner is only ever run on valid TOML
 
 
-def test_require_signature_without_a_verifier_is_refused(tmp_path: Path, bundle_dir: Path) -> None:
+def test_require_signature_without_trusted_keys_is_refused(tmp_path: Path, bundle_dir: Path, monkeypatch) -> None:
+    """Signed bundles themselves are tested in tests/signing/test_line.py."""
+    for name in ("EDGESENTRY_SIGNING_CONFIG", "EDGESENTRY_TRUSTED_KEYS", "EDGESENTRY_REVOKED_KEYS"):
+        monkeypatch.delenv(name, raising=False)
     path = tmp_path / "line.toml"
     path.write_text(GOOD.replace('bundle = "bundle"', 'bundle = "bundle"\nrequire_signature = true'))
-    with pytest.raises(LineFileError, match=r"line.toml:6: detectors.isstad.require_signature: bundle signature "
-                                            "verification is not available"):
+    with pytest.raises(LineFileError, match=r"line.toml:6: detectors.isstad.require_signature: needs trusted keys"):
         load_line_file(path)
