@@ -76,7 +76,7 @@ class ParallelBuildExt(build_ext):
 # Folders of data (the kernel sources ship so that an sdist or wheel can be rebuilt) are listed
 # as packages of their own: setuptools warns about importable folders missing from `packages`.
 DATA = {"edgesentry.kernels.cpu": ["*.cpp", "*.h"], "edgesentry.export.data": ["*.json"],
-        "edgesentry.line": ["*.schema.json"]}
+        "edgesentry.line": ["*.schema.json"], "edgesentry.line.dashboard": ["static/*"]}
 
 if __name__ == "__main__":  # as setuptools' build backend and `python setup.py` run it
     packages, package_dir = _packages()

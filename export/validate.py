@@ -26,8 +26,8 @@ from edgesentry.export.parity import ParityReport, compare_outputs
 
 # Default (atol, rtol) per precision. fp32: ONNX Runtime and TensorRT reorder reductions
 # (~1e-6 relative); fp16: 10-bit mantissa, errors grow with reduction length; int8: coarse.
-TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TOLERANCES = {"fp32": (1e-4, 1e-4), "bf16": (5e-2, 5e-2), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass
@@ -192,16 +192,23 @@ def make_runner(
     if backend == "onnxruntime":
         from edgesentry.backends import OrtRunner
 
-        model: Any = bundle.file(gmeta["file"])
-        if precision == "fp16":
+        model: Any = _variant_graph(bundle, graph, precision)
+        if precision == "fp16" and model == bundle.file(gmeta["file"]):
             import onnx
 
             from edgesentry.export.tensorrt import to_fp16
 
             model = to_fp16(onnx.load(str(model))).SerializeToString()
-        elif precision == "int8":
-            raise ConfigError("ONNX Runtime validation of int8 needs a quantized graph; validate int8 with tensorrt")
+        elif precision == "bf16":
+            raise ConfigError("precision bf16 runs on backend openvino (ONNX Runtime's CPU provider has no BF16)")
         return OrtRunner(model, inputs, outputs, providers=providers)
+    if backend == "openvino":
+        from edgesentry.backends import OpenVINORunner
+        from edgesentry.precision import OPENVINO_HINT
+
+        model = _variant_graph(bundle, graph, precision)
+        hint = OPENVINO_HINT[precision] if model == bundle.file(gmeta["file"]) else "f32"
+        return OpenVINORunner(model, inputs, outputs, precision=hint)
     if backend == "tensorrt":
         from edgesentry.backends.tensorrt import TensorRTRunner
         from edgesentry.export.tensorrt import cuda_device_capability, find_engine, import_tensorrt
@@ -215,6 +222,20 @@ def make_runner(
             )
         return TensorRTRunner(plan, inputs, outputs)
     raise ConfigError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+
+def _variant_graph(bundle: Bundle, graph: str, precision: str) -> Path:
+    """The ONNX file of ``graph`` in ``precision``: the variant ``edgesentry quantize`` stored
+    (int8 must exist; fp16 may), else the FP32 graph (bf16, fp16 run it with a precision hint)."""
+    from edgesentry.precision import precisions_of
+
+    record = (bundle.meta.get("precisions") or {}).get(precision)
+    if record is not None and graph in record.get("graphs", {}):
+        return bundle.file(record["graphs"][graph]["file"])
+    if precision == "int8":
+        raise ConfigError(f"bundle {bundle.path} has no int8 graphs; it has precisions {precisions_of(bundle)} "
+                          f"(make them with `edgesentry quantize {bundle.path} --precision int8 --calib ...`)")
+    return bundle.file(bundle.meta["graphs"][graph]["file"])
 
 
 def _outputs_of(backend: str, bundle: Bundle, graph: str, precision: str,

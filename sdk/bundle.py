@@ -168,7 +168,8 @@ class Bundle:
 
         Raises:
             BundleError: a listed file is missing, not a regular file, or leaves the bundle.
-            ChecksumError: a listed file's sha256 differs from the one recorded.
+            ChecksumError: a listed file's sha256 differs from the one recorded, or the
+                recalibration ``lineage`` chain does not hold (``check_lineage``).
         """
         signed = self.signature.digests if self.signature is not None else {}
         for name, expected in self.files.items():
@@ -182,6 +183,7 @@ class Bundle:
                     f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
                     f"from {META_NAME}: the file was modified or truncated"
                 )
+        check_lineage(self.meta, self.path)
 
     # ------------------------------------------------------------------------ accessors
     @property
@@ -258,9 +260,10 @@ class Bundle:
             self.mirror_metadata()
 
     def copy_files_from(self, source: Bundle) -> None:
-        """Copy every file listed in ``source`` (weights, graphs, engines ...) and its ``graphs``
-        record into this bundle; checksums are re-read from the copies. The copy is a new
-        version: a signature of ``source`` does not come along."""
+        """Copy every file listed in ``source`` (weights, graphs, precision variants, engines ...)
+        and the records describing them (``graphs``, ``precisions``, ``tune``) into this bundle;
+        checksums are re-read from the copies. The copy is a new version: a signature of
+        ``source`` does not come along."""
         if is_signed(source.path):
             log.warning("%s is a new, unsigned version of the signed bundle %s; sign it with `edgesentry sign %s "
                         "--key KEY.pem`", self.path, source.path, self.path)
@@ -270,8 +273,10 @@ class Bundle:
             with open(source.file(name), "rb") as src:
                 _atomic_write(target, lambda fh, src=src: shutil.copyfileobj(src, fh, 1 << 20))
             self.meta.setdefault("files", {})[name] = sha256_file(target)
-        if source.meta.get("graphs"):
-            self.meta["graphs"] = json.loads(json.dumps(source.meta["graphs"]))
+        # the records that describe the copied graphs: their files, precision variants, tune decision
+        for key in ("graphs", "precisions", "tune"):
+            if source.meta.get(key):
+                self.meta[key] = json.loads(json.dumps(source.meta[key]))
         self._write_meta()
 
     def mirror_metadata(self) -> None:
@@ -308,6 +313,39 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+# ---------------------------------------------------------------- recalibration lineage
+def record_digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_lineage(meta: dict[str, Any], where: Any = "bundle") -> None:
+    """Verify a bundle's ``lineage`` chain (see ``edgesentry.recalibration``); no lineage passes."""
+    lineage = meta.get("lineage")
+    if lineage is None:
+        return
+    if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
+        raise ChecksumError(f"{where}: lineage must be a list of records")
+    prev = ""
+    for i, record in enumerate(lineage):
+        if record.get("prev") != prev or record.get("version") != i + 2:
+            raise ChecksumError(f"{where}: lineage record {i} does not follow record {i - 1} (a record was removed, "
+                                f"reordered or edited)")
+        if record.get("digest") != record_digest(record):
+            raise ChecksumError(f"{where}: lineage record {i} (version {record.get('version')}) was modified: its "
+                                f"digest does not match its content")
+        prev = record["digest"]
+    if lineage and lineage[-1].get("new", {}).get("calibration") != meta.get("calibration"):
+        raise ChecksumError(f"{where}: the bundle's calibration differs from its last lineage record (version "
+                            f"{lineage[-1]['version']}): thresholds were changed without an audit record")
+
+
+def bundle_version(meta: dict[str, Any]) -> int:
+    lineage = meta.get("lineage") or []
+    return int(lineage[-1]["version"]) if lineage else 1
+
 
 
 def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, Any]:
@@ -347,7 +385,7 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
         check_relative_name(name, what="bundle file", error=BundleError)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
-    for key in ("config", "preprocessing", "io", "extra", "graphs"):
+    for key in ("config", "preprocessing", "io", "extra", "graphs", "precisions", "tune"):
         _check_type(meta, key, dict, where)
     for key in ("calibration", "thresholds"):
         if meta.get(key) is not None:
@@ -357,6 +395,13 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
             raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
                               f"{type(gmeta).__name__}")
         check_relative_name(gmeta.get("file"), what=f"graph {graph!r} file", error=BundleError)
+    for precision, record in meta.get("precisions", {}).items():  # variants: model.int8.onnx ...
+        graphs = record.get("graphs") if isinstance(record, dict) else None
+        if not isinstance(graphs, dict):
+            raise BundleError(f"{where}: precisions[{str(precision)[:20]!r}] must be an object with 'graphs'")
+        for graph, entry in graphs.items():
+            name = entry.get("file") if isinstance(entry, dict) else None
+            check_relative_name(name, what=f"{str(precision)[:20]} graph {str(graph)[:40]!r} file", error=BundleError)
     return meta
 
 

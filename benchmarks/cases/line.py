@@ -124,18 +124,29 @@ def _row(mode: str, impl: str, runs: list[dict[str, Any]]) -> Row:
                       "degraded": sum(s["degraded"] for s in stations)})
 
 
-def latency_rows(ctx: Any) -> list[Row]:
+def tiny_bundle(ctx: Any, notes: list[str], family: str) -> tuple[Path, Path] | None:
+    """A scratch folder and the tiny ISSTAD bundle converted into it; ``None`` (and a note) without the weights."""
     ref = ctx.shared / "reference" / "isstad"
     if not (ref / "tiny_stage2_seed0.pt").is_file():
-        NOTES.append(f"line: skipped (no tiny ISSTAD reference weights under {ref})")
+        notes.append(f"{family}: skipped (no tiny ISSTAD reference weights under {ref})")
+        return None
+    import edgesentry
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgesentry_bench_{family}_"))
+    bundle = edgesentry.convert("isstad", ref / "tiny_stage2_seed0.pt", output=tmp / "isstad",
+                                config=ref / "tiny_stage2_config.json").path
+    return tmp, Path(bundle)
+
+
+def latency_rows(ctx: Any) -> list[Row]:
+    made = tiny_bundle(ctx, NOTES, "line")
+    if made is None:
         return []
     import torch
 
     import edgesentry
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgesentry_bench_line_"))
-    bundle = edgesentry.convert("isstad", ref / "tiny_stage2_seed0.pt", output=tmp / "isstad",
-                                config=ref / "tiny_stage2_config.json").path
+    tmp, bundle = made
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     seconds = 4.0 if ctx.quick else 10.0

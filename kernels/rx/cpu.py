@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.errors import ConfigError
-from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, background_mask
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize
 
 _PIVOT_TOL = 1e-12
 #: largest 1-norm condition estimate of the covariance for the Cholesky path of global RX
@@ -176,6 +176,23 @@ def _merged_moments(chunks: Iterable[tuple[int, np.ndarray, bool]], bands: int) 
     return mean, scatter / (count - 1)
 
 
+#: unit costs of local RX's cost model (``_cpu_rx.measure_costs``) when measuring is off: the
+#: fixed ratios it used before (one column-moment add ~ ten multiply-adds)
+DEFAULT_COSTS = {"direct_mac": 1.0, "tile_mac": 1.0, "moment_add": 10.0}
+
+
+def unit_costs(bands: int) -> tuple[float, float, float]:
+    """(direct_mac, tile_mac, moment_add) for ``bands``, measured once per CPU model and band
+    bucket (~50 ms; cached in the user's cache directory, see ``edgesentry._machine``)."""
+    from edgesentry import _machine
+    from edgesentry.kernels import _cpu_rx
+
+    bucket = int(min(1024, max(16, 2 ** round(np.log2(max(bands, 1))))))  # per-MAC costs vary slowly with B
+    values = _machine.measured(f"rx.local.costs.b{bucket}", 1, lambda: _cpu_rx.measure_costs(bucket, 3),
+                               default=DEFAULT_COSTS)
+    return values["direct_mac"], values["tile_mac"], values["moment_add"]
+
+
 #: ``shared_windows`` of ``local_rx``: where pixels that share an outer window are scored
 #: together (one Cholesky of the window + a Woodbury correction for each guard window)
 SHARED_WINDOWS = {"never": 0, "auto": 1, "always": 2}
@@ -189,13 +206,17 @@ def local_rx(
     ridge: float = 0.0,
     rcond: float = DEFAULT_RCOND,
     shared_windows: str = "auto",
+    sample_space: bool = True,
 ) -> np.ndarray:
     """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
 
     ``shared_windows``: ``"auto"`` lets the kernel's cost model choose, group by group,
-    between one factorisation per shared outer window and one per pixel; ``"never"`` and
+    between one factorisation per shared outer window and one per pixel (its unit costs are
+    measured on this machine: ``unit_costs``); ``"never"`` and
     ``"always"`` force either path (tests and benchmarks compare them). With ``ridge > 0``
-    every pixel takes the per-pixel path.
+    every pixel takes the per-pixel path. ``sample_space=False`` sends the rings with no more
+    distinct spectra than bands to the decomposition path (an SVD of each ring) instead of the
+    sample-space Cholesky (tests compare them).
     """
     from edgesentry.kernels import _cpu_rx
 
@@ -203,13 +224,25 @@ def local_rx(
         raise ConfigError(f"shared_windows must be one of {sorted(SHARED_WINDOWS)}; got {shared_windows!r}")
     x = np.asarray(cube, dtype=np.float64)
     centred = x - x.reshape(-1, x.shape[-1]).mean(axis=0)
-    scores, failed = _cpu_rx.local_rx(
-        centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows]
+    costs = unit_costs(x.shape[-1]) if shared_windows == "auto" else (1.0, 1.0, 1.0)
+    scores, left = _cpu_rx.local_rx(
+        centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows], bool(sample_space),
+        costs,
     )
-    # Windows whose covariance is (near) singular take the reference pseudo-inverse path.
-    for i, j in np.argwhere(failed):
-        background = centred[background_mask(i, j, x.shape[:2], inner, outer)]
-        cov = _regularize(np.atleast_2d(np.cov(background, rowvar=False)), ridge)
-        z = centred[i, j] - background.mean(axis=0)
-        scores[i, j] = z @ np.linalg.pinv(cov, rcond=rcond) @ z
+    left = left.view(bool)
+    if left.any():
+        # rings the Cholesky paths cannot take (dependent spectra beyond exact duplicates, or too
+        # ill-conditioned): LAPACK's SVD of the ring, called from the kernel's OpenMP threads
+        # with one BLAS thread each (threaded BLAS inside them oversubscribes the cores: 30x
+        # slower on a busy 2-core machine)
+        from scipy.linalg import cython_lapack
+        from threadpoolctl import threadpool_limits
+
+        capi = cython_lapack.__pyx_capi__
+        # a fresh controller, after scipy's LAPACK is loaded: its OpenBLAS must be among those limited
+        with threadpool_limits(limits=1, user_api="blas"):
+            scores[left] = _cpu_rx.local_rx_decomposed(
+                centred, int(inner), int(outer), float(ridge), float(rcond), np.argwhere(left),
+                capi["dgesdd"], capi["dsyevd"],
+            )
     return scores

@@ -26,8 +26,10 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=["auto", *runnable],
-        help="graph backend; this install can run: " + (", ".join(runnable) or "none (install onnxruntime or torch)")
-        + " (default: auto = onnxruntime if the bundle has ONNX, else torch)",
+        help="graph backend; this install can run: "
+        + (", ".join(runnable) or "none (install onnxruntime, openvino or torch)")
+        + " (default: auto = the faster of onnxruntime and torch, measured on this machine per input shape,"
+        " when the bundle has both; else the one it has, onnxruntime before openvino before torch)",
     )
 
 

@@ -32,6 +32,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "torch",
     "triton",
     "cuda-python",
@@ -58,14 +59,16 @@ FAMILY_NEEDS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", nargs="?", default=None,
-                        help="describe this bundle (family, files, signer, verification state) instead of the install")
+                        help="describe this bundle (family, files, version, thresholds, recalibration lineage, "
+                             "signer and verification state) instead of the install")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
     add_trust_args(parser)
 
 
 def bundle_facts(path: str, policy: Any, signature: str | None) -> dict[str, Any]:
-    """Family, files and signature state of a bundle; a refused signature stops before ``meta.json``."""
-    from edgesentry.bundle import Bundle
+    """Family, files, version, thresholds, lineage and signature state of a bundle; a refused
+    signature stops before ``meta.json`` is read, a broken lineage chain fails ``Bundle.open``."""
+    from edgesentry.bundle import Bundle, bundle_version
     from edgesentry.signing import signature_state
 
     facts: dict[str, Any] = {"bundle": path, "signature": signature_state(path, policy, signature=signature)}
@@ -73,8 +76,17 @@ def bundle_facts(path: str, policy: Any, signature: str | None) -> dict[str, Any
         return facts
     bundle = Bundle.open(path)
     facts.update(family=bundle.family, files=bundle.files, created=bundle.meta.get("created"),
-                 edgesentry_version=bundle.meta.get("edgesentry_version"))
+                 edgesentry_version=bundle.meta.get("edgesentry_version"), version=bundle_version(bundle.meta),
+                 thresholds=bundle.meta.get("thresholds"), lineage=[_lineage_row(r) for r in
+                                                                   bundle.meta.get("lineage") or []])
     return facts
+
+
+def _lineage_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {k: record.get(k) for k in ("version", "when", "who", "parent", "audit_log")}
+    return row | {"parts": record.get("parts", {}).get("count"),
+                  "old_raw_threshold": record.get("old", {}).get("raw_threshold"),
+                  "new_raw_threshold": record.get("new", {}).get("raw_threshold"), "digest": record.get("digest")}
 
 
 def _print_bundle(facts: dict[str, Any]) -> None:
@@ -85,6 +97,16 @@ def _print_bundle(facts: dict[str, Any]) -> None:
     signer = f" by {sig['signer']}" if sig.get("signer") else ""
     where = f" ({sig['key']}, {sig['files']} files)" if sig["state"] == "verified" else ""
     print(f"signature: {sig['state']}{signer}{where}" + (f": {sig['reason']}" if sig.get("reason") else ""))
+    if "family" not in facts:
+        return
+    thresholds = facts["thresholds"] or {}
+    print(f"version {facts['version']}, raw threshold {thresholds.get('raw_threshold')}")
+    if not facts["lineage"]:
+        print("lineage: none (never recalibrated)")
+    for r in facts["lineage"]:
+        print(f"  v{r['version']} {r['when']} by {r['who']}: from v{r['parent']['version']} ({r['parent']['path']}), "
+              f"{r['parts']} parts of {r['audit_log']['path']}; raw threshold {r['old_raw_threshold']} -> "
+              f"{r['new_raw_threshold']}; digest {r['digest'][:16]}")
 
 
 def _version(dist: str) -> str | None:
@@ -135,6 +157,7 @@ def _backends(cuda: dict[str, Any]) -> dict[str, str | None]:
     return {
         "torch": None if _has("torch") else "torch not installed (pip install edgesentry[torch])",
         "onnxruntime": None if _has("onnxruntime") else "onnxruntime not installed (pip install edgesentry[ort])",
+        "openvino": None if _has("openvino") else "openvino not installed (pip install edgesentry[openvino])",
         "tensorrt": trt_reason,
     }
 

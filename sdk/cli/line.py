@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgesentry.errors import ConfigError
+
 HELP = "validate (check) or run (run) a production line file: cameras, stations, triggers, outputs"
 
 
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--quiet", action="store_true", help="no status line (default: one per status interval)")
     run.add_argument("--summary-json", action="store_true",
                      help="print the final summary as JSON on stdout (default: one line)")
+    run.add_argument("--dashboard", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
+                     help="serve the live web dashboard (default address 127.0.0.1:8080; docs/dashboard.md)")
+    run.add_argument("--dashboard-token-file", metavar="PATH",
+                     help="NAME:SECRET lines allowing dashboard actions (default: $EDGESENTRY_DASHBOARD_TOKEN; "
+                          "without either the dashboard is read-only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +49,24 @@ def run(args: argparse.Namespace) -> int:
     from edgesentry.line.runtime import LineRuntime, status_line
     from edgesentry.stream.sinks import dumps
 
-    summary = LineRuntime(cfg, status=None if args.quiet else sys.stderr).run()
+    runtime = LineRuntime(cfg, status=None if args.quiet else sys.stderr)
+    dashboard = None
+    if args.dashboard is not None:
+        from edgesentry.line.dashboard import Dashboard, parse_address, read_tokens
+
+        host, port = parse_address(args.dashboard)
+        try:
+            dashboard = Dashboard(runtime, host, port, tokens=read_tokens(args.dashboard_token_file)).start()
+        except OSError as exc:
+            runtime.stop(drain=False)
+            raise ConfigError(f"--dashboard {args.dashboard}: cannot listen: {exc.strerror or exc}") from None
+        print(f"dashboard: {dashboard.url}", file=sys.stderr, flush=True)
+    try:
+        summary = runtime.run()
+    finally:
+        if dashboard is not None:
+            dashboard.linger()
+            dashboard.close()
     print(dumps(summary) if args.summary_json else f"{summary['exit_reason']}: {status_line(summary)}; "
                                                   f"exit code {summary['exit_code']}")
     return int(summary["exit_code"])

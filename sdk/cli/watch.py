@@ -26,8 +26,10 @@ HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folde
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory (edgesentry convert) or a weight-free family name")
     parser.add_argument("source", help="camera index, video file, rtsp:// or http:// URL, GStreamer pipeline "
-                                       "(contains '!'), or a folder of images (hot folder); for a line-scan "
-                                       "bundle a cube file (.hdr, .mat, .npy) replayed line by line")
+                                       "(contains '!'), a folder of images (hot folder), an industrial camera: "
+                                       "aravis:ID or pylon:ID, optionally ?exposure_us=..&trigger=software (see "
+                                       "docs/stream.md); for a line-scan bundle a cube file (.hdr, .mat, .npy) "
+                                       "replayed line by line")
     out = parser.add_argument_group("outputs (several at once)")
     out.add_argument("--jsonl", default=None, metavar="PATH", help="append one JSON line per frame")
     out.add_argument("--summary", default=None, metavar="PATH",
@@ -150,6 +152,7 @@ def _line_scan_source(args: argparse.Namespace, detector: Any, source: Any) -> A
 
 def run(args: argparse.Namespace) -> int:
     from edgesentry.stream import open_source, stream
+    from edgesentry.stream.cameras import CameraSource
 
     backoff = _check(args)
     if args.torch_threads is not None:
@@ -164,13 +167,22 @@ def run(args: argparse.Namespace) -> int:
     cube = Path(args.source).suffix.lower() in CUBE_SUFFIXES
     source = None if cube else open_source(int(args.source) if args.source.isdigit() else args.source,
                                            once=args.once, idle_timeout=args.idle_timeout, settle_s=args.settle)
-    sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    if isinstance(source, CameraSource):
+        source.open()  # a bad camera id or setting, or a busy camera: one line now, not retries later
+    try:
+        sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     try:
         detector = _load(args)
         source = _line_scan_source(args, detector, source)
     except BaseException:
         for sink in sinks:
             sink.close()
+        if source is not None:
+            source.close()
         raise
     summary = stream(
         detector, source, sinks=sinks, summary=args.summary, metrics_port=args.metrics_port,

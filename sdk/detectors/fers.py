@@ -278,7 +278,8 @@ def from_bundle(
     graphs = bundle.meta.get("graphs", {})
     onnx_paths = {name: bundle.file(g["file"]) for name, g in graphs.items() if bundle.has(g["file"])}
     needed = {"spectral", "spatial"} if cfg.get("spatial") else {"spectral"}
-    chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"))
+    chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"),
+                             measured=True)
     det = FERSDetector(bundle.load_tensors(), cfg["arch"], options, backend=chosen, onnx_paths=onnx_paths,
                        providers=providers, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:

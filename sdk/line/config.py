@@ -131,6 +131,7 @@ class LineConfig:
     mqtt: dict[str, Any] | None
     http: dict[str, Any] | None
     outputs: dict[str, Any]
+    drift: dict[str, Any] | None = None
     status_interval_s: float = 1.0
     max_restarts: int = 3
     drain_timeout_s: float = 30.0
@@ -312,7 +313,8 @@ def _build(data: dict[str, Any], locator: Locator, path: Path, *, check_bundles:
     line = data.get("line", {})
     cfg = LineConfig(path=path, name=line.get("name", path.stem), detectors={}, cameras=[], stations=[], triggers=[],
                      mqtt=data.get("mqtt"), http=data.get("http"), outputs=dict(data.get("outputs", {})),
-                     status_interval_s=line.get("status_interval_s", 1.0), max_restarts=line.get("max_restarts", 3),
+                     drift=data.get("drift"), status_interval_s=line.get("status_interval_s", 1.0),
+                     max_restarts=line.get("max_restarts", 3),
                      drain_timeout_s=line.get("drain_timeout_s", 30.0), raw=data, locator=locator)
     deadline, fail_safe = line.get("deadline_ms", 1000.0), line.get("fail_safe", "reject")
 
@@ -376,6 +378,7 @@ def _build(data: dict[str, Any], locator: Locator, path: Path, *, check_bundles:
 
     _build_triggers(cfg, data)
     _check_outputs(cfg, base)
+    _check_drift(cfg)
     return cfg
 
 
@@ -418,6 +421,16 @@ def _build_triggers(cfg: LineConfig, data: dict[str, Any]) -> None:
         if s.id not in kinds:
             raise cfg.error(("stations", i, "id"), f"station {s.id!r} has no trigger (add a [[triggers]] entry "
                                                    "naming it)")
+
+
+def _check_drift(cfg: LineConfig) -> None:
+    d = cfg.drift or {}
+    if d.get("min_samples", 100) > d.get("window", 300):
+        raise cfg.error(("drift", "min_samples"), f"must be <= drift.window ({d.get('window', 300)})")
+    if d.get("psi_warn", 0.1) > d.get("psi_alert", 0.25):
+        raise cfg.error(("drift", "psi_warn"), "must be <= drift.psi_alert")
+    if d.get("ks_alert", 1e-4) > d.get("ks_warn", 0.01):
+        raise cfg.error(("drift", "ks_alert"), "must be <= drift.ks_warn")
 
 
 def _check_outputs(cfg: LineConfig, base: Path) -> None:

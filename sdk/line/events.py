@@ -10,7 +10,8 @@ Events, in the order the runtime produced them:
   ``Frame`` with its image; ``result``: the detector's ``Result`` or ``None``);
 - ``decision``: the gate of a station got a decision (``data``: the part record so far);
 - ``part``: a part is final (``data``: its full record, as the audit log has it);
-- ``health``: a camera's or a detector's health changed (``data``: ``{"camera"|"detector", "health"}``).
+- ``health``: a camera's or a detector's health changed (``data``: ``{"camera"|"detector", "health"}``);
+- ``drift``: a camera's drift state changed (``data``: the drift record, see ``drift.py``).
 
 Each subscription has its own bounded queue: a slow subscriber loses its own oldest events
 (counted in ``dropped``), never slows the line down or another subscriber.
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-EventKind = Literal["frame", "decision", "part", "health"]
+EventKind = Literal["frame", "decision", "part", "health", "drift"]
 
 
 @dataclass

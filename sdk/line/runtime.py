@@ -36,14 +36,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from edgesentry.errors import ConfigError
+from edgesentry.errors import ConfigError, EdgesentryError
 from edgesentry.line.cameras import Camera, build_source
 from edgesentry.line.config import LineConfig, load_line_file
 from edgesentry.line.detectors import as_scorer, build_scorer
+from edgesentry.line.drift import DriftMonitor, DriftSettings, drift_reference
 from edgesentry.line.events import Event, EventBus, Subscription
 from edgesentry.line.parts import Part, PartTracker
 from edgesentry.line.scheduler import DetectorWorker, FairQueue
 from edgesentry.stream.accounting import Snapshot
+from edgesentry.stream.cameras import CameraSource
 from edgesentry.stream.monitor import StatusPrinter
 from edgesentry.stream.queues import Frame
 from edgesentry.stream.runtime import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SINK_ERRORS, EXIT_SOURCE_LOST, INTERNAL_ERROR
@@ -121,8 +123,24 @@ class LineRuntime:
                                               on_scored=self._scored)
                                for _ in range(cfg.detectors[name].workers)]
                         for name, scorer in self.scorers.items()}
+        self._fired_by_parts = self._software_fired_cameras()
+        self._open_industrial_cameras()
         self._build_outputs()
         self._build_triggers()
+        self.drift = self._build_drift(detectors)
+
+    def _build_drift(self, detectors: dict[str, Any]) -> dict[str, DriftMonitor]:
+        """One drift monitor per camera when the line file has a ``[drift]`` table; the reference is the
+        bundle's ``drift_reference`` (written by ``edgesentry recalibrate``) when it has one."""
+        if self.cfg.drift is None:
+            return {}
+        settings = DriftSettings.from_dict(self.cfg.drift)
+        monitors = {}
+        for cam in self.cfg.cameras:
+            bundle = getattr(getattr(self.scorers[cam.detector], "detector", None), "bundle", None)
+            reference = drift_reference(bundle)
+            monitors[cam.id] = DriftMonitor(cam.id, settings, reference)
+        return monitors
 
     def _check_rules(self, thresholds: dict[str, float | None]) -> None:
         for i, station in enumerate(self.cfg.stations):
@@ -217,10 +235,61 @@ class LineRuntime:
 
     # ------------------------------------------------------------------------- control
     def trigger(self, station: str, part_id: str | None = None, source: str = "software") -> int:
-        """Open a part of ``station`` now; returns its sequence number (the order of its record)."""
+        """Open a part of ``station`` now; returns its sequence number (the order of its record).
+
+        The station's software-triggered industrial cameras are then fired ``frames`` times: their
+        frames arrive after the part opened, so the part tracker gives them to this part.
+        """
         if self._stop.is_set():
             raise RuntimeError("the line is stopping; no new parts")
-        return self.tracker.trigger(station, part_id, source).seq
+        seq = self.tracker.trigger(station, part_id, source).seq
+        fired = self._fired_by_parts.get(station)
+        if fired:
+            frames = self.tracker.stations[station].frames
+            threading.Thread(target=self._fire_cameras, args=(fired, frames), daemon=True,
+                             name=f"edgesentry-line-fire-{station}").start()  # the trigger path never waits
+        return seq
+
+    def _fire_cameras(self, cameras: list[Camera], frames: int) -> None:
+        for cam in cameras:
+            try:
+                for _ in range(frames):
+                    if not cam.source.fire():
+                        break  # not open (reconnecting): the part misses this camera, and is degraded
+            except Exception as exc:  # a vanished camera: its reader reconnects; the part is degraded
+                log.warning("camera %s: software trigger failed: %s", cam.id, exc)
+
+    def _open_industrial_cameras(self) -> None:
+        """Open the GenICam cameras now: an unknown id, a setting the camera refuses or a busy camera is
+        one error before the line starts, not a reconnect loop (their capture loops find them open)."""
+        opened: list[Source] = []
+        try:
+            for cam in self.cameras.values():
+                if isinstance(cam.source, CameraSource):
+                    try:
+                        cam.source.open()
+                    except EdgesentryError as exc:
+                        raise ConfigError(f"camera {cam.id}: {exc}") from None
+                    opened.append(cam.source)
+        except BaseException:
+            for source in opened:
+                source.close()
+            raise
+
+    def _software_fired_cameras(self) -> dict[str, list[Camera]]:
+        """Per station with a software part trigger, its cameras that take their frames on a software
+        trigger: they stop triggering themselves and are fired by the part trigger instead."""
+        self_paced = {t.station for t in self.cfg.triggers if t.kind in ("free_run", "part_id")}
+        out: dict[str, list[Camera]] = {}
+        for st in self.cfg.stations:
+            if st.id in self_paced:
+                continue
+            for cid in st.cameras:
+                cam = self.cameras[cid]
+                if isinstance(cam.source, CameraSource) and cam.source.settings.trigger == "software":
+                    cam.source.self_trigger = False
+                    out.setdefault(st.id, []).append(cam)
+        return out
 
     def start(self) -> LineRuntime:
         if self._started:
@@ -360,7 +429,7 @@ class LineRuntime:
             record.update(error=error, reason=error.split(":", 1)[0])
         elif reason is not None:
             record["reason"] = reason
-        for key in ("batch", "cameras", "position_ms"):
+        for key in ("batch", "cameras", "position_ms", "acquisition"):
             if key in frame.meta:
                 record[key] = frame.meta[key]
         return record
@@ -412,6 +481,23 @@ class LineRuntime:
             self._guard("opcua", lambda: self.opcua.write("station", part.station.id, values))
         if self.bus.active:
             self.bus.publish(Event("part", record))
+        if self.drift and record["decision"] == "accept" and not (record["late"] or record["fail_safe"]
+                                                                   or record["degraded"]):
+            self._track_drift(record)
+
+    def _track_drift(self, part: dict[str, Any]) -> None:
+        """Feed an accepted part's scores to the drift monitors; a changed state goes to every record sink."""
+        for frame in part["frames"]:
+            if frame["status"] != "ok" or frame["camera"] not in self.drift:
+                continue
+            change = self.drift[frame["camera"]].add(frame["score"])
+            if change is not None:  # led by the part that moved it: the audit log's records all start with "part"
+                change = {"part": part["part"], **change, "run": self.run_id}
+                log.warning("drift %s: %s (PSI %.3f, KS p %.2g)", change["drift"], change["state"], change["psi"],
+                            change["ks_p"])
+                self._send(self.record_sinks, change, None, None)
+                if self.bus.active:
+                    self.bus.publish(Event("drift", change))
 
     def _send(self, sinks: list[Sink], record: dict[str, Any], frame: Frame | None, result: Any) -> None:
         for sink in sinks:
@@ -549,6 +635,9 @@ class LineRuntime:
             d = s.to_dict()
             d["health"] = self.cameras[cid].health
             d["policy"] = self.cameras[cid].policy
+            facts = getattr(self.cameras[cid].source, "facts", None)
+            if callable(facts):
+                d["camera"] = facts()  # an industrial camera: model, settings read back, transport losses
             cameras[cid] = d
         crashes = dict(self._crashes)
         reason = self._exit_reason if final else "running"
@@ -567,6 +656,7 @@ class LineRuntime:
             "cameras": cameras,
             "detectors": {name: _merge_stats([w.stats() for w in ws]) for name, ws in self.workers.items()},
             "stations": {sid: st.to_dict() for sid, st in self.tracker.stats.items()},
+            "drift": {cid: dict(m.last) for cid, m in self.drift.items()},
             "health": self.health(), "sink_errors": dict(self._sink_errors), "worker_crashes": crashes,
             "sinks": sinks or {},
         }

@@ -9,6 +9,7 @@ See ``runtime.py`` for the threads and guarantees and docs/stream.md for the use
 from __future__ import annotations
 
 from edgesentry.stream.accounting import Snapshot
+from edgesentry.stream.cameras import open_any_source as open_source
 from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import Frame
 from edgesentry.stream.runtime import (
@@ -33,7 +34,6 @@ from edgesentry.stream.sources import (
     SourceDisconnected,
     SourceUnavailable,
     VideoSource,
-    open_source,
 )
 from edgesentry.stream.supervisor import InHand, supervise
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
+from edgesentry.stream.accounting import Accounting
+from edgesentry.stream.queues import Frame
 from edgesentry.stream.sources import IDLE, RawFrame, Source, SourceDisconnected
 from edgesentry.stream.supervisor import describe_crash
 
@@ -22,6 +25,8 @@ log = logging.getLogger("edgesentry.stream")
 
 #: reads that raise in a row before the source counts as disconnected (and is reopened)
 MAX_CONSECUTIVE_READ_ERRORS = 25
+#: most frames one block-id gap may count as lost (a camera reset that looks like a jump)
+MAX_LOST_PER_GAP = 1 << 16
 
 ReaderState = Literal["opening", "open", "reconnecting", "ended", "lost", "stopped"]
 
@@ -118,3 +123,18 @@ class ReconnectingReader:
     def close(self) -> None:
         self.source.close()
         self._open = False
+
+
+def count_lost(acc: Accounting, raw: RawFrame, meta: dict[str, Any] | None = None) -> list[Frame]:
+    """Frames the device produced before ``raw`` and the host never received (``raw.lost``, a gap in
+    a camera's block ids): each gets an index and is dropped at once, reason ``transport``, so
+    ``produced == processed + dropped + failed`` counts the camera's frames, not only the host's."""
+    lost = []
+    for offset in range(min(int(raw.lost or 0), MAX_LOST_PER_GAP)):
+        index = acc.produce()
+        frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(),
+                      name=f"{raw.name}-lost{offset + 1}", image=None, meta=dict(meta or {}))
+        acc.attach(index, frame)
+        acc.drop(frame, "transport")
+        lost.append(frame)
+    return lost

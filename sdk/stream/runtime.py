@@ -43,7 +43,8 @@ from edgesentry.detectors.linescan import LineScanDetector
 from edgesentry.errors import ConfigError
 from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
-from edgesentry.stream.capture import ReconnectingReader
+from edgesentry.stream.cameras import open_any_source as open_source
+from edgesentry.stream.capture import ReconnectingReader, count_lost
 from edgesentry.stream.linescan import LineScorer, open_line_source
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.options import check_options
@@ -64,7 +65,6 @@ from edgesentry.stream.sources import (
     DEFAULT_SETTLE_S,
     RawFrame,
     Source,
-    open_source,
 )
 from edgesentry.stream.supervisor import InHand, describe_crash, supervise, wait_handling_signals
 
@@ -95,6 +95,7 @@ class StreamSummary:
     batch_size: int = 1
     latency_budget_ms: float = 0.0
     detector: str = ""
+    source_facts: dict[str, Any] = field(default_factory=dict)  # a camera's model, settings read back
 
     @property
     def produced(self) -> int:
@@ -127,6 +128,8 @@ class StreamSummary:
             "latency_ms": {"p50": c.latency_p50_ms, "p99": c.latency_p99_ms, "max": c.latency_max_ms},
             "sink_errors": c.sink_errors, "worker_crashes": c.worker_crashes, "sinks": self.sinks,
         }
+        if self.source_facts:
+            out["camera"] = self.source_facts
         return out
 
     def line(self) -> str:
@@ -144,7 +147,8 @@ class Stream:
 
     Args:
         detector: any ``Detector`` whose ``predict`` takes an (H, W, 3) uint8 RGB image.
-        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source).
+        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source),
+            or an industrial camera ``aravis:ID?settings`` / ``pylon:ID?settings``.
         sinks: ``Sink`` objects (``JsonlSink``, ``OverlaySink``, ``MqttSink``, ...).
         batch_size: most frames per ``predict_batch`` call.
         latency_budget_ms: longest a frame waits for its batch to fill (from capture).
@@ -355,6 +359,7 @@ class Stream:
                     if reader.lost:
                         self._exit_reason = "source_lost"
                     break
+                count_lost(self.acc, raw)
                 frame = self._make_frame(raw)
                 held.take([frame])
                 try:
@@ -370,6 +375,8 @@ class Stream:
 
     def _make_frame(self, raw: RawFrame) -> Frame:
         meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
+        if raw.meta:
+            meta["acquisition"] = dict(raw.meta)
         index = self.acc.produce()
         frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=str(raw.name),
                       image=raw.image, error=raw.error, meta=meta)
@@ -459,6 +466,8 @@ class Stream:
             record["batch"] = frame.meta["batch"]
         if "position_ms" in frame.meta:
             record["position_ms"] = frame.meta["position_ms"]
+        if "acquisition" in frame.meta:
+            record["acquisition"] = frame.meta["acquisition"]
         latency = time.perf_counter() - frame.captured
         timings["latency"] = round(latency, 6)
         record["timings"] = timings
@@ -560,9 +569,11 @@ class Stream:
             code = EXIT_SOURCE_LOST
         elif snap.sink_errors:
             code = EXIT_SINK_ERRORS
+        facts = getattr(self.source, "facts", None)
         return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,
                              counters=snap, sinks=sinks or {}, batch_size=self.batch_size,
-                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__)
+                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__,
+                             source_facts=facts() if callable(facts) else {})
 
     def _write_summary(self, summary: StreamSummary) -> bool:
         try:

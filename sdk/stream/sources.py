@@ -47,12 +47,19 @@ IDLE = _Idle()  # "no frame yet, ask again"
 
 @dataclass
 class RawFrame:
-    """What a source hands the runtime: an RGB image or the reason there is none."""
+    """What a source hands the runtime: an RGB image or the reason there is none.
+
+    ``lost`` counts frames the device produced before this one that never reached the host
+    (a gap in a camera's block ids): the runtime counts each as dropped, reason ``transport``.
+    ``meta`` (camera frame id, timestamp, pixel format) is carried into the frame's record.
+    """
 
     name: str
     image: np.ndarray | None = None
     error: str | None = None
     position_ms: float | None = None
+    lost: int = 0
+    meta: dict[str, Any] | None = None
 
 
 class Source:

@@ -1,7 +1,7 @@
 """The house has one staircase: imports only go down the layers of DESIGN.md / STYLE.md section 0.
 
     errors, result (+ viz, the pictures it draws), calibration, metrics
-      -> io, models, kernels, backends (+ bundle, signing)
+      -> io, models, kernels, backends (+ bundle, signing, recalibration, precision)
       -> detector, detectors
       -> api
       -> export, serving, stream, evaluation
@@ -29,8 +29,8 @@ PACKAGES = {"sdk": "edgesentry", "kernels": "edgesentry.kernels", "export": "edg
 
 #: bottom first; the names are the first component after ``edgesentry.`` ("" = the facade)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version"),
-    ("io", "models", "kernels", "backends", "bundle", "signing"),
+    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version", "_machine"),
+    ("io", "models", "kernels", "backends", "bundle", "signing", "recalibration", "precision"),
     ("detector", "detectors"),
     ("api",),
     ("export", "serving", "stream", "evaluation"),
