@@ -107,6 +107,9 @@ class Row:
     timing: Timing
     extra: dict[str, Any] = field(default_factory=dict)
     speedup: dict[str, float] = field(default_factory=dict)
+    #: peak resident set of a fresh process that set up and ran this row once (``--rss``);
+    #: unlike ``Timing.peak_mb`` (tracemalloc) it sees every allocation and mapped page
+    peak_rss_mb: float | None = None
 
 
 def environment() -> dict[str, Any]:
@@ -151,16 +154,17 @@ def add_speedups(rows: list[Row], baseline_impl: str, label: str) -> None:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    header = "| family | case | impl | size | p50 ms | p90 ms | per s | peak MB | speedup | notes |"
-    lines = [header, "|" + "---|" * 10]
+    header = "| family | case | impl | size | p50 ms | p90 ms | per s | peak MB | peak RSS MB | speedup | notes |"
+    lines = [header, "|" + "---|" * 11]
     for r in rows:
         t = r.timing
         speed = ", ".join(f"{v:.1f}x {k}" for k, v in r.speedup.items()) or ""
         notes = ", ".join(f"{k}={_fmt(v)}" for k, v in r.extra.items())
         peak = f"{t.peak_mb:.1f}" if t.peak_mb is not None else "-"
+        rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
         lines.append(
             f"| {r.family} | {r.case} | {r.impl} | {r.size} | {t.p50 * 1e3:.3f} | {t.p90 * 1e3:.3f} | "
-            f"{t.per_s:.1f} | {peak} | {speed} | {notes} |"
+            f"{t.per_s:.1f} | {peak} | {rss} | {speed} | {notes} |"
         )
     return "\n".join(lines)
 

@@ -93,17 +93,27 @@ def peak_of(command: list[str], log: Path) -> tuple[int, float, int]:
     return proc.returncode, time.perf_counter() - start, usage.ru_maxrss * 1024  # Linux: KiB
 
 
+def add_side_by_side_arguments(parser: argparse.ArgumentParser, verb: str, workdir: str) -> None:
+    """``--python`` (repeatable), ``--workdir`` and ``--json``, shared with ``scene_memory.py``."""
+    parser.add_argument("--python", action="append", default=None, metavar="LABEL=PYTHON",
+                        help=f"interpreter to {verb} with (repeatable; default: this one)")
+    parser.add_argument("--workdir", default=workdir)
+    parser.add_argument("--json", default=None, help="also write the rows here")
+
+
+def interpreters(values: list[str] | None) -> list[tuple[str, str]]:
+    """``--python LABEL=PYTHON`` values -> (label, interpreter); none given: this interpreter."""
+    return [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in (values or [f"this={sys.executable}"])]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["fers", "mavd", "mdmf", "isstad-tiny", "isstad-vit-b"],
                         choices=list(CASES))
-    parser.add_argument("--python", action="append", default=None, metavar="LABEL=PYTHON",
-                        help="interpreter to export with (repeatable; default: this one)")
-    parser.add_argument("--workdir", default="/tmp/edgesentry-export-memory")
+    add_side_by_side_arguments(parser, "export", "/tmp/edgesentry-export-memory")
     parser.add_argument("--export-args", default="", help="extra arguments for `edgesentry export`")
-    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    pythons = [p.split("=", 1) if "=" in p else (p, p) for p in (args.python or [f"this={sys.executable}"])]
+    pythons = interpreters(args.python)
     work = Path(args.workdir)
     rows = []
     print(f"{'case':14} {'python':8} {'weights MB':>10} {'peak RSS MB':>11} {'ratio':>6} {'time s':>7}  rc")

@@ -3,7 +3,13 @@
     python benchmarks/latency.py            # full run (CPU default)
     python benchmarks/latency.py --quick    # CI-sized
     python benchmarks/latency.py --only rx  # one family
+    python benchmarks/latency.py --rss      # also the rows at scale, one fresh process each
     python benchmarks/latency.py --sweep    # the shapes users pass, per kernel, + worst-ratio table
+
+With ``--rss``, a family's ``rss_rows(ctx) -> list[Row]`` (where it has one) adds rows at the
+sizes where memory matters, each set up and run once in a fresh child process whose peak
+resident set (``os.wait4``: numpy, torch, ONNX Runtime and mapped pages included, which
+tracemalloc misses) fills the "peak RSS MB" column.
 
 Each family contributes a module ``benchmarks/cases/<family>.py`` with
 ``latency_rows(ctx) -> list[Row]`` (and, for ``--sweep``, ``sweep_rows(ctx)``: every kernel
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few iterations (CI)")
     parser.add_argument("--only", nargs="*", help="families to run (default: all)")
+    parser.add_argument("--rss", action="store_true",
+                        help="add the rows at scale, each in a fresh process with its peak resident set")
     parser.add_argument("--sweep", action="store_true",
                         help="the shape sweep (sweep_rows of each family) instead of the default rows")
     parser.add_argument("--json", default=None,
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             if entry is None:
                 continue  # a GPU-only case module (gpu_cases alone), or no sweep for this family
             family_rows = entry(ctx)
+            if args.rss and not args.sweep and hasattr(module, "rss_rows"):
+                family_rows += module.rss_rows(ctx)
         except Exception:  # one broken family must not hide the others' numbers
             failures += 1
             print(f"## {name}: FAILED\n```\n{traceback.format_exc()}```\n")

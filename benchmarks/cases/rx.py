@@ -8,6 +8,9 @@ relative error is printed beside the time.
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,7 @@ import edgesentry
 from edgesentry.io.hsi import read_cube
 from edgesentry.kernels import rx
 
-from _harness import Row, add_speedups, measure, measure_interleaved, race, rel_err
+from _harness import Row, Timing, add_speedups, measure, measure_interleaved, race, rel_err
 
 NOTES = [
     "rx global/local: 'speedup' = p50 of the named baseline / p50 of the row (same process, same cube); "
@@ -25,7 +28,14 @@ NOTES = [
     "rx local: the reference is the per-pixel float64 pinv loop; spectral.rx(window=...) uses the same border rule "
     "and refuses windows with fewer background pixels than bands; both run with BLAS on one thread (their best on "
     "a small or busy machine: per-pixel B x B work). rel_err_vs_ref = max |cpu - ref| / max |ref|.",
+    "rx global (fresh process), with --rss: one predict (after an untimed 4x4 call) in a child per row, a random "
+    "float32 cube built in it; 'x_cube' = peak RSS / cube bytes. spectral.rx at a quarter of the pixels: on the "
+    "full cube it needs ~6.4 GB.",
 ]
+
+#: (rows of the fresh-process RSS rows) impl -> (full size, quick size)
+RSS_SIZES = {"detector.predict": ((1024, 1024, 224), (128, 128, 64)),
+             "spectral.rx": ((512, 512, 224), (128, 128, 64))}
 
 SCENE = "data/abu/los-angeles-1.mat"  # ABU airport-1, 100 x 100 x 205
 BEACH = "data/abu/abu-beach-1.mat"  # 150 x 150 x 188
@@ -117,6 +127,28 @@ def _local_cpu_rows(ctx: Any, cube: np.ndarray, window: tuple[int, int], size: s
         ("rel_err_vs_per_pixel", outputs["cpu per-pixel"])
     for row in rows:
         row.extra[key] = rel_err(outputs[row.impl], baseline)
+    return rows
+
+
+def rss_rows(ctx: Any) -> list[Row]:
+    """Global RX at scale, each row a fresh process: its peak resident set and one call's time."""
+    from scene_memory import run_child
+
+    rows = []
+    for impl, (full, quick) in RSS_SIZES.items():
+        if impl == "spectral.rx" and _spectral() is None:
+            continue
+        shape = quick if ctx.quick else full
+        spec = {"source": "array", "shape": shape, "impl": "spectral" if impl == "spectral.rx" else "edgesentry"}
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_child(sys.executable, spec, Path(tmp) / "child.log")
+            if run["rc"] != 0:
+                log = (Path(tmp) / "child.log").read_text()[-2000:]
+                raise RuntimeError(f"rx {impl} child failed (exit {run['rc']}):\n{log}")
+        seconds, cube_bytes = run["seconds"], int(np.prod(shape)) * 4
+        rows.append(Row("rx", "global (fresh process)", impl, "x".join(map(str, shape)) + " float32 synthetic",
+                        Timing(seconds, seconds, seconds, seconds, 1), peak_rss_mb=run["peak_rss_bytes"] / 2**20,
+                        extra={"x_cube": run["peak_rss_bytes"] / cube_bytes}))
     return rows
 
 
