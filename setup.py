@@ -75,12 +75,13 @@ class ParallelBuildExt(build_ext):
 
 # Folders of data (the kernel sources ship so that an sdist or wheel can be rebuilt) are listed
 # as packages of their own: setuptools warns about importable folders missing from `packages`.
-DATA = {"edgesentry.kernels.cpu": ["*.cpp", "*.h"], "edgesentry.export.data": ["*.json"]}
+DATA = {"edgesentry.kernels.cpu": ["*.cpp", "*.h"], "edgesentry.export.data": ["*.json"],
+        "edgesentry.line": ["*.schema.json"], "edgesentry.line.dashboard": ["static/*"]}
 
 if __name__ == "__main__":  # as setuptools' build backend and `python setup.py` run it
     packages, package_dir = _packages()
     setup(
-        packages=[*packages, *DATA],
+        packages=[*packages, *(name for name in DATA if name not in packages)],
         package_dir=package_dir,
         package_data=DATA,
         ext_modules=_extensions(),

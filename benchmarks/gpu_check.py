@@ -607,7 +607,7 @@ def write_json(path: str | None, probed: dict[str, Any], planned: list[dict[str,
 
 
 # ----------------------------------------------------------------------------- resources
-KERNEL_FAMILIES = ("rx", "fers", "isstad", "mavd", "otam")
+KERNEL_FAMILIES = ("rx", "fers", "isstad", "mavd", "otam", "linescan")
 
 
 def triton_resources(families: Sequence[str] = KERNEL_FAMILIES) -> list[dict[str, Any]]:

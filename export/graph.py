@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,26 @@ from typing import Any
 import numpy as np
 
 from edgesentry._version import __version__
-from edgesentry.errors import EdgesentryError
+from edgesentry.errors import EdgesentryError, option
+from edgesentry.export._stream import (
+    exported_without_weights,
+    graph_inputs_to_initializers,
+    load_skeleton,
+    write_model,
+)
 from edgesentry.export.parity import ParityReport, compare_outputs
 
 log = logging.getLogger("edgesentry.export")
 
 DEFAULT_OPSET = 17
+#: bytes an export may use for optional work (onnxslim); the ViT-L ISSTAD graph (1.37 GB of
+#: weights) is exported in about 3 GB without it
+DEFAULT_MEMORY_BUDGET = 4e9
+#: onnxslim's peak is about this many copies of the weights (load, its IR, export, serialise)
+#: over the interpreter's own; measured: ISSTAD ViT-B (0.50 GB of weights) exports with onnxslim
+#: in 4.91 GB (`benchmarks/export_memory.py --export-args="--memory-budget 0"`), estimated 4.99
+SLIM_MEMORY_FACTOR = 9.0
+SLIM_MEMORY_BASE = 0.5e9
 
 
 class ExportError(EdgesentryError):
@@ -81,24 +96,66 @@ def export_graph(
     metadata: Mapping[str, Any] | None = None,
     check_parity: bool = True,
     simplify: bool = False,
+    memory_budget: float | None = DEFAULT_MEMORY_BUDGET,
 ) -> ParityReport | None:
     """Export ``spec`` to ``path``; return the torch-vs-ONNX Runtime parity report.
 
+    Memory stays a small multiple of the weights: torch's outputs on the example are computed
+    first and the module released before the file is checked and ONNX Runtime runs it; the
+    weights are streamed into the file (``edgesentry.export._stream``), never held as a
+    protobuf and its serialised copies.
+
     ``simplify`` runs onnxslim (constant folding, dead-node and shape-op elimination) and
     keeps its result only when it still checks and matches torch; otherwise the plain export
-    is kept and a message logged.
+    is kept and a message logged. onnxslim holds about ``SLIM_MEMORY_FACTOR`` copies of the
+    weights, so it is skipped (with a warning) when that estimate exceeds ``memory_budget``
+    bytes (``None``: no limit).
 
     Raises:
         ExportError: tracing/export fails, the checker rejects the graph, or parity fails.
     """
+    path = Path(path)
+    module = spec.build().eval()
+    expected = run_torch(module, spec.inputs) if check_parity else None
+    model, weights = _trace(spec, module, opset)
+    del module  # the captured weights keep what the file needs; the rest goes now
+    model.graph.name = spec.name
+    meta = {
+        **(metadata or {}),
+        "graph": spec.name,
+        "input_spec": spec.input_spec(),
+        "outputs": spec.outputs,
+        "opset": opset,
+    }
+    set_metadata(model, meta)
+    try:
+        size = write_model(path, model, weights)
+    except ValueError as exc:
+        raise ExportError(f"cannot write graph {spec.name!r}: {exc}") from None
+    del model, weights
+    check_onnx(path, spec.name)
+    report = None
+    if simplify:
+        report = _try_simplify(spec, path, meta, expected, size, memory_budget)
+    if not check_parity:
+        return None
+    if report is None:
+        report = _compare(spec, path, spec.inputs, expected)
+    if not report:
+        raise ExportError(f"ONNX Runtime differs from torch on graph {spec.name!r}:\n{report.table()}")
+    return report
+
+
+def _trace(spec: GraphSpec, module: Any, opset: int) -> tuple[Any, dict[str, Any]]:
+    """(ModelProto, initializers by name): the TorchScript export of ``module``, its weights
+    kept out of the proto when this torch allows (see ``exported_without_weights``)."""
     import onnx
     import torch
 
-    module = spec.build().eval()
     example = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in spec.inputs.values())
     buffer = io.BytesIO()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), exported_without_weights() as weights:
             torch.onnx.export(
                 module,
                 example,
@@ -113,61 +170,76 @@ def export_graph(
     except Exception as exc:
         raise ExportError(f"torch.onnx.export of graph {spec.name!r} failed: {exc}") from exc
     model = onnx.load_from_string(buffer.getvalue())
-    model.graph.name = spec.name
-    meta = {
-        **(metadata or {}),
-        "graph": spec.name,
-        "input_spec": spec.input_spec(),
-        "outputs": spec.outputs,
-        "opset": opset,
-    }
-    set_metadata(model, meta)
+    if not weights:
+        log.info("graph %s: the exporter embedded its weights (this torch skips the streaming hook)", spec.name)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        weights = graph_inputs_to_initializers(model, weights)
+    except ValueError as exc:
+        raise ExportError(f"torch.onnx.export of graph {spec.name!r}: {exc}") from None
+    return model, weights
+
+
+def check_onnx(path: str | Path, name: str) -> None:
+    """``onnx.checker`` (full check, shape inference included) on the file; the checker reads
+    it from disk itself, so no Python copy of the weights is made."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx.checker rejected graph {spec.name!r}: {exc}") from None
-    path = Path(path)
-    path.write_bytes(model.SerializeToString())
-    if simplify:
-        _try_simplify(spec, path, model, meta, module)
-    if not check_parity:
-        return None
-    report = parity_torch_vs_ort(spec, path, module=module)
-    if not report:
-        raise ExportError(f"ONNX Runtime differs from torch on graph {spec.name!r}:\n{report.table()}")
-    return report
+        raise ExportError(f"onnx.checker rejected graph {name!r}: {exc}") from None
 
 
-def _try_simplify(spec: GraphSpec, path: Path, model: Any, meta: Mapping[str, Any], module: Any) -> bool:
-    """Replace ``path`` by onnxslim's simplification when it checks and matches torch."""
+def slim_memory_estimate(weight_bytes: int) -> float:
+    """Bytes an export with onnxslim needs for a graph of ``weight_bytes`` (see ``SLIM_MEMORY_FACTOR``)."""
+    return SLIM_MEMORY_FACTOR * weight_bytes + SLIM_MEMORY_BASE
+
+
+def _try_simplify(spec: GraphSpec, path: Path, meta: Mapping[str, Any], expected: list[np.ndarray] | None,
+                  size: int, memory_budget: float | None) -> ParityReport | None:
+    """Replace ``path`` by onnxslim's simplification when it fits the budget, checks and
+    matches torch; return the simplified graph's parity report when it was kept."""
     import onnx
 
     try:
         import onnxslim
     except ImportError:
         log.info("onnxslim not installed; %s kept unsimplified", spec.name)
-        return False
-    before = len(model.graph.node)
+        return None
+    need = slim_memory_estimate(size)
+    if memory_budget is not None and need > memory_budget:
+        log.warning("onnxslim skipped for graph %s: it needs about %.1f GB for %.2f GB of weights, over the "
+                    "memory budget of %.1f GB (raise %s); the graph is kept as exported", spec.name, need / 1e9,
+                    size / 1e9, memory_budget / 1e9, option("memory_budget", float(math.ceil(need / 1e9) * 1e9)))
+        return None
+    candidate = path.with_suffix(".slim.onnx")
     try:
-        slim = onnxslim.slim(onnx.load_from_string(model.SerializeToString()))
+        model = onnx.load(str(path))
+        before = len(model.graph.node)
+        slim = onnxslim.slim(model)
+        del model
         set_metadata(slim, {**meta, "simplified": "onnxslim " + getattr(onnxslim, "__version__", "?")})
-        onnx.checker.check_model(slim, full_check=True)
+        after = len(slim.graph.node)
+        candidate.write_bytes(slim.SerializeToString())
+        del slim
+        check_onnx(candidate, spec.name)
     except Exception as exc:  # a simplifier failure must never fail the export
         log.warning("onnxslim failed on %s (%s); keeping the plain export", spec.name, exc)
-        return False
-    candidate = path.with_suffix(".slim.onnx")
-    candidate.write_bytes(slim.SerializeToString())
+        candidate.unlink(missing_ok=True)
+        return None
+    report = None
     try:
-        ok = bool(parity_torch_vs_ort(spec, candidate, module=module))
+        report = _compare(spec, candidate, spec.inputs, expected) if expected is not None else None
+        ok = report is None or bool(report)
     except Exception as exc:
         log.warning("simplified %s does not run (%s); keeping the plain export", spec.name, exc)
         ok = False
     if ok:
         candidate.replace(path)
-        log.info("onnxslim: %s %d -> %d nodes", spec.name, before, len(slim.graph.node))
-    else:
-        candidate.unlink(missing_ok=True)
-    return ok
+        log.info("onnxslim: %s %d -> %d nodes", spec.name, before, after)
+        return report
+    candidate.unlink(missing_ok=True)
+    return None
 
 
 def set_metadata(model: Any, metadata: Mapping[str, Any]) -> None:
@@ -180,19 +252,14 @@ def set_metadata(model: Any, metadata: Mapping[str, Any]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
+    return {p.key: p.value for p in load_skeleton(path).metadata_props}
 
 
 def output_spec(path: str | Path) -> dict[str, dict[str, Any]]:
     """Graph outputs of an ONNX file: dtype and shape (dynamic dims by name, unknown as None)."""
-    import onnx
-
     from edgesentry.export.lint import _dims, _dtype
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_skeleton(path)
     return {o.name: {"dtype": _dtype(o.type.tensor_type.elem_type), "shape": _dims(o)} for o in model.graph.output}
 
 
@@ -212,11 +279,18 @@ def run_ort(path: str | Path, inputs: Mapping[str, np.ndarray], outputs: Sequenc
     return session.run(list(outputs), {k: np.ascontiguousarray(v) for k, v in inputs.items()})
 
 
+def _compare(spec: GraphSpec, path: str | Path, inputs: Mapping[str, np.ndarray],
+             expected: Sequence[np.ndarray]) -> ParityReport:
+    actual = dict(zip(spec.outputs, run_ort(path, inputs, spec.outputs)))
+    return compare_outputs(dict(zip(spec.outputs, expected)), actual, atol=spec.atol, rtol=spec.rtol,
+                           names=("torch", "onnxruntime"))
+
+
 def parity_torch_vs_ort(
     spec: GraphSpec, path: str | Path, *, module: Any = None, inputs: Mapping[str, np.ndarray] | None = None
 ) -> ParityReport:
+    """torch vs ONNX Runtime on ``inputs`` (default: the spec's example). torch runs first; a
+    module built here is released before ONNX Runtime loads the graph (one model at a time)."""
     feed = dict(inputs or spec.inputs)
-    module = module if module is not None else spec.build().eval()
-    expected = dict(zip(spec.outputs, run_torch(module, feed)))
-    actual = dict(zip(spec.outputs, run_ort(path, feed, spec.outputs)))
-    return compare_outputs(expected, actual, atol=spec.atol, rtol=spec.rtol, names=("torch", "onnxruntime"))
+    expected = run_torch(module if module is not None else spec.build().eval(), feed)
+    return _compare(spec, path, feed, expected)

@@ -10,7 +10,7 @@ to the input. The batch axis is dynamic. Only the identity token permutation is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,14 +30,16 @@ def example_input(size: int = 224, batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.clip(smooth + rng.normal(scale=0.1, size=smooth.shape), -1, 1).astype(np.float32)
 
 
-def model_spec(arch: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *, batch: int = 2, atol: float = 1e-4,
-               rtol: float = 1e-4) -> GraphSpec:
-    """The ``model`` graph of an ISSTAD architecture and its tensors."""
+def model_spec(arch: Mapping[str, Any],
+               tensors: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]], *, batch: int = 2,
+               atol: float = 1e-4, rtol: float = 1e-4) -> GraphSpec:
+    """The ``model`` graph of an ISSTAD architecture and its tensors (or a function reading them
+    when the graph is built, so the weights live only while the module does)."""
 
     def build() -> Any:
         from edgesentry.models.isstad import ISSTADGraph, build_from_tensors
 
-        return ISSTADGraph(build_from_tensors(arch, tensors))
+        return ISSTADGraph(build_from_tensors(arch, tensors() if callable(tensors) else tensors))
 
     size = int(arch.get("img_size", 224))
     return GraphSpec("model", build, {"image": example_input(size, batch)}, list(OUTPUTS),
@@ -46,7 +48,7 @@ def model_spec(arch: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *, ba
 
 def graph_specs(bundle: Bundle) -> list[GraphSpec]:
     """Graphs of an ISSTAD bundle (``edgesentry export`` calls this)."""
-    return [model_spec(bundle.config["model"], bundle.load_tensors())]
+    return [model_spec(bundle.config["model"], bundle.load_tensors)]
 
 
 def serving_example(bundle: Bundle, seed: int = 0) -> np.ndarray:

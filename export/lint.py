@@ -12,7 +12,14 @@ here, statically, for every exported graph:
   domains that would need a plugin;
 - tensors larger than 2^31-1 elements (anomalib's PatchCore "tensor volume exceeds" failure);
 - dynamic dimensions, which need an optimisation profile at build time (reported as info,
-  with the axis names, so ``edgesentry build`` knows what to profile).
+  with the axis names, so ``edgesentry build`` knows what to profile);
+- explicit quantisation (``edgesentry quantize --precision int8``; TensorRT 11's only INT8
+  route): every QuantizeLinear / DequantizeLinear has constant, positive scales and a constant
+  INT8 zero point of 0 (symmetric); per-channel scales only on constant weights, along the
+  output-channel axis of the Conv / MatMul / Gemm that reads them; every QuantizeLinear feeds
+  DequantizeLinear only; no QOperator ops (QLinearConv, MatMulInteger ...);
+- FP16 graphs: LayerNormalization, Softmax and reductions computed in FP16 (the ViT overflow)
+  are warned about.
 
 ``lint_model(model) -> LintReport``; the report is truthy when there is no error.
 """
@@ -173,7 +180,9 @@ def lint_model(model: Any, *, name: str | None = None, ops: Mapping[str, Any] | 
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+        from edgesentry.export._stream import load_skeleton
+
+        model = load_skeleton(model)  # the graph without its weights' data: all the lint reads
     matrix = dict(ops) if ops is not None else support_matrix()
     table: Mapping[str, Any] = matrix["operators"]
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
@@ -188,6 +197,8 @@ def lint_model(model: Any, *, name: str | None = None, ops: Mapping[str, Any] | 
 
     _check_io(report, graph)
     _check_values(report, graph, value_info, constants)
+    _check_qdq(report, graph, value_info)
+    _check_fp16_sensitive(report, graph, value_info)
     for node in graph.node:
         report.op_counts[node.op_type] = report.op_counts.get(node.op_type, 0) + 1
         _check_node(report, node, table, opset or 0, constants)
@@ -355,3 +366,114 @@ def _check_attributes(report: LintReport, node: Any, label: str) -> None:
         report.add(
             "warning", "dropout", "Dropout training_mode input must be an initializer evaluating to False", label
         )
+
+
+# ---------------------------------------------------------------------- quantisation
+_QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear",
+                  "QLinearAdd", "QLinearMul")
+#: consumer op -> which input the weight is and the output-channel axis of a rank-r weight
+_WEIGHT_AXIS = {"Conv": (1, lambda r, n: 0), "ConvTranspose": (1, lambda r, n: 1),
+                "MatMul": (1, lambda r, n: r - 1),
+                "Gemm": (1, lambda r, n: 0 if _attr(n, "transB", 0) else 1)}
+#: ops that lose range or overflow in FP16 (NVIDIA/TensorRT#2564, #4355); kept FP32 by ``to_fp16``
+_FP16_SENSITIVE = ("LayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceSumSquare",
+                   "ReduceL2", "ReduceLogSumExp", "InstanceNormalization", "BatchNormalization")
+
+
+def _const_values(graph: Any) -> dict[str, Any]:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    values = {i.name: i for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = a.t
+    out = {}
+    for k, v in values.items():
+        if not isinstance(v, onnx.TensorProto):
+            continue
+        try:
+            out[k] = (numpy_helper.to_array(v), v.data_type)
+        except ValueError:  # a skeleton's large weight (data left on disk): its shape is what the checks read
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(v.data_type)
+            out[k] = (np.broadcast_to(np.zeros((), dtype), tuple(v.dims)), v.data_type)
+    return out
+
+
+def _check_qdq(report: LintReport, graph: Any, value_info: Mapping[str, Any]) -> None:
+    """Q/DQ placement TensorRT accepts as explicit quantisation (see the module docstring)."""
+    nodes = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    for n in graph.node:
+        if n.op_type in _QOPERATOR_OPS:
+            report.add("error", "qoperator", f"{n.op_type} (QOperator format) is not TensorRT's explicit "
+                       "quantisation; quantise in QDQ format", n.name or n.op_type)
+    if not nodes:
+        return
+    consts = _const_values(graph)
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    for node in nodes:
+        label = node.name or node.op_type
+        scale = consts.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is None:
+            report.add("error", "qdq-scale", f"{node.op_type} scale must be a constant for TensorRT", label)
+            continue
+        values = scale[0]
+        if values.size == 0 or not (values > 0).all() or not (abs(values) < float("inf")).all():
+            report.add("error", "qdq-scale", f"{node.op_type} scales must be positive and finite", label)
+        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if len(node.input) > 2 and node.input[2] and zp is None:
+            report.add("error", "qdq-zero-point", f"{node.op_type} zero point must be a constant", label)
+        elif zp is not None:
+            if _dtype(zp[1]) != "int8":
+                report.add("error", "qdq-dtype", f"{node.op_type} quantises to {_dtype(zp[1])}; TensorRT's explicit "
+                           "quantisation is signed INT8 (QuantType.QInt8)", label)
+            if zp[0].any():
+                report.add("error", "qdq-zero-point", f"{node.op_type} zero point must be 0 (symmetric "
+                           "quantisation) for TensorRT", label)
+        elif node.op_type == "QuantizeLinear":
+            report.add("error", "qdq-dtype", "QuantizeLinear without a zero point quantises to uint8; TensorRT "
+                       "needs an int8 zero point of 0", label)
+        if node.op_type == "QuantizeLinear":
+            readers = consumers.get(node.output[0], [])
+            if node.output[0] in outputs or any(r.op_type != "DequantizeLinear" for r in readers):
+                report.add("error", "qdq-pair", "QuantizeLinear must feed DequantizeLinear only (a Q/DQ pair)",
+                           label)
+        if values.size > 1:
+            _check_per_channel(report, node, label, consts, consumers, int(values.size))
+
+
+def _check_per_channel(report: LintReport, node: Any, label: str, consts: Mapping[str, Any],
+                       consumers: Mapping[str, list[Any]], channels: int) -> None:
+    data = consts.get(node.input[0])
+    if data is None or node.op_type != "DequantizeLinear":
+        report.add("error", "qdq-per-channel", f"{node.op_type} has {channels} scales on a computed tensor; "
+                   "TensorRT takes per-channel scales on constant weights only (activations: one scale)", label)
+        return
+    rank = data[0].ndim
+    axis = _attr(node, "axis", 1)
+    axis = axis + rank if axis < 0 else axis
+    for reader in consumers.get(node.output[0], []):
+        rule = _WEIGHT_AXIS.get(reader.op_type)
+        if rule is None:
+            continue
+        index, want = rule
+        if index < len(reader.input) and reader.input[index] == node.output[0] and axis != want(rank, reader):
+            report.add("error", "qdq-axis", f"per-channel weight of {reader.op_type} quantised along axis {axis}; "
+                       f"TensorRT needs the output-channel axis {want(rank, reader)}", label)
+
+
+def _check_fp16_sensitive(report: LintReport, graph: Any, value_info: Mapping[str, Any]) -> None:
+    sensitive = [n for n in graph.node if n.op_type in _FP16_SENSITIVE and n.input
+                 and n.input[0] in value_info and value_info[n.input[0]].type.tensor_type.elem_type == 10]
+    if sensitive:
+        names = [n.name or n.op_type for n in sensitive]
+        report.add("warning", "fp16-sensitive", f"{len(sensitive)} LayerNorm/Softmax/reduction node(s) run in FP16 "
+                   f"(e.g. {names[:3]}); they overflow in ViTs: keep them FP32 (edgesentry quantize --precision fp16 "
+                   "does)")

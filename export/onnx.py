@@ -13,7 +13,7 @@ from types import ModuleType
 from edgesentry.bundle import MIRRORED_KEYS, Bundle
 from edgesentry.errors import ConfigError
 from edgesentry.export import fers, isstad, mavd, mdmf
-from edgesentry.export.graph import DEFAULT_OPSET, export_graph, output_spec
+from edgesentry.export.graph import DEFAULT_MEMORY_BUDGET, DEFAULT_OPSET, export_graph, output_spec
 from edgesentry.export.parity import ParityReport
 
 log = logging.getLogger("edgesentry.export")
@@ -30,13 +30,15 @@ def family_exporter(family: str) -> ModuleType:
 
 
 def export_bundle(
-    bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True, simplify: bool = False
+    bundle: Bundle, *, opset: int = DEFAULT_OPSET, check_parity: bool = True, simplify: bool = False,
+    memory_budget: float | None = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, ParityReport | None]:
     """Export every graph of ``bundle`` into it and record them under ``meta["graphs"]``.
 
     Each graph's entry holds its file, input spec (dynamic dims by name), the example shapes
     (used by ``validate`` for synthetic inputs), outputs, dynamic axes, profile hints, opset
-    and the parity tolerances.
+    and the parity tolerances. ``memory_budget`` (bytes, ``None`` = no limit) bounds the optional
+    work of the export (onnxslim); see ``edgesentry.export.graph.export_graph``.
     """
     exporter = family_exporter(bundle.family)
     reports: dict[str, ParityReport | None] = {}
@@ -45,7 +47,8 @@ def export_bundle(
     for spec in exporter.graph_specs(bundle):
         path = bundle.path / spec.file
         reports[spec.name] = export_graph(
-            spec, path, opset=opset, metadata=base_meta, check_parity=check_parity, simplify=simplify
+            spec, path, opset=opset, metadata=base_meta, check_parity=check_parity, simplify=simplify,
+            memory_budget=memory_budget,
         )
         graphs[spec.name] = {
             "file": spec.file,

@@ -12,7 +12,11 @@ TensorRT 10 (JetPack 6 stays on 10.3)
 TensorRT 11 (strong typing is the only mode; precision flags and calibrators are gone)
     FP16 = convert the ONNX to FP16 first (``to_fp16``: inputs/outputs and numerically
     sensitive ops kept in FP32), then build with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
-    (accepted and ignored on 11); INT8 raises until the graphs carry explicit Q/DQ.
+    (accepted and ignored on 11); INT8 = the QDQ graph ``edgesentry quantize --precision int8``
+    stored (``<graph>.int8.onnx``: explicit quantisation, typed by its Q/DQ nodes).
+INT8 on TensorRT 10
+    from the stored QDQ graph when the bundle has one (explicit quantisation: ``FP16 | INT8``
+    flags, no calibrator), else from the FP32 graph with the calibrator below.
 Both
     one optimisation profile from the graph's dynamic axes (``meta["graphs"][g]["dynamic_axes"]``)
     and per-axis min/opt/max hints; a persisted timing cache; ``BuilderFlag.VERSION_COMPATIBLE``
@@ -400,6 +404,8 @@ class BuildOptions:
     timing_cache: Path | None = None
     #: ``cuda.bindings.runtime`` for the calibrator's buffers (None: imported when needed; tests inject a stub)
     cudart: Any = None
+    #: the ONNX carries Q/DQ nodes (``edgesentry quantize``): INT8 without a calibrator, on 10 and 11
+    explicit_quantization: bool = False
 
 
 def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: BuildOptions) -> bytes:
@@ -412,13 +418,16 @@ def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: Buil
     major = trt_major(trt)
     if options.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}; got {options.precision!r}")
-    if options.precision == "int8" and major >= 11:
+    explicit = options.precision == "int8" and options.explicit_quantization
+    if options.precision == "int8" and major >= 11 and not explicit:
         raise ConfigError(
-            "INT8 is not supported with TensorRT 11: its networks are strongly typed and INT8 needs explicit "
-            "Q/DQ nodes in the ONNX, which edgesentry's graphs do not carry yet; build fp16 or use TensorRT 10"
+            "INT8 with TensorRT 11 builds from a graph with explicit Q/DQ nodes (its networks are strongly "
+            "typed; calibrators are gone): run `edgesentry quantize BUNDLE --precision int8 --calib SAMPLES...` "
+            "first, then `edgesentry build BUNDLE --precision int8`"
         )
     if (
         options.precision == "int8"
+        and not explicit
         and not options.calibration
         and not (options.calibration_cache and options.calibration_cache.is_file())
     ):
@@ -448,6 +457,7 @@ def build_plan(trt: Any, onnx_bytes: bytes, profile: ShapeProfile, options: Buil
             config.set_flag(trt.BuilderFlag.FP16)
         if options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+        if options.precision == "int8" and not explicit:  # implicit quantisation: ranges from a calibrator
             config.int8_calibrator = make_calibrator(trt, options.calibration, options.calibration_cache,
                                                      cudart=options.cudart)
             config.set_calibration_profile(trt_profile)
@@ -631,13 +641,27 @@ def engine_key(
         )
     return EngineKey(
         graph,
-        onnx_sha256(bundle.file(meta["file"])),
+        onnx_sha256(engine_source(bundle, graph, precision)),
         precision,
         compute_capability,
         trt_version,
         profile,
         version_compatible,
     )
+
+
+def qdq_graph(bundle: Any, graph: str) -> str | None:
+    """The bundle-relative name of ``graph``'s INT8 QDQ variant (``edgesentry quantize``), or ``None``."""
+    record = (bundle.meta.get("precisions") or {}).get("int8") or {}
+    entry = (record.get("graphs") or {}).get(graph)
+    return entry.get("file") if isinstance(entry, dict) else None
+
+
+def engine_source(bundle: Any, graph: str, precision: str) -> Path:
+    """The ONNX a ``precision`` engine of ``graph`` is built from: the QDQ variant for int8 when the
+    bundle has one (explicit quantisation), else the FP32 graph."""
+    name = qdq_graph(bundle, graph) if precision == "int8" else None
+    return bundle.file(name or bundle.meta["graphs"][graph]["file"])
 
 
 def build_bundle_engines(
@@ -667,7 +691,8 @@ def build_bundle_engines(
         trt = import_tensorrt()
     if capability is None:
         capability = cuda_device_capability()
-    if precision == "int8" and trt_major(trt) >= 11:
+    missing_qdq = [g for g in graphs if qdq_graph(bundle, g) is None]
+    if precision == "int8" and trt_major(trt) >= 11 and missing_qdq:
         build_plan(trt, b"", ShapeProfile(()), BuildOptions(precision="int8"))  # raises the explanatory ConfigError
     cc = f"{capability[0]}.{capability[1]}"
     cache = EngineCache(bundle.path / ENGINE_DIR, listed=bundle.meta["files"], listed_root=bundle.path,
@@ -690,17 +715,21 @@ def build_bundle_engines(
             continue
         if found.reason not in ("miss",):
             log.warning("building %s: %s", key.filename(), found.reason)
-        feeds = calibration_feeds(calibration, name, gmeta, profile) if precision == "int8" else []
+        explicit = precision == "int8" and qdq_graph(bundle, name) is not None
+        feeds = calibration_feeds(calibration, name, gmeta, profile) if precision == "int8" and not explicit else []
         options = BuildOptions(
             precision=precision,
             version_compatible=version_compatible,
+            explicit_quantization=explicit,
             calibration=feeds,
             cudart=cudart,
             calibration_cache=bundle.path / ENGINE_DIR / f"{name}.int8-calibration.cache",
             timing_cache=bundle.path / ENGINE_DIR / f"timing.sm{cc.replace('.', '')}.trt{trt.__version__}.cache",
         )
-        plan = build_plan(trt, bundle.file(gmeta["file"]).read_bytes(), profile, options)
-        path = cache.store(key, plan, build_info={"precision": precision})
+        plan = build_plan(trt, engine_source(bundle, name, precision).read_bytes(), profile, options)
+        path = cache.store(key, plan, build_info={"precision": precision,
+                                                  "int8": ("explicit Q/DQ" if explicit else "calibrated")
+                                                  if precision == "int8" else None})
         for extra in (options.calibration_cache, options.timing_cache):
             if extra is not None and extra.is_file():
                 bundle.add_file(str(extra.relative_to(bundle.path)))
@@ -753,7 +782,11 @@ def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
     gmeta = bundle.meta.get("graphs", {}).get(graph)
     if gmeta is None:
         raise ConfigError(f"bundle has no exported graph {graph!r} (graphs: {sorted(bundle.meta.get('graphs', {}))})")
-    onnx_sha = onnx_sha256(bundle.file(gmeta["file"])) if gmeta["file"] in bundle.files else None
+    # the plan may come from the FP32 graph or from one of its precision variants (int8 QDQ)
+    sources = {gmeta["file"]} | {
+        entry.get("file") for record in (bundle.meta.get("precisions") or {}).values() if isinstance(record, dict)
+        for g, entry in (record.get("graphs") or {}).items() if g == graph and isinstance(entry, dict)}
+    onnx_sha = {onnx_sha256(bundle.file(name)) for name in sources if name in bundle.files}
     found: list[ListedPlan] = []
     rejected: list[str] = []
     for name in sorted(bundle.files):
@@ -768,7 +801,8 @@ def listed_plans(bundle: Any, graph: str) -> tuple[list[ListedPlan], list[str]]:
     return found, rejected
 
 
-def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: str | None) -> str | dict[str, Any]:
+def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: set[str]
+                  ) -> str | dict[str, Any]:
     """The sidecar key of a listed plan, or why the plan cannot be trusted."""
     if side_name not in bundle.files:
         return f"its sidecar {side_name} is not listed in meta.json"
@@ -786,7 +820,7 @@ def _plan_problem(bundle: Any, name: str, side_name: str, graph: str, onnx_sha: 
         return f"sidecar unreadable ({str(exc)[:120]})"
     if key.get("graph") != graph:
         return f"sidecar key is for graph {str(key.get('graph'))[:40]!r}"
-    if key.get("onnx_sha256") != onnx_sha:
+    if key.get("onnx_sha256") not in onnx_sha:
         return "built from another ONNX file (re-run `edgesentry build`)"
     if record.get("plan_sha256") != plan_sha:
         return "plan sha256 differs from its sidecar (truncated or corrupt)"

@@ -26,8 +26,8 @@ from edgesentry.export.parity import ParityReport, compare_outputs
 
 # Default (atol, rtol) per precision. fp32: ONNX Runtime and TensorRT reorder reductions
 # (~1e-6 relative); fp16: 10-bit mantissa, errors grow with reduction length; int8: coarse.
-TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TOLERANCES = {"fp32": (1e-4, 1e-4), "bf16": (5e-2, 5e-2), "fp16": (1e-2, 1e-2), "int8": (1e-1, 1e-1)}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass
@@ -147,9 +147,9 @@ def input_names(graph_meta: Mapping[str, Any], onnx_path: str | Path | None = No
     if graph_meta.get("input_names"):
         return list(graph_meta["input_names"])
     if onnx_path is not None:
-        import onnx
+        from edgesentry.export._stream import load_skeleton
 
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        model = load_skeleton(onnx_path)
         inits = {i.name for i in model.graph.initializer}
         return [i.name for i in model.graph.input if i.name not in inits]
     return list(graph_meta["inputs"])
@@ -192,16 +192,23 @@ def make_runner(
     if backend == "onnxruntime":
         from edgesentry.backends import OrtRunner
 
-        model: Any = bundle.file(gmeta["file"])
-        if precision == "fp16":
+        model: Any = _variant_graph(bundle, graph, precision)
+        if precision == "fp16" and model == bundle.file(gmeta["file"]):
             import onnx
 
             from edgesentry.export.tensorrt import to_fp16
 
             model = to_fp16(onnx.load(str(model))).SerializeToString()
-        elif precision == "int8":
-            raise ConfigError("ONNX Runtime validation of int8 needs a quantized graph; validate int8 with tensorrt")
+        elif precision == "bf16":
+            raise ConfigError("precision bf16 runs on backend openvino (ONNX Runtime's CPU provider has no BF16)")
         return OrtRunner(model, inputs, outputs, providers=providers)
+    if backend == "openvino":
+        from edgesentry.backends import OpenVINORunner
+        from edgesentry.precision import OPENVINO_HINT
+
+        model = _variant_graph(bundle, graph, precision)
+        hint = OPENVINO_HINT[precision] if model == bundle.file(gmeta["file"]) else "f32"
+        return OpenVINORunner(model, inputs, outputs, precision=hint)
     if backend == "tensorrt":
         from edgesentry.backends.tensorrt import TensorRTRunner
         from edgesentry.export.tensorrt import cuda_device_capability, find_engine, import_tensorrt
@@ -215,6 +222,31 @@ def make_runner(
             )
         return TensorRTRunner(plan, inputs, outputs)
     raise ConfigError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+
+def _variant_graph(bundle: Bundle, graph: str, precision: str) -> Path:
+    """The ONNX file of ``graph`` in ``precision``: the variant ``edgesentry quantize`` stored
+    (int8 must exist; fp16 may), else the FP32 graph (bf16, fp16 run it with a precision hint)."""
+    from edgesentry.precision import precisions_of
+
+    record = (bundle.meta.get("precisions") or {}).get(precision)
+    if record is not None and graph in record.get("graphs", {}):
+        return bundle.file(record["graphs"][graph]["file"])
+    if precision == "int8":
+        raise ConfigError(f"bundle {bundle.path} has no int8 graphs; it has precisions {precisions_of(bundle)} "
+                          f"(make them with `edgesentry quantize {bundle.path} --precision int8 --calib ...`)")
+    return bundle.file(bundle.meta["graphs"][graph]["file"])
+
+
+def _outputs_of(backend: str, bundle: Bundle, graph: str, precision: str,
+                feeds: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> list[dict[str, np.ndarray]]:
+    """Every feed through one backend; its runner (a torch module, a session, an engine) is
+    released before the next backend is built, so one model is in memory at a time."""
+    runner = make_runner(backend, bundle, graph, precision=precision)
+    try:
+        return [runner.infer(feed) for _, feed in feeds]
+    finally:
+        runner.deactivate()
 
 
 def validate_bundle(
@@ -231,7 +263,9 @@ def validate_bundle(
 ) -> ValidationReport:
     """Compare ``backends[1:]`` with ``backends[0]`` on every exported graph of ``bundle``.
 
-    The reference always runs in fp32; ``precision`` applies to the candidates.
+    The reference always runs in fp32; ``precision`` applies to the candidates. The backends
+    run one after the other on every input (the reference's outputs kept, its model released),
+    so the peak memory is that of the largest model, not of all of them together.
     """
     backends = list(backends)
     if len(backends) < 2:
@@ -264,28 +298,15 @@ def validate_bundle(
             if samples
             else [(f"synthetic seed {seed + i}", synthetic_inputs(gmeta, seed + i)) for i in range(n_synthetic)]
         )
-        runners = [
-            make_runner(b, bundle, graph, precision="fp32" if i == 0 else precision) for i, b in enumerate(backends)
-        ]
-        try:
-            for label, feed in feeds:
-                expected = runners[0].infer(feed)
-                result = GraphValidation(graph, label)
-                for name, runner in zip(backends[1:], runners[1:]):
-                    actual = runner.infer(feed)
-                    result.reports.append(
-                        compare_outputs(
-                            expected,
-                            actual,
-                            atol=g_atol,
-                            rtol=g_rtol,
-                            names=(backends[0], f"{name}" + (f" ({precision})" if precision != "fp32" else "")),
-                        )
-                    )
-                report.results.append(result)
-        finally:
-            for r in runners:
-                r.deactivate()
+        expected = _outputs_of(backends[0], bundle, graph, "fp32", feeds)
+        results = [GraphValidation(graph, label) for label, _ in feeds]
+        for name in backends[1:]:
+            actual = _outputs_of(name, bundle, graph, precision, feeds)
+            label = name + (f" ({precision})" if precision != "fp32" else "")
+            for result, want, got in zip(results, expected, actual):
+                result.reports.append(compare_outputs(want, got, atol=g_atol, rtol=g_rtol, names=(backends[0], label)))
+            del actual
+        report.results.extend(results)
     return report
 
 

@@ -29,8 +29,10 @@ HOT_LOOPS: dict[str, list[tuple[str, str, str]]] = {
         ("mahalanobis: triangular whitening, 4 bands x 8 pixels", r"::mahalanobis\(", ".2d"),
     ],
     "rx": [
-        ("direct path: 4-pixel lockstep Cholesky panel (2 x 4 tile)", r"score_rings\(", ".2d"),
-        ("shared windows: bordered factorisation / Gram tiles", r"local_rx\(.*_omp_fn\.0", ".2d"),
+        ("direct path / sample space: 4-pixel lockstep Cholesky panel (2 x 4 tile)", r"cholesky_mahalanobis_lanes\(",
+         ".2d"),
+        ("shared windows: bordered factorisation / Gram tiles", r"factor_bordered\(|lower_gram\(", ".2d"),
+        ("sample space: pixel-pair dot table, 4 x 4 tiles (inlined)", r"score_samples\(", ".2d"),
     ],
     "isstad": [
         ("horizontal 33-tap FIR, taps by lane", r"hblur_row_neon<33>", ".4s"),
@@ -43,8 +45,8 @@ HOT_LOOPS: dict[str, list[tuple[str, str, str]]] = {
         ("MIL head", r"mil_rows\(", ".4s"),
     ],
     "otam": [
-        ("frame dot tiles: 2 x 4 register blocks", r"::fuse\(", ".4s"),
-        ("soft-OTAM DP, 4 problems in lockstep", r"run_dps\(", ".4s"),
+        ("frame dot products: 6 prototype frames x 8 packed query frames", r"::block_dots\(", ".4s"),
+        ("soft-OTAM DP, 4 x 4 problems in lockstep", r"run_dps\(", ".4s"),
     ],
 }
 

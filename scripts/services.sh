@@ -47,6 +47,31 @@ if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; t
   _apt_install openssl
 fi
 
+# --- Aravis: GenICam camera stack and its fake GigE Vision camera (tests/cameras) -------------
+# gir1.2-aravis-0.8 is the library + introspection data, aravis-tools has arv-fake-gv-camera-0.8;
+# PyGObject (the Python side) is built into the venv against the system's gobject-introspection.
+# PyGObject 3.51+ needs girepository-2.0 (GLib 2.80+); older systems (Debian 12) get 3.50.
+if command -v apt-get >/dev/null 2>&1; then
+  if ! command -v arv-fake-gv-camera-0.8 >/dev/null 2>&1; then
+    for pkg in gir1.2-aravis-0.8 aravis-tools; do
+      _apt_install "$pkg" || echo "services.sh: $pkg could not be installed; the Aravis camera tests will skip" >&2
+    done
+  fi
+  if [ -x .venv/bin/python ] && ! .venv/bin/python -c "import gi" >/dev/null 2>&1; then
+    if ! pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then
+      for pkg in pkg-config libgirepository1.0-dev libcairo2-dev; do
+        _apt_install "$pkg" || echo "services.sh: $pkg could not be installed; PyGObject may not build" >&2
+      done
+    fi
+    spec="PyGObject<3.51"
+    if pkg-config --exists girepository-2.0 2>/dev/null; then spec="PyGObject"; fi
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "$spec" \
+      || echo "services.sh: PyGObject could not be built; the Aravis camera tests will skip" >&2
+  fi
+else
+  echo "services.sh: apt-get is unavailable; install Aravis 0.8 (gir1.2-aravis-0.8, aravis-tools) and PyGObject for the Aravis camera tests, which skip meanwhile" >&2
+fi
+
 # --- Triton Inference Server for the serving tests (tests/export/test_triton_server.py) ----
 # The tritonserver binary comes from the nvidia-pytriton wheel (python backend only). The wheel
 # pins numpy<2, so it is installed without dependencies, and its python-backend stub runs the
@@ -68,5 +93,18 @@ if [ -x .venv/bin/python ]; then
   if [ -d "$tsite" ]; then
     main_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$tsite/zz_edgesentry_main_venv.pth"
+  fi
+fi
+
+# --- chromium + chromium-driver: the dashboard's headless-browser test (tests/dashboard) -------
+# Debian's own browser and its matching driver, driven through selenium (requirements-dev.txt);
+# nothing downloads a browser of its own.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    _apt_install chromium || echo "services.sh: chromium could not be installed; the dashboard browser test will skip" >&2
+    _apt_install chromium-driver \
+      || echo "services.sh: chromium-driver could not be installed; the dashboard browser test will skip" >&2
+  else
+    echo "services.sh: chromedriver not found and apt-get is unavailable; the dashboard browser test will skip" >&2
   fi
 fi

@@ -34,6 +34,7 @@ from edgesentry.errors import (  # noqa: E402
     EdgesentryError as EdgesentryError,
     InputError as InputError,
     KernelUnavailableError as KernelUnavailableError,
+    SignatureError as SignatureError,
     WeightsError as WeightsError,
 )
 from edgesentry.result import Result as Result  # noqa: E402

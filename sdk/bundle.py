@@ -18,6 +18,12 @@ inside the bundle (no ``..``, no absolute path, no symbolic link leaving it), ch
 any file is opened, and only listed files are read (``Bundle.file``). ``meta.json`` is read
 only when it is a regular file of at most ``META_MAX_BYTES``, nested at most
 ``META_MAX_DEPTH`` deep, with the documented types; non-finite weights are refused.
+
+A bundle may carry a signature (``bundle.sig``, ``edgesentry.signing``): ``Bundle.open(path,
+trust=policy)`` verifies it before ``meta.json`` is read. Changing a signed bundle in place (export,
+build, calibrate, save) removes its signature with a warning: the result is a new, unsigned
+version, never one with a silently broken signature. Copies (``Detector.save`` elsewhere) are
+unsigned too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,7 +44,16 @@ import numpy as np
 
 from edgesentry._version import __version__
 from edgesentry.errors import BundleError, ChecksumError, WeightsError, option
-from edgesentry.io.paths import check_regular_file, check_relative_name, read_bytes_bounded, resolve_inside
+from edgesentry.io.paths import (
+    check_regular_file,
+    check_relative_name,
+    read_bytes_bounded,
+    resolve_inside,
+    sha256_file as sha256_file,
+)
+from edgesentry.signing import SIGNATURE_NAME, TrustPolicy, Verification, is_signed, verify_bundle
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 META_NAME = "meta.json"
@@ -51,14 +67,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -112,29 +120,42 @@ def _check_not_pickle(path: Path) -> None:
 class Bundle:
     """An opened, verified bundle directory."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]):
+    def __init__(self, path: Path, meta: dict[str, Any], signature: Verification | None = None):
         self.path = path
         self.meta = meta
+        #: the verified signature when opened with ``trust=`` (else ``None``: not checked)
+        self.signature = signature
 
     # ----------------------------------------------------------------------------- open
     @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> Bundle:
+    def open(cls, path: str | os.PathLike, *, verify: bool = True, trust: TrustPolicy | None = None,
+             signature: str | os.PathLike | None = None) -> Bundle:
         """Read ``meta.json`` and check the schema version and every file's sha256.
+
+        Args:
+            path: the bundle directory.
+            verify: check every listed file's sha256 (with ``trust``, against the signed ones).
+            trust: require a signature by one of these keys, verified before ``meta.json`` (or
+                any other file but the signature) is parsed.
+            signature: the signature file (default ``path/bundle.sig``).
 
         Raises:
             BundleError: not a directory, no/invalid ``meta.json``, unknown schema version,
                 a listed file missing.
             ChecksumError: a listed file's sha256 differs from the one recorded.
+            SignatureError: ``trust`` given and the bundle is unsigned, tampered with, or signed
+                by a key that is not trusted or revoked.
         """
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"expected a bundle directory containing {META_NAME}; got {str(root)!r}")
+        verified = verify_bundle(root, trust, signature=signature) if trust is not None else None
         meta_path = root / META_NAME
         if not meta_path.exists():
             raise BundleError(f"{root} is not a bundle: {META_NAME} is missing")
         meta = parse_meta(read_bytes_bounded(meta_path, limit=META_MAX_BYTES, what="bundle metadata",
                                              error=BundleError), meta_path)
-        bundle = cls(root, meta)
+        bundle = cls(root, meta, verified)
         if verify:
             bundle.verify()
         return bundle
@@ -142,21 +163,27 @@ class Bundle:
     def verify(self) -> None:
         """Check every listed file: inside the bundle, a regular file, its sha256 as recorded.
 
+        A bundle opened with a verified signature compares the recorded sha256 with the signed
+        one (the signature check has just hashed every file) instead of reading the file again.
+
         Raises:
             BundleError: a listed file is missing, not a regular file, or leaves the bundle.
-            ChecksumError: a listed file's sha256 differs from the one recorded.
+            ChecksumError: a listed file's sha256 differs from the one recorded, or the
+                recalibration ``lineage`` chain does not hold (``check_lineage``).
         """
+        signed = self.signature.digests if self.signature is not None else {}
         for name, expected in self.files.items():
             file = self.file(name)
             if not file.exists():
                 raise BundleError(f"bundle file {name!r} listed in {META_NAME} is missing from {self.path}")
             check_regular_file(file, what=f"bundle file {name!r}", error=BundleError)
-            actual = sha256_file(file)
+            actual = signed.get(name) or sha256_file(file)
             if actual != expected:
                 raise ChecksumError(
                     f"bundle file {name!r} has sha256 {actual[:16]}..., expected {expected[:16]}... "
                     f"from {META_NAME}: the file was modified or truncated"
                 )
+        check_lineage(self.meta, self.path)
 
     # ------------------------------------------------------------------------ accessors
     @property
@@ -209,6 +236,7 @@ class Bundle:
         ``name`` must be a plain relative path that stays inside the bundle (``BundleError``).
         """
         path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+        self._unsign()
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
             _atomic_write_bytes(path, data)
@@ -218,6 +246,7 @@ class Bundle:
 
     def remove_file(self, name: str) -> None:
         path = resolve_inside(self.path, name, what="bundle file", error=BundleError)
+        self._unsign()
         self.meta.get("files", {}).pop(name, None)
         path.unlink(missing_ok=True)
         self._write_meta()
@@ -231,16 +260,23 @@ class Bundle:
             self.mirror_metadata()
 
     def copy_files_from(self, source: Bundle) -> None:
-        """Copy every file listed in ``source`` (weights, graphs, engines ...) and its ``graphs``
-        record into this bundle; checksums are re-read from the copies."""
+        """Copy every file listed in ``source`` (weights, graphs, precision variants, engines ...)
+        and the records describing them (``graphs``, ``precisions``, ``tune``) into this bundle;
+        checksums are re-read from the copies. The copy is a new version: a signature of
+        ``source`` does not come along."""
+        if is_signed(source.path):
+            log.warning("%s is a new, unsigned version of the signed bundle %s; sign it with `edgesentry sign %s "
+                        "--key KEY.pem`", self.path, source.path, self.path)
         for name in source.files:
             target = resolve_inside(self.path, name, what="bundle file", error=BundleError)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(source.file(name), "rb") as src:
                 _atomic_write(target, lambda fh, src=src: shutil.copyfileobj(src, fh, 1 << 20))
             self.meta.setdefault("files", {})[name] = sha256_file(target)
-        if source.meta.get("graphs"):
-            self.meta["graphs"] = json.loads(json.dumps(source.meta["graphs"]))
+        # the records that describe the copied graphs: their files, precision variants, tune decision
+        for key in ("graphs", "precisions", "tune"):
+            if source.meta.get(key):
+                self.meta[key] = json.loads(json.dumps(source.meta[key]))
         self._write_meta()
 
     def mirror_metadata(self) -> None:
@@ -260,12 +296,56 @@ class Bundle:
         if changed:
             self._write_meta()
 
+    def _unsign(self) -> None:
+        """Remove this bundle's own signature before it changes: what follows is a new, unsigned
+        version (a signature left in place would break silently)."""
+        own = self.path / SIGNATURE_NAME
+        if own.is_file() or own.is_symlink():
+            own.unlink()
+            self.signature = None
+            log.warning("bundle %s was signed and is being changed: this is a new, unsigned version (%s removed); "
+                        "sign it again with `edgesentry sign %s --key KEY.pem`", self.path, SIGNATURE_NAME, self.path)
+
     def _write_meta(self) -> None:
+        self._unsign()
         text = json.dumps(self.meta, indent=2, sort_keys=True, default=_json_default)
         _atomic_write_bytes(self.path / META_NAME, (text + "\n").encode())
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, files={sorted(self.files)})"
+
+
+# ---------------------------------------------------------------- recalibration lineage
+def record_digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_lineage(meta: dict[str, Any], where: Any = "bundle") -> None:
+    """Verify a bundle's ``lineage`` chain (see ``edgesentry.recalibration``); no lineage passes."""
+    lineage = meta.get("lineage")
+    if lineage is None:
+        return
+    if not isinstance(lineage, list) or not all(isinstance(r, dict) for r in lineage):
+        raise ChecksumError(f"{where}: lineage must be a list of records")
+    prev = ""
+    for i, record in enumerate(lineage):
+        if record.get("prev") != prev or record.get("version") != i + 2:
+            raise ChecksumError(f"{where}: lineage record {i} does not follow record {i - 1} (a record was removed, "
+                                f"reordered or edited)")
+        if record.get("digest") != record_digest(record):
+            raise ChecksumError(f"{where}: lineage record {i} (version {record.get('version')}) was modified: its "
+                                f"digest does not match its content")
+        prev = record["digest"]
+    if lineage and lineage[-1].get("new", {}).get("calibration") != meta.get("calibration"):
+        raise ChecksumError(f"{where}: the bundle's calibration differs from its last lineage record (version "
+                            f"{lineage[-1]['version']}): thresholds were changed without an audit record")
+
+
+def bundle_version(meta: dict[str, Any]) -> int:
+    lineage = meta.get("lineage") or []
+    return int(lineage[-1]["version"]) if lineage else 1
+
 
 
 def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, Any]:
@@ -305,7 +385,7 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
         check_relative_name(name, what="bundle file", error=BundleError)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise BundleError(f"{where}: files[{name!r}] must be a sha256 hex digest; got {str(digest)[:80]!r}")
-    for key in ("config", "preprocessing", "io", "extra", "graphs"):
+    for key in ("config", "preprocessing", "io", "extra", "graphs", "precisions", "tune"):
         _check_type(meta, key, dict, where)
     for key in ("calibration", "thresholds"):
         if meta.get(key) is not None:
@@ -315,6 +395,13 @@ def parse_meta(data: bytes, where: str | os.PathLike = META_NAME) -> dict[str, A
             raise BundleError(f"{where}: graphs must map simple names to objects; got {graph[:80]!r}: "
                               f"{type(gmeta).__name__}")
         check_relative_name(gmeta.get("file"), what=f"graph {graph!r} file", error=BundleError)
+    for precision, record in meta.get("precisions", {}).items():  # variants: model.int8.onnx ...
+        graphs = record.get("graphs") if isinstance(record, dict) else None
+        if not isinstance(graphs, dict):
+            raise BundleError(f"{where}: precisions[{str(precision)[:20]!r}] must be an object with 'graphs'")
+        for graph, entry in graphs.items():
+            name = entry.get("file") if isinstance(entry, dict) else None
+            check_relative_name(name, what=f"{str(precision)[:20]} graph {str(graph)[:40]!r} file", error=BundleError)
     return meta
 
 
@@ -393,7 +480,7 @@ def write_bundle(
             raise BundleError(f"{root} already exists; pass {option('overwrite', True)} to replace it")
         if not root.is_dir():
             raise BundleError(f"{root} exists and is not a directory")
-        for stale in (root / META_NAME, root / WEIGHTS_NAME):
+        for stale in (root / SIGNATURE_NAME, root / META_NAME, root / WEIGHTS_NAME):
             stale.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {

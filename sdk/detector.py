@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from edgesentry.calibration import Calibration, fit_calibration
-from edgesentry.errors import ConfigError, EdgesentryError, InputError, describe
+from edgesentry.errors import ConfigError, EdgesentryError, InputError, describe, option
 from edgesentry.io.files import expand, names_many
 from edgesentry.kernels import KernelOp, resolve_tier
 from edgesentry.result import Result
@@ -70,6 +70,8 @@ class Detector:
     batches_graph: ClassVar[bool] = False
     #: inputs per graph call in ``predict_batch``
     batch_size: int = 1
+    #: precision of the graphs (``edgesentry.load(..., precision=...)`` sets it)
+    precision: str = "fp32"
     #: files a folder or glob contributes to ``predict`` / ``calibrate`` (empty: a folder is not
     #: an input of this family)
     input_suffixes: ClassVar[tuple[str, ...]] = ()
@@ -389,6 +391,7 @@ class Detector:
             "family": self.family,
             "config": self.config(),
             "kernels": self.kernels,
+            "precision": self.precision,
             "score_scale": self.score_scale,
             "threshold": self._threshold,
             "raw_threshold": self.raw_threshold,
@@ -404,9 +407,18 @@ class Detector:
         runs on the same backend. ``config``, ``calibration`` and ``thresholds`` are this
         detector's, and every graph's ONNX ``metadata_props`` mirror them. Saving onto the
         source bundle itself updates it in place.
+
+        Raises:
+            ConfigError: a detector loaded at a reduced precision (its graphs and thresholds are
+                a variant's; load the bundle at ``precision="fp32"`` to save it: the variants
+                travel with it and keep their own thresholds).
         """
         from edgesentry.bundle import Bundle, write_bundle
 
+        if self.precision != "fp32":
+            raise ConfigError(f"this detector runs the bundle's {self.precision} graphs with that variant's "
+                              f"thresholds; load the bundle with {option('precision', 'fp32')} to save it (its "
+                              "precision variants travel with it and keep their own thresholds)")
         source = self.bundle
         config, calibration, thresholds = self.config(), self.calibration_record(), self.threshold_record()
         if source is not None and Path(path).resolve() == source.path.resolve():

@@ -33,6 +33,11 @@ class ChecksumError(BundleError):
     """A bundle file does not match the sha256 recorded in ``meta.json``."""
 
 
+class SignatureError(BundleError):
+    """A bundle's signature is missing, malformed, by an untrusted or revoked key, or does not
+    match the bundle's files (OpenSSF model signing, ``edgesentry.signing``)."""
+
+
 class WeightsError(EdgesentryError):
     """A checkpoint does not fit the architecture (missing, unexpected or mis-shaped keys)."""
 

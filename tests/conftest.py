@@ -22,6 +22,13 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# Machine measurements (edgesentry._machine) go to a cache of the test session's own, not the
+# user's: a test run never leaves files in ~/.cache.
+if "EDGESENTRY_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["EDGESENTRY_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgesentry-test-cache-")
+
 # Triton kernels run on the interpreter where there is no GPU; must be set before triton loads.
 if not _cuda_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

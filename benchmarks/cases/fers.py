@@ -87,6 +87,31 @@ def latency_rows(ctx: Any) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------- sweep
+SWEEP_NOTES = [
+    "fers graphs sweep: predict (spectral branch, official 200-band weights + RX) on crops of ABU airport-2 "
+    "per backend; 'auto' measures both backends per pixel-count bucket and keeps the faster.",
+]
+
+
+def sweep_rows(ctx: Any) -> list[Row]:
+    from cases._backends import BACKENDS, backend_rows
+
+    label, scene, weights, _ = SCENES[0]
+    if not (ctx.shared / scene).is_file() or not (ctx.shared / weights).exists():
+        return []
+    cube = read_cube(ctx.shared / scene)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = _bundles(ctx, Path(tmp), weights, spatial=False)["spectral-only"]
+        dets = {b: edgesentry.load(bundle.path, backend=b, kernels="cpu") for b in BACKENDS}
+        for side in (32, 64, 100):
+            crop = np.ascontiguousarray(cube[:side, :side])
+            rows += backend_rows("fers", "graphs: predict (spectral-only)", f"{label} {side}x{side}", dets,
+                                 lambda det, c=crop: det.predict(c))
+    return rows
+
+
 # --------------------------------------------------------------------------- GPU check
 def network_like(rng: np.random.Generator, bands: int, h: int, w: int) -> tuple[np.ndarray, ...]:
     """x in [-0.1, 0.1]; spe_f and spa_f non-negative and correlated with x, as the networks' outputs."""

@@ -29,7 +29,7 @@ import edgesentry
 from edgesentry.kernels import isstad as isstad_kernels
 from edgesentry.kernels.isstad import reference
 
-from _harness import Row, add_speedups, measure, rel_err
+from _harness import Row, add_speedups, measure, race, rel_err
 
 NOTES = [
     "isstad: 'graph' = image -> (recon, P) network only; 'fusion' = post-processing from the graph outputs "
@@ -150,6 +150,71 @@ def latency_rows(ctx: Any) -> list[Row]:
     if not ctx.quick:
         rows += _vit_large_rows(ctx)
     return rows
+
+
+# ---------------------------------------------------------------------------------- sweep
+SWEEP_NOTES = [
+    "isstad fusion sweep: batch x image size from P (what the graph gives); 'cpu' = the default thread policy "
+    "(all cores: image-parallel batches, row-parallel single images), 'cpu 1 thread' its forced alternative; "
+    "the peer is the seed's numpy + scipy post-processing ('reference').",
+    "isstad graph sweep: predict_batch of B 224 x 224 images (preprocess + tiny reference network + fusion) "
+    "per backend; 'auto' measures both backends per batch bucket and keeps the faster.",
+]
+
+FUSION_SWEEP = [(1, 224), (8, 224), (16, 224), (1, 512), (4, 512), (1, 1024)]
+
+
+def _one_thread(fn: Any) -> Any:
+    old = os.environ.get("EDGESENTRY_CPU_THREADS")
+    os.environ["EDGESENTRY_CPU_THREADS"] = "1"
+    try:
+        return fn()
+    finally:
+        if old is None:
+            os.environ.pop("EDGESENTRY_CPU_THREADS", None)
+        else:
+            os.environ["EDGESENTRY_CPU_THREADS"] = old
+
+
+def _fusion_sweep(ctx: Any) -> list[Row]:
+    rows: list[Row] = []
+    rng = np.random.default_rng(0)
+    for batch, size in FUSION_SWEEP:
+        inputs = fusion_inputs(rng, batch, False, size=size)
+
+        def run(tier: str, a: Any = inputs) -> Any:
+            return isstad_kernels.isstad_fusion(*a, tier=tier)
+
+        impls = {"cpu": ("auto", lambda: run("cpu")), "cpu 1 thread": ("path", lambda: _one_thread(lambda: run("cpu"))),
+                 "reference (seed scipy)": ("peer", lambda: run("reference"))}
+        rows += race("isstad", "fusion", f"{batch}x{size}x{size} from P", impls, rounds=3, pause=0.05)
+    return rows
+
+
+def _graph_sweep(ctx: Any) -> list[Row]:
+    from cases._backends import BACKENDS, backend_rows
+
+    tiny = ctx.shared / TINY
+    if not tiny.is_file():
+        return []
+    from edgesentry.export.onnx import export_bundle
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = json.loads((ctx.shared / TINY_CONFIG).read_text())
+        bundle = edgesentry.convert("isstad", tiny, output=Path(tmp) / "tiny", config=config)
+        export_bundle(bundle, check_parity=False)
+        dets = {b: edgesentry.load(bundle.path, backend=b, kernels="cpu") for b in BACKENDS}
+        rng = np.random.default_rng(0)
+        for batch in (1, 4, 16):
+            images = [rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8) for _ in range(batch)]
+            rows += backend_rows("isstad", "graphs: predict_batch (tiny)", f"batch {batch} 224x224", dets,
+                                 lambda det, im=images: det.predict_batch(im))
+    return rows
+
+
+def sweep_rows(ctx: Any) -> list[Row]:
+    return _fusion_sweep(ctx) + _graph_sweep(ctx)
 
 
 # --------------------------------------------------------------------------- GPU check

@@ -241,6 +241,28 @@ def latency_rows(ctx: Any) -> list[Row]:
         ]
 
 
+# ---------------------------------------------------------------------------------- sweep
+SWEEP_NOTES = [
+    "mavd graphs sweep: predict of one video (5 crops) per snippet count T (the dynamic axis) and backend; "
+    "'auto' measures both backends per T bucket and keeps the faster.",
+]
+
+
+def sweep_rows(ctx: Any) -> list[Row]:
+    import edgesentry
+
+    from cases._backends import BACKENDS, backend_rows
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = _bundle(ctx, Path(tmp))
+        dets = {b: edgesentry.load(bundle.path, backend=b, kernels="cpu") for b in BACKENDS}
+        for t in (32, 182, 1000):
+            x = video_inputs(t)
+            rows += backend_rows("mavd", "graphs: predict", f"5x{t}", dets, lambda det, x=x: det.predict(x))
+    return rows
+
+
 # ------------------------------------------------------------------------------ GPU cases
 def _random_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
     from edgesentry.kernels.mavd.reference import ALIGN_FUSE_PARAMS

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from _harness import Row, add_speedups, measure, rel_err
+from _harness import Row, add_speedups, measure, race, rel_err
 
 NOTES = [
     "mdmf otam: speedup = p50 of the named baseline / p50 of the row; inputs Q x N pairs, T = 8, two views.",
@@ -108,8 +108,14 @@ def _otam_rows(ctx: Any) -> list[Row]:
             out = fn(*args)
             rows.append(Row("mdmf", "otam", tier, size, measure(lambda fn=fn, args=args: fn(*args), iters=iters),
                             extra={"rel_err_vs_ref": rel_err(np.asarray(out[1]), want)}))
+        frames = np.stack([args[0].reshape(q * t, d), args[2].reshape(q * t, d)])
+        protos_t = np.ascontiguousarray(np.stack([args[1].reshape(n * t, d).T, args[3].reshape(n * t, d).T]))
+        rows.append(Row("mdmf", "otam", "sgemm floor", size,
+                        measure(lambda f=frames, p=protos_t: np.matmul(f, p), iters=max(ctx.iters, 20)),
+                        extra={"what": "numpy float32 [QT, D] x [D, NT], both views: the frame-similarity GEMM"}))
     add_speedups(rows, "official loops (torch)", "vs torch loops")
     add_speedups(rows, "official loops (numpy)", "vs numpy loops")
+    add_speedups(rows, "sgemm floor", "vs sgemm floor")
     return rows
 
 
@@ -149,7 +155,7 @@ def _episode_rows(ctx: Any) -> list[Row]:
             size = f"5-way {shots}-shot D{d}"
             ref_logits = None
             episode = (query, support, labels, text)
-            for backend in ("torch", "onnxruntime"):
+            for backend in ("torch", "onnxruntime", "auto"):
                 det = edgesentry.load(path, backend=backend, kernels="cpu")
                 out = det.classify_features(*episode).extras["logits"]
                 ref_logits = out if ref_logits is None else ref_logits
@@ -201,6 +207,91 @@ def latency_rows(ctx: Any) -> list[Row]:
     if not ctx.quick:
         rows += _visual_rows(ctx)
     return rows
+
+
+# ---------------------------------------------------------------------------------- sweep
+SWEEP_NOTES = [
+    "mdmf otam sweep: queries Q x gallery N at T = 8 and D; 'cpu' decides its threads by the work, the forced "
+    "1- and all-thread runs are its paths; 'sgemm floor' = numpy's float32 matmul of both views' frames "
+    "([Q T, D] x [D, N T], twice; BLAS threads as they come, and on one thread: the faster is the floor), the "
+    "frame-similarity GEMM no implementation can skip; the seed's torch loops up to 2500 pairs.",
+    "mdmf graphs sweep: classify Q query clips (features in, random heads D = 1024) against an enrolled 5-way "
+    "1-shot gallery, and one 5-way 1-shot episode (classify_features), per backend; 'auto' measures both "
+    "graphs per batch bucket on its first call and keeps the faster.",
+]
+
+OTAM_SWEEP = [(1, 5, 256), (5, 5, 1024), (1, 100, 1024), (25, 100, 1024), (64, 100, 512), (5, 500, 1024),
+              (64, 500, 256), (16, 500, 1024)]
+
+
+def _otam_sweep(ctx: Any) -> list[Row]:
+    import torch
+
+    from edgesentry.kernels import _cpu_otam
+    from edgesentry.kernels.otam import cpu
+
+    rows: list[Row] = []
+    rng = np.random.default_rng(0)
+    team = _cpu_otam.max_threads()
+    for q, n, d in OTAM_SWEEP:
+        args = _views(rng, q, n, 8, d)
+        frames = np.stack([args[0].reshape(q * 8, d), args[2].reshape(q * 8, d)])
+        protos_t = np.ascontiguousarray(np.stack([args[1].reshape(n * 8, d).T, args[3].reshape(n * 8, d).T]))
+        impls: dict[str, tuple[Any, ...]] = {
+            "cpu": ("auto", lambda a=args: cpu.fuse(*a)),
+            "cpu 1 thread": ("path", lambda a=args: cpu.fuse(*a, threads=1)),
+            f"cpu {team} threads": ("path", lambda a=args: cpu.fuse(*a, threads=team)),
+            "sgemm floor": ("floor", lambda f=frames, p=protos_t: np.matmul(f, p)),
+            "sgemm floor (1 thread)": ("floor", lambda f=frames, p=protos_t: _one_blas_thread(lambda: np.matmul(f, p))),
+        }
+        if q * n <= 2500:
+            targs = [torch.from_numpy(a) for a in args]
+            impls["official loops (torch)"] = ("peer", lambda t=targs: official_torch(*t))
+        rows += race("mdmf", "otam", f"Q{q} N{n} T8 D{d}", impls, rounds=3 if q * n < 10000 else 2, pause=0.05)
+    return rows
+
+
+def _one_blas_thread(fn: Any) -> Any:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn()
+
+
+def _graph_sweep(ctx: Any) -> list[Row]:
+    import edgesentry
+
+    from cases._backends import BACKENDS, backend_rows
+
+    rows: list[Row] = []
+    d = 1024
+    rng = np.random.default_rng(1)
+    query = rng.standard_normal((25, 8, d)).astype(np.float32)
+    support = rng.standard_normal((5, 8, d)).astype(np.float32)
+    text = rng.standard_normal((5, d)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _heads_bundle(Path(tmp), d, export=True)
+        dets = {b: edgesentry.load(path, backend=b, kernels="cpu") for b in BACKENDS}
+        galleries = {}
+        for b, det in dets.items():
+            galleries[b] = det.gallery()
+            for c in range(5):
+                galleries[b].enroll(f"c{c}", [support[c]], prompt=text[c])
+        episode = (query[:5], support, np.arange(5), text)
+        rows += backend_rows("mdmf", "graphs: 5-way 1-shot episode", f"D{d}", dets,
+                             lambda det, ep=episode: det.classify_features(*ep))
+        for q in (1, 5, 25):
+            rows += backend_rows("mdmf", "graphs: classify vs gallery", f"Q{q} vs 5-way 1-shot D{d}", dets,
+                                 lambda det, q=q: det.classify(list(query[:q]), galleries[_backend_of(det, dets)]))
+    return rows
+
+
+def _backend_of(det: Any, dets: dict[str, Any]) -> str:
+    return next(name for name, other in dets.items() if other is det)
+
+
+def sweep_rows(ctx: Any) -> list[Row]:
+    return _otam_sweep(ctx) + _graph_sweep(ctx)
 
 
 # ------------------------------------------------------------------------- GPU cases

@@ -26,32 +26,50 @@ inline long round_up4(long n) { return (n + 3) & ~3L; }
 typedef double vgram __attribute__((vector_size(edgesentry_simd::kVectorBytes), aligned(8)));
 constexpr int kGramLanes = edgesentry_simd::kVectorBytes / sizeof(double);
 
-__attribute__((always_inline)) inline vgram load_gram(const double* p) { return *reinterpret_cast<const vgram*>(p); }
-__attribute__((always_inline)) inline double hsum(vgram v) {
-#ifdef EDGESENTRY_NEON
-  return v[0] + v[1];
-#else
-  return (v[0] + v[1]) + (v[2] + v[3]);
-#endif
-}
+// 8 doubles: one AVX-512 register, the width OpenBLAS's own float64 kernels use on such CPUs
+// (global RX's moments take it there; elsewhere the type is only instantiated for tests).
+typedef double v8d __attribute__((vector_size(64), aligned(8)));
 
-// out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len % 4 == 0):
-// 16 vector accumulators fed by 8 loads per 16 FMAs.
-__attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
-                                                     double out[4][4]) {
-  vgram acc[4][4] = {};
+template <typename VG>
+__attribute__((always_inline)) inline VG load_vec(const double* p) {
+  VG v;
+  __builtin_memcpy(&v, p, sizeof v);  // an unaligned vector load
+  return v;
+}
+template <typename VG>
+__attribute__((always_inline)) inline double hsum_vec(VG v) {  // a pairwise tree, lane order fixed
+  constexpr int L = sizeof(VG) / sizeof(double);
+  if constexpr (L == 2) return v[0] + v[1];
+  else if constexpr (L == 4) return (v[0] + v[1]) + (v[2] + v[3]);
+  else return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+__attribute__((always_inline)) inline vgram load_gram(const double* p) { return load_vec<vgram>(p); }
+__attribute__((always_inline)) inline double hsum(vgram v) { return hsum_vec(v); }
+
+// out[m][q] = sum_{k < len} a[i0 + m][k] a[j0 + q][k] (rows of a row-major matrix, len a multiple
+// of the vector's lanes): 16 vector accumulators fed by 8 loads per 16 FMAs.
+template <typename VG>
+__attribute__((always_inline)) inline void tile_dots_t(const double* a, long ld, long i0, long j0, long len,
+                                                       double out[4][4]) {
+  constexpr int L = sizeof(VG) / sizeof(double);
+  VG acc[4][4] = {};
   const double *ri = a + i0 * ld, *rj = a + j0 * ld;
-  for (long k = 0; k < len; k += kGramLanes) {
-    vgram x[4], y[4];
+  for (long k = 0; k < len; k += L) {
+    VG x[4], y[4];
     for (int m = 0; m < 4; ++m) {
-      x[m] = load_gram(ri + m * ld + k);
-      y[m] = load_gram(rj + m * ld + k);
+      x[m] = load_vec<VG>(ri + m * ld + k);
+      y[m] = load_vec<VG>(rj + m * ld + k);
     }
     for (int m = 0; m < 4; ++m)
       for (int q = 0; q < 4; ++q) acc[m][q] += x[m] * y[q];
   }
   for (int m = 0; m < 4; ++m)
-    for (int q = 0; q < 4; ++q) out[m][q] = hsum(acc[m][q]);
+    for (int q = 0; q < 4; ++q) out[m][q] = hsum_vec(acc[m][q]);
+}
+
+__attribute__((always_inline)) inline void tile_dots(const double* a, long ld, long i0, long j0, long len,
+                                                     double out[4][4]) {
+  tile_dots_t<vgram>(a, ld, i0, j0, len, out);
 }
 
 // zt[b][k] = px[k][b] - mean[b] (band-major, zero-padded to bp rows and `len` columns), four
@@ -82,20 +100,26 @@ void pack_band_major(const double* const* px, long count, long bands, long bp, l
 
 // f[i][j] (+)= sum_{k < len} zt[i][k] zt[j][k] for the lower triangle of the n x n result
 // (n % 4 == 0), in 4 x 4 tiles; `accumulate` adds to f instead of overwriting it.
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void lower_gram(const double* zt, long ldz, long len, long n, double* f, long ldf, bool accumulate) {
+template <typename VG>
+__attribute__((always_inline)) inline void lower_gram_t(const double* zt, long ldz, long len, long n, double* f,
+                                                        long ldf, bool accumulate) {
   double s[4][4];
   for (long i0 = 0; i0 < n; i0 += 4)
     for (long j0 = 0; j0 <= i0; j0 += 4) {
-      tile_dots(zt, ldz, i0, j0, len, s);
+      tile_dots_t<VG>(zt, ldz, i0, j0, len, s);
       for (int m = 0; m < 4; ++m)
         for (int q = 0; q < 4; ++q) {
           double& dst = f[(i0 + m) * ldf + j0 + q];
           dst = accumulate ? dst + s[m][q] : s[m][q];
         }
     }
+}
+
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void lower_gram(const double* zt, long ldz, long len, long n, double* f, long ldf, bool accumulate) {
+  lower_gram_t<vgram>(zt, ldz, len, n, f, ldf, accumulate);
 }
 
 }  // namespace

@@ -13,10 +13,12 @@
 #include <pybind11/pybind11.h>
 
 #include "simd.h"
+#include "threads.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,6 +26,8 @@
 namespace py = pybind11;
 
 namespace {
+
+using edgesentry_threads::max_threads;
 
 // softmin(x...) = -lam log sum exp(-x / lam), with the minimum m factored out: its own term
 // is exp(0) = 1, so two arguments cost one exp + one log1p and three cost two exps + one log.
@@ -127,43 +131,59 @@ __attribute__((always_inline)) inline vf fast_log(vf x) {  // x >= 1
   return (m + y) + 0.693359375f * e;
 }
 
-// d: [rows * m_cols][kLanes] costs; prev/cur: [(m_cols + 2)][kLanes]; out: [kLanes].
+// Problems per dp_block call: kGroup vectors of kLanes. One vector alone leaves the CPU waiting:
+// a row's cells form a dependency chain (each soft-min needs the cell before), ~40 dependent
+// vector operations per cell; kGroup independent chains in flight fill the pipelines (measured
+// on Zen 3, one thread: the DP stage of a 25 x 100 gallery 4.0 -> 1.9 ms).
+constexpr int kGroup = 4;
+constexpr int kBlock = kLanes * kGroup;
+
+// d: [rows * m_cols][kBlock] costs; prev/cur: [(m_cols + 2)][kBlock]; out: [kBlock].
 #ifdef EDGESENTRY_X86
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 void dp_block(const float* d, int rows, int m_cols, float lam, float* prev, float* cur, float* out) {
   const int last = m_cols + 1;
   const float inv = 1.0f / lam;
-  vf acc = splat(0.0f);
-  store(prev, acc);
-  for (int m = 1; m <= m_cols; ++m) {
-    acc += load(d + (m - 1) * kLanes);
-    store(prev + m * kLanes, acc);
+  for (int g = 0; g < kGroup; ++g) {
+    const int o = g * kLanes;
+    vf acc = splat(0.0f);
+    store(prev + o, acc);
+    for (int m = 1; m <= m_cols; ++m) {
+      acc += load(d + (m - 1) * kBlock + o);
+      store(prev + m * kBlock + o, acc);
+    }
+    store(prev + last * kBlock + o, acc);
   }
-  store(prev + last * kLanes, acc);
   for (int r = 1; r < rows; ++r) {
-    const float* row = d + static_cast<long>(r) * m_cols * kLanes;
-    {  // cur[0] = 0, so softmin(prev[0], prev[1], 0)
-      const vf a = load(prev), b = load(prev + kLanes);
+    const float* row = d + static_cast<long>(r) * m_cols * kBlock;
+    for (int g = 0; g < kGroup; ++g) {  // cur[0] = 0, so softmin(prev[0], prev[1], 0)
+      const int o = g * kLanes;
+      const vf a = load(prev + o), b = load(prev + kBlock + o);
       const vf mn = vmin(vmin(a, b), splat(0.0f));
       const vf s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp(mn * inv);
-      store(cur, splat(0.0f));
-      store(cur + kLanes, load(row) + (mn - lam * fast_log(s)));
+      store(cur + o, splat(0.0f));
+      store(cur + kBlock + o, load(row + o) + (mn - lam * fast_log(s)));
     }
-    for (int m = 2; m <= m_cols; ++m) {
-      const vf a = load(prev + (m - 1) * kLanes), b = load(cur + (m - 1) * kLanes);
-      const vf mn = vmin(a, b);
-      store(cur + m * kLanes, load(row + (m - 1) * kLanes) + (mn - lam * fast_log(1.0f + fast_exp(-vabs(a - b) * inv))));
-    }
-    {
-      const vf a = load(prev + m_cols * kLanes), b = load(prev + last * kLanes), c = load(cur + m_cols * kLanes);
+    for (int m = 2; m <= m_cols; ++m)
+      for (int g = 0; g < kGroup; ++g) {
+        const int o = g * kLanes;
+        const vf a = load(prev + (m - 1) * kBlock + o), b = load(cur + (m - 1) * kBlock + o);
+        const vf mn = vmin(a, b);
+        store(cur + m * kBlock + o,
+              load(row + (m - 1) * kBlock + o) + (mn - lam * fast_log(1.0f + fast_exp(-vabs(a - b) * inv))));
+      }
+    for (int g = 0; g < kGroup; ++g) {
+      const int o = g * kLanes;
+      const vf a = load(prev + m_cols * kBlock + o), b = load(prev + last * kBlock + o),
+               c = load(cur + m_cols * kBlock + o);
       const vf mn = vmin(a, vmin(b, c));
       const vf s = fast_exp((mn - a) * inv) + fast_exp((mn - b) * inv) + fast_exp((mn - c) * inv);
-      store(cur + last * kLanes, mn - lam * fast_log(s));
+      store(cur + last * kBlock + o, mn - lam * fast_log(s));
     }
     std::swap(prev, cur);
   }
-  store(out, load(prev + last * kLanes));
+  for (int g = 0; g < kGroup; ++g) store(out + g * kLanes, load(prev + last * kBlock + g * kLanes));
 }
 
 using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -189,107 +209,200 @@ float dot(const float* __restrict a, const float* __restrict b, int d) {
   return sum;
 }
 
-// tile[i * t + j] = z_i . p_j for the T x T frames of one (query, class) pair, in 2 x 4 register
-// blocks (6 loads per 8 FMAs, 8 independent accumulators) where the CPU has vector FMA: AVX2 +
-// FMA on x86-64 (checked at run time), NEON on aarch64 (always there; 8 accumulators cover the
-// FMA latency of two pipes). Elsewhere, and for the edge rows/columns, with ``dot``.
+// Frame dot products c[i][j] = a_i . b_j between a block of query frames (rows of a) and a block
+// of prototype frames (rows of b), D contiguous in both: a small GEMM, C = A B^T, written the way
+// BLAS micro-kernels are. The query block is packed into panels of 2 vectors of frames,
+// frame-minor (for each k, the panel's frames side by side); the register block is 6 prototype
+// frames x one panel: per k, two vector loads of the panel, six broadcasts of the prototype
+// frames' k-th values (read in place, no packing: they are the operand streamed once), twelve
+// FMAs into twelve accumulators (enough independent chains to cover the FMA latency of two
+// pipes). K is blocked by 256, so the panel (and the six prototype rows) stay in L1 while the
+// packed query block stays in L2. Vector width by ISA, checked at run time on x86-64: AVX-512
+// (16 floats), AVX2 + FMA (8 floats); NEON (4 floats) on aarch64; elsewhere, and for prototype
+// rows beyond a multiple of six, the portable ``dot``.
 #if defined(EDGESENTRY_X86)
 #include <immintrin.h>
-#define ES_TILE_TARGET __attribute__((target("avx2,fma")))
+#define ES_AVX2 __attribute__((target("avx2,fma")))
+#define ES_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
 
-struct TileOps {  // 8 floats per AVX2 register
+struct Avx2Ops {  // 8 floats per AVX2 register
   typedef __m256 V;
   static constexpr int kWidth = 8;
-  ES_TILE_TARGET static V zero() { return _mm256_setzero_ps(); }
-  ES_TILE_TARGET static V load(const float* p) { return _mm256_loadu_ps(p); }
-  ES_TILE_TARGET static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
-  ES_TILE_TARGET static float hsum(V v) {
-    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-  }
+  ES_AVX2 static V zero() { return _mm256_setzero_ps(); }
+  ES_AVX2 static V load(const float* p) { return _mm256_loadu_ps(p); }
+  ES_AVX2 static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  ES_AVX2 static V splat(const float* p) { return _mm256_broadcast_ss(p); }
+  ES_AVX2 static V fma(V a, V b, V acc) { return _mm256_fmadd_ps(a, b, acc); }
+};
+
+struct Avx512Ops {  // 16 floats per AVX-512 register
+  typedef __m512 V;
+  static constexpr int kWidth = 16;
+  ES_AVX512 static V zero() { return _mm512_setzero_ps(); }
+  ES_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
+  ES_AVX512 static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  ES_AVX512 static V splat(const float* p) { return _mm512_set1_ps(*p); }
+  ES_AVX512 static V fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
 };
 #elif defined(EDGESENTRY_NEON)
 #include <arm_neon.h>
-#define ES_TILE_TARGET
 
-struct TileOps {  // 4 floats per NEON register
+struct NeonOps {  // 4 floats per NEON register
   typedef float32x4_t V;
   static constexpr int kWidth = 4;
   static V zero() { return vdupq_n_f32(0.0f); }
   static V load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, V v) { vst1q_f32(p, v); }
+  static V splat(const float* p) { return vld1q_dup_f32(p); }
   static V fma(V a, V b, V acc) { return vfmaq_f32(acc, a, b); }
-  static float hsum(V v) { return vaddvq_f32(v); }
 };
 #endif
 
-#if defined(EDGESENTRY_X86) || defined(EDGESENTRY_NEON)
-ES_TILE_TARGET void tile_blocked(const float* z, const float* p, int t, int d, float* tile) {
-  typedef TileOps::V V;
-  const int dv = d & ~(TileOps::kWidth - 1);
-  int i = 0;
-  for (; i + 2 <= t; i += 2) {
-    const float* z0 = z + static_cast<long>(i) * d;
-    const float* z1 = z0 + d;
-    int j = 0;
-    for (; j + 4 <= t; j += 4) {
-      const float* p0 = p + static_cast<long>(j) * d;
-      const float* p1 = p0 + d;
-      const float* p2 = p1 + d;
-      const float* p3 = p2 + d;
-      V a00 = TileOps::zero(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-      for (int k = 0; k < dv; k += TileOps::kWidth) {
-        const V x0 = TileOps::load(z0 + k), x1 = TileOps::load(z1 + k);
-        V y = TileOps::load(p0 + k);
-        a00 = TileOps::fma(x0, y, a00);
-        a10 = TileOps::fma(x1, y, a10);
-        y = TileOps::load(p1 + k);
-        a01 = TileOps::fma(x0, y, a01);
-        a11 = TileOps::fma(x1, y, a11);
-        y = TileOps::load(p2 + k);
-        a02 = TileOps::fma(x0, y, a02);
-        a12 = TileOps::fma(x1, y, a12);
-        y = TileOps::load(p3 + k);
-        a03 = TileOps::fma(x0, y, a03);
-        a13 = TileOps::fma(x1, y, a13);
-      }
-      float r[8] = {TileOps::hsum(a00), TileOps::hsum(a01), TileOps::hsum(a02), TileOps::hsum(a03),
-                    TileOps::hsum(a10), TileOps::hsum(a11), TileOps::hsum(a12), TileOps::hsum(a13)};
-      for (int k = dv; k < d; ++k) {
-        for (int c = 0; c < 4; ++c) {
-          r[c] += z0[k] * p[static_cast<long>(j + c) * d + k];
-          r[4 + c] += z1[k] * p[static_cast<long>(j + c) * d + k];
-        }
-      }
-      for (int c = 0; c < 4; ++c) {
-        tile[i * t + j + c] = r[c];
-        tile[(i + 1) * t + j + c] = r[4 + c];
+// W floats in a GCC vector: the panel code of an instruction set the CPU lacks (isa 2 without
+// AVX-512, ...) runs at the same width in portable vectors, which the compiler splits into the
+// registers it has, so the blocking and packing of every width are tested on any CPU.
+template <int W>
+struct VecOps {
+  typedef float V __attribute__((vector_size(4 * W)));
+  static constexpr int kWidth = W;
+  __attribute__((always_inline)) static V zero() { return V{}; }
+  __attribute__((always_inline)) static V load(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  __attribute__((always_inline)) static void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
+  __attribute__((always_inline)) static V splat(const float* p) { return V{} + *p; }
+  __attribute__((always_inline)) static V fma(V a, V b, V acc) { return a * b + acc; }
+};
+
+constexpr int kDotRows = 6;      // prototype frames per register block (fewer in the last one)
+constexpr int kDotDepth = 256;   // K block
+
+// Query frames [rows, d] packed for block_dots: pack[p][k][l] = a[p pw + l][k], zero past `rows`.
+void pack_panels(const float* a, long rows, int d, int pw, float* pack) {
+  const long panels = (rows + pw - 1) / pw;
+  for (long p = 0; p < panels; ++p)
+    for (int l = 0; l < pw; ++l) {
+      const long i = p * pw + l;
+      float* dst = pack + p * static_cast<long>(d) * pw + l;
+      if (i < rows) {
+        const float* src = a + i * d;
+        for (int k = 0; k < d; ++k) dst[static_cast<long>(k) * pw] = src[k];
+      } else {
+        for (int k = 0; k < d; ++k) dst[static_cast<long>(k) * pw] = 0.0f;
       }
     }
-    for (; j < t; ++j) {
-      tile[i * t + j] = dot(z0, p + static_cast<long>(j) * d, d);
-      tile[(i + 1) * t + j] = dot(z1, p + static_cast<long>(j) * d, d);
+}
+
+// c[i * ldc + j .. j + MR) += the dot products of the query frames of one packed panel (`lanes`
+// of them) with the prototype frames br[0 .. MR), over kc values.
+template <typename Ops, int MR>
+__attribute__((always_inline)) inline void panel_dots(const float* ap, const float* const* br, int kc, long lanes,
+                                                      float* c, long ldc) {
+  typedef typename Ops::V V;
+  constexpr int W = Ops::kWidth, PW = 2 * W;
+  V acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = Ops::zero();
+#pragma GCC unroll 4
+  for (int k = 0; k < kc; ++k) {
+    const V a0 = Ops::load(ap + k * PW), a1 = Ops::load(ap + k * PW + W);
+    for (int r = 0; r < MR; ++r) {
+      const V s = Ops::splat(br[r] + k);
+      acc[r][0] = Ops::fma(s, a0, acc[r][0]);
+      acc[r][1] = Ops::fma(s, a1, acc[r][1]);
     }
   }
-  for (; i < t; ++i)
-    for (int j = 0; j < t; ++j) tile[i * t + j] = dot(z + static_cast<long>(i) * d, p + static_cast<long>(j) * d, d);
+  alignas(64) float out[MR][PW];
+  for (int r = 0; r < MR; ++r) {
+    Ops::store(out[r], acc[r][0]);
+    Ops::store(out[r] + W, acc[r][1]);
+  }
+  for (long l = 0; l < lanes; ++l)
+    for (int r = 0; r < MR; ++r) c[l * ldc + r] += out[r][l];
+}
+
+// c[i * ldc + j] = a_i . b_j for the query frames i < rows_a (packed by pack_panels with 2 vectors
+// per panel) and the prototype frames j < rows_b (rows d floats apart, read in place).
+template <typename Ops>
+__attribute__((always_inline)) inline void block_dots_with(const float* pack, long rows_a, const float* b, long rows_b,
+                                                           int d, float* c, long ldc) {
+  constexpr int PW = 2 * Ops::kWidth;
+  const long panels = (rows_a + PW - 1) / PW;
+  for (long i = 0; i < rows_a; ++i) std::fill(c + i * ldc, c + i * ldc + rows_b, 0.0f);
+  for (int k0 = 0; k0 < d; k0 += kDotDepth) {
+    const int kc = std::min(kDotDepth, d - k0);
+    for (long j = 0; j < rows_b; j += kDotRows) {
+      const float* br[kDotRows];
+      const int rows = static_cast<int>(std::min<long>(kDotRows, rows_b - j));
+      for (int r = 0; r < rows; ++r) br[r] = b + (j + r) * d + k0;
+      for (long p = 0; p < panels; ++p) {
+        const float* ap = pack + (p * d + k0) * PW;
+        const long lanes = std::min<long>(PW, rows_a - p * PW);
+        float* cp = c + p * PW * ldc + j;
+        switch (rows) {  // the last block of prototype frames may be short
+          case 6: panel_dots<Ops, 6>(ap, br, kc, lanes, cp, ldc); break;
+          case 5: panel_dots<Ops, 5>(ap, br, kc, lanes, cp, ldc); break;
+          case 4: panel_dots<Ops, 4>(ap, br, kc, lanes, cp, ldc); break;
+          case 3: panel_dots<Ops, 3>(ap, br, kc, lanes, cp, ldc); break;
+          case 2: panel_dots<Ops, 2>(ap, br, kc, lanes, cp, ldc); break;
+          default: panel_dots<Ops, 1>(ap, br, kc, lanes, cp, ldc); break;
+        }
+      }
+    }
+  }
+}
+
+#if defined(EDGESENTRY_X86)
+ES_AVX2 void block_dots_avx2(const float* pack, long ra, const float* b, long rb, int d, float* c, long ldc) {
+  block_dots_with<Avx2Ops>(pack, ra, b, rb, d, c, ldc);
+}
+ES_AVX512 void block_dots_avx512(const float* pack, long ra, const float* b, long rb, int d, float* c, long ldc) {
+  block_dots_with<Avx512Ops>(pack, ra, b, rb, d, c, ldc);
 }
 #endif
 
-void dot_tile(const float* z, const float* p, int t, int d, float* tile) {
+// Instruction set of the frame dot products: 0 = portable `dot`, 1 = AVX2 + FMA (NEON on
+// aarch64), 2 = AVX-512.
+int best_isa() {
 #if defined(EDGESENTRY_X86)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) {
-    tile_blocked(z, p, t, d, tile);
-    return;
-  }
+  static const int level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                               ? 2
+                               : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0);
+  return level;
 #elif defined(EDGESENTRY_NEON)
-  tile_blocked(z, p, t, d, tile);
-  return;
+  return 1;
+#else
+  return 0;
 #endif
-  for (int i = 0; i < t; ++i)
-    for (int j = 0; j < t; ++j) tile[i * t + j] = dot(z + static_cast<long>(i) * d, p + static_cast<long>(j) * d, d);
+}
+
+// Floats per register at instruction set `isa` (0: none, rows as they are); an isa above
+// best_isa() runs at this width in portable vectors (VecOps).
+int isa_width(int isa) {
+#if defined(EDGESENTRY_NEON)
+  return isa >= 2 ? 16 : isa == 1 ? NeonOps::kWidth : 0;
+#else
+  return isa >= 2 ? 16 : isa == 1 ? 8 : 0;
+#endif
+}
+
+// Query frames per packed panel (two registers) at instruction set `isa`.
+int panel_width(int isa) { return 2 * isa_width(isa); }
+
+// `a`: the query frames as packed by pack_panels(panel_width(isa)), or as they are for isa 0.
+void block_dots(int isa, const float* a, long ra, const float* b, long rb, int d, float* c, long ldc) {
+  const bool native = isa <= best_isa();
+#if defined(EDGESENTRY_X86)
+  if (isa >= 2 && native) return block_dots_avx512(a, ra, b, rb, d, c, ldc);
+  if (isa == 1 && native) return block_dots_avx2(a, ra, b, rb, d, c, ldc);
+#elif defined(EDGESENTRY_NEON)
+  if (isa == 1) return block_dots_with<NeonOps>(a, ra, b, rb, d, c, ldc);
+#endif
+  if (isa >= 2) return block_dots_with<VecOps<16>>(a, ra, b, rb, d, c, ldc);
+  if (isa == 1) return block_dots_with<VecOps<8>>(a, ra, b, rb, d, c, ldc);
+  for (long i = 0; i < ra; ++i)
+    for (long j = 0; j < rb; ++j) c[i * ldc + j] = dot(a + i * d, b + j * d, d);
 }
 
 void check_views(const farr& z, const farr& p, const char* what) {
@@ -299,30 +412,30 @@ void check_views(const farr& z, const farr& p, const char* what) {
 
 // Runs the 4 * pairs OTAM problems of the tiles delta[pair][view][i * t + j] (8 per SIMD
 // block) and writes dists [4, pairs] (problem pair * 4 + view * 2 + direction) and logits.
-void run_dps(const std::vector<float>& delta, long pairs, int t, float lam, bool parallel, float* out, float* lg) {
+void run_dps(const std::vector<float>& delta, long pairs, int t, float lam, int team, float* out, float* lg) {
   const long tt = static_cast<long>(t) * t;
-  const long problems = pairs * 4, blocks = (problems + kLanes - 1) / kLanes;
-  std::vector<float> result(static_cast<size_t>(blocks) * kLanes, 0.0f);
-#pragma omp parallel if (parallel && blocks > 1)
+  const long problems = pairs * 4, blocks = (problems + kBlock - 1) / kBlock;
+  std::vector<float> result(static_cast<size_t>(blocks) * kBlock, 0.0f);
+#pragma omp parallel num_threads(team) if (team > 1 && blocks > 1)
   {
-    std::vector<float> packed(static_cast<size_t>(tt) * kLanes), rows(2 * static_cast<size_t>(t + 2) * kLanes);
+    std::vector<float> packed(static_cast<size_t>(tt) * kBlock), rows(2 * static_cast<size_t>(t + 2) * kBlock);
 #pragma omp for schedule(static)
     for (long blk = 0; blk < blocks; ++blk) {
-      for (int l = 0; l < kLanes; ++l) {
-        const long k = blk * kLanes + l;
+      for (int l = 0; l < kBlock; ++l) {
+        const long k = blk * kBlock + l;
         if (k >= problems) {
-          for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = 0.0f;
+          for (long c = 0; c < tt; ++c) packed[c * kBlock + l] = 0.0f;
           continue;
         }
         const float* tile = delta.data() + (k / 4 * 2 + (k % 4) / 2) * tt;
         if (k % 2 == 0) {
-          for (long c = 0; c < tt; ++c) packed[c * kLanes + l] = tile[c];
+          for (long c = 0; c < tt; ++c) packed[c * kBlock + l] = tile[c];
         } else {  // s -> q direction: the transposed tile
           for (int i = 0; i < t; ++i)
-            for (int j = 0; j < t; ++j) packed[(static_cast<long>(i) * t + j) * kLanes + l] = tile[j * t + i];
+            for (int j = 0; j < t; ++j) packed[(static_cast<long>(i) * t + j) * kBlock + l] = tile[j * t + i];
         }
       }
-      dp_block(packed.data(), t, t, lam, rows.data(), rows.data() + (t + 2) * kLanes, result.data() + blk * kLanes);
+      dp_block(packed.data(), t, t, lam, rows.data(), rows.data() + (t + 2) * kBlock, result.data() + blk * kBlock);
     }
   }
   for (long pair = 0; pair < pairs; ++pair) {
@@ -337,13 +450,15 @@ void run_dps(const std::vector<float>& delta, long pairs, int t, float lam, bool
 }
 
 // zl/zg [Q, T, D] query outputs, pl/pg [N, T, D] prototypes of the local and global views.
-py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
+// `threads`: 0 = by the amount of work, else that many; `isa`: -1 = the best this CPU has.
+py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps, int threads, int isa) {
   check_views(zl, pl, "local view");
   check_views(zg, pg, "global view");
   if (zl.shape(0) != zg.shape(0) || pl.shape(0) != pg.shape(0) || zl.shape(1) != zg.shape(1) ||
       zl.shape(2) != zg.shape(2))
     throw std::invalid_argument("local and global views must have the same shapes");
   if (!(lam > 0)) throw std::invalid_argument("lam must be > 0");
+  if (threads < 0) throw std::invalid_argument("threads must be >= 0");
   const long q_count = zl.shape(0), n_count = pl.shape(0);
   const int t = static_cast<int>(zl.shape(1)), d = static_cast<int>(zl.shape(2));
   const float* zs[2] = {zl.data(), zg.data()};
@@ -352,78 +467,75 @@ py::tuple fuse(farr zl, farr pl, farr zg, farr pg, double lam, double eps) {
   py::array_t<float> logits({q_count, n_count});
   const long pairs = q_count * n_count;
   const long tt = static_cast<long>(t) * t;
-  // Parallel only when there is enough work to be worth waking threads: the dot tiles
-  // (pairs T^2 D multiply-adds) or the soft-min DPs (4 pairs T^2 cells, each three exp and a
-  // log) of a 5-way episode at T = 8 already are (measured on 2 cores: 264 -> 180 us at D=1024).
-  const bool parallel = static_cast<double>(pairs) * tt * d > 1.0e6 || 4.0 * pairs * tt >= 4096.0;
+  if (isa < -1 || isa > 2) throw std::invalid_argument("isa must be -1 (the best here), 0, 1 or 2");
+  const int level = isa < 0 ? best_isa() : isa;
+  // Threads only when there is enough work to be worth waking them: the dot products (pairs
+  // T^2 D multiply-adds) or the soft-min DPs (4 pairs T^2 cells, each three exp and a log) of a
+  // 5-way episode at T = 8 already are (measured on 2 cores: 264 -> 180 us at D=1024).
+  const bool busy = static_cast<double>(pairs) * tt * d > 1.0e6 || 4.0 * pairs * tt >= 4096.0;
+  const int team = threads > 0 ? threads : (busy ? max_threads() : 1);
+  // Blocks of ~32 query frames x ~48 prototype frames: the packed query block (32 KB) stays in
+  // L2, each prototype frame is read once per query block.
+  const long qb = std::max(1, 32 / t), nb = std::max(1, 48 / t);
+  const long q_blocks = (q_count + qb - 1) / qb, n_blocks = (n_count + nb - 1) / nb;
   float* out = dists.mutable_data();
   float* lg = logits.mutable_data();
   {
     py::gil_scoped_release release;
-    std::vector<double> qn(2 * q_count * t), pn(2 * n_count * t);
-    for (int v = 0; v < 2; ++v) {
-      for (long i = 0; i < q_count * t; ++i) qn[v * q_count * t + i] = std::sqrt(static_cast<double>(
-          dot(zs[v] + i * d, zs[v] + i * d, d)));
-      for (long j = 0; j < n_count * t; ++j) pn[v * n_count * t + j] = std::sqrt(static_cast<double>(
-          dot(ps[v] + j * d, ps[v] + j * d, d)));
+    // norms in float, like the dot products (the cosine is a float32 quantity here; the DPs are)
+    std::vector<float> qn(2 * q_count * t), pn(2 * n_count * t);
+    const float epsf = static_cast<float>(eps);
+    const long rows = (q_count + n_count) * t;
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+    for (long r = 0; r < 2 * rows; ++r) {
+      const int v = static_cast<int>(r / rows);
+      const long i = r % rows;
+      const bool query = i < q_count * t;
+      const float* row = query ? zs[v] + i * d : ps[v] + (i - q_count * t) * d;
+      const float norm = std::sqrt(dot(row, row, d));
+      if (query) qn[v * q_count * t + i] = norm;
+      else pn[v * n_count * t + i - q_count * t] = norm;
+    }
+    // each view's query blocks packed once (panels of query frames, frame-minor), read by every
+    // prototype block
+    const int pw = panel_width(level);
+    const long block_floats = pw ? (qb * t + pw - 1) / pw * pw * static_cast<long>(d) : 0;
+    std::unique_ptr<float[]> packed(new float[2 * q_blocks * block_floats]);  // every float written
+    if (pw) {
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+      for (long e = 0; e < 2 * q_blocks; ++e) {
+        const int v = static_cast<int>(e / q_blocks);
+        const long q0 = e % q_blocks * qb, mq = std::min(qb, q_count - q0);
+        pack_panels(zs[v] + q0 * t * d, mq * t, d, pw, packed.get() + e * block_floats);
+      }
     }
     std::vector<float> delta(static_cast<size_t>(pairs) * 2 * tt);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (long pair = 0; pair < pairs; ++pair) {
-      const long q = pair / n_count, n = pair % n_count;
-      for (int v = 0; v < 2; ++v) {
-        float* tile = delta.data() + (pair * 2 + v) * tt;
-        dot_tile(zs[v] + q * t * d, ps[v] + n * t * d, t, d, tile);
-        for (int i = 0; i < t; ++i) {
-          const double a = qn[v * q_count * t + q * t + i];
-          for (int j = 0; j < t; ++j) {
-            const double b = pn[v * n_count * t + n * t + j];
-            tile[i * t + j] = static_cast<float>(1.0 - tile[i * t + j] / (a * b + eps));
-          }
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+      std::vector<float> block(static_cast<size_t>(qb) * t * nb * t);
+#pragma omp for schedule(dynamic, 1)
+      for (long item = 0; item < q_blocks * n_blocks; ++item) {
+        const long qi = item / n_blocks, q0 = qi * qb, n0 = item % n_blocks * nb;
+        const long mq = std::min(qb, q_count - q0), mn = std::min(nb, n_count - n0), ldc = mn * t;
+        for (int v = 0; v < 2; ++v) {
+          const float* a = pw ? packed.get() + (v * q_blocks + qi) * block_floats : zs[v] + q0 * t * d;
+          block_dots(level, a, mq * t, ps[v] + n0 * t * d, mn * t, d, block.data(), ldc);
+          for (long q = q0; q < q0 + mq; ++q)
+            for (long n = n0; n < n0 + mn; ++n) {
+              float* tile = delta.data() + ((q * n_count + n) * 2 + v) * tt;
+              const float* nb_ = pn.data() + v * n_count * t + n * t;
+              for (int i = 0; i < t; ++i) {
+                const float a = qn[v * q_count * t + q * t + i];
+                const float* c = block.data() + ((q - q0) * t + i) * ldc + (n - n0) * t;
+                float* out_row = tile + i * t;
+#pragma omp simd
+                for (int j = 0; j < t; ++j) out_row[j] = 1.0f - c[j] / (a * nb_[j] + epsf);
+              }
+            }
         }
       }
     }
-    run_dps(delta, pairs, t, static_cast<float>(lam), parallel, out, lg);
-  }
-  return py::make_tuple(dists, logits);
-}
-
-// Large galleries: the caller computes the frame dot products with one BLAS sgemm per view
-// (dots [2, Q*T, N*T]) and the norms ([2, Q*T], [2, N*T]); this assembles the tiles and runs
-// the DPs. (For small episodes ``fuse`` is faster: no BLAS threads to wake.)
-py::tuple fuse_dots(farr dots, farr qnorm, farr pnorm, int q_count, int n_count, int t, double lam, double eps) {
-  const long qt = static_cast<long>(q_count) * t, nt = static_cast<long>(n_count) * t;
-  if (dots.ndim() != 3 || dots.shape(0) != 2 || dots.shape(1) != qt || dots.shape(2) != nt)
-    throw std::invalid_argument("dots must be [2, Q*T, N*T]");
-  if (qnorm.ndim() != 2 || qnorm.shape(0) != 2 || qnorm.shape(1) != qt)
-    throw std::invalid_argument("qnorm must be [2, Q*T]");
-  if (pnorm.ndim() != 2 || pnorm.shape(0) != 2 || pnorm.shape(1) != nt)
-    throw std::invalid_argument("pnorm must be [2, N*T]");
-  if (!(lam > 0)) throw std::invalid_argument("lam must be > 0");
-  const long pairs = static_cast<long>(q_count) * n_count, tt = static_cast<long>(t) * t;
-  py::array_t<float> dists({4L, static_cast<long>(q_count), static_cast<long>(n_count)});
-  py::array_t<float> logits({static_cast<long>(q_count), static_cast<long>(n_count)});
-  const float* dp = dots.data();
-  const float* qn = qnorm.data();
-  const float* pn = pnorm.data();
-  float* out = dists.mutable_data();
-  float* lg = logits.mutable_data();
-  {
-    py::gil_scoped_release release;
-    std::vector<float> delta(static_cast<size_t>(pairs) * 2 * tt);
-    for (long pair = 0; pair < pairs; ++pair) {
-      const long q = pair / n_count, n = pair % n_count;
-      for (int v = 0; v < 2; ++v) {
-        float* tile = delta.data() + (pair * 2 + v) * tt;
-        for (int i = 0; i < t; ++i) {
-          const double a = qn[v * qt + q * t + i];
-          const float* drow = dp + v * qt * nt + (q * t + i) * nt + n * t;
-          for (int j = 0; j < t; ++j)
-            tile[i * t + j] = static_cast<float>(1.0 - drow[j] / (a * static_cast<double>(pn[v * nt + n * t + j]) + eps));
-        }
-      }
-    }
-    run_dps(delta, pairs, t, static_cast<float>(lam), false, out, lg);
+    run_dps(delta, pairs, t, static_cast<float>(lam), team, out, lg);
   }
   return py::make_tuple(dists, logits);
 }
@@ -455,9 +567,11 @@ py::array_t<double> otam(darr delta, double lam) {
 PYBIND11_MODULE(_cpu_otam, m) {
   m.doc() = "Fused soft-OTAM distance fusion (CLIP-MDMF), CPU tier";
   m.def("fuse", &fuse, py::arg("z_local"), py::arg("p_local"), py::arg("z_global"), py::arg("p_global"),
-        py::arg("lam"), py::arg("eps"), "dists [4, Q, N] and logits [Q, N] of both views' outputs");
-  m.def("fuse_dots", &fuse_dots, py::arg("dots"), py::arg("qnorm"), py::arg("pnorm"), py::arg("q_count"),
-        py::arg("n_count"), py::arg("t"), py::arg("lam"), py::arg("eps"),
-        "dists and logits from precomputed frame dot products [2, Q*T, N*T] and norms");
+        py::arg("lam"), py::arg("eps"), py::arg("threads") = 0, py::arg("isa") = -1,
+        "dists [4, Q, N] and logits [Q, N] of both views' outputs; threads: 0 = by the work, else that many; "
+        "isa: -1 = the best here, 0 = portable dots, 1 = AVX2 + FMA (NEON), 2 = AVX-512 (an isa this CPU lacks "
+        "runs its panels at the same width in portable vectors)");
+  m.def("best_isa", &best_isa, "instruction set of the frame dot products here (see fuse)");
+  m.def("max_threads", &max_threads, "OpenMP threads the kernel uses for large calls");
   m.def("otam", &otam, py::arg("delta"), py::arg("lam"), "stabilised single-direction OTAM of [B, R, M] -> [B]");
 }

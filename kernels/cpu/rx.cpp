@@ -22,6 +22,7 @@
 // raw radiances (~1e3..1e4) would cause in M - s s^T / n.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "band_gram.h"
 #include "simd.h"
@@ -29,9 +30,13 @@
 #include "transpose4.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #ifdef _OPENMP
@@ -158,7 +163,7 @@ __attribute__((always_inline)) inline v4d lane_pivot(double* aj, int j, const do
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands, double tol, double* score,
-                                unsigned char* ok) {
+                                unsigned char* ok, bool twice) {
   double floor[kLanes];
   for (int q = 0; q < kLanes; ++q) {
     double max_diag = 0.0;
@@ -250,6 +255,15 @@ void cholesky_mahalanobis_lanes(double* a, const double* z, double* u, int bands
     store4(u + i * kLanes, ui);
     acc += ui * ui;
   }
+  if (twice) {  // |A^-1 z|^2 = |L^-T (L^-1 z)|^2: the backward solve, row by row of the packed L
+    acc = v4d{0.0, 0.0, 0.0, 0.0};
+    for (int i = bands - 1; i >= 0; --i) {
+      const double* ai = lane_row(a, i);
+      const v4d vi = load4(u + i * kLanes) / load4(ai + i * kLanes);
+      acc += vi * vi;
+      for (int k = 0; k < i; ++k) store4(u + k * kLanes, load4(u + k * kLanes) - load4(ai + k * kLanes) * vi);
+    }
+  }
   for (int q = 0; q < kLanes; ++q) score[q] = acc[q];
 }
 
@@ -268,8 +282,8 @@ void fill_identity_lane(double* lane_cov, double* z4, int bands, int lane) {
 #if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-void interleave_lanes(const double* lanes, size_t pk, double* cov4) {
-  const double *l0 = lanes, *l1 = lanes + pk, *l2 = lanes + 2 * pk, *l3 = lanes + 3 * pk;
+void interleave_lanes(const double* lanes, size_t stride, size_t pk, double* cov4) {
+  const double *l0 = lanes, *l1 = lanes + stride, *l2 = lanes + 2 * stride, *l3 = lanes + 3 * stride;
   size_t k = 0;
   for (; k + 4 <= pk; k += 4) {
     v4d col[4];
@@ -277,7 +291,7 @@ void interleave_lanes(const double* lanes, size_t pk, double* cov4) {
     for (int i = 0; i < 4; ++i) store4(cov4 + (k + i) * kLanes, col[i]);
   }
   for (; k < pk; ++k)
-    for (int q = 0; q < kLanes; ++q) cov4[k * kLanes + q] = lanes[q * pk + k];
+    for (int q = 0; q < kLanes; ++q) cov4[k * kLanes + q] = lanes[q * stride + k];
 }
 
 // ---- Shared outer windows ----------------------------------------------------------------
@@ -411,15 +425,26 @@ std::vector<Run> window_runs(int length, int size) {
   return runs;
 }
 
+// Cost of one unit of work of each kind the paths spend their time on, in any common unit (the
+// Python wrapper passes nanoseconds measured on the running machine by measure_costs, cached per
+// CPU model): a multiply-add of the direct path's lockstep Cholesky (and of its ring), one of the
+// shared path's register-tiled Gram and bordered factorisation (and its guard corrections), and
+// one add of the memory-bound column-moment slide. The defaults are the fixed ratios the model
+// had before it was measured (one add ~ ten multiply-adds).
+struct Costs {
+  double direct_mac = 1.0, tile_mac = 1.0, moment_add = 10.0;
+};
+
 // The pixels of one outer-window group and the union of their guard windows.
 struct Group {
   Run rows, cols;
   int u_row0, u_rows, u_col0, u_cols;  // union of the guard windows
-  double cost;                         // estimated multiply-adds on the shared-window path
+  double cost;                         // estimated cost on the shared-window path
   int union_size() const { return u_rows * u_cols; }
 };
 
-Group make_group(const Run& rows, const Run& cols, int height, int width, int inner, int outer, int bands) {
+Group make_group(const Run& rows, const Run& cols, int height, int width, int inner, int outer, int bands,
+                 const Costs& costs) {
   int r0, r1, c0, c1, stop;
   window_bounds(rows.first, inner, height, r0, stop);
   window_bounds(rows.last, inner, height, r1, stop);
@@ -428,25 +453,24 @@ Group make_group(const Run& rows, const Run& cols, int height, int width, int in
   Group g{rows, cols, r0, r1 + inner - r0, c0, c1 + inner - c0, 0.0};
   const double b = bands, u = g.union_size(), ni = static_cast<double>(inner) * inner;
   const double pixels = static_cast<double>(rows.count()) * cols.count();
-  g.cost = static_cast<double>(outer) * outer * b * b / 2 + b * b * b / 6 + u * b * b / 2 + u * u * b / 2 +
-           pixels * ni * ni * (ni / 6 + 2);
+  g.cost = costs.tile_mac * (static_cast<double>(outer) * outer * b * b / 2 + b * b * b / 6 + u * b * b / 2 +
+                             u * u * b / 2 + pixels * ni * ni * (ni / 6 + 2));
   return g;
 }
 
-// The direct path's multiply-adds for one pixel: its B^3/6 Cholesky, the ring and covariance.
-inline double direct_cost(int bands) { return static_cast<double>(bands) * bands * (bands / 6.0 + 3.0); }
-
-// Sliding the column moments is a memory-bound stream of packed B x B triangles: one add per
-// element read and written. Measured on the direct path, one such add costs about as much as
-// ten multiply-adds of the register-tiled factorisations.
-constexpr double kMomentAddCost = 10.0;
+// The direct path's cost for one pixel: its B^3/6 Cholesky, the ring and covariance.
+inline double direct_cost(int bands, const Costs& costs) {
+  return costs.direct_mac * static_cast<double>(bands) * bands * (bands / 6.0 + 3.0);
+}
 
 // The direct path's cost for the rows it scores, beyond its per-pixel work: each row moves the
 // outer and inner column moments by one row in and one out (2 x 2 x W packed triangles), and
-// the first row of a run of rows fills them afresh ((outer + inner) x W triangles).
-double direct_row_overhead(int width, int bands, int inner, int outer, bool fresh) {
+// the first row of a run of rows fills them afresh ((outer + inner) x W triangles). Sliding
+// the moments is a memory-bound stream of packed B x B triangles, one add per element read and
+// written: its unit cost against the factorisations' FMAs depends on the machine's memory.
+double direct_row_overhead(int width, int bands, int inner, int outer, bool fresh, const Costs& costs) {
   const double triangles = fresh ? static_cast<double>(outer + inner) * width : 4.0 * width;
-  return kMomentAddCost * triangles * packed_size(bands);
+  return costs.moment_add * triangles * packed_size(bands);
 }
 
 struct GroupScratch {
@@ -505,6 +529,7 @@ void score_group(const double* x, int height, int width, int bands, int inner, i
           s.idx[r * inner + c] = (ir0 + r - grp.u_row0) * grp.u_cols + (ic0 + c - grp.u_col0);
       const int own = (i - ir0) * inner + (j - ic0);
       const size_t p = static_cast<size_t>(i) * width + j;
+      if (need[p] != 1) continue;  // routed to the sample-space path
       double score;
       if (guard_correction(s.gu.data(), nu4, s.idx.data(), ni, own, n, s.k.data(), s.g.data(), score)) {
         out[p] = score;
@@ -600,10 +625,10 @@ void score_rings(const DirectPass& d, ColumnMoments& outer_cols, ColumnMoments& 
       for (int b = 0; b < bands; ++b) z4[b * kLanes + lane] = v[b] - mean[b];
       if (lane == kLanes - 1 || t == t1 - 1) {
         for (int q = lane + 1; q < kLanes; ++q) fill_identity_lane(lanes.data() + q * pk, z4.data(), bands, q);
-        interleave_lanes(lanes.data(), pk, cov4.data());
+        interleave_lanes(lanes.data(), pk, pk, cov4.data());
         double score[kLanes];
         unsigned char ok[kLanes];
-        cholesky_mahalanobis_lanes(cov4.data(), z4.data(), u4.data(), bands, d.pivot_tol, score, ok);
+        cholesky_mahalanobis_lanes(cov4.data(), z4.data(), u4.data(), bands, d.pivot_tol, score, ok, false);
         for (int q = 0; q <= lane; ++q) {
           const size_t idx = static_cast<size_t>(i) * width + todo[t - lane + q];
           d.out[idx] = ok[q] ? score[q] : std::nan("");
@@ -615,20 +640,358 @@ void score_rings(const DirectPass& d, ColumnMoments& outer_cols, ColumnMoments& 
   }
 }
 
+// ---- Sample space: rings with no more distinct spectra than bands -------------------------
+// A ring of n background pixels holding k distinct spectra u_a (multiplicity c_a, k <= B) has
+// the singular covariance C = Y^T Y / (n - 1), Y the k x B rows sqrt(c_a) (u_a - m). Its
+// pseudo-inverse is taken in the k-dimensional sample space:
+//   z^T C^+ z = (n - 1) |G^+ Y z|^2,   G = Y Y^T (k x k),
+// since (Y^T Y)^+ = Y^T (Y Y^T)^+2 Y. G has one structural null vector s = sqrt(c) (the rows are
+// centred: Y^T s = 0) and Y z is orthogonal to it, so with G' = G + alpha s s^T / n,
+// G'^-1 Y z = G^+ Y z exactly. G' is positive definite when the k spectra are affinely
+// independent; then every nonzero eigenvalue of C is one of G / (n - 1) and, with no pivot
+// under pivot_tol, far above the reference's cutoff, which keeps them all: the pinv equals the
+// inverse on that range. One k x k Cholesky (the direct path's four-pixel lockstep code) and a
+// forward and a backward solve per pixel, instead of B^3 / 6 and an SVD. Exact duplicates (ABU
+// scenes repeat 5-18% of their pixels) merge into one row weighted by their count, so they do
+// not make G' singular; any other dependency leaves a pivot under the floor and the pixel to
+// the decomposition path (an SVD of the ring).
+//
+// G's entries are u_a . u_b - m . u_a - m . u_b + m . m with m . u_a = sum_b c_b u_a . u_b / n:
+// dot products of pixel pairs of one outer window, read from a table of every pixel's dots with
+// the pixels at offsets (dr, dc), 0 <= dr < outer, |dc| < outer (dr = 0: dc >= 0). The table
+// holds `outer` image rows at a time (a ring filled row by row as the windows slide down),
+// computed in 4 x 4 register tiles: 2 outer^2 B multiply-adds per pixel.
+
+// Canonical index (the first pixel in raster order) of every pixel's spectrum; `any` says
+// whether two pixels share one. Bitwise equality, found through a hash of the spectra.
+std::vector<int> duplicate_ids(const double* x, long pixels, int bands, bool& any) {
+  std::vector<uint64_t> hash(pixels);
+  for (long p = 0; p < pixels; ++p) {
+    uint64_t h = 1469598103934665603ULL;
+    const double* v = x + p * bands;
+    for (int b = 0; b < bands; ++b) {
+      uint64_t bits;
+      std::memcpy(&bits, v + b, sizeof bits);
+      h = (h ^ bits) * 1099511628211ULL;
+      h ^= h >> 29;
+    }
+    hash[p] = h;
+  }
+  std::vector<int> order(pixels), id(pixels);
+  for (long p = 0; p < pixels; ++p) order[p] = static_cast<int>(p);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return hash[a] != hash[b] ? hash[a] < hash[b] : a < b; });
+  any = false;
+  for (long s = 0; s < pixels;) {
+    long e = s + 1;
+    while (e < pixels && hash[order[e]] == hash[order[s]]) ++e;
+    for (long i = s; i < e; ++i) {  // within a run of equal hashes: the first equal spectrum
+      id[order[i]] = order[i];
+      for (long j = s; j < i; ++j)
+        if (id[order[j]] == order[j] &&
+            std::memcmp(x + static_cast<long>(order[i]) * bands, x + static_cast<long>(order[j]) * bands,
+                        sizeof(double) * bands) == 0) {
+          id[order[i]] = order[j];
+          any = true;
+          break;
+        }
+    }
+    s = e;
+  }
+  return id;
+}
+
+// Distinct spectra in each pixel's ring (with `id` from duplicate_ids).
+std::vector<int> distinct_counts(const std::vector<int>& id, int height, int width, int inner, int outer) {
+  std::vector<int> count(static_cast<size_t>(height) * width);
+#pragma omp parallel
+  {
+    std::vector<int> seen(static_cast<size_t>(height) * width, -1);
+#pragma omp for schedule(static)
+    for (int p = 0; p < height * width; ++p) {
+      const int i = p / width, j = p % width;
+      int ro, ri, co, ci, stop, k = 0;
+      window_bounds(i, outer, height, ro, stop);
+      window_bounds(i, inner, height, ri, stop);
+      window_bounds(j, outer, width, co, stop);
+      window_bounds(j, inner, width, ci, stop);
+      for (int r = ro; r < ro + outer; ++r)
+        for (int c = co; c < co + outer; ++c) {
+          if (r >= ri && r < ri + inner && c >= ci && c < ci + inner) continue;
+          const int u = id[static_cast<size_t>(r) * width + c];
+          if (seen[u] != p) {
+            seen[u] = p;
+            ++k;
+          }
+        }
+      count[p] = k;
+    }
+  }
+  return count;
+}
+
+// out[m][q] = ra[m] . rb[q] over `len` doubles (len % 4 == 0): the Gram tile of band_gram.h with
+// its rows given by pointers.
+__attribute__((always_inline)) inline void pair_tile(const double* const* ra, const double* const* rb, long len,
+                                                     double out[4][4]) {
+  using edgesentry_tiles::kGramLanes;
+  using edgesentry_tiles::load_gram;
+  using edgesentry_tiles::vgram;
+  vgram acc[4][4] = {};
+  for (long k = 0; k < len; k += kGramLanes) {
+    vgram a[4], b[4];
+    for (int m = 0; m < 4; ++m) {
+      a[m] = load_gram(ra[m] + k);
+      b[m] = load_gram(rb[m] + k);
+    }
+    for (int m = 0; m < 4; ++m)
+      for (int q = 0; q < 4; ++q) acc[m][q] += a[m] * b[q];
+  }
+  for (int m = 0; m < 4; ++m)
+    for (int q = 0; q < 4; ++q) out[m][q] = edgesentry_tiles::hsum(acc[m][q]);
+}
+
+// Dot products of every pixel with the pixels less than `outer` apart along both axes, for
+// `outer` image rows. Both orders are stored (each pair twice): a pixel's row of the table then
+// holds all of its dots, so the Gram of a window is read and written row by row.
+struct PairDots {
+  int height, width, outer, span;  // span = 2 outer - 1 offsets along each axis
+  long bp;                         // bands padded to a multiple of 4 with zeros
+  std::vector<double> xp;          // [H * W][bp]
+  std::vector<double> ring;        // [outer slots][W][span row offsets][span column offsets]
+  std::vector<int> held;           // image row in each slot (-1: none)
+
+  PairDots(const double* x, int h, int w, int bands, int o)
+      : height(h), width(w), outer(o), span(2 * o - 1), bp(round_up4(bands)),
+        xp(static_cast<size_t>(h) * w * round_up4(bands), 0.0),
+        ring(static_cast<size_t>(o) * w * (2 * o - 1) * (2 * o - 1)), held(o, -1) {
+    for (long p = 0; p < static_cast<long>(h) * w; ++p) std::copy(x + p * bands, x + (p + 1) * bands, xp.data() + p * bp);
+  }
+
+  // Index of pixel (r, c)'s row, shifted so that adding r' span + c' gives its dot with (r', c').
+  long base(int r, int c) const {
+    return (static_cast<long>(r % outer) * width + c) * span * span + (outer - 1) * (span + 1) -
+           (static_cast<long>(r) * span + c);
+  }
+};
+
+// Columns [c0, c1) of image row r of the table (c0 % 4 == 0), in 4 x 4 pixel tiles.
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void fill_pair_row(PairDots& t, int r, int c0, int c1) {
+  const int w = t.width, reach = t.outer - 1, span = t.span;
+  double* row = t.ring.data() + static_cast<size_t>(r % t.outer) * w * span * span;
+  double out[4][4];
+  const double* ra[4];
+  const double* rb[4];
+  for (int dr = -reach; dr <= reach; ++dr) {
+    const int rr = r + dr;
+    if (rr < 0 || rr >= t.height) continue;
+    for (int a0 = c0; a0 < c1; a0 += 4) {
+      for (int m = 0; m < 4; ++m) ra[m] = t.xp.data() + (static_cast<size_t>(r) * w + std::min(a0 + m, w - 1)) * t.bp;
+      const int b_lo = std::max(0, a0 - reach), b_hi = std::min(w - 1, a0 + 3 + reach);
+      for (int b0 = b_lo; b0 <= b_hi; b0 += 4) {
+        for (int q = 0; q < 4; ++q)
+          rb[q] = t.xp.data() + (static_cast<size_t>(rr) * w + std::min(b0 + q, w - 1)) * t.bp;
+        pair_tile(ra, rb, t.bp, out);
+        for (int m = 0; m < 4 && a0 + m < c1; ++m)
+          for (int q = 0; q < 4 && b0 + q < w; ++q) {
+            const int dc = b0 + q - (a0 + m);
+            if (dc >= -reach && dc <= reach)
+              row[(static_cast<size_t>(a0 + m) * span + dr + reach) * span + dc + reach] = out[m][q];
+          }
+      }
+    }
+  }
+}
+
+// The sample-space pass: pixels with need == 2 are scored (need = 0) or left to the
+// decomposition path (need = 3).
+struct SamplePass {
+  int height, width, bands, inner, outer;
+  double pivot_tol;
+  const int* id;  // duplicate_ids, or nullptr when every spectrum is distinct
+  uint8_t* need;
+  double* out;
+};
+
+// One pixel's lane: G' (packed lower, k rows) and w = Y z; returns k (0: more than `bands`).
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+int build_sample_lane(const SamplePass& s, const PairDots& t, int i, int j, std::vector<int>& seen,
+                      std::vector<int>& rows, std::vector<int>& cols, std::vector<long>& offset,
+                      std::vector<double>& cnt, std::vector<double>& mu, std::vector<double>& pd, double* lane,
+                      double* w) {
+  const int width = s.width, inner = s.inner, outer = s.outer;
+  int ro, ri, co, ci, stop, k = 0;
+  window_bounds(i, outer, s.height, ro, stop);
+  window_bounds(i, inner, s.height, ri, stop);
+  window_bounds(j, outer, width, co, stop);
+  window_bounds(j, inner, width, ci, stop);
+  bool too_many = false;  // more distinct spectra than bands: G is singular
+  for (int r = ro; r < ro + outer && !too_many; ++r)
+    for (int c = co; c < co + outer; ++c) {
+      if (r >= ri && r < ri + inner && c >= ci && c < ci + inner) continue;
+      if (s.id) {
+        const int u = s.id[static_cast<size_t>(r) * width + c];
+        if (seen[u] >= 0) {
+          cnt[seen[u]] += 1.0;
+          continue;
+        }
+        seen[u] = k;
+      }
+      if (k == s.bands) {
+        too_many = true;
+        break;
+      }
+      rows[k] = r;
+      cols[k] = c;
+      cnt[k++] = 1.0;
+    }
+  if (s.id)  // clear the marks (of every window pixel: the scan may have stopped early)
+    for (int r = ro; r < ro + outer; ++r)
+      for (int c = co; c < co + outer; ++c) seen[s.id[static_cast<size_t>(r) * width + c]] = -1;
+  if (too_many || k == 0) return 0;
+  const double n = static_cast<double>(outer) * outer - static_cast<double>(inner) * inner;
+  // raw dots u_a . u_b (b <= a) and m . u_a, row by row of the packed lower triangle (u_a's
+  // table row holds them all)
+  std::fill(mu.begin(), mu.begin() + k, 0.0);
+  for (int a = 0; a < k; ++a) offset[a] = static_cast<long>(rows[a]) * t.span + cols[a];
+  const double* ring = t.ring.data();
+  for (int a = 0; a < k; ++a) {
+    const double* ta = ring + t.base(rows[a], cols[a]);
+    double* la = lane + static_cast<size_t>(a) * (a + 1) / 2;
+    const double ca = cnt[a];
+    double acc = 0.0;
+    for (int b = 0; b < a; ++b) {
+      const double v = ta[offset[b]];
+      la[b] = v;
+      acc += cnt[b] * v;
+      mu[b] += ca * v;
+    }
+    la[a] = ta[offset[a]];
+    mu[a] += acc + ca * la[a];
+  }
+  double mm = 0.0, mp = 0.0, trace = 0.0;
+  for (int a = 0; a < k; ++a) {
+    mu[a] /= n;
+    mm += cnt[a] * mu[a];
+    pd[a] = ring[t.base(i, j) + offset[a]];
+    mp += cnt[a] * pd[a];
+  }
+  mm /= n;
+  mp /= n;
+  for (int a = 0; a < k; ++a) trace += cnt[a] * (lane[static_cast<size_t>(a) * (a + 3) / 2] - 2.0 * mu[a] + mm);
+  const double shift = mm + trace / k / n;  // alpha = trace / k: the mean eigenvalue
+  for (int a = 0; a < k; ++a) cnt[a] = std::sqrt(cnt[a]);
+  for (int a = 0; a < k; ++a) {
+    double* la = lane + static_cast<size_t>(a) * (a + 1) / 2;
+    const double sa = cnt[a], ma = mu[a] - shift;
+#pragma omp simd
+    for (int b = 0; b <= a; ++b) la[b] = sa * cnt[b] * (la[b] - ma - mu[b]);
+    w[a] = sa * (pd[a] - mu[a] - mp + mm);
+  }
+  return k;
+}
+
+// Called by every thread of a parallel region, like score_rings: rows in order, the table rows
+// of each row's windows filled by all threads (columns split), then the row's pixels scored four
+// at a time.
+void score_samples(const SamplePass& s, PairDots& t) {
+#ifdef _OPENMP
+  const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+  const int nt = 1, me = 0;
+#endif
+  const int height = s.height, width = s.width, bands = s.bands, outer = s.outer;
+  const double n = static_cast<double>(outer) * outer - static_cast<double>(s.inner) * s.inner;
+  const size_t stride = packed_size(bands);
+  std::vector<int> seen(s.id ? static_cast<size_t>(height) * width : 0, -1), rows(bands), cols(bands), todo;
+  std::vector<long> offset(bands);
+  std::vector<double> cnt(bands), mu(bands), pd(bands), lanes(stride * kLanes), cov4(stride * kLanes),
+      w4(static_cast<size_t>(bands) * kLanes), u4(static_cast<size_t>(bands) * kLanes), w(bands);
+  int ks[kLanes], js[kLanes];
+  // this thread's share of a table row: columns [c0, c1), a multiple of 4 wide
+  const int quads = (width + 3) / 4, c0 = std::min(width, quads * me / nt * 4),
+            c1 = std::min(width, quads * (me + 1) / nt * 4);
+  for (int i = 0; i < height; ++i) {
+    todo.clear();
+    for (int j = 0; j < width; ++j)
+      if (s.need[static_cast<size_t>(i) * width + j] == 2) todo.push_back(j);
+    if (todo.empty()) continue;  // every thread sees the same rows
+    int ro, stop;
+    window_bounds(i, outer, height, ro, stop);
+    for (int r = ro; r < stop; ++r)
+      if (t.held[r % outer] != r && c0 < c1) fill_pair_row(t, r, c0, c1);
+#pragma omp barrier
+#pragma omp single
+    for (int r = ro; r < stop; ++r) t.held[r % outer] = r;  // (implicit barrier)
+    const int lane_groups = (static_cast<int>(todo.size()) + kLanes - 1) / kLanes;
+    const int t0 = std::min<int>(todo.size(), lane_groups * me / nt * kLanes);
+    const int t1 = std::min<int>(todo.size(), lane_groups * (me + 1) / nt * kLanes);
+    for (int g = t0; g < t1; g += kLanes) {
+      int kmax = 0;
+      for (int q = 0; q < kLanes; ++q) {
+        js[q] = g + q < t1 ? todo[g + q] : -1;
+        ks[q] = js[q] < 0 ? 0
+                          : build_sample_lane(s, t, i, js[q], seen, rows, cols, offset, cnt, mu, pd,
+                                              lanes.data() + q * stride, w.data());
+        for (int a = 0; a < ks[q]; ++a) w4[a * kLanes + q] = w[a];
+        kmax = std::max(kmax, ks[q]);
+      }
+      if (kmax == 0) {
+        for (int q = 0; q < kLanes; ++q)
+          if (js[q] >= 0) s.need[static_cast<size_t>(i) * width + js[q]] = 3;
+        continue;
+      }
+      for (int q = 0; q < kLanes; ++q) {  // pad every lane to kmax rows: identity at its own scale, w = 0
+        double* lane = lanes.data() + q * stride;
+        double scale = 0.0;
+        for (int a = 0; a < ks[q]; ++a) scale = std::max(scale, lane[static_cast<size_t>(a) * (a + 3) / 2]);
+        if (!(scale > 0.0)) scale = 1.0;
+        for (int a = ks[q]; a < kmax; ++a) {
+          double* la = lane + static_cast<size_t>(a) * (a + 1) / 2;
+          std::fill(la, la + a, 0.0);
+          la[a] = scale;
+          w4[a * kLanes + q] = 0.0;
+        }
+      }
+      interleave_lanes(lanes.data(), stride, packed_size(kmax), cov4.data());
+      double score[kLanes];
+      unsigned char ok[kLanes];
+      cholesky_mahalanobis_lanes(cov4.data(), w4.data(), u4.data(), kmax, s.pivot_tol, score, ok, true);
+      for (int q = 0; q < kLanes; ++q) {
+        if (js[q] < 0) continue;
+        const size_t p = static_cast<size_t>(i) * width + js[q];
+        if (ks[q] > 0 && ok[q]) {
+          s.out[p] = (n - 1.0) * score[q];
+          s.need[p] = 0;
+        } else {
+          s.need[p] = 3;
+        }
+      }
+    }
+#pragma omp barrier  // the next row's fill overwrites table slots
+  }
+}
+
 // Which pixels share their outer window with enough neighbours for the shared-window path to
 // cost less than the direct path (mode 0: none, 1: by the cost model, 2: all). A group is
 // shared when that is cheaper than its pixels' own factorisations; then every run of rows
 // left to the direct path is checked as a whole, with the cost of filling and sliding its
 // column moments: a few leftover pixels (on a small image: the ones whose outer window is
 // shared with nobody) are cheaper on the shared-window path too.
-std::vector<Group> shared_window_groups(int height, int width, int bands, int inner, int outer, int mode) {
+std::vector<Group> shared_window_groups(int height, int width, int bands, int inner, int outer, int mode,
+                                        const Costs& costs) {
   std::vector<Group> chosen, direct;
   if (mode == 0) return chosen;
   const std::vector<Run> row_runs = window_runs(height, outer), col_runs = window_runs(width, outer);
   for (const Run& rows : row_runs)
     for (const Run& cols : col_runs) {
-      const Group g = make_group(rows, cols, height, width, inner, outer, bands);
-      const bool shared = mode == 2 || g.cost < static_cast<double>(rows.count()) * cols.count() * direct_cost(bands);
+      const Group g = make_group(rows, cols, height, width, inner, outer, bands, costs);
+      const bool shared =
+          mode == 2 || g.cost < static_cast<double>(rows.count()) * cols.count() * direct_cost(bands, costs);
       (shared ? chosen : direct).push_back(g);
     }
   // direct groups come in row order; take one stretch of consecutive direct rows at a time
@@ -640,12 +1003,12 @@ std::vector<Group> shared_window_groups(int height, int width, int bands, int in
       const Group& g = direct[b];
       if (g.rows.first != run_first) {  // the next row run: it must follow the stretch's last row
         if (g.rows.first != last_row + 1) break;
-        direct_total += direct_row_overhead(width, bands, inner, outer, b == a) +
-                        (g.rows.count() - 1) * direct_row_overhead(width, bands, inner, outer, false);
+        direct_total += direct_row_overhead(width, bands, inner, outer, b == a, costs) +
+                        (g.rows.count() - 1) * direct_row_overhead(width, bands, inner, outer, false, costs);
         run_first = g.rows.first;
         last_row = g.rows.last;
       }
-      direct_total += static_cast<double>(g.rows.count()) * g.cols.count() * direct_cost(bands);
+      direct_total += static_cast<double>(g.rows.count()) * g.cols.count() * direct_cost(bands, costs);
       shared_total += g.cost;
     }
     if (shared_total < direct_total) chosen.insert(chosen.end(), direct.begin() + a, direct.begin() + b);
@@ -656,36 +1019,69 @@ std::vector<Group> shared_window_groups(int height, int width, int bands, int in
   return chosen;
 }
 
+void check_local_args(const py::array& cube, int inner, int outer, const char* what) {
+  const std::string name(what);
+  if (cube.ndim() != 3) throw std::invalid_argument(name + ": cube must be (H, W, B); got ndim " + std::to_string(cube.ndim()));
+  const long height = cube.shape(0), width = cube.shape(1);
+  if (cube.shape(2) < 1) throw std::invalid_argument(name + ": cube has no bands");
+  if (inner < 1 || outer <= inner)
+    throw std::invalid_argument(name + ": need 1 <= inner < outer; got inner=" + std::to_string(inner) +
+                                ", outer=" + std::to_string(outer));
+  if (outer > height || outer > width)
+    throw std::invalid_argument(name + ": outer window " + std::to_string(outer) + " exceeds the image " +
+                                std::to_string(height) + "x" + std::to_string(width));
+  if (static_cast<double>(outer) * outer - static_cast<double>(inner) * inner < 2)
+    throw std::invalid_argument(name + ": fewer than 2 background pixels");
+}
+
+// Path of every pixel (need): 1 = its ring's covariance (shared window or direct path), 2 = the
+// sample space (rings with no more distinct spectra than bands: their covariance is singular),
+// 3 = a decomposition of the ring (the caller's local_rx_decomposed).
+Costs checked_costs(const std::tuple<double, double, double>& c) {
+  const Costs costs{std::get<0>(c), std::get<1>(c), std::get<2>(c)};
+  if (!(costs.direct_mac > 0 && costs.tile_mac > 0 && costs.moment_add > 0) || !std::isfinite(costs.direct_mac) ||
+      !std::isfinite(costs.tile_mac) || !std::isfinite(costs.moment_add))
+    throw std::invalid_argument("costs must be three finite numbers > 0 (direct_mac, tile_mac, moment_add)");
+  return costs;
+}
+
 py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast> cube, int inner, int outer,
-                   double ridge, double pivot_tol, int shared_windows) {
-  if (cube.ndim() != 3) throw std::invalid_argument("local_rx: cube must be (H, W, B); got ndim " + std::to_string(cube.ndim()));
+                   double ridge, double pivot_tol, int shared_windows, bool sample_space,
+                   const std::tuple<double, double, double>& unit_costs) {
+  check_local_args(cube, inner, outer, "local_rx");
+  if (shared_windows < 0 || shared_windows > 2) throw std::invalid_argument("local_rx: shared_windows must be 0, 1 or 2");
   const int height = static_cast<int>(cube.shape(0));
   const int width = static_cast<int>(cube.shape(1));
   const int bands = static_cast<int>(cube.shape(2));
-  if (bands < 1) throw std::invalid_argument("local_rx: cube has no bands");
-  if (inner < 1 || outer <= inner)
-    throw std::invalid_argument("local_rx: need 1 <= inner < outer; got inner=" + std::to_string(inner) +
-                                ", outer=" + std::to_string(outer));
-  if (outer > height || outer > width)
-    throw std::invalid_argument("local_rx: outer window " + std::to_string(outer) + " exceeds the image " +
-                                std::to_string(height) + "x" + std::to_string(width));
-  if (shared_windows < 0 || shared_windows > 2) throw std::invalid_argument("local_rx: shared_windows must be 0, 1 or 2");
   const double n = static_cast<double>(outer) * outer - static_cast<double>(inner) * inner;
-  if (n < 2) throw std::invalid_argument("local_rx: fewer than 2 background pixels");
+  const size_t pixels = static_cast<size_t>(height) * width;
 
   py::array_t<double> scores({height, width});
   py::array_t<uint8_t> failed({height, width});
   const double* x = cube.data();
   double* out = scores.mutable_data();
-  uint8_t* bad = failed.mutable_data();
+  uint8_t* left = failed.mutable_data();
+  // Without a ridge a singular ring covariance needs the pseudo-inverse; with one it is never
+  // singular (and the sample space has no exact form).
+  const bool exact = ridge <= 0.0;
   // The diagonal loading depends on each ring's trace, which breaks the low-rank relation
-  // between a ring and its outer window: with a ridge every pixel takes the direct path.
-  const std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer, ridge > 0.0 ? 0 : shared_windows);
-
+  // between a ring and its outer window: with a ridge every pixel takes the direct path; so does
+  // every pixel when no ring has more pixels than bands (the window scatter is singular).
+  const bool full_rings = n > bands;
+  const std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer,
+                                                         ridge > 0.0 || !full_rings ? 0 : shared_windows,
+                                                         checked_costs(unit_costs));
   {
     py::gil_scoped_release release;
-    std::vector<uint8_t> need(static_cast<size_t>(height) * width, 1);
-    std::fill(bad, bad + static_cast<size_t>(height) * width, 0);
+    std::vector<int> id, distinct;
+    bool duplicates = false;
+    if (exact) id = duplicate_ids(x, static_cast<long>(pixels), bands, duplicates);
+    if (duplicates && full_rings) distinct = distinct_counts(id, height, width, inner, outer);
+    // k distinct spectra span at most k - 1 directions: k <= B leaves the ring covariance singular
+    const auto singular = [&](size_t p) { return exact && (!full_rings || (duplicates && distinct[p] <= bands)); };
+    std::vector<uint8_t> need(pixels);
+    for (size_t p = 0; p < pixels; ++p) need[p] = singular(p) ? (sample_space ? 2 : 3) : 1;
+    std::fill(left, left + pixels, 0);
 #pragma omp parallel
     {
       GroupScratch scratch;
@@ -694,7 +1090,8 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
         score_group(x, height, width, bands, inner, outer, groups[gi], pivot_tol, scratch, out, need.data());
     }
     if (std::find(need.begin(), need.end(), 1) != need.end()) {
-      const DirectPass pass{x, height, width, bands, inner, outer, ridge, pivot_tol, need.data(), out, bad};
+      std::vector<uint8_t> bad(pixels, 0);
+      const DirectPass pass{x, height, width, bands, inner, outer, ridge, pivot_tol, need.data(), out, bad.data()};
       // The column moments are shared: every thread slides its share of the columns to the
       // new window rows, then scores its share of the row's pixels (whole groups of kLanes
       // pixels, each thread starting its ring afresh). Splitting rows over threads instead
@@ -703,22 +1100,282 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
       ColumnMoments outer_cols(width, bands), inner_cols(width, bands);
 #pragma omp parallel
       score_rings(pass, outer_cols, inner_cols);
+      // a failed pivot: singular or too ill-conditioned for the Cholesky's accuracy
+      for (size_t p = 0; p < pixels; ++p)
+        if (need[p] == 1) need[p] = bad[p] ? 3 : 0;
     }
+    if (std::find(need.begin(), need.end(), 2) != need.end()) {
+      const SamplePass pass{height, width, bands, inner, outer, pivot_tol, duplicates ? id.data() : nullptr,
+                            need.data(), out};
+      PairDots dots(x, height, width, bands, outer);
+#pragma omp parallel
+      score_samples(pass, dots);
+    }
+    for (size_t p = 0; p < pixels; ++p)
+      if (need[p] == 3) {
+        left[p] = 1;
+        out[p] = std::nan("");
+      }
   }
   return py::make_tuple(scores, failed);
 }
 
+// ---- Decompositions: the reference's pseudo-inverse itself --------------------------------
+// For the rings the other paths leave (a pivot under the floor: dependent spectra other than
+// exact duplicates, or a covariance too ill-conditioned for the Cholesky), the pseudo-inverse
+// comes from LAPACK (scipy's, passed as capsules of scipy.linalg.cython_lapack) with the
+// reference's cutoff. Without a ridge: the SVD of the centred ring Xc = U S V^T (dgesdd), whose
+// right singular vectors and s^2 / (n - 1) are C's eigenpairs; it keeps s_k^2 > rcond s_max^2
+// exactly as pinv(C) keeps its singular values, and never squares the condition number the way
+// forming C (or the Gram Xc Xc^T) does. With a ridge: C + ridge trace / B I by dsyevd, keeping
+// |w| > rcond max |w| (a symmetric matrix's singular values are |w|).
+typedef void (*dgesdd_fn)(char*, int*, int*, double*, int*, double*, double*, int*, double*, int*, double*, int*,
+                          int*, int*);
+typedef void (*dsyevd_fn)(char*, char*, int*, double*, int*, double*, double*, int*, int*, int*, int*);
+
+struct Lapack {
+  dgesdd_fn dgesdd;
+  dsyevd_fn dsyevd;
+};
+
+struct DecompScratch {
+  std::vector<double> xc, a, s, u, vt, z, work;
+  std::vector<int> iwork;
+};
+
+// Thin SVD of the row-major n x B matrix s.xc (LAPACK sees its transpose, B x n): singular values
+// in s.s (descending), left singular vectors of the transpose (band space) as contiguous columns
+// of s.u. False on a LAPACK error.
+bool band_space_svd(dgesdd_fn dgesdd, int n, int bands, DecompScratch& s) {
+  char jobz = 'S';
+  int m = bands, cols = n, lda = bands, mn = std::min(bands, n), ldu = bands, ldvt = mn, lwork = -1, info = 0;
+  s.s.resize(mn);
+  s.u.resize(static_cast<size_t>(bands) * mn);
+  s.vt.resize(static_cast<size_t>(mn) * n);
+  s.iwork.resize(8 * static_cast<size_t>(mn));
+  double query;
+  dgesdd(&jobz, &m, &cols, s.xc.data(), &lda, s.s.data(), s.u.data(), &ldu, s.vt.data(), &ldvt, &query, &lwork,
+         s.iwork.data(), &info);
+  if (info != 0) return false;
+  lwork = static_cast<int>(query);
+  s.work.resize(std::max(lwork, 1));
+  dgesdd(&jobz, &m, &cols, s.xc.data(), &lda, s.s.data(), s.u.data(), &ldu, s.vt.data(), &ldvt, s.work.data(),
+         &lwork, s.iwork.data(), &info);
+  return info == 0;
+}
+
+// Eigenvalues (ascending, s.s) and eigenvectors (contiguous columns of s.a) of the symmetric m x m s.a.
+bool symmetric_eigen(dsyevd_fn dsyevd, int m, DecompScratch& s) {
+  char jobz = 'V', uplo = 'L';
+  int lwork = -1, liwork = -1, info = 0, lda = m, order = m, iquery = 0;
+  double query;
+  s.s.resize(m);
+  dsyevd(&jobz, &uplo, &order, s.a.data(), &lda, s.s.data(), &query, &lwork, &iquery, &liwork, &info);
+  if (info != 0) return false;
+  lwork = static_cast<int>(query);
+  liwork = iquery;
+  s.work.resize(std::max(lwork, 1));
+  s.iwork.resize(std::max(liwork, 1));
+  dsyevd(&jobz, &uplo, &order, s.a.data(), &lda, s.s.data(), s.work.data(), &lwork, s.iwork.data(), &liwork, &info);
+  return info == 0;
+}
+
+double decomposition_score(const double* x, int height, int width, int bands, int inner, int outer, double ridge,
+                           double rcond, int i, int j, const Lapack& lapack, DecompScratch& s) {
+  int ro, ri, co, ci, stop;
+  window_bounds(i, outer, height, ro, stop);
+  window_bounds(i, inner, height, ri, stop);
+  window_bounds(j, outer, width, co, stop);
+  window_bounds(j, inner, width, ci, stop);
+  const int n = outer * outer - inner * inner;
+  s.xc.resize(static_cast<size_t>(n) * bands);
+  s.z.assign(bands, 0.0);
+  int k = 0;
+  for (int r = ro; r < ro + outer; ++r)
+    for (int c = co; c < co + outer; ++c) {
+      if (r >= ri && r < ri + inner && c >= ci && c < ci + inner) continue;
+      const double* v = x + (static_cast<size_t>(r) * width + c) * bands;
+      std::copy(v, v + bands, s.xc.data() + static_cast<size_t>(k++) * bands);
+      for (int b = 0; b < bands; ++b) s.z[b] += v[b];
+    }
+  for (int b = 0; b < bands; ++b) s.z[b] /= n;  // the mean; then the rows are centred and z = x - mean
+  for (int a = 0; a < n; ++a)
+    for (int b = 0; b < bands; ++b) s.xc[static_cast<size_t>(a) * bands + b] -= s.z[b];
+  const double* v = x + (static_cast<size_t>(i) * width + j) * bands;
+  for (int b = 0; b < bands; ++b) s.z[b] = v[b] - s.z[b];
+  const auto project = [&](const double* vec) {
+    double d = 0.0;
+    for (int b = 0; b < bands; ++b) d += vec[b] * s.z[b];
+    return d;
+  };
+  double score = 0.0;
+  if (ridge <= 0.0) {
+    if (!band_space_svd(lapack.dgesdd, n, bands, s)) return std::nan("");
+    const int mn = std::min(n, bands);
+    const double cut = rcond * s.s[0] * s.s[0];
+    for (int e = 0; e < mn; ++e) {
+      const double sq = s.s[e] * s.s[e];
+      if (!(sq > cut)) break;  // descending
+      const double d = project(s.u.data() + static_cast<size_t>(e) * bands);
+      score += d * d / sq;
+    }
+    return (n - 1.0) * score;
+  }
+  s.a.assign(static_cast<size_t>(bands) * bands, 0.0);  // C + ridge trace / B I (lower triangle)
+  for (int a = 0; a < n; ++a) {
+    const double* xa = s.xc.data() + static_cast<size_t>(a) * bands;
+    for (int p = 0; p < bands; ++p) {
+      double* row = s.a.data() + static_cast<size_t>(p) * bands;
+      for (int q = 0; q <= p; ++q) row[q] += xa[p] * xa[q];
+    }
+  }
+  double trace = 0.0;
+  for (int p = 0; p < bands; ++p)
+    for (int q = 0; q <= p; ++q) {
+      const double c = s.a[static_cast<size_t>(p) * bands + q] / (n - 1);
+      s.a[static_cast<size_t>(p) * bands + q] = s.a[static_cast<size_t>(q) * bands + p] = c;
+      if (p == q) trace += c;
+    }
+  for (int p = 0; p < bands; ++p) s.a[static_cast<size_t>(p) * bands + p] += ridge * trace / bands;
+  if (!symmetric_eigen(lapack.dsyevd, bands, s)) return std::nan("");
+  double largest = 0.0;
+  for (int e = 0; e < bands; ++e) largest = std::max(largest, std::fabs(s.s[e]));
+  for (int e = 0; e < bands; ++e) {
+    if (!(std::fabs(s.s[e]) > rcond * largest)) continue;
+    const double d = project(s.a.data() + static_cast<size_t>(e) * bands);
+    score += d * d / s.s[e];
+  }
+  return score;
+}
+
+template <typename F>
+F lapack_function(const py::capsule& capsule) {
+  void* ptr = PyCapsule_GetPointer(capsule.ptr(), PyCapsule_GetName(capsule.ptr()));
+  if (ptr == nullptr) throw py::error_already_set();
+  return reinterpret_cast<F>(ptr);
+}
+
+// Scores of the given pixels ([m, 2] rows, columns) by the decomposition path.
+py::array_t<double> local_rx_decomposed(py::array_t<double, py::array::c_style | py::array::forcecast> cube,
+                                        int inner, int outer, double ridge, double rcond,
+                                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> pixels,
+                                        py::capsule dgesdd, py::capsule dsyevd) {
+  check_local_args(cube, inner, outer, "local_rx_decomposed");
+  if (pixels.ndim() != 2 || pixels.shape(1) != 2)
+    throw std::invalid_argument("local_rx_decomposed: pixels must be [m, 2]");
+  const int height = static_cast<int>(cube.shape(0)), width = static_cast<int>(cube.shape(1));
+  const int bands = static_cast<int>(cube.shape(2));
+  const long count = pixels.shape(0);
+  const int64_t* ij = pixels.data();
+  for (long e = 0; e < 2 * count; e += 2)
+    if (ij[e] < 0 || ij[e] >= height || ij[e + 1] < 0 || ij[e + 1] >= width)
+      throw std::invalid_argument("local_rx_decomposed: pixel index outside the image");
+  const Lapack lapack{lapack_function<dgesdd_fn>(dgesdd), lapack_function<dsyevd_fn>(dsyevd)};
+  py::array_t<double> scores(count);
+  double* out = scores.mutable_data();
+  const double* x = cube.data();
+  {
+    py::gil_scoped_release release;
+#pragma omp parallel
+    {
+      DecompScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+      for (long e = 0; e < count; ++e)
+        out[e] = decomposition_score(x, height, width, bands, inner, outer, ridge, rcond, static_cast<int>(ij[2 * e]),
+                                     static_cast<int>(ij[2 * e + 1]), lapack, scratch);
+    }
+  }
+  return scores;
+}
+
 // (H, W) uint8: 1 for the pixels the cost model gives to the shared-window path.
-py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int inner, int outer, int shared_windows) {
+py::array_t<uint8_t> shared_window_plan(int height, int width, int bands, int inner, int outer, int shared_windows,
+                                        const std::tuple<double, double, double>& unit_costs) {
   if (inner < 1 || outer <= inner || outer > height || outer > width || bands < 1)
     throw std::invalid_argument("shared_window_plan: need 1 <= inner < outer <= min(H, W) and B >= 1");
   py::array_t<uint8_t> plan({height, width});
   uint8_t* p = plan.mutable_data();
   std::fill(p, p + static_cast<size_t>(height) * width, 0);
-  for (const Group& g : shared_window_groups(height, width, bands, inner, outer, shared_windows))
+  for (const Group& g : shared_window_groups(height, width, bands, inner, outer, shared_windows, checked_costs(unit_costs)))
     for (int i = g.rows.first; i <= g.rows.last; ++i)
       for (int j = g.cols.first; j <= g.cols.last; ++j) p[static_cast<size_t>(i) * width + j] = 1;
   return plan;
+}
+
+volatile double measure_sink = 0.0;
+
+// Nanoseconds per unit of each kind of Costs, on this machine, one thread, B = `bands`: the best
+// of `repeats` runs of (1) the lockstep Cholesky of four B x B matrices, (2) the Gram tiles and
+// bordered factorisation of a 64-pixel window with 32 guard rows, (3) one row of column-moment
+// slides over 128 columns. ~50 ms in all at B = 200.
+py::dict measure_costs(int bands, int repeats) {
+  if (bands < 4 || bands > 4096 || repeats < 1) throw std::invalid_argument("measure_costs: need 4 <= bands <= 4096, repeats >= 1");
+  using clock = std::chrono::steady_clock;
+  const auto best = [&](const auto& run) {
+    double t = 1e300;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = clock::now();
+      run();
+      t = std::min(t, std::chrono::duration<double, std::nano>(clock::now() - t0).count());
+    }
+    return t;
+  };
+  const size_t pk = packed_size(bands);
+  double sink = 0.0, out_direct = 0.0, out_tile = 0.0, out_moment = 0.0;
+  py::dict out;
+  {
+    py::gil_scoped_release release;
+    // (1) four diagonally dominant SPD matrices, interleaved as the direct path does
+    std::vector<double> lanes(pk * kLanes), cov4(pk * kLanes), work(pk * kLanes), z4(static_cast<size_t>(bands) * kLanes),
+        u4(static_cast<size_t>(bands) * kLanes);
+    for (int q = 0; q < kLanes; ++q)
+      for (int i = 0; i < bands; ++i)
+        for (int j = 0; j <= i; ++j)
+          lanes[q * pk + static_cast<size_t>(i) * (i + 1) / 2 + j] = i == j ? bands + 1.0 + q : 1.0 / (1 + i + j + q);
+    for (size_t k = 0; k < z4.size(); ++k) z4[k] = 1.0 / (1.0 + k);
+    interleave_lanes(lanes.data(), pk, pk, cov4.data());
+    const double t_chol = best([&] {
+      std::copy(cov4.begin(), cov4.end(), work.begin());
+      double score[kLanes];
+      unsigned char ok[kLanes];
+      cholesky_mahalanobis_lanes(work.data(), z4.data(), u4.data(), bands, 1e-12, score, ok, false);
+      sink += score[0];
+    });
+    const double b = bands;
+    // (2) a window of 64 pixels and 32 guard rows: Gram, bordered factor, guard Gram
+    const long bp = round_up4(bands), len = 64, ldz = len + 4, rows = bp + 32;
+    std::vector<double> zt(bp * ldz), f(rows * bp), gu(32 * 32);
+    for (size_t k = 0; k < zt.size(); ++k) zt[k] = std::sin(0.37 * k);
+    const double t_tile = best([&] {
+      std::fill(f.begin(), f.end(), 0.0);
+      lower_gram(zt.data(), ldz, len, bp, f.data(), bp, false);
+      for (long i = 0; i < bp; ++i) f[i * bp + i] += 64.0;  // well conditioned
+      for (long r = bp; r < rows; ++r)
+        for (long c = 0; c < bp; ++c) f[r * bp + c] = std::cos(0.11 * (r + c));
+      factor_bordered(f.data(), bp, bp, rows, 1e-12);
+      lower_gram(f.data() + bp * bp, bp, bp, 32, gu.data(), 32, false);
+      sink += gu[0];
+    });
+    const double tile_macs = len * b * b / 2 + b * b * b / 6 + 32 * b * b / 2 + 32.0 * 32 * b / 2;
+    // (3) column moments: one image row of 128 pixels added and removed (at B >= 100 their
+    // moments outgrow the caches, as they do on the scenes the choice matters for)
+    const int width = 128;
+    std::vector<double> x(static_cast<size_t>(width) * bands), col_m(pk * width, 0.0), col_s(static_cast<size_t>(bands) * width, 0.0);
+    for (size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.05 * k);
+    const double t_moment = best([&] {
+      add_row(x.data(), 0, width, 0, width, bands, 1.0, col_m, col_s);
+      add_row(x.data(), 0, width, 0, width, bands, -1.0, col_m, col_s);
+      sink += col_m[1];
+    });
+    out_direct = t_chol / (kLanes * b * b * b / 6);
+    out_tile = t_tile / tile_macs;
+    out_moment = t_moment / (2.0 * width * pk);
+  }
+  out["direct_mac"] = out_direct;
+  out["tile_mac"] = out_tile;
+  out["moment_add"] = out_moment;
+  measure_sink = sink;  // keeps the timed work from being optimised away
+  return out;
 }
 
 int num_threads() { return edgesentry_threads::max_threads(); }
@@ -728,12 +1385,24 @@ int num_threads() { return edgesentry_threads::max_threads(); }
 PYBIND11_MODULE(_cpu_rx, m) {
   m.doc() = "Compiled CPU tier of the RX kernels (see edgesentry.kernels.rx)";
   m.def("local_rx", &local_rx, py::arg("cube"), py::arg("inner"), py::arg("outer"), py::arg("ridge") = 0.0,
-        py::arg("pivot_tol") = 1e-12, py::arg("shared_windows") = 1,
-        "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, failed) (H, W) arrays; "
-        "shared_windows: 0 = one Cholesky per pixel, 1 = shared outer windows where the cost model "
-        "says so, 2 = wherever possible");
+        py::arg("pivot_tol") = 1e-12, py::arg("shared_windows") = 1, py::arg("sample_space") = true,
+        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0),
+        "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, left) (H, W) arrays; "
+        "left marks the pixels left to local_rx_decomposed (scores NaN there). shared_windows: 0 = one "
+        "Cholesky per pixel, 1 = shared outer windows where the cost model says so, 2 = wherever "
+        "possible; sample_space: False sends rings with no more distinct spectra than bands to "
+        "local_rx_decomposed");
+  m.def("local_rx_decomposed", &local_rx_decomposed, py::arg("cube"), py::arg("inner"), py::arg("outer"),
+        py::arg("ridge"), py::arg("rcond"), py::arg("pixels"), py::arg("dgesdd"), py::arg("dsyevd"),
+        "Scores of the [m, 2] pixels from an SVD of their centred ring (with a ridge: an eigendecomposition of "
+        "the loaded covariance), the reference's pinv cutoff; dgesdd / dsyevd: capsules of "
+        "scipy.linalg.cython_lapack.__pyx_capi__");
   m.def("shared_window_plan", &shared_window_plan, py::arg("height"), py::arg("width"), py::arg("bands"),
         py::arg("inner"), py::arg("outer"), py::arg("shared_windows") = 1,
+        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0),
         "(H, W) uint8 mask of the pixels local_rx scores on the shared-window path");
+  m.def("measure_costs", &measure_costs, py::arg("bands"), py::arg("repeats") = 5,
+        "ns per unit of the cost model's work kinds on this machine (one thread): direct_mac, tile_mac, "
+        "moment_add (the costs argument of local_rx and shared_window_plan, in that order)");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use");
 }

@@ -42,16 +42,6 @@ namespace {
 // registers in the baseline), 2 on NEON (the whitening tile is then 8 pixels wide, so that its 16
 // accumulators stay in the 32 q registers).
 typedef double vd __attribute__((vector_size(edgesentry_simd::kVectorBytes)));
-typedef double vd_u __attribute__((vector_size(edgesentry_simd::kVectorBytes), aligned(alignof(double))));
-constexpr int kLanes = edgesentry_simd::kVectorBytes / sizeof(double);
-
-inline vd loadv(const double* p) { return *reinterpret_cast<const vd_u*>(p); }
-// not vd{} + x: 0.0 + -0.0 != -0.0 costs an add
-#ifdef EDGESENTRY_NEON
-inline vd splat(double x) { return vd{x, x}; }
-#else
-inline vd splat(double x) { return vd{x, x, x, x}; }
-#endif
 
 constexpr long KC = 256;  // pixels per packed chunk (measured: 128 and 512 were ~1.3x slower)
 // A tile's 4 band rows (8 KB) stay in L1 while the other rows stream from L2, and the whole
@@ -102,25 +92,26 @@ struct Pixels {
 };
 
 // d[k] = sum_r (sum_{c <= r} w[r][c] zt[c][k])^2 over the chunk's KC pixels (w: bands_pad^2,
-// lower triangular, zero-padded).
-#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void whiten_norms(const double* zt, const double* w, long bands_pad, double* d) {
-  constexpr int KV = 4, KB = KV * kLanes;  // pixels per tile: 4 vectors (16 on x86-64, 8 on NEON)
+// lower triangular, zero-padded), with vectors of type V along the pixels.
+template <typename V>
+__attribute__((always_inline)) inline void whiten_norms_t(const double* zt, const double* w, long bands_pad,
+                                                          double* d) {
+  constexpr int L = sizeof(V) / sizeof(double);
+  constexpr int KV = 4, KB = KV * L;  // pixels per tile: 4 vectors (16 with AVX2, 32 with AVX-512, 8 on NEON)
   // pixel blocks outer: a block's band rows (bands_pad x KB doubles) stay in L1 for every output
   // band tile, and W streams row by row
   for (long k0 = 0; k0 < KC; k0 += KB) {
-    vd norms[KV] = {};
+    V norms[KV] = {};
     for (long r0 = 0; r0 < bands_pad; r0 += TB) {
       const long depth = r0 + TB;  // w[r][c] = 0 for c > r
-      vd acc[TB][KV] = {};
+      V acc[TB][KV] = {};
       for (long c = 0; c < depth; ++c) {
         const double* z = zt + c * LDZ + k0;
-        vd zc[KV];
-        for (int q = 0; q < KV; ++q) zc[q] = loadv(z + kLanes * q);
+        V zc[KV];
+        for (int q = 0; q < KV; ++q) zc[q] = edgesentry_tiles::load_vec<V>(z + L * q);
         for (int i = 0; i < TB; ++i) {
-          const vd wi = splat(w[(r0 + i) * bands_pad + c]);
+          V wi;
+          for (int l = 0; l < L; ++l) wi[l] = w[(r0 + i) * bands_pad + c];  // a broadcast
           for (int q = 0; q < KV; ++q) acc[i][q] += wi * zc[q];
         }
       }
@@ -131,6 +122,67 @@ void whiten_norms(const double* zt, const double* w, long bands_pad, double* d) 
   }
 }
 
+#if defined(EDGESENTRY_X86) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void whiten_norms(const double* zt, const double* w, long bands_pad, double* d) {
+  whiten_norms_t<vd>(zt, w, bands_pad, d);
+}
+
+// Both passes with 8-double vectors (v8d): on AVX-512 CPUs the width their float64 peak needs
+// (the v4 clones above still use 4-double vectors, half of it, while OpenBLAS's GEMMs, and with
+// them spectral.rx, use 8). Without AVX-512 the same code runs split into narrower registers:
+// tests use it to check the 8-wide arithmetic on any machine.
+using edgesentry_tiles::v8d;
+#if defined(EDGESENTRY_X86)
+#define ES_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+ES_AVX512 void whiten_norms_avx512(const double* zt, const double* w, long bands_pad, double* d) {
+  whiten_norms_t<v8d>(zt, w, bands_pad, d);
+}
+ES_AVX512 void lower_gram_avx512(const double* zt, long ldz, long len, long n, double* f, long ldf, bool acc) {
+  edgesentry_tiles::lower_gram_t<v8d>(zt, ldz, len, n, f, ldf, acc);
+}
+#endif
+void whiten_norms_v8(const double* zt, const double* w, long bands_pad, double* d) {
+  whiten_norms_t<v8d>(zt, w, bands_pad, d);
+}
+void lower_gram_v8(const double* zt, long ldz, long len, long n, double* f, long ldf, bool acc) {
+  edgesentry_tiles::lower_gram_t<v8d>(zt, ldz, len, n, f, ldf, acc);
+}
+
+bool has_avx512() {
+#if defined(EDGESENTRY_X86)
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+// Vector width of the passes: `width` 0 = the native register (4 doubles on x86-64, 2 on NEON),
+// 8 = v8d (AVX-512 code where the CPU has it), -1 = 8 on AVX-512 CPUs, else native.
+int pass_width(int width) {
+  if (width == -1) return has_avx512() ? 8 : 0;
+  if (width != 0 && width != 8) throw std::invalid_argument("width must be -1 (auto), 0 (native) or 8");
+  return width;
+}
+
+void gram_pass(int width, const double* zt, long ldz, long len, long n, double* f, long ldf, bool acc) {
+#if defined(EDGESENTRY_X86)
+  if (width == 8 && has_avx512()) return lower_gram_avx512(zt, ldz, len, n, f, ldf, acc);
+#endif
+  if (width == 8) return lower_gram_v8(zt, ldz, len, n, f, ldf, acc);
+  edgesentry_tiles::lower_gram(zt, ldz, len, n, f, ldf, acc);
+}
+
+void whiten_pass(int width, const double* zt, const double* w, long bands_pad, double* d) {
+#if defined(EDGESENTRY_X86)
+  if (width == 8 && has_avx512()) return whiten_norms_avx512(zt, w, bands_pad, d);
+#endif
+  if (width == 8) return whiten_norms_v8(zt, w, bands_pad, d);
+  whiten_norms(zt, w, bands_pad, d);
+}
+
 Pixels checked_pixels(const darr& x, bool band_major) {
   if (x.ndim() != 2) throw std::invalid_argument("pixels must be 2-D: (N, B), or (B, N) band-major");
   const long n = band_major ? x.shape(1) : x.shape(0), bands = band_major ? x.shape(0) : x.shape(1);
@@ -139,8 +191,9 @@ Pixels checked_pixels(const darr& x, bool band_major) {
 }
 
 // (mean (B,), cov (B, B) with the N - 1 divisor) of float64 pixels (N, B).
-py::tuple moments(const darr& x, bool band_major) {
+py::tuple moments(const darr& x, bool band_major, int width) {
   const Pixels px = checked_pixels(x, band_major);
+  const int vw = pass_width(width);
   const long n = px.n, bands = px.bands, bands_pad = round_up(bands, TB);
   py::array_t<double> mean_out(bands), cov_out({bands, bands});
   double* mean = mean_out.mutable_data();
@@ -182,7 +235,7 @@ py::tuple moments(const darr& x, bool band_major) {
           for (long k = 0; k < KC; ++k) acc += row[k];
           s[b] += acc;
         }
-        edgesentry_tiles::lower_gram(zt.data(), LDZ, KC, bands_pad, c, bands_pad, true);
+        gram_pass(vw, zt.data(), LDZ, KC, bands_pad, c, bands_pad, true);
       }
     }
     std::vector<double> d(bands);
@@ -204,8 +257,9 @@ py::tuple moments(const darr& x, bool band_major) {
 }
 
 // Squared Mahalanobis distances |W (x - mean)|^2 for a lower-triangular W (B, B).
-py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, bool band_major) {
+py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, bool band_major, int width) {
   const Pixels px = checked_pixels(x, band_major);
+  const int vw = pass_width(width);
   const long n = px.n, bands = px.bands, bands_pad = round_up(bands, TB);
   if (mean.ndim() != 1 || mean.shape(0) != bands) throw std::invalid_argument("mean must be (B,)");
   if (w.ndim() != 2 || w.shape(0) != bands || w.shape(1) != bands) throw std::invalid_argument("W must be (B, B)");
@@ -225,7 +279,7 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, 
       for (long chunk = 0; chunk < chunks; ++chunk) {
         const long r0 = chunk * KC, rows = std::min(KC, n - r0);
         px.pack(r0, rows, bands_pad, pm, zt.data());
-        whiten_norms(zt.data(), wp.data(), bands_pad, dk.data());
+        whiten_pass(vw, zt.data(), wp.data(), bands_pad, dk.data());
         std::copy(dk.begin(), dk.begin() + rows, d + r0);
       }
     }
@@ -237,8 +291,10 @@ py::array_t<double> mahalanobis(const darr& x, const darr& mean, const darr& w, 
 
 PYBIND11_MODULE(_cpu_rx_global, m) {
   m.doc() = "Compiled CPU tier of global RX: centred moments and triangular whitening (no BLAS)";
-  m.def("moments", &moments, py::arg("pixels"), py::arg("band_major") = false,
-        "(N, B) float64 (or (B, N) with band_major) -> (mean (B,), covariance (B, B), N - 1 divisor)");
+  m.def("moments", &moments, py::arg("pixels"), py::arg("band_major") = false, py::arg("width") = -1,
+        "(N, B) float64 (or (B, N) with band_major) -> (mean (B,), covariance (B, B), N - 1 divisor); "
+        "width: -1 = 8-double vectors on AVX-512 CPUs, else native; 0 = native; 8 = 8-double vectors");
   m.def("mahalanobis", &mahalanobis, py::arg("pixels"), py::arg("mean"), py::arg("w"), py::arg("band_major") = false,
-        "|W (x - mean)|^2 per pixel for a lower-triangular W = L^-1 -> (N,) float64");
+        py::arg("width") = -1, "|W (x - mean)|^2 per pixel for a lower-triangular W = L^-1 -> (N,) float64");
+  m.def("has_avx512", &has_avx512, "whether width -1 runs the AVX-512 code here");
 }

@@ -1,11 +1,13 @@
 """Soft-OTAM fusion, CPU tier: one call into compiled C++ (``kernels/cpu/otam.cpp``).
 
-The kernel computes the frame norms; the cosine-distance tiles of every (query, class) pair
-(2 x 4 register-blocked AVX2/FMA micro-kernel on x86-64, a vectorised dot elsewhere); the four
-OTAM DPs per pair in float32 with a stabilised soft-min, eight DPs in lockstep across SIMD
-lanes; and the fusion. OpenMP over pairs for large galleries only. Above ``BLAS_THRESHOLD``
-multiply-adds the frame dot products are one float32 sgemm per view instead (the tiles then
-only need the DPs). ``otam`` (single direction, any R x M) runs in float64.
+The kernel computes the frame norms; the frame dot products in blocks of ~32 query frames x ~32
+prototype frames (register blocks of 2 x 4 rows with AVX2 + FMA or NEON, 4 x 4 with AVX-512,
+chosen at run time; both blocks stay in L2, so a gallery's frames are read a few times per call
+rather than once per pair: the frame-similarity GEMM near BLAS speed, without BLAS threads to
+fight the kernel's own); the cosine-distance tiles; the four OTAM DPs per pair in float32 with a
+stabilised soft-min, eight DPs in lockstep across SIMD lanes; and the fusion. OpenMP over blocks
+and DPs when the call is large enough to pay for waking the threads: a thread model measured once
+per CPU model (``threads_for``) decides. ``otam`` (single direction, any R x M) runs in float64.
 """
 
 from __future__ import annotations
@@ -29,32 +31,83 @@ def _host(x: object) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-#: above this many multiply-adds (Q N T^2 D) the dot products go to one BLAS sgemm per view.
-#: Below it the C++ register-blocked tiles win (measured: 25 x 100 pairs at D = 1024 take
-#: ~48 ms in C++ vs ~70-140 ms with a threaded sgemm on a busy 2-core machine).
-BLAS_THRESHOLD = 5.0e8
-
-
 def fuse(z_local: np.ndarray, p_local: np.ndarray, z_global: np.ndarray, p_global: np.ndarray, *,
-         lam: float = LAMBDA, eps: float = COS_EPS) -> tuple[np.ndarray, np.ndarray]:
-    """(dists [4, Q, N], logits [Q, N]) float32; see ``reference.fuse_reference``."""
+         lam: float = LAMBDA, eps: float = COS_EPS, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(dists [4, Q, N], logits [Q, N]) float32; see ``reference.fuse_reference``.
+
+    One compiled call for any episode or gallery. ``threads``: 0 decides by the thread model
+    measured on this machine (``threads_for``), else that many (benchmarks compare them).
+    """
     from edgesentry.kernels import _cpu_otam
 
-    views = [(_host(z_local), _host(p_local)), (_host(z_global), _host(p_global))]
-    q, t, d = views[0][0].shape
-    n = views[0][1].shape[0]
-    if q * n * t * t * d <= BLAS_THRESHOLD:
-        # small episodes: everything in one C++ call (waking BLAS threads costs more than the work)
-        return _cpu_otam.fuse(views[0][0], views[0][1], views[1][0], views[1][1], float(lam), float(eps))
-    dots = np.empty((2, q * t, n * t), np.float32)
-    qnorm = np.empty((2, q * t), np.float32)
-    pnorm = np.empty((2, n * t), np.float32)
-    for v, (z, p) in enumerate(views):
-        zf, pf = z.reshape(q * t, d), p.reshape(n * t, d)
-        np.matmul(zf, pf.T, out=dots[v])
-        qnorm[v] = np.sqrt(np.einsum("ij,ij->i", zf, zf))
-        pnorm[v] = np.sqrt(np.einsum("ij,ij->i", pf, pf))
-    return _cpu_otam.fuse_dots(dots, qnorm, pnorm, q, n, t, float(lam), float(eps))
+    z_l, p_l, z_g, p_g = (_host(a) for a in (z_local, p_local, z_global, p_global))
+    if threads == 0:
+        q, t, d = z_l.shape
+        threads = threads_for(q, p_l.shape[0], t, d)
+    return _cpu_otam.fuse(z_l, p_l, z_g, p_g, float(lam), float(eps), int(threads))
+
+
+#: the thread model when measuring is off: ~20 us to wake the threads, 1.8x from two
+DEFAULT_THREAD_MODEL = {"dot_ns": 0.04, "cell_ns": 3.0, "fork_ns": 20000.0, "speedup": 1.8}
+
+
+def thread_model() -> dict[str, float]:
+    """ns per frame multiply-add and per DP cell on one thread, the fixed cost of a parallel
+    call and its speed-up: measured once per CPU model (``edgesentry._machine``)."""
+    from edgesentry import _machine
+
+    return _machine.measured("otam.threads", 1, _measure_threads, default=DEFAULT_THREAD_MODEL)
+
+
+def threads_for(q: int, n: int, t: int, d: int, model: dict[str, float] | None = None,
+                team: int | None = None) -> int:
+    """Threads for a Q x N call: all of them when the model predicts the parallel call is faster
+    (``fork + work / speedup < work``), else one."""
+    from edgesentry.kernels import _cpu_otam
+
+    team = _cpu_otam.max_threads() if team is None else team
+    if team < 2:
+        return 1
+    m = model or thread_model()
+    work = _work(m, q, n, t, d)
+    return team if m["fork_ns"] + work / m["speedup"] < work else 1
+
+
+def _work(m: dict[str, float], q: int, n: int, t: int, d: int) -> float:
+    """Predicted one-thread ns: 2 views x Q N T^2 D frame multiply-adds, 4 Q N T (T + 2) DP cells."""
+    return m["dot_ns"] * 2.0 * q * n * t * t * d + m["cell_ns"] * 4.0 * q * n * t * (t + 2)
+
+
+def _measure_threads(repeats: int = 5) -> dict[str, float]:
+    """Time a frame-heavy and a DP-heavy call (D = 1024 and 16, 20 x 20 pairs) on one thread and
+    on all: the one-thread times give the unit costs, the all-thread times the speed-up and the
+    fixed cost of waking the threads. ~0.2 s."""
+    import time
+
+    from edgesentry.kernels import _cpu_otam
+
+    team = _cpu_otam.max_threads()
+    rng = np.random.default_rng(0)
+    calls = {}
+    for d in (1024, 16):
+        args = [rng.standard_normal((20, 8, d)).astype(np.float32) for _ in range(4)]
+        for threads in (1, team):
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                _cpu_otam.fuse(*args, LAMBDA, COS_EPS, threads)
+                best = min(best, time.perf_counter() - start)
+            calls[d, threads] = best * 1e9
+    macs = {d: 2.0 * 20 * 20 * 64 * d for d in (1024, 16)}
+    cells = 4.0 * 20 * 20 * 8 * 10
+    dot_ns = max((calls[1024, 1] - calls[16, 1]) / (macs[1024] - macs[16]), 1e-6)
+    cell_ns = max((calls[16, 1] - dot_ns * macs[16]) / cells, 1e-6)
+    if team < 2:
+        return {"dot_ns": dot_ns, "cell_ns": cell_ns, "fork_ns": 0.0, "speedup": 1.0}
+    gain = (calls[1024, team] - calls[16, team]) / (calls[1024, 1] - calls[16, 1])  # = 1 / speedup
+    speedup = min(max(1.0 / gain, 0.5), float(team)) if gain > 0 else 1.0
+    fork_ns = max(calls[16, team] - calls[16, 1] / speedup, 0.0)
+    return {"dot_ns": dot_ns, "cell_ns": cell_ns, "fork_ns": fork_ns, "speedup": speedup}
 
 
 def otam(delta: np.ndarray, *, lam: float = LAMBDA) -> np.ndarray:

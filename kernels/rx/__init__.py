@@ -41,11 +41,20 @@ def _check_common(ridge: float, rcond: float) -> None:
 def global_rx(
     pixels: Any, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND, tier: str = "auto"
 ) -> tuple[Any, str]:
-    """Global RX scores of (N, B) pixels -> ((N,) float64 scores, tier used)."""
+    """Global RX scores of (N, B) pixels -> ((N,) float64 scores, tier used).
+
+    An (H, W, B) cube is also taken, scored as its H * W pixels in C order: the cpu tier
+    reads it chunk by chunk in place (any dtype, any strides, a memory map), the other tiers
+    get its (N, B) reshape.
+    """
     _check_common(ridge, rcond)
-    if len(pixels.shape) != 2 or pixels.shape[0] < 2 or pixels.shape[1] < 1:
-        raise InputError(f"global_rx expects (N, B) pixels with N >= 2 and B >= 1; got shape {tuple(pixels.shape)}")
+    shape = tuple(pixels.shape)
+    if len(shape) not in (2, 3) or int(np.prod(shape[:-1])) < 2 or shape[-1] < 1:
+        raise InputError(f"global_rx expects (N, B) pixels (or an (H, W, B) cube) with N >= 2 and B >= 1; "
+                         f"got shape {shape}")
     used, fn = GLOBAL_RX.resolve(tier, device=on_device(pixels))
+    if len(shape) == 3 and used != "cpu":
+        pixels = pixels.reshape(-1, shape[-1])
     return fn(pixels, ridge=ridge, rcond=rcond), used
 
 

@@ -21,10 +21,14 @@ sliding column moments. Both are float64 and equal the reference to ~1e-9 relati
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import numpy as np
 
 from edgesentry.errors import ConfigError
-from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, background_mask
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize
 
 _PIVOT_TOL = 1e-12
 #: largest 1-norm condition estimate of the covariance for the Cholesky path of global RX
@@ -39,10 +43,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def whitening(cov: np.ndarray, rcond: float = DEFAULT_RCOND) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors and eigenvalues of ``cov`` kept by the pinv cutoff."""
+def whitening(cov: np.ndarray, rcond: float = DEFAULT_RCOND, rank: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors and eigenvalues of ``cov`` kept by the pinv cutoff; with ``rank``, at most
+    the ``rank`` largest (a covariance of n pixels has rank n - 1: beyond it lie round-off)."""
     w, v = np.linalg.eigh(cov)
     keep = np.abs(w) > rcond * np.abs(w).max() if w.size and np.abs(w).max() > 0 else np.zeros(w.shape, bool)
+    if rank is not None:
+        keep[np.argsort(np.abs(w))[:max(len(w) - rank, 0)]] = False
     return v[:, keep], w[keep]
 
 
@@ -67,21 +75,122 @@ def inverse_cholesky(cov: np.ndarray, rcond: float = DEFAULT_RCOND) -> np.ndarra
     return np.ascontiguousarray(inverse) if info == 0 else None
 
 
-def global_rx(pixels: np.ndarray, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND) -> np.ndarray:
-    """Global RX; see ``reference.global_rx`` for the arguments."""
+#: float64 bytes of one chunk of pixels in global RX: a float32, integer or on-disk cube is
+#: converted chunk by chunk, never whole (a float64 copy of a float32 cube is twice its size)
+CHUNK_BYTES = 16 << 20
+
+
+def global_rx(
+    pixels: np.ndarray, *, ridge: float = 0.0, rcond: float = DEFAULT_RCOND, chunk_rows: int | None = None
+) -> np.ndarray:
+    """Global RX; see ``reference.global_rx`` for the arguments.
+
+    ``pixels`` is (N, B), or an (H, W, B) cube of any layout (a memory-mapped ENVI file, a
+    band slice), scored as its H * W pixels in C order. Two passes over chunks of
+    ``chunk_rows`` leading-axis entries (default: ``CHUNK_BYTES`` of float64), each chunk
+    converted to float64 on its own: the moments of the chunks are merged exactly (Chan et
+    al.), then every chunk is whitened into the output. Extra memory is a chunk, not a copy.
+    """
     from edgesentry.kernels import _cpu_rx_global
 
-    x = np.asarray(pixels, dtype=np.float64)
-    # a Fortran-ordered cube (MATLAB files) gives band-major pixels: read them as they lie
-    band_major = not x.flags.c_contiguous and x.T.flags.c_contiguous
-    data = x.T if band_major else np.ascontiguousarray(x)
-    mean, cov = _cpu_rx_global.moments(data, band_major)
+    mapping = getattr(pixels, "_mmap", None)  # a numpy memory map (and its views) of a cube file
+    x = np.asarray(pixels)
+    mean, cov = _merged_moments(_float64_chunks(x, chunk_rows, mapping), x.shape[-1])
     cov = _regularize(cov, ridge)
     factor = inverse_cholesky(cov, rcond)
-    if factor is not None:
-        return _cpu_rx_global.mahalanobis(data, mean, factor, band_major)
-    vectors, values = whitening(cov, rcond)
-    return np.square((x - mean) @ vectors) @ (1.0 / values)
+    if factor is None:
+        vectors, values = whitening(cov, rcond)
+    out = np.empty(int(np.prod(x.shape[:-1], dtype=np.int64)))
+    for start, data, band_major in _float64_chunks(x, chunk_rows, mapping):
+        if factor is not None:
+            scores = _cpu_rx_global.mahalanobis(data, mean, factor, band_major)
+        else:
+            scores = np.square(((data.T if band_major else data) - mean) @ vectors) @ (1.0 / values)
+        out[start : start + scores.shape[0]] = scores
+    return out
+
+
+def release_pages(mapping: Any) -> None:
+    """Unmap the pages of a file mapping already read (``numpy.memmap._mmap``; None: nothing).
+
+    The pages of a memory-mapped file count in the resident set for as long as they stay
+    mapped, so a cube read through a map would end up wholly resident; dropping them after
+    each block (they stay in the page cache, not in this process) keeps the resident set at
+    a block. Cheap on the ranges never touched.
+    """
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _float64_chunks(
+    x: np.ndarray, chunk_rows: int | None, mapping: Any = None
+) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """(first pixel, float64 C-contiguous chunk, band-major) over ``x`` along its first axis.
+
+    (N, B) pixels that are band-major in memory (a Fortran-ordered MATLAB cube) give (B, rows)
+    chunks read as they lie; everything else gives (pixels, B) chunks. A chunk is a view when
+    ``x`` is already float64 and contiguous. Every chunk holds at least 2 pixels (the compiled
+    passes need them): a last chunk of one pixel joins the one before. ``mapping``: the file
+    map under ``x``, whose pages are released after each chunk (``release_pages``).
+    """
+    bands = x.shape[-1]
+    per_row = int(np.prod(x.shape[1:-1], dtype=np.int64))  # pixels per leading-axis entry
+    rows = chunk_rows if chunk_rows is not None else max(1, CHUNK_BYTES // (8 * bands * per_row))
+    if rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1; got {rows}")
+    if per_row == 1:
+        rows = max(rows, 2)
+    starts = list(range(0, x.shape[0], rows))
+    ends = starts[1:] + [x.shape[0]]
+    if len(starts) > 1 and (ends[-1] - starts[-1]) * per_row == 1:
+        del starts[-1], ends[-2]
+    band_major = x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous
+    for r0, r1 in zip(starts, ends):
+        if band_major:
+            chunk = np.ascontiguousarray(x.T[:, r0:r1], dtype=np.float64)
+        else:
+            chunk = np.ascontiguousarray(x[r0:r1], dtype=np.float64).reshape(-1, bands)
+        yield (r0 if band_major else r0 * per_row), chunk, band_major
+        release_pages(mapping)  # after the chunk is used: a float64 map's chunk is a view of it
+
+
+def _merged_moments(chunks: Iterable[tuple[int, np.ndarray, bool]], bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (N - 1 divisor) of all chunks, merged pairwise in float64.
+
+    Each chunk's centred moments come from the compiled kernel; two sets combine exactly as
+    ``M = M_a + M_b + d d^T n_a n_b / n`` with ``d`` the difference of the means (Chan, Golub
+    & LeVeque), which never forms the ill-conditioned raw second moment.
+    """
+    from edgesentry.kernels import _cpu_rx_global
+
+    count, mean, scatter = 0, np.zeros(bands), np.zeros((bands, bands))
+    for _, data, band_major in chunks:
+        size = data.shape[1] if band_major else data.shape[0]
+        chunk_mean, chunk_cov = _cpu_rx_global.moments(data, band_major)
+        chunk_scatter = chunk_cov * (size - 1)
+        total = count + size
+        delta = chunk_mean - mean
+        scatter = scatter + chunk_scatter + np.outer(delta, delta) * (count * size / total)
+        mean = mean + delta * (size / total)
+        count = total
+    return mean, scatter / (count - 1)
+
+
+#: unit costs of local RX's cost model (``_cpu_rx.measure_costs``) when measuring is off: the
+#: fixed ratios it used before (one column-moment add ~ ten multiply-adds)
+DEFAULT_COSTS = {"direct_mac": 1.0, "tile_mac": 1.0, "moment_add": 10.0}
+
+
+def unit_costs(bands: int) -> tuple[float, float, float]:
+    """(direct_mac, tile_mac, moment_add) for ``bands``, measured once per CPU model and band
+    bucket (~50 ms; cached in the user's cache directory, see ``edgesentry._machine``)."""
+    from edgesentry import _machine
+    from edgesentry.kernels import _cpu_rx
+
+    bucket = int(min(1024, max(16, 2 ** round(np.log2(max(bands, 1))))))  # per-MAC costs vary slowly with B
+    values = _machine.measured(f"rx.local.costs.b{bucket}", 1, lambda: _cpu_rx.measure_costs(bucket, 3),
+                               default=DEFAULT_COSTS)
+    return values["direct_mac"], values["tile_mac"], values["moment_add"]
 
 
 #: ``shared_windows`` of ``local_rx``: where pixels that share an outer window are scored
@@ -97,13 +206,17 @@ def local_rx(
     ridge: float = 0.0,
     rcond: float = DEFAULT_RCOND,
     shared_windows: str = "auto",
+    sample_space: bool = True,
 ) -> np.ndarray:
     """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
 
     ``shared_windows``: ``"auto"`` lets the kernel's cost model choose, group by group,
-    between one factorisation per shared outer window and one per pixel; ``"never"`` and
+    between one factorisation per shared outer window and one per pixel (its unit costs are
+    measured on this machine: ``unit_costs``); ``"never"`` and
     ``"always"`` force either path (tests and benchmarks compare them). With ``ridge > 0``
-    every pixel takes the per-pixel path.
+    every pixel takes the per-pixel path. ``sample_space=False`` sends the rings with no more
+    distinct spectra than bands to the decomposition path (an SVD of each ring) instead of the
+    sample-space Cholesky (tests compare them).
     """
     from edgesentry.kernels import _cpu_rx
 
@@ -111,13 +224,25 @@ def local_rx(
         raise ConfigError(f"shared_windows must be one of {sorted(SHARED_WINDOWS)}; got {shared_windows!r}")
     x = np.asarray(cube, dtype=np.float64)
     centred = x - x.reshape(-1, x.shape[-1]).mean(axis=0)
-    scores, failed = _cpu_rx.local_rx(
-        centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows]
+    costs = unit_costs(x.shape[-1]) if shared_windows == "auto" else (1.0, 1.0, 1.0)
+    scores, left = _cpu_rx.local_rx(
+        centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows], bool(sample_space),
+        costs,
     )
-    # Windows whose covariance is (near) singular take the reference pseudo-inverse path.
-    for i, j in np.argwhere(failed):
-        background = centred[background_mask(i, j, x.shape[:2], inner, outer)]
-        cov = _regularize(np.atleast_2d(np.cov(background, rowvar=False)), ridge)
-        z = centred[i, j] - background.mean(axis=0)
-        scores[i, j] = z @ np.linalg.pinv(cov, rcond=rcond) @ z
+    left = left.view(bool)
+    if left.any():
+        # rings the Cholesky paths cannot take (dependent spectra beyond exact duplicates, or too
+        # ill-conditioned): LAPACK's SVD of the ring, called from the kernel's OpenMP threads
+        # with one BLAS thread each (threaded BLAS inside them oversubscribes the cores: 30x
+        # slower on a busy 2-core machine)
+        from scipy.linalg import cython_lapack
+        from threadpoolctl import threadpool_limits
+
+        capi = cython_lapack.__pyx_capi__
+        # a fresh controller, after scipy's LAPACK is loaded: its OpenBLAS must be among those limited
+        with threadpool_limits(limits=1, user_api="blas"):
+            scores[left] = _cpu_rx.local_rx_decomposed(
+                centred, int(inner), int(outer), float(ridge), float(rcond), np.argwhere(left),
+                capi["dgesdd"], capi["dsyevd"],
+            )
     return scores

@@ -307,13 +307,16 @@ def regularize(cov: Any, ridge: float) -> Any:
     return cov + load[..., None, None] * torch.eye(b, dtype=cov.dtype, device=cov.device)
 
 
-def whitening(cov: Any, rcond: float) -> tuple[Any, Any]:
-    """Eigenvectors (B, k) and 1 / eigenvalues (k,) kept by the pinv cutoff (cpu.whitening)."""
+def whitening(cov: Any, rcond: float, rank: int | None = None) -> tuple[Any, Any]:
+    """Eigenvectors (B, k) and 1 / eigenvalues (k,) kept by the pinv cutoff, at most ``rank``
+    of them (cpu.whitening)."""
     import torch
 
     w, v = torch.linalg.eigh(cov)
     top = w.abs().max() if w.numel() else torch.zeros((), dtype=w.dtype, device=w.device)
     keep = (w.abs() > rcond * top) if float(top) > 0 else torch.zeros_like(w, dtype=torch.bool)
+    if rank is not None:
+        keep[torch.argsort(w.abs())[:max(w.numel() - rank, 0)]] = False
     return v[:, keep].contiguous(), (1.0 / w[keep]).contiguous()
 
 

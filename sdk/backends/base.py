@@ -12,7 +12,7 @@ import numpy as np
 
 from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,13 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str:
-    """Choose the backend: an explicit one must be usable; ``auto`` prefers ONNX Runtime.
+def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool, measured: bool = False) -> str:
+    """Choose the backend: an explicit one must be usable; ``auto`` prefers ONNX Runtime, then
+    OpenVINO, then torch.
+
+    With ``measured``, ``auto`` resolves to ``"auto"`` when both ONNX Runtime and torch can
+    run the bundle: the runners then time both per input shape and keep the faster
+    (``backends.measured.MeasuredRunner``).
 
     Raises:
         ConfigError: unknown backend name.
@@ -116,8 +121,12 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str
     if requested not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown backend {requested!r}; expected 'auto' or one of {list(BACKENDS)}")
     if requested == "auto":
+        if (measured and has_onnx and has_weights and _importable("onnxruntime") and _importable("torch")):
+            return "auto"
         if has_onnx and _importable("onnxruntime"):
             return "onnxruntime"
+        if has_onnx and _importable("openvino"):
+            return "openvino"
         if has_weights and _importable("torch"):
             return "torch"
         raise BackendUnavailableError(
@@ -140,6 +149,12 @@ def resolve_backend(requested: str, *, has_onnx: bool, has_weights: bool) -> str
             raise BackendUnavailableError(
                 "backend 'onnxruntime' requested but onnxruntime is not installed (edgesentry[ort])"
             )
+    if requested == "openvino":
+        if not has_onnx:
+            raise BackendUnavailableError("backend 'openvino' needs model.onnx; run `edgesentry export BUNDLE` first")
+        if not _importable("openvino"):
+            raise BackendUnavailableError(
+                "backend 'openvino' requested but openvino is not installed (edgesentry[openvino])")
     if requested == "tensorrt" and not (_importable("tensorrt") or _importable("tensorrt_lean")):
         raise BackendUnavailableError(
             "backend 'tensorrt' requested but TensorRT is not installed "

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
 from edgesentry.backends.base import InputSpec, Runner
-from edgesentry.errors import BackendUnavailableError, InputError
+from edgesentry.errors import BackendUnavailableError, ConfigError, InputError
 
 log = logging.getLogger("edgesentry.backends")
 
@@ -99,8 +100,60 @@ def _provider_name(p: Provider) -> str:
     return p if isinstance(p, str) else p[0]
 
 
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session options of one graph on ONNX Runtime; each family sets them per graph.
+
+    Attributes:
+        threads: intra-op threads (``None``: the usable cores).
+        optimization: graph optimisation level. ``"all"`` includes the layout transformations
+            (NCHWc for convolutions), which pay off on image backbones; ``"extended"`` stops
+            before them.
+        spinning: whether intra-op workers spin between the nodes of a run. Spinning hands work
+            over fast on an idle machine, but on a small or busy one the spinning workers take
+            the cores the running node needs: MDMF's ``views`` graph (a transformer over 8
+            tokens: hundreds of tiny nodes) ran 4x faster without it on a loaded 2-core EPYC.
+        denormal_as_zero: flush denormal floats (Intel cores pay ~100 cycles per denormal
+            operand). Off by default: ONNX Runtime sets the flush-to-zero / denormals-are-zero
+            bits on the thread that creates the session too, i.e. the caller's Python thread,
+            for the rest of the process, and every later numpy / torch computation on that
+            thread then silently flushes subnormals. Only for processes that want that.
+    """
+
+    threads: int | None = None
+    optimization: Literal["all", "extended", "basic", "disabled"] = "all"
+    spinning: bool = True
+    denormal_as_zero: bool = False
+
+
+_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+           "disabled": "ORT_DISABLE_ALL"}
+
+
+def session_options(options: OrtOptions | None = None, threads: int | None = None) -> Any:
+    """``onnxruntime.SessionOptions`` for ``options`` (``threads`` overrides theirs)."""
+    import onnxruntime as ort
+
+    options = options or OrtOptions()
+    if options.optimization not in _LEVELS:
+        raise ConfigError(f"ONNX Runtime optimization must be one of {sorted(_LEVELS)}; got {options.optimization!r}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or options.threads or _cpu_count()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])
+    # Workers spin between the nodes of a run (fast hand-offs) but stop when run() returns:
+    # every detector post-processes the outputs on the host, and workers still spinning
+    # would take the cores its compiled kernels need (measured on MAVD, T = 182, 2 cores:
+    # the host part went from 3.1 to 2.1 ms, the graph itself did not change).
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    if not options.spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if options.denormal_as_zero:
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return opts
+
+
 def session_from_onnx(model: str | Path | bytes, providers: Sequence[Provider] = ("CPUExecutionProvider",),
-                      threads: int | None = None) -> Any:
+                      threads: int | None = None, options: OrtOptions | None = None) -> Any:
     """Create an ``InferenceSession`` and fail unless the first requested provider is active.
 
     ONNX Runtime silently falls back to the CPU when a provider cannot load; here that is an
@@ -120,14 +173,7 @@ def session_from_onnx(model: str | Path | bytes, providers: Sequence[Provider] =
         raise BackendUnavailableError(
             f"ONNX Runtime providers {missing} are not available; requested {names}, available {available}{hint}"
         )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or _cpu_count()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Workers spin between the nodes of a run (fast hand-offs) but stop when run() returns:
-    # every detector post-processes the outputs on the host, and workers still spinning
-    # would take the cores its compiled kernels need (measured on MAVD, T = 182, 2 cores:
-    # the host part went from 3.1 to 2.1 ms, the graph itself did not change).
-    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts = session_options(options, threads)
     source = str(model) if isinstance(model, (str, Path)) else model
     try:
         session = ort.InferenceSession(source, sess_options=opts, providers=list(providers))
@@ -143,15 +189,17 @@ class OrtRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes, inputs: Mapping[str, InputSpec], outputs: Sequence[str],
-                 providers: Sequence[Provider] = ("CPUExecutionProvider",), threads: int | None = None):
+                 providers: Sequence[Provider] = ("CPUExecutionProvider",), threads: int | None = None,
+                 options: OrtOptions | None = None):
         super().__init__(inputs, outputs)
         self.model = model
         self.providers = list(providers)
         self.threads = threads
+        self.options = options or OrtOptions()
         self.session: Any = None
 
     def activate_impl(self) -> None:
-        self.session = session_from_onnx(self.model, self.providers, self.threads)
+        self.session = session_from_onnx(self.model, self.providers, self.threads, self.options)
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -192,4 +240,6 @@ class OrtRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         active = self.session.get_providers() if self.session is not None else self.providers
-        return {"backend": self.name, "providers": [_provider_name(p) for p in active]}
+        return {"backend": self.name, "providers": [_provider_name(p) for p in active],
+                "options": {"threads": self.threads or self.options.threads, "optimization": self.options.optimization,
+                            "spinning": self.options.spinning}}

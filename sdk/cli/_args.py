@@ -26,9 +26,31 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=["auto", *runnable],
-        help="graph backend; this install can run: " + (", ".join(runnable) or "none (install onnxruntime or torch)")
-        + " (default: auto = onnxruntime if the bundle has ONNX, else torch)",
+        help="graph backend; this install can run: "
+        + (", ".join(runnable) or "none (install onnxruntime, openvino or torch)")
+        + " (default: auto = the faster of onnxruntime and torch, measured on this machine per input shape,"
+        " when the bundle has both; else the one it has, onnxruntime before openvino before torch)",
     )
+
+
+def add_trust_args(parser: argparse.ArgumentParser, *, signature: bool = True) -> None:
+    """``--trusted-keys`` / ``--revoked-keys`` (and ``--signature``): which signers a bundle may have."""
+    parser.add_argument("--trusted-keys", nargs="+", default=None, metavar="KEY.pub",
+                        help="public keys (PEM, EC) whose signatures are accepted; a bundle must be signed by one "
+                             "(default: $EDGESENTRY_TRUSTED_KEYS / $EDGESENTRY_SIGNING_CONFIG, else not checked)")
+    parser.add_argument("--revoked-keys", nargs="+", default=None, metavar="KEY",
+                        help="public keys or sha256 fingerprints refused even when trusted (added to "
+                             "$EDGESENTRY_REVOKED_KEYS and the config's)")
+    if signature:
+        parser.add_argument("--signature", default=None, metavar="PATH",
+                            help="the signature file (default: BUNDLE/bundle.sig)")
+
+
+def trust_policy(args: argparse.Namespace) -> Any:
+    """The ``TrustPolicy`` the flags (or the environment) ask for; ``None``: no signature needed."""
+    from edgesentry.signing import resolve_policy
+
+    return resolve_policy(args.trusted_keys, args.revoked_keys)
 
 
 #: the one sentence on the threshold's scale, shared by every verb's help
@@ -67,8 +89,10 @@ def parse_bands(text: str | None) -> int | list[int] | None:
 def family_of_bundle(bundle: str, family: str, *, command: str) -> None:
     """Refuse a bundle of another family before loading it (``command``: ``"detect isstad"``)."""
     from edgesentry.bundle import Bundle
+    from edgesentry.signing import default_policy
 
-    found = Bundle.open(bundle, verify=False).family
+    # with signatures required, verified before meta.json is read (load verifies again)
+    found = Bundle.open(bundle, verify=False, trust=default_policy()).family
     if found != family:
         verb = command.split()[0]
         hint = f" (try `edgesentry {verb} {found}`)" if " " in command else ""

@@ -23,7 +23,13 @@ from edgesentry.cli import (
     eval as eval_verb,
     export,
     info,
+    line,
+    quantize,
+    recalibrate,
+    sign,
+    tune,
     validate,
+    verify,
     watch,
 )
 from edgesentry.errors import BackendUnavailableError
@@ -33,13 +39,19 @@ VERBS: list[tuple[str, ModuleType]] = [
     ("convert", convert),
     ("detect", detect),
     ("calibrate", calibrate),
+    ("recalibrate", recalibrate),
     ("export", export),
     ("build", build),
     ("validate", validate),
+    ("quantize", quantize),
+    ("tune", tune),
     ("eval", eval_verb),
     ("enroll", enroll),
     ("classify", classify),
     ("watch", watch),
+    ("line", line),
+    ("sign", sign),
+    ("verify", verify),
 ]
 
 

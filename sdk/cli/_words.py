@@ -49,4 +49,8 @@ CLI_WORDS: dict[str, Callable[[Any], str]] = {
     "clip_vocab": _flag("--clip-vocab", "FILE"),
     "gallery": _flag("--gallery", "GALLERY.npz"),
     "config": _flag("--config", "ARCH.json"),
+    "memory_budget": lambda value: "--memory-budget GB" if value is None else f"--memory-budget {value / 1e9:g}",
+    "trusted_keys": _flag("--trusted-keys", "KEY.pub ..."),
+    "revoked_keys": _flag("--revoked-keys", "KEY ..."),
+    "signature": _flag("--signature", "PATH"),
 }

@@ -1,7 +1,8 @@
 """``edgesentry build BUNDLE --precision fp32|fp16|int8``: TensorRT engines into ``BUNDLE/engines/``.
 
-TensorRT 10: FP16/INT8 builder flags, INT8 calibrated from ``--calib`` samples (cache kept in
-the bundle). TensorRT 11: strongly typed; FP16 by converting the ONNX first; INT8 refused.
+TensorRT 10: FP16/INT8 builder flags; INT8 from the bundle's QDQ graphs (``edgesentry quantize``)
+or calibrated from ``--calib`` samples (cache kept in the bundle). TensorRT 11: strongly typed; FP16
+by converting the ONNX first; INT8 from the QDQ graphs only.
 Engines are cached by GPU, TensorRT version, precision, shape profile and ONNX hash; a
 mismatched or corrupt plan is rebuilt. Needs an NVIDIA GPU and TensorRT; elsewhere it stops
 with ``BackendUnavailableError`` naming what is missing.
@@ -60,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
     from edgesentry.bundle import Bundle
     from edgesentry.export.tensorrt import build_bundle_engines
     from edgesentry.export.validate import load_samples
+    from edgesentry.signing import default_policy
 
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(args.bundle, trust=default_policy())
     graphs = bundle.meta.get("graphs", {})
     if not graphs:
         raise ConfigError(f"bundle {bundle.path} has no exported graphs; run `edgesentry export {bundle.path}` first")
-    if args.precision == "int8" and not args.calib:
-        raise ConfigError("--precision int8 needs --calib SAMPLES (calibration inputs, .npz per sample)")
+    from edgesentry.export.tensorrt import qdq_graph
+
+    if args.precision == "int8" and not args.calib and any(qdq_graph(bundle, g) is None for g in graphs):
+        raise ConfigError("--precision int8 needs the bundle's INT8 QDQ graphs (`edgesentry quantize BUNDLE "
+                          "--precision int8 --calib SAMPLES...`) or, on TensorRT 10, --calib SAMPLES (.npz per sample)")
     # each graph reads its own inputs from the sample files (one file may hold every graph's inputs)
     calibration = {name: [feed for _, feed in load_samples(args.calib, gmeta)] for name, gmeta in graphs.items()}
     results = build_bundle_engines(

@@ -7,6 +7,9 @@ times its distance to the median; the same over anomaly-map pixels with ``--pixe
 and ``Detector.save`` writes the record into the bundle in place: ``calibration`` and
 ``thresholds`` in ``meta.json``, mirrored into every graph's ONNX ``metadata_props``. The verb
 then loads the bundle again and checks that it applies what was written before it says ``done``.
+When the environment requires signatures (``EDGESENTRY_TRUSTED_KEYS``), the bundle is verified
+before it is read; a signed bundle calibrated in place becomes a new, unsigned version (its
+signature is removed, with a warning, and the output says so): sign it again.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def check_reload(det: Any, bundle_path: str, options: dict[str, Any]) -> None:
     """Load the written bundle again: it must apply the same calibration and thresholds."""
     from edgesentry.api import load
 
-    again = load(bundle_path, **options)
+    again = load(bundle_path, require_signature=False, **options)  # the version just written is unsigned
     mine, theirs = det.threshold_record(), again.threshold_record()
     if again.calibration != det.calibration or mine != theirs:
         raise BundleError(f"{bundle_path} does not load with what was written: calibration "
@@ -49,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from edgesentry.api import load
     from edgesentry.bundle import Bundle
     from edgesentry.io.files import expand
+    from edgesentry.signing import default_policy, is_signed
 
-    bundle = Bundle.open(args.bundle)
+    bundle = Bundle.open(args.bundle, trust=default_policy())
+    was_signed = is_signed(bundle.path)
     # Only non-default options are passed: weight-free families (rx) take no backend.
     options = {k: v for k, v in (("backend", args.backend), ("kernels", args.kernels)) if v != "auto"}
     det = load(bundle, **options)
@@ -61,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
         check_reload(det, str(bundle.path), options)
     print(json.dumps({"bundle": str(bundle.path), "family": bundle.family, "samples": len(samples),
                       "written": not args.dry_run, "checked": not args.dry_run,
+                      "signature": ("removed: a new, unsigned version (edgesentry sign it again)"
+                                    if was_signed and not is_signed(bundle.path) else
+                                    "kept" if was_signed else None),
                       "calibration": det.calibration_record(), "thresholds": det.threshold_record()}, indent=2))
     return 0

@@ -4,6 +4,11 @@ Versions of the packages edgesentry uses, graph backends and why one is missing,
 Runtime providers (with the CPU-wheel-shadows-GPU-wheel check), kernel tiers
 (``edgesentry.kernels.tier_status()``), CUDA device, and for every family whether its module
 is present and which optional dependencies it lacks. Nothing here imports torch.
+
+``edgesentry info BUNDLE`` describes a bundle instead: its family and files, and its signature:
+the signer's key fingerprint and the verification state (``verified`` against the trusted keys,
+``refused`` with the reason, ``unchecked`` when no trusted key is configured, ``unsigned``). A
+bundle whose signature is refused is not parsed further.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from importlib import metadata
 from typing import Any
 
 from edgesentry._version import __version__
+from edgesentry.cli._args import add_trust_args, trust_policy
 
 HELP = "show versions, backends, ONNX Runtime providers, kernel tiers and families available here"
 
@@ -26,6 +32,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "torch",
     "triton",
     "cuda-python",
@@ -38,6 +45,7 @@ PACKAGES = (
     "nvidia-pytriton",
     "opencv-python-headless",
     "safetensors",
+    "model-signing",
 )
 # What a bundle of each family needs beyond numpy: to convert (torch) and to run (one backend).
 FAMILY_NEEDS = {
@@ -50,7 +58,55 @@ FAMILY_NEEDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", nargs="?", default=None,
+                        help="describe this bundle (family, files, version, thresholds, recalibration lineage, "
+                             "signer and verification state) instead of the install")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    add_trust_args(parser)
+
+
+def bundle_facts(path: str, policy: Any, signature: str | None) -> dict[str, Any]:
+    """Family, files, version, thresholds, lineage and signature state of a bundle; a refused
+    signature stops before ``meta.json`` is read, a broken lineage chain fails ``Bundle.open``."""
+    from edgesentry.bundle import Bundle, bundle_version
+    from edgesentry.signing import signature_state
+
+    facts: dict[str, Any] = {"bundle": path, "signature": signature_state(path, policy, signature=signature)}
+    if facts["signature"]["state"] == "refused" and policy is not None:
+        return facts
+    bundle = Bundle.open(path)
+    facts.update(family=bundle.family, files=bundle.files, created=bundle.meta.get("created"),
+                 edgesentry_version=bundle.meta.get("edgesentry_version"), version=bundle_version(bundle.meta),
+                 thresholds=bundle.meta.get("thresholds"), lineage=[_lineage_row(r) for r in
+                                                                   bundle.meta.get("lineage") or []])
+    return facts
+
+
+def _lineage_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {k: record.get(k) for k in ("version", "when", "who", "parent", "audit_log")}
+    return row | {"parts": record.get("parts", {}).get("count"),
+                  "old_raw_threshold": record.get("old", {}).get("raw_threshold"),
+                  "new_raw_threshold": record.get("new", {}).get("raw_threshold"), "digest": record.get("digest")}
+
+
+def _print_bundle(facts: dict[str, Any]) -> None:
+    sig = facts["signature"]
+    print(f"bundle {facts['bundle']}" + (f": family {facts['family']}, {len(facts['files'])} files, created "
+                                         f"{facts['created']} by edgesentry {facts['edgesentry_version']}"
+                                         if "family" in facts else ""))
+    signer = f" by {sig['signer']}" if sig.get("signer") else ""
+    where = f" ({sig['key']}, {sig['files']} files)" if sig["state"] == "verified" else ""
+    print(f"signature: {sig['state']}{signer}{where}" + (f": {sig['reason']}" if sig.get("reason") else ""))
+    if "family" not in facts:
+        return
+    thresholds = facts["thresholds"] or {}
+    print(f"version {facts['version']}, raw threshold {thresholds.get('raw_threshold')}")
+    if not facts["lineage"]:
+        print("lineage: none (never recalibrated)")
+    for r in facts["lineage"]:
+        print(f"  v{r['version']} {r['when']} by {r['who']}: from v{r['parent']['version']} ({r['parent']['path']}), "
+              f"{r['parts']} parts of {r['audit_log']['path']}; raw threshold {r['old_raw_threshold']} -> "
+              f"{r['new_raw_threshold']}; digest {r['digest'][:16]}")
 
 
 def _version(dist: str) -> str | None:
@@ -101,6 +157,7 @@ def _backends(cuda: dict[str, Any]) -> dict[str, str | None]:
     return {
         "torch": None if _has("torch") else "torch not installed (pip install edgesentry[torch])",
         "onnxruntime": None if _has("onnxruntime") else "onnxruntime not installed (pip install edgesentry[ort])",
+        "openvino": None if _has("openvino") else "openvino not installed (pip install edgesentry[openvino])",
         "tensorrt": trt_reason,
     }
 
@@ -152,6 +209,13 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        facts = bundle_facts(args.bundle, trust_policy(args), args.signature)
+        if args.json:
+            print(json.dumps(facts, indent=2, sort_keys=True))
+        else:
+            _print_bundle(facts)
+        return 0 if facts["signature"]["state"] != "refused" else 1
     facts = collect()
     if args.json:
         print(json.dumps(facts, indent=2, sort_keys=True))

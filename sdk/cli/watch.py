@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from edgesentry.cli._args import add_backend_args, add_kernel_args, add_threshold_args
 from edgesentry.errors import ConfigError
@@ -24,7 +26,10 @@ HELP = "watch a camera, video, RTSP/HTTP stream, GStreamer pipeline or hot folde
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory (edgesentry convert) or a weight-free family name")
     parser.add_argument("source", help="camera index, video file, rtsp:// or http:// URL, GStreamer pipeline "
-                                       "(contains '!'), or a folder of images (hot folder)")
+                                       "(contains '!'), a folder of images (hot folder), an industrial camera: "
+                                       "aravis:ID or pylon:ID, optionally ?exposure_us=..&trigger=software (see "
+                                       "docs/stream.md); for a line-scan bundle a cube file (.hdr, .mat, .npy) "
+                                       "replayed line by line")
     out = parser.add_argument_group("outputs (several at once)")
     out.add_argument("--jsonl", default=None, metavar="PATH", help="append one JSON line per frame")
     out.add_argument("--summary", default=None, metavar="PATH",
@@ -62,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-retries", type=int, default=5, help="reconnect attempts in a row (default: 5)")
     run.add_argument("--backoff", default="0.5,8", metavar="FIRST,MAX",
                      help="reconnect delay in seconds, doubling from FIRST up to MAX (default: 0.5,8)")
+    run.add_argument("--line-rate", type=float, default=None, metavar="HZ",
+                     help="line-scan bundles: replay the cube at HZ lines per second, a simulated push-broom "
+                          "camera (default: as fast as the detector takes them)")
     run.add_argument("--once", action="store_true", help="hot folder: read the files present now, then end")
     run.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                      help="hot folder: end after S seconds without a new file")
@@ -128,8 +136,23 @@ def _load(args: argparse.Namespace):
     return load(args.bundle, **options)
 
 
+def _line_scan_source(args: argparse.Namespace, detector: Any, source: Any) -> Any:
+    """A line-scan bundle reads a cube line by line (``--line-rate``); other bundles keep ``source``."""
+    from edgesentry.detectors.linescan import LineScanDetector
+    from edgesentry.stream import open_source
+    from edgesentry.stream.linescan import open_line_source
+
+    if isinstance(detector, LineScanDetector):
+        return open_line_source(args.source, line_rate=args.line_rate)
+    if args.line_rate is not None:
+        raise ConfigError("--line-rate needs a line-scan bundle (edgesentry convert rx --linescan ...)")
+    return source if source is not None else open_source(args.source, once=args.once,
+                                                         idle_timeout=args.idle_timeout, settle_s=args.settle)
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesentry.stream import open_source, stream
+    from edgesentry.stream.cameras import CameraSource
 
     backoff = _check(args)
     if args.torch_threads is not None:
@@ -138,14 +161,28 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ConfigError("--torch-threads needs torch (edgesentry[torch])") from None
         torch.set_num_threads(args.torch_threads)
-    source = open_source(int(args.source) if args.source.isdigit() else args.source, once=args.once,
-                         idle_timeout=args.idle_timeout, settle_s=args.settle)
-    sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    from edgesentry.io.files import CUBE_SUFFIXES
+
+    # a cube file is a line-scan source: which kind is known once the bundle says line-scan
+    cube = Path(args.source).suffix.lower() in CUBE_SUFFIXES
+    source = None if cube else open_source(int(args.source) if args.source.isdigit() else args.source,
+                                           once=args.once, idle_timeout=args.idle_timeout, settle_s=args.settle)
+    if isinstance(source, CameraSource):
+        source.open()  # a bad camera id or setting, or a busy camera: one line now, not retries later
+    try:
+        sinks = _sinks(args)  # opened (and checked) before the model loads and before signals are handled
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     try:
         detector = _load(args)
+        source = _line_scan_source(args, detector, source)
     except BaseException:
         for sink in sinks:
             sink.close()
+        if source is not None:
+            source.close()
         raise
     summary = stream(
         detector, source, sinks=sinks, summary=args.summary, metrics_port=args.metrics_port,

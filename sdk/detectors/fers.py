@@ -248,14 +248,25 @@ def from_bundle(
     return_features: bool = False,
     threshold: float | None = None,
     providers: Sequence[Any] = ("CPUExecutionProvider",),
-) -> FERSDetector:
-    """Open a FERS bundle; options override the bundle's detector configuration."""
+    **linescan_options: Any,
+) -> Detector:
+    """Open a FERS bundle; options override the bundle's detector configuration.
+    ``mode="linescan"`` scores push-broom lines (``fers_linescan.build`` takes the rest)."""
     from edgesentry.backends import resolve_backend
 
     cfg = bundle.config
     if "arch" not in cfg or "bands" not in cfg.get("arch", {}):
         raise BundleError(f"{bundle.path}/meta.json lacks config.arch.bands; re-run `edgesentry convert fers`")
     chosen_mode = mode if mode is not None else cfg.get("mode", "global")
+    if chosen_mode == "linescan":
+        from . import fers_linescan
+
+        networks = from_bundle(bundle, backend=backend, mode="global", providers=providers)
+        return fers_linescan.build(networks, window=window, rcond=rcond if rcond is not None else
+                                   fers_kernels.DEFAULT_RCOND, kernels=kernels, threshold=threshold,
+                                   **linescan_options)
+    if linescan_options:
+        raise TypeError(f"from_bundle() got an unexpected keyword argument {sorted(linescan_options)[0]!r}")
     chosen_window = window if window is not None else (cfg.get("window") if chosen_mode == "local" else None)
     options = FERSOptions(
         mode=chosen_mode,
@@ -267,7 +278,8 @@ def from_bundle(
     graphs = bundle.meta.get("graphs", {})
     onnx_paths = {name: bundle.file(g["file"]) for name, g in graphs.items() if bundle.has(g["file"])}
     needed = {"spectral", "spatial"} if cfg.get("spatial") else {"spectral"}
-    chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"))
+    chosen = resolve_backend(backend, has_onnx=needed <= set(onnx_paths), has_weights=bundle.has("weights.safetensors"),
+                             measured=True)
     det = FERSDetector(bundle.load_tensors(), cfg["arch"], options, backend=chosen, onnx_paths=onnx_paths,
                        providers=providers, kernels=kernels, calibration=bundle.calibration)
     if threshold is not None:

@@ -247,8 +247,10 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
     overrides = {"scoring": scoring, "top_p": top_p, "w_m": w_m, "w_r": w_r, "seed": seed, "batch_size": batch_size,
                  "permutation": permutation}
     options = ISSTADOptions(**{**saved, **{k: v for k, v in overrides.items() if v is not None}})
-    onnx_ok = bundle.has(ONNX_NAME)
-    chosen = resolve_backend(backend, has_onnx=onnx_ok, has_weights=bundle.has(WEIGHTS_NAME))
+    onnx_file = bundle.meta.get("graphs", {}).get("model", {}).get("file", ONNX_NAME)  # a precision variant's
+    onnx_ok = bundle.has(onnx_file)
+    # a precision variant arrives with a concrete backend (select_precision), so only FP32 is raced
+    chosen = resolve_backend(backend, has_onnx=onnx_ok, has_weights=bundle.has(WEIGHTS_NAME), measured=True)
     if options.permutation != "identity" and chosen != "torch":
         if backend == "auto" and bundle.has(WEIGHTS_NAME):
             chosen = "torch"  # the exported graph is identity-only
@@ -265,7 +267,7 @@ def from_bundle(bundle: Bundle, *, backend: str = "auto", kernels: str = "auto",
         return ISSTADGraph(net, permutation=options.permutation, seed=options.seed, recorded=perm_array)
 
     runner = make_runner(chosen, inputs, list(GRAPH_OUTPUTS), module=graph,
-                         onnx=bundle.file(ONNX_NAME) if onnx_ok else None, providers=providers, device=device,
+                         onnx=bundle.file(onnx_file) if onnx_ok else None, providers=providers, device=device,
                          what="the ISSTAD graph")
     calibration = bundle.calibration
     if calibration is not None:

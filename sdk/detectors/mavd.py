@@ -364,7 +364,8 @@ def from_bundle(
     )
     graph = bundle.meta.get("graphs", {}).get("features")
     has_onnx = graph is not None and bundle.has(graph["file"])
-    chosen = resolve_backend(backend, has_onnx=has_onnx, has_weights=bundle.has("weights.safetensors"))
+    chosen = resolve_backend(backend, has_onnx=has_onnx, has_weights=bundle.has("weights.safetensors"),
+                             measured=True)
     det = MAVDDetector(
         bundle.load_tensors(),
         opts,

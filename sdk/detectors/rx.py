@@ -3,6 +3,7 @@
     det = edgesentry.load("rx")                                  # global RX
     det = edgesentry.load("rx", mode="local", window=(3, 9))     # local RX, 3x3 guard, 9x9 outer
     result = det.predict(cube)                                   # (H, W, B) array or a file path
+    det = edgesentry.load("rx", mode="linescan", warmup=10)      # push-broom lines: see linescan.py
 
 The graph stage is empty; the post-processing kernel is the whole detector
 (``edgesentry.kernels.rx``; float64 statistics and a pseudo-inverse, so singular scenes are
@@ -25,11 +26,14 @@ from edgesentry.bundle import Bundle, write_bundle
 from edgesentry.detector import Detector
 from edgesentry.errors import ConfigError, InputError, option
 from edgesentry.io.files import CUBE_SUFFIXES
-from edgesentry.io.hsi import as_cube, select_bands
+from edgesentry.io.hsi import as_cube, max_cube_bytes, select_bands
 from edgesentry.kernels import rx as rx_kernels
+from edgesentry.kernels.rx.cpu import release_pages
 from edgesentry.result import Result
 
-Mode = Literal["global", "local"]
+from .linescan import LineScanConfig
+
+Mode = Literal["global", "local", "linescan"]
 NanPolicy = Literal["raise", "mask"]
 
 
@@ -68,7 +72,7 @@ class RXConfig:
 
 @dataclass
 class _Prepared:
-    cube: np.ndarray  # (H, W, B) float64
+    cube: np.ndarray  # (H, W, B) in the input's dtype (float64 only when rescaled); may be a memory map
     valid: np.ndarray  # (H, W) bool
     source: dict[str, Any] = field(default_factory=dict)
     exponent: int = 0  # the cube was multiplied by 2**exponent (extreme magnitudes only)
@@ -76,6 +80,34 @@ class _Prepared:
 
 #: per-pixel band sums beyond these magnitudes make the covariance overflow or underflow
 _SCALE_HI, _SCALE_LO = 2.0**300, 2.0**-300
+#: float64 bytes of one block of image rows in the checks of ``preprocess`` (the cube is never
+#: converted whole: a float32 scene would double, a memory-mapped file would be read at once)
+_CHECK_BYTES = 16 << 20
+
+
+def _row_blocks(cube: np.ndarray) -> list[slice]:
+    h, w, b = cube.shape
+    rows = max(1, _CHECK_BYTES // (8 * w * b))
+    return [slice(r, r + rows) for r in range(0, h, rows)]
+
+
+def _pixel_sums(cube: np.ndarray) -> np.ndarray:
+    """(H, W) float64 band sums, computed block by block of image rows."""
+    sums = np.empty(cube.shape[:2])
+    mapping = getattr(cube, "_mmap", None)
+    for rows in _row_blocks(cube):
+        sums[rows] = cube[rows].sum(axis=-1, dtype=np.float64)
+        release_pages(mapping)
+    return sums
+
+
+def _finite_pixels(cube: np.ndarray) -> np.ndarray:
+    finite = np.empty(cube.shape[:2], dtype=bool)
+    mapping = getattr(cube, "_mmap", None)
+    for rows in _row_blocks(cube):
+        finite[rows] = np.isfinite(cube[rows]).all(axis=-1)
+        release_pages(mapping)
+    return finite
 
 
 def _rescale_exponent(cube: np.ndarray, sums: np.ndarray, valid: np.ndarray) -> int:
@@ -85,13 +117,37 @@ def _rescale_exponent(cube: np.ndarray, sums: np.ndarray, valid: np.ndarray) -> 
     and multiplying by a power of two is exact, so a cube of 1e200 (whose covariance would
     overflow to Inf) or of 1e-200 (whose covariance would underflow to 0) gives the scores of
     the same cube near 1. The per-pixel sums (already computed for the NaN check) tell
-    cheaply whether the exact peak is worth computing.
+    cheaply whether the exact peak is worth computing (never for float32 or integer cubes).
     """
     hint = float(np.max(np.abs(sums), where=valid, initial=0.0))
     if _SCALE_LO <= hint <= _SCALE_HI or hint == 0.0:
         return 0
-    peak = float(np.max(np.abs(cube), where=valid[..., None], initial=0.0))
+    peak = max(float(np.max(np.abs(cube[rows]), where=valid[rows, :, None], initial=0.0))
+               for rows in _row_blocks(cube))
     return 0 if peak == 0.0 else -int(np.frexp(peak)[1])
+
+
+def _check_copy(nbytes: int, what: str, source: dict[str, Any]) -> None:
+    """A memory-mapped cube is not bound by the reader's limit; a copy made of it is."""
+    limit = max_cube_bytes()
+    if nbytes > limit:
+        raise InputError(f"{source.get('path', 'cube')}: {what} take {nbytes} bytes in memory, above the limit "
+                         f"of {limit} bytes (EDGESENTRY_MAX_CUBE_BYTES raises it)")
+
+
+def _pixels_in_place(cube: np.ndarray) -> tuple[np.ndarray, Literal["C", "F"]]:
+    """The cube as the kernel should read it, and the order of its pixels.
+
+    A contiguous cube becomes (N, B) pixels without a copy (a Fortran-ordered one, as MATLAB
+    files store them, stays band-major); any other layout (a band slice, a band-interleaved
+    memory map) stays (H, W, B), which the kernel reads in blocks of rows.
+    """
+    b = cube.shape[-1]
+    if cube.flags.c_contiguous:
+        return cube.reshape(-1, b), "C"
+    if cube.flags.f_contiguous:
+        return cube.reshape(-1, b, order="F"), "F"
+    return cube, "C"
 
 
 class RXDetector(Detector):
@@ -109,14 +165,19 @@ class RXDetector(Detector):
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
-        x, source = as_cube(x, variable=self.cfg.variable, who="RX")
-        cube = select_bands(x, self.cfg.bands).astype(np.float64, copy=False)
-        # a per-pixel sum is non-finite whenever a band is (NaN and Inf propagate); only those
-        # pixels get the exact, 2M-element check (one pass instead of a B-times-larger mask)
-        sums = cube.sum(axis=-1)
+        # global RX reads a file block by block (a memory map); local RX materialises the cube
+        x, source = as_cube(x, variable=self.cfg.variable, who="RX", mapped=self.cfg.mode == "global")
+        # the input's dtype is kept: the kernel converts block by block (no float64 copy)
+        mapped = isinstance(x, np.memmap)
+        if mapped and self.cfg.bands is not None and not isinstance(self.cfg.bands, (int, np.integer)):
+            _check_copy(x.shape[0] * x.shape[1] * len(self.cfg.bands) * x.itemsize, "the listed bands", source)
+        cube = select_bands(x, self.cfg.bands)
+        # a per-pixel sum is non-finite whenever a band is (NaN and Inf propagate); only then
+        # is the exact, B-times-larger check made
+        sums = _pixel_sums(cube)
         finite = np.isfinite(sums)
         if not finite.all():
-            finite = np.isfinite(cube).all(axis=-1)
+            finite = _finite_pixels(cube)
         if not finite.all():
             bad = int((~finite).sum())
             if self.cfg.nan_policy == "raise":
@@ -126,9 +187,11 @@ class RXDetector(Detector):
                 )
         if int(finite.sum()) < 2:
             raise InputError(f"RX needs at least 2 valid pixels; got {int(finite.sum())}")
+        if mapped and not finite.all():  # the valid pixels are gathered into memory
+            _check_copy(int(finite.sum()) * cube.shape[-1] * cube.itemsize, "the valid pixels", source)
         exponent = _rescale_exponent(cube, sums, finite)
         if exponent:
-            cube = np.ldexp(cube, exponent)
+            cube = np.ldexp(cube, exponent, dtype=np.float64)
         return _Prepared(cube, finite, source, exponent)
 
     def postprocess(self, raw: _Prepared, prepared: _Prepared) -> Result:
@@ -148,9 +211,7 @@ class RXDetector(Detector):
                              f"~2^{-prepared.exponent}); use a smaller ridge")
         if self.cfg.mode == "global":
             every = bool(valid.all())
-            # a view unless pixels are masked; a Fortran-ordered cube (MATLAB) stays band-major
-            order = "F" if cube.flags.f_contiguous and not cube.flags.c_contiguous else "C"
-            pixels = cube.reshape(-1, b, order=order) if every else cube[valid]
+            pixels, order = _pixels_in_place(cube) if every else (cube[valid], "C")
             values, tier = rx_kernels.global_rx(pixels, ridge=ridge, rcond=self.cfg.rcond, tier=self.kernels)
             if every:
                 scores = np.asarray(values, dtype=np.float64).reshape(h, w, order=order)
@@ -193,8 +254,22 @@ def build(
     kernels: str = "auto",
     threshold: float | None = None,
     pixel_threshold: float | None = None,
-) -> RXDetector:
-    """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options."""
+    **linescan_options: Any,
+) -> Detector:
+    """``edgesentry.load("rx", ...)``: see ``RXConfig`` for the options; ``mode="linescan"``
+    takes the line-scan options of ``linescan.build`` (``window`` is then a number of lines)."""
+    if mode == "linescan":
+        from . import linescan
+
+        return linescan.build(window=window, ridge=ridge, rcond=rcond, bands=bands, nan_policy=nan_policy,
+                              variable=variable, kernels=kernels, threshold=threshold,
+                              pixel_threshold=pixel_threshold, **linescan_options)
+    if linescan_options:
+        known = set(LineScanConfig.__dataclass_fields__)
+        unknown = sorted(set(linescan_options) - known)
+        if unknown:  # as Python says it: load() turns this into "does not take that option"
+            raise TypeError(f"build() got an unexpected keyword argument {unknown[0]!r}")
+        raise ConfigError(f"{sorted(linescan_options)} only apply to mode='linescan'")
     cfg = RXConfig(
         mode=mode,
         window=tuple(window) if window is not None else None,
@@ -207,14 +282,20 @@ def build(
     return RXDetector(cfg, kernels=kernels, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
-#: the options ``from_bundle`` forwards to ``RXConfig`` (``edgesentry.load(bundle, mode=...)``)
-OPTIONS = tuple(f.name for f in fields(RXConfig))
+#: the options ``build`` and ``from_bundle`` forward: ``RXConfig``'s, and ``LineScanConfig``'s for
+#: ``mode="linescan"`` (``edgesentry.load(bundle, mode=...)``)
+OPTIONS = tuple(dict.fromkeys([f.name for f in fields(RXConfig)] + [f.name for f in fields(LineScanConfig)]))
 
 
 def from_bundle(
     bundle: Bundle, *, kernels: str = "auto", threshold: float | None = None, **overrides: Any
-) -> RXDetector:
+) -> Detector:
     cfg = {**bundle.config, **overrides}
+    if cfg.get("mode") == "linescan":
+        from . import linescan
+
+        cfg.pop("mode")
+        return linescan.build(kernels=kernels, threshold=threshold, **cfg)
     try:
         if cfg.get("window") is not None:
             cfg["window"] = tuple(cfg["window"])

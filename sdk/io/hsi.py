@@ -8,6 +8,11 @@ header, an ENVI header's samples x lines x bands) is checked against the file an
 ``max_cube_bytes()`` before anything is read, only the one variable asked for is read from a
 ``.mat`` file, ENVI headers are read only up to ``ENVI_HEADER_MAX_BYTES``, and only regular
 files are opened (a FIFO or a device never is).
+
+``mapped=True`` (for a consumer that reads the cube block by block, such as global RX) gives
+``.npy`` and ENVI cubes as read-only memory maps after the same header and size checks:
+nothing is read until used, so ``max_cube_bytes()`` (a bound on what is materialised) does not
+apply to them; ``.mat`` files are always read whole.
 """
 
 from __future__ import annotations
@@ -54,13 +59,14 @@ def _check_declared(nbytes: int, what: str, path: Path) -> None:
                          "(EDGESENTRY_MAX_CUBE_BYTES raises it)")
 
 
-def read_cube(path: str | os.PathLike, variable: str | None = None) -> np.ndarray:
+def read_cube(path: str | os.PathLike, variable: str | None = None, *, mapped: bool = False) -> np.ndarray:
     """Read an (H, W, B) cube from ``.mat``, ``.npy`` or ENVI (``.hdr`` + binary).
 
     Args:
         path: the file; for ENVI either the ``.hdr`` or the binary next to it.
         variable: the ``.mat`` variable; by default ``data``/``cube``/... or else the
             largest 3-D numeric array in the file.
+        mapped: ``.npy`` and ENVI cubes as read-only memory maps (see the module docstring).
 
     Raises:
         InputError: missing or not a regular file, unreadable, malformed, or declaring more
@@ -73,9 +79,9 @@ def read_cube(path: str | os.PathLike, variable: str | None = None) -> np.ndarra
     if suffix == ".mat":
         cube = read_mat_variable(p, variable, CUBE_NAMES, ndim=3)
     elif suffix == ".npy":
-        cube = read_npy(p)
+        cube = read_npy(p, mapped=mapped)
     elif suffix == ".hdr" or p.with_suffix(".hdr").exists() or Path(str(p) + ".hdr").exists():
-        cube = read_envi(p)
+        cube = read_envi(p, mapped=mapped)
     else:
         raise InputError(f"unsupported cube format {suffix!r} for {p}; expected .mat, .npy or ENVI .hdr")
     if cube.ndim != 3:
@@ -104,8 +110,9 @@ def read_ground_truth(path: str | os.PathLike, variable: str | None = None) -> n
     return gt > 0
 
 
-def read_npy(path: str | os.PathLike) -> np.ndarray:
-    """A plain ``.npy`` array (no pickles), its header checked against the file size first."""
+def read_npy(path: str | os.PathLike, *, mapped: bool = False) -> np.ndarray:
+    """A plain ``.npy`` array (no pickles), its header checked against the file size first;
+    ``mapped``: a read-only memory map (not bound by ``max_cube_bytes()``)."""
     p = Path(path)
     size = check_regular_file(p, what="array file", error=InputError).st_size
     try:
@@ -120,12 +127,13 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     if dtype.hasobject:
         raise InputError(f"{p} is not a plain .npy array (it holds Python objects, i.e. a pickle)")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    _check_declared(nbytes, f"array of shape {shape} and dtype {dtype}", p)
+    if not mapped:
+        _check_declared(nbytes, f"array of shape {shape} and dtype {dtype}", p)
     if header_end + nbytes > size:
         raise InputError(f"{p}: header declares {nbytes} bytes of data but the file has {size - header_end} "
                          "(truncated?)")
     try:
-        return np.load(p, allow_pickle=False)
+        return np.load(p, allow_pickle=False, mmap_mode="r" if mapped else None)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p} is not a plain .npy array ({exc})") from None
 
@@ -279,13 +287,14 @@ def _envi_int(fields: dict[str, str], key: str, header: Path, minimum: int, defa
     return value
 
 
-def read_envi(path: str | os.PathLike) -> np.ndarray:
+def read_envi(path: str | os.PathLike, *, mapped: bool = False) -> np.ndarray:
     """Read an ENVI cube (bsq, bil or bip; either byte order) as (H, W, B).
 
     Every header field used is validated (positive sizes, a known data type, byte order 0 or
     1, a non-negative offset, a known interleave), and the binary must be a regular file
     holding at least ``offset + samples * lines * bands * itemsize`` bytes before it is read;
-    only that many bytes are read.
+    only that many bytes are read. ``mapped``: a read-only memory map of the binary, viewed
+    as (H, W, B) in the file's interleave and byte order (not bound by ``max_cube_bytes()``).
     """
     p = Path(path)
     header = (
@@ -310,17 +319,24 @@ def read_envi(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_ENVI_DTYPES[code]).newbyteorder(">" if order == 1 else "<")
     count = sizes["samples"] * sizes["lines"] * sizes["bands"]
     dims = "x".join(str(sizes[k]) for k in ("lines", "samples", "bands"))
-    _check_declared(count * dtype.itemsize, f"ENVI cube {dims} of {dtype.name}", header)
+    if not mapped:
+        _check_declared(count * dtype.itemsize, f"ENVI cube {dims} of {dtype.name}", header)
     data = p if p.suffix.lower() != ".hdr" else _envi_data_file(p)
     size = check_regular_file(data, what="ENVI data file", error=InputError).st_size
     if offset + count * dtype.itemsize > size:
         raise InputError(f"{data}: expected {count} values for {dims} after a {offset}-byte offset "
                          f"({offset + count * dtype.itemsize} bytes); the file has {size} (truncated?)")
+    layout, axes = _ENVI_INTERLEAVE[interleave]
+    on_disk = tuple(sizes[k] for k in layout)
+    if mapped:
+        try:
+            return np.memmap(data, dtype=dtype, mode="r", offset=offset, shape=on_disk).transpose(axes)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{data}: cannot map the ENVI data file ({exc})") from None
     raw = np.fromfile(data, dtype=dtype, count=count, offset=offset)
     if raw.size != count:
         raise InputError(f"{data}: expected {count} values for {dims}, found {raw.size} (truncated?)")
-    layout, axes = _ENVI_INTERLEAVE[interleave]
-    cube = raw.reshape(tuple(sizes[k] for k in layout)).transpose(axes)
+    cube = raw.reshape(on_disk).transpose(axes)
     return np.ascontiguousarray(cube).astype(dtype.newbyteorder("="))
 
 
@@ -349,18 +365,20 @@ def select_bands(cube: np.ndarray, bands: int | Sequence[int] | None) -> np.ndar
     return cube[..., idx]
 
 
-def as_cube(x: object, *, variable: str | None = None, who: str = "RX") -> tuple[np.ndarray, dict[str, str]]:
+def as_cube(
+    x: object, *, variable: str | None = None, who: str = "RX", mapped: bool = False
+) -> tuple[np.ndarray, dict[str, str]]:
     """Validate a detector input: an (H, W, B) real array or a cube file path.
 
     Returns the array (file dtype kept) and a source record (``{"path": ...}`` for files).
-    ``who`` names the detector in the error messages.
+    ``who`` names the detector in the error messages; ``mapped`` is ``read_cube``'s.
     """
     from edgesentry.errors import describe
 
     source: dict[str, str] = {}
     if isinstance(x, (str, os.PathLike)):
         source["path"] = os.fspath(x)
-        x = read_cube(x, variable)
+        x = read_cube(x, variable, mapped=mapped)
     if not isinstance(x, np.ndarray):
         raise InputError(f"{who} expects an (H, W, B) numpy array or a cube file path; got {describe(x)}")
     if x.ndim != 3:

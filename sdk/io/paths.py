@@ -12,6 +12,7 @@ is the same whether that file exists or not (no existence oracle for paths outsi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -22,6 +23,15 @@ from edgesentry.errors import ConfigError, EdgesentryError
 #: longest accepted relative name and path component (bytes of UTF-8), as common filesystems allow
 MAX_NAME_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def limit_from_env(name: str, default: int) -> int:

@@ -73,12 +73,16 @@ def positional_matrix(
     """The fixed positional attention A2 (T, T): ``K[i, j] / sum_k K[j, k]``, K = exp(-|i-j|/e).
 
     Column ``j`` is divided by row sum ``j`` (the official ``K / K.sum(-1)`` broadcast), so
-    columns sum to one and rows do not.
+    columns sum to one and rows do not. K is symmetric, so row sum ``j`` is column sum ``j``,
+    summed here with ``keepdim``: OpenVINO (2026.4) fuses ``exp(x) / reduce_sum(exp(x), -1)``
+    into a row softmax even when the reduction drops its axis and the division broadcasts it
+    over columns, which normalised the wrong axis (MAVD features off by 0.1); the keepdim form
+    means the same in every runtime.
     """
     pos = torch.arange(1, n + 1, device=device).to(dtype)
     dist = (pos[:, None] - pos[None, :]).abs()
     k = torch.exp(-dist / math.e)
-    return k / k.sum(-1)
+    return k / k.sum(0, keepdim=True)
 
 
 # ------------------------------------------------------------------------------ modules

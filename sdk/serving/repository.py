@@ -29,6 +29,14 @@ hashed, with a sidecar naming this graph and the current ONNX), never a file fou
 Graph models whose axis 0 is a batch axis (named ``batch``) get ``max_batch_size`` and
 ``dynamic_batching``; the others (e.g. MAVD's crops x T) are served unbatched
 (``max_batch_size: 0``), because Triton batches along axis 0 only.
+
+A signed bundle (``bundle.sig``) is copied verbatim instead, signature, plans and all, so the
+signature still holds for the copy; the pre/post models then verify it in ``initialize`` before
+anything is parsed (``runtime.served_trust``: the server's ``EDGESENTRY_TRUSTED_KEYS``, else the
+public keys given at export, copied to ``FAM_post/trusted_keys/``), and the post model checks
+every graph model's file against the signed digest of the bundle file it came from. A model
+whose check fails does not load, so the ensemble is unavailable rather than serving changed
+weights.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from edgesentry.bundle import META_NAME, Bundle
 from edgesentry.errors import ChecksumError, ConfigError, option
 from edgesentry.io.paths import resolve_inside
 from edgesentry.serving.runtime import ARRAY_INPUT, GALLERY_NAME, feed_name
+from edgesentry.signing import SIGNATURE_NAME, TrustPolicy, is_signed, verify_bundle
 
 _TRITON_TYPES = {
     "float32": "TYPE_FP32",
@@ -81,14 +90,17 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from edgesentry.serving.runtime import PreStage
+from edgesentry.serving.runtime import PreStage, served_trust
 
 
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in cfg["parameters"].items()}
+        here = args["model_repository"]
         self.inputs = [i["name"] for i in cfg["input"]]
-        self.stage = PreStage(os.path.join(args["model_repository"], cfg["parameters"]["bundle"]["string_value"]))
+        # a signed bundle is verified here, before it is parsed; a refusal fails the model's load
+        self.stage = PreStage(os.path.join(here, params["bundle"]), trust=served_trust(here, params))
 
     def execute(self, requests):
         responses = []
@@ -108,16 +120,19 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from edgesentry.serving.runtime import PostStage, encode_result
+from edgesentry.serving.runtime import PostStage, encode_result, served_trust
 
 
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in cfg["parameters"].items()}
+        here = args["model_repository"]
         self.raw_inputs = json.loads(params["raw_inputs"])
         self.graph_outputs = json.loads(params["graph_outputs"])
-        self.stage = PostStage(os.path.join(args["model_repository"], params["bundle"]))
+        # a signed bundle is verified here, and the graph models' files against its signed digests
+        self.stage = PostStage(os.path.join(here, params["bundle"]), trust=served_trust(here, params),
+                               served=json.loads(params.get("served_files") or "{}"), model_dir=here)
 
     def execute(self, requests):
         responses = []
@@ -247,17 +262,48 @@ def _copy_listed(bundle: Bundle, name: str, target: Path) -> None:
 
 def _copy_bundle(bundle: Bundle, root: Path, rel: str) -> Path:
     """A serving copy under ``root/rel``: every listed file except TensorRT plans, and a
-    ``meta.json`` listing exactly the files copied."""
+    ``meta.json`` listing exactly the files copied; a signed bundle verbatim (``_copy_signed``)."""
     dest = _inside(root, rel)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    if is_signed(bundle.path):
+        return _copy_signed(bundle, dest)
     meta = dict(bundle.meta)
     meta["files"] = {n: h for n, h in bundle.files.items() if not n.startswith("engines/")}
     for name in meta["files"]:
         _copy_listed(bundle, name, resolve_inside(dest, name, what="bundle file", error=ConfigError))
     (dest / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return dest
+
+
+def _copy_signed(bundle: Bundle, dest: Path) -> Path:
+    """Every listed file, ``meta.json`` and the signature, byte for byte: what was signed."""
+    for name in bundle.files:
+        _copy_listed(bundle, name, resolve_inside(dest, name, what="bundle file", error=ConfigError))
+    for name in (META_NAME, SIGNATURE_NAME):
+        shutil.copyfile(bundle.path / name, dest / name)
+    return dest
+
+
+def _trust_params(bundle: Bundle, root: Path, fam: str, trust: TrustPolicy | None) -> tuple[dict[str, str], ...]:
+    """Config parameters of the pre and post models of a signed bundle: ``require_signature`` and
+    the exported public keys (copied under ``FAM_post/trusted_keys/``). The copy is verified here
+    when keys are known, so a repository that cannot verify is not written silently."""
+    if not is_signed(bundle.path):
+        return {}, {}
+    copy = root / f"{fam}_post" / "bundle"
+    if trust is not None:
+        verify_bundle(copy, trust)
+    keys = []
+    for i, key in enumerate(trust.trusted if trust is not None else ()):
+        rel = f"trusted_keys/key{i}.pub"
+        target = _inside(root, f"{fam}_post/{rel}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(key.path, target)
+        keys.append(rel)
+    params = {"require_signature": "true", "trusted_keys": json.dumps([f"{fam}_post/{k}" for k in keys])}
+    return params, dict(params)
 
 
 def write_model_repository(
@@ -270,6 +316,7 @@ def write_model_repository(
     instances: int = 1,
     prefix: str | None = None,
     gallery: str | os.PathLike | None = None,
+    trust: TrustPolicy | None = None,
 ) -> Path:
     """Write the model repository; returns its path.
 
@@ -282,6 +329,8 @@ def write_model_repository(
             declares no ``SERVING_INPUTS`` (see ``serving_inputs``).
         gallery: mdmf: the gallery ``.npz`` (``edgesentry enroll``) the served queries are
             classified against; required for mdmf.
+        trust: a signed bundle: the keys its copy is verified with now, and that the server's
+            python models fall back to (the server's own ``EDGESENTRY_TRUSTED_KEYS`` wins).
     """
     if variant not in ("onnxruntime", "tensorrt", "python"):
         raise ConfigError(f"variant must be onnxruntime, tensorrt or python; got {variant!r}")
@@ -297,6 +346,7 @@ def write_model_repository(
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     _copy_bundle(bundle, root, f"{fam}_post/bundle")
+    pre_trust, post_trust = _trust_params(bundle, root, fam, trust)
     if gallery is not None:
         if not Path(gallery).is_file():
             raise ConfigError(f"gallery {os.fspath(gallery)!r} does not exist")
@@ -304,8 +354,10 @@ def write_model_repository(
     raw_inputs = serving_inputs(bundle, example)
     group = f"instance_group [\n  {{\n    count: {int(instances)}\n    kind: KIND_CPU\n  }}\n]\n"
 
+    served = {}
     for g, gmeta in graphs.items():
-        _write_graph_model(_inside(root, f"{fam}_{g}"), bundle, g, gmeta, variant, max_batch)
+        served[f"../{fam}_{g}/1/{'model.plan' if variant == 'tensorrt' else 'model.onnx'}"] = _write_graph_model(
+            _inside(root, f"{fam}_{g}"), bundle, g, gmeta, variant, max_batch)
 
     feed_items = [
         (feed_name(g, n), v["dtype"], _dims(v["shape"])) for g, gm in graphs.items() for n, v in gm["inputs"].items()
@@ -319,7 +371,7 @@ def write_model_repository(
         + _tensors("input", raw_inputs)
         + _tensors("output", feed_items)
         + group
-        + _params({"bundle": f"../{fam}_post/bundle"}),
+        + _params({"bundle": f"../{fam}_post/bundle", **pre_trust}),
     )
     _write(
         _inside(root, f"{fam}_post"),
@@ -334,6 +386,8 @@ def write_model_repository(
                 "bundle": "bundle",
                 "raw_inputs": json.dumps([n for n, _, _ in raw_inputs]),
                 "graph_outputs": json.dumps([n for n, _, _ in out_items]),
+                **post_trust,
+                **({"served_files": json.dumps(served)} if post_trust else {}),
             }
         ),
     )
@@ -358,7 +412,8 @@ def _write(model_dir: Path, file: str | None, source: str | None, config: str) -
 
 def _write_graph_model(
     model_dir: Path, bundle: Bundle, graph: str, gmeta: Mapping[str, Any], variant: str, max_batch: int
-) -> None:
+) -> str:
+    """Write one graph model; returns the name of the bundle file it serves."""
     batched = _batched(gmeta) and max_batch > 0
     skip = 1 if batched else 0
     inputs = [(n, v["dtype"], _dims(v["shape"])[skip:]) for n, v in gmeta["inputs"].items()]
@@ -367,16 +422,17 @@ def _write_graph_model(
     head = f'name: "{name}"\n'
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
+    source = _choose_plan(bundle, graph) if variant == "tensorrt" else gmeta["file"]
     if variant == "onnxruntime":
         head += 'platform: "onnxruntime_onnx"\n'
-        _copy_listed(bundle, gmeta["file"], version / "model.onnx")
+        _copy_listed(bundle, source, version / "model.onnx")
     elif variant == "python":
         head += 'backend: "python"\n'
-        _copy_listed(bundle, gmeta["file"], version / "model.onnx")
+        _copy_listed(bundle, source, version / "model.onnx")
         (version / "model.py").write_text(_ORT_GRAPH_MODEL)
     else:
         head += 'platform: "tensorrt_plan"\n'
-        _copy_listed(bundle, _choose_plan(bundle, graph), version / "model.plan")
+        _copy_listed(bundle, source, version / "model.plan")
     cfg = head + f"max_batch_size: {max_batch if batched else 0}\n" + _tensors("input", inputs)
     cfg += _tensors("output", outputs)
     if batched:
@@ -384,6 +440,7 @@ def _write_graph_model(
     kind = "KIND_GPU" if variant == "tensorrt" else "KIND_CPU"
     cfg += f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n"
     (model_dir / "config.pbtxt").write_text(cfg)
+    return source
 
 
 def _choose_plan(bundle: Bundle, graph: str) -> str:

@@ -10,19 +10,28 @@ Both stages reuse the family's own ``Detector`` code instead of duplicating it:
 Results travel as tensors (``encode_result`` / ``decode_result``): SCORE, RAW_SCORE (fp64),
 LABEL (int8, -1 = none), ANOMALY_MAP (fp32, 0x0 = none), MASK (bool, 0x0 = none), EXTRAS and
 INFO (JSON bytes; arrays as base64 with dtype and shape, so they round-trip bit-exactly).
+
+A repository written from a signed bundle carries the signed bundle verbatim; both stages verify
+it when they start (``served_trust``: the server's ``EDGESENTRY_TRUSTED_KEYS`` /
+``EDGESENTRY_SIGNING_CONFIG``, else the public keys the repository was exported with) before
+``meta.json`` is read, and the post stage checks the graph models' files (``model.onnx`` /
+``model.plan`` beside the ensemble) against the signed digests (``check_served_files``), so a
+Triton model whose bundle was changed fails to load.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesentry.errors import ConfigError
+from edgesentry.errors import ConfigError, SignatureError
+from edgesentry.io.paths import resolve_inside, sha256_file
 from edgesentry.result import Result
 
 ARRAY_INPUT = "INPUT"  # ensemble input name for families whose detector takes one array
@@ -92,14 +101,55 @@ def _set(slot: tuple[Any, str | None], runner: Any) -> None:
 GALLERY_NAME = "gallery.npz"
 
 
-def load_detector(bundle: str | Path) -> tuple[Any, dict[str, Any]]:
+def served_trust(model_dir: str | os.PathLike, params: Mapping[str, str]) -> Any:
+    """The trust policy a python-backend model verifies its bundle copy with.
+
+    ``require_signature`` (set when the repository was written from a signed bundle) makes a
+    signature mandatory: the server's own policy (environment) if it has one, else the public
+    keys listed in ``trusted_keys`` (paths relative to the repository, copied there at export).
+    Without it, the server's policy (if any) still applies, as for ``edgesentry.load``.
+
+    Raises:
+        SignatureError: a signature is required and no trusted key is configured anywhere.
+    """
+    from edgesentry.signing import TrustPolicy, default_policy
+
+    policy = default_policy()
+    if params.get("require_signature") != "true" or policy is not None:
+        return policy
+    keys = [resolve_inside(Path(model_dir).parent, k, what="trusted key", error=ConfigError)
+            for k in json.loads(params.get("trusted_keys") or "[]")]
+    if not keys:
+        raise SignatureError(f"the bundle of {model_dir} is signed and must be verified, but no trusted key is "
+                             "configured: set EDGESENTRY_TRUSTED_KEYS for tritonserver, or export with --trusted-keys")
+    return TrustPolicy.from_keys(keys, source=f"the repository ({model_dir})")
+
+
+def check_served_files(model_dir: str | os.PathLike, served: Mapping[str, str], signed: Mapping[str, str]) -> None:
+    """Graph model files of the repository (path relative to ``model_dir`` -> bundle file name)
+    must hold the signed bytes of the bundle file they were copied from.
+
+    Raises:
+        SignatureError: naming the served file that differs (or a bundle file never signed).
+    """
+    for rel, name in served.items():
+        path = Path(model_dir, rel)
+        if name not in signed:
+            raise SignatureError(f"served file {rel} comes from {name!r}, which the bundle's signature does not cover")
+        if not path.is_file() or path.is_symlink() or sha256_file(path) != signed[name]:
+            raise SignatureError(f"served file {path} differs from the signed bundle file {name!r}: the repository "
+                                 "was modified after export; refused")
+
+
+def load_detector(bundle: str | Path, trust: Any = None) -> tuple[Any, dict[str, Any]]:
     """The served detector of a repository's bundle copy (ONNX Runtime), with the gallery that
-    sits beside the copy (``GALLERY_NAME``) as its default gallery."""
+    sits beside the copy (``GALLERY_NAME``) as its default gallery; ``trust`` (a
+    ``TrustPolicy``) requires the copy's signature, verified before its ``meta.json`` is read."""
     from edgesentry.api import load
     from edgesentry.bundle import Bundle
 
-    b = Bundle.open(bundle)
-    det = load(b, backend="onnxruntime" if b.meta.get("graphs") else "auto")
+    b = Bundle.open(bundle, trust=trust)
+    det = load(b, backend="onnxruntime" if b.meta.get("graphs") else "auto", require_signature=False)
     gallery = Path(bundle).parent / GALLERY_NAME
     if gallery.is_file():
         det.default_gallery = det.load_gallery(gallery)
@@ -113,8 +163,8 @@ def as_detector_input(inputs: Mapping[str, np.ndarray]) -> Any:
 class PreStage:
     """Detector input tensors -> graph feeds (``<graph>__<input>``)."""
 
-    def __init__(self, bundle: str | Path):
-        self.detector, self.graphs = load_detector(bundle)
+    def __init__(self, bundle: str | Path, trust: Any = None):
+        self.detector, self.graphs = load_detector(bundle, trust)
         self.recorders = {}
         for g, slot in graph_slots(self.detector, list(self.graphs)).items():
             self.recorders[g] = _Recorder(self.graphs[g]["outputs"])
@@ -140,8 +190,12 @@ class PreStage:
 class PostStage:
     """Detector input tensors + graph outputs -> ``Result`` (the family's post-processing)."""
 
-    def __init__(self, bundle: str | Path):
-        self.detector, self.graphs = load_detector(bundle)
+    def __init__(self, bundle: str | Path, trust: Any = None, served: Mapping[str, str] | None = None,
+                 model_dir: str | os.PathLike | None = None):
+        self.detector, self.graphs = load_detector(bundle, trust)
+        signature = self.detector.bundle.signature
+        if served and signature is not None:
+            check_served_files(model_dir or Path(bundle).parent, served, signature.digests)
         self.replayers = {}
         for g, slot in graph_slots(self.detector, list(self.graphs)).items():
             self.replayers[g] = _Replayer()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -40,12 +39,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from edgesentry.detector import Detector
-from edgesentry.errors import ConfigError, EdgesentryError
+from edgesentry.detectors.linescan import LineScanDetector
+from edgesentry.errors import ConfigError
 from edgesentry.io.paths import check_output_file
 from edgesentry.stream.accounting import Accounting, Snapshot
+from edgesentry.stream.cameras import open_any_source as open_source
+from edgesentry.stream.capture import ReconnectingReader, count_lost
+from edgesentry.stream.linescan import LineScorer, open_line_source
 from edgesentry.stream.monitor import MetricsServer, StatusPrinter, status_line
 from edgesentry.stream.options import check_options
 from edgesentry.stream.queues import BoundedQueue, Closed, Frame
+from edgesentry.stream.scoring import score_isolated
 from edgesentry.stream.sinks import (
     CallbackSink,
     JsonlSink,
@@ -59,13 +63,10 @@ from edgesentry.stream.sinks import (
 )
 from edgesentry.stream.sources import (
     DEFAULT_SETTLE_S,
-    IDLE,
     RawFrame,
     Source,
-    SourceDisconnected,
-    open_source,
 )
-from edgesentry.stream.supervisor import InHand, describe_crash, supervise
+from edgesentry.stream.supervisor import InHand, describe_crash, supervise, wait_handling_signals
 
 log = logging.getLogger("edgesentry.stream")
 
@@ -77,8 +78,6 @@ EXIT_SOURCE_LOST = 3  # the source could not be (re)opened within max_retries
 EXIT_SINK_ERRORS = 4  # the stream ran, but some records were not delivered by every sink
 EXIT_INTERNAL_ERROR = 70  # a runtime thread crashed (a bug: the log has the traceback)
 
-#: reads that raise in a row before the source counts as disconnected (and is reopened)
-MAX_CONSECUTIVE_READ_ERRORS = 25
 #: the record reason of frames failed because a worker crashed
 INTERNAL_ERROR = "internal_error"
 
@@ -96,6 +95,7 @@ class StreamSummary:
     batch_size: int = 1
     latency_budget_ms: float = 0.0
     detector: str = ""
+    source_facts: dict[str, Any] = field(default_factory=dict)  # a camera's model, settings read back
 
     @property
     def produced(self) -> int:
@@ -128,6 +128,8 @@ class StreamSummary:
             "latency_ms": {"p50": c.latency_p50_ms, "p99": c.latency_p99_ms, "max": c.latency_max_ms},
             "sink_errors": c.sink_errors, "worker_crashes": c.worker_crashes, "sinks": self.sinks,
         }
+        if self.source_facts:
+            out["camera"] = self.source_facts
         return out
 
     def line(self) -> str:
@@ -145,7 +147,8 @@ class Stream:
 
     Args:
         detector: any ``Detector`` whose ``predict`` takes an (H, W, 3) uint8 RGB image.
-        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source).
+        source: see ``open_source`` (camera index, file, URL, pipeline, folder, iterable, Source),
+            or an industrial camera ``aravis:ID?settings`` / ``pylon:ID?settings``.
         sinks: ``Sink`` objects (``JsonlSink``, ``OverlaySink``, ``MqttSink``, ...).
         batch_size: most frames per ``predict_batch`` call.
         latency_budget_ms: longest a frame waits for its batch to fill (from capture).
@@ -173,7 +176,11 @@ class Stream:
                       status_interval_s=status_interval_s, idle_timeout=idle_timeout, settle_s=settle_s,
                       max_restarts=max_restarts)
         self.detector = detector
-        self.source: Source = open_source(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s)
+        # a line-scan detector reads push-broom lines (a cube replayed, a camera callback) and
+        # delivers each line when its look-ahead is complete
+        self._lines = LineScorer(detector) if isinstance(detector, LineScanDetector) else None
+        self.source: Source = (open_line_source(source) if self._lines is not None
+                               else open_source(source, once=once, idle_timeout=idle_timeout, settle_s=settle_s))
         if policy is None:
             policy = "drop-oldest" if self.source.live else "block"
         if policy not in POLICIES:
@@ -209,6 +216,8 @@ class Stream:
         self._late_lock = threading.Lock()
         self._output_alive = True
         self._capture_abandoned = False  # stuck in read() past stop_grace_s: not waited for again
+        self._reader = ReconnectingReader(self.source, stop=self._stop, max_retries=max_retries,
+                                          backoff_s=backoff_s, on_reconnect=self.acc.count_reconnect)
 
     # ------------------------------------------------------------------------ control
     def start(self) -> Stream:
@@ -269,17 +278,8 @@ class Stream:
 
     def run(self, *, handle_signals: bool = True) -> StreamSummary:
         """Run to the end. In the main thread SIGINT/SIGTERM stop (first: drain; second: drop)."""
-        previous: dict[int, Any] = {}
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        try:
-            self.start()
-            while not self._finished.wait(0.1):  # short waits keep signal handlers responsive
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self.start()
+        wait_handling_signals(self._finished, self.stop, handle_signals=handle_signals)
         assert self._summary is not None
         return self._summary
 
@@ -307,6 +307,8 @@ class Stream:
             self._emit_late([(frame, None, error) for frame, _, _ in held[:1]] + held[1:])
         else:
             self._emit([(frame, None, error) for frame in held if isinstance(frame, Frame)])
+        if worker == "inference" and self._lines is not None:
+            self._lines.reset()  # its waiting lines just failed: the scan starts again
         if restarting:
             return
         self._exit_reason = INTERNAL_ERROR
@@ -344,7 +346,7 @@ class Stream:
 
     # ------------------------------------------------------------------------ capture
     def _capture_loop(self) -> None:
-        source, attempts, is_open, read_errors = self.source, 0, False, 0
+        reader = self._reader
         drop_oldest = self.policy == "drop-oldest"
         held = self._held["capture"]
         try:
@@ -352,43 +354,12 @@ class Stream:
                 if self.max_frames is not None and self.acc.produced >= self.max_frames:
                     self._exit_reason = "max_frames"
                     break
-                if not is_open:
-                    try:
-                        source.open()
-                        is_open = True
-                    except Exception as exc:  # any failure to open is a reason to retry, not to die
-                        attempts += 1
-                        if not self._backoff(attempts, exc):
-                            break
-                        continue
-                try:
-                    raw = source.read()
-                    read_errors = 0
-                except SourceDisconnected as exc:
-                    source.close()
-                    is_open = False
-                    attempts += 1
-                    if not self._backoff(attempts, exc):
-                        break
-                    continue
-                except Exception as exc:  # this one read failed: a failed frame, the source goes on
-                    read_errors += 1
-                    if read_errors >= MAX_CONSECUTIVE_READ_ERRORS:
-                        source.close()
-                        is_open, read_errors = False, 0
-                        attempts += 1
-                        if not self._backoff(attempts, SourceDisconnected(f"{read_errors} reads failed: {exc}")):
-                            break
-                    raw = RawFrame(f"{source.name}#read-error", error=f"read: {describe_crash(exc)}")
+                raw = reader.next()
                 if raw is None:
+                    if reader.lost:
+                        self._exit_reason = "source_lost"
                     break
-                if raw is IDLE:
-                    self._stop.wait(0.02)
-                    continue
-                if not isinstance(raw, RawFrame):
-                    raw = RawFrame(f"{source.name}#?", error=f"read: the source returned {type(raw).__name__}, "
-                                                               "not a RawFrame")
-                attempts = 0
+                count_lost(self.acc, raw)
                 frame = self._make_frame(raw)
                 held.take([frame])
                 try:
@@ -400,23 +371,12 @@ class Stream:
                 finally:
                     held.passed(frame)
         finally:
-            source.close()
-
-    def _backoff(self, attempts: int, exc: Exception) -> bool:
-        """Wait before reconnect attempt ``attempts``; False when retries are exhausted."""
-        if attempts > self.max_retries:
-            log.error("source %s lost after %d reconnect attempts: %s", self.source.name, self.max_retries, exc)
-            self._exit_reason = "source_lost"
-            return False
-        first, longest = self.backoff_s
-        delay = min(longest, first * 2 ** (attempts - 1))
-        self.acc.count_reconnect()
-        log.warning("source %s: %s; reconnect %d/%d in %.2fs", self.source.name, exc, attempts, self.max_retries, delay)
-        self._stop.wait(delay)
-        return not self._stop.is_set()
+            reader.close()
 
     def _make_frame(self, raw: RawFrame) -> Frame:
         meta = {} if raw.position_ms is None else {"position_ms": raw.position_ms}
+        if raw.meta:
+            meta["acquisition"] = dict(raw.meta)
         index = self.acc.produce()
         frame = Frame(index=index, timestamp=time.time(), captured=time.perf_counter(), name=str(raw.name),
                       image=raw.image, error=raw.error, meta=meta)
@@ -431,9 +391,25 @@ class Stream:
             batch = self.capture_q.get_batch(self.batch_size, deadline, hold=held.take)
             if not batch:
                 break
-            for item in self._score(batch):
+            # line scan: lines awaiting their look-ahead stay held by this worker until scored
+            for item in self._score(batch) if self._lines is None else self._score_lines(batch):
                 self._emit([item])
                 held.passed(item[0])
+        if self._lines is not None:  # end of the source: the lines still waiting
+            for item in self._lines.flush():
+                self._emit([item])
+                held.passed(item[0])
+
+    def _score_lines(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
+        """Push-broom lines, one at a time and in order (the model learns each line)."""
+        out: list[tuple[Frame, Any, str | None]] = []
+        for f in frames:
+            if f.image is None:
+                out.append((f, None, f.error))
+                continue
+            f.meta["queue_s"] = time.perf_counter() - f.captured
+            out += self._lines.score(f)
+        return out
 
     def _score(self, frames: list[Frame]) -> list[tuple[Frame, Any, str | None]]:
         """Score decodable frames in one ``predict_batch``; isolate a failure frame by frame."""
@@ -443,21 +419,8 @@ class Stream:
             t0 = time.perf_counter()
             for f in ready:
                 f.meta["queue_s"] = t0 - f.captured
-            try:
-                results = self.detector.predict_batch([f.image for f in ready])
-                if len(results) != len(ready):
-                    raise RuntimeError(f"predict_batch returned {len(results)} results for {len(ready)} inputs")
-                for f, r in zip(ready, results):
-                    scored[f.index] = (r, None)
-            except Exception:
-                # One bad frame must not fail its batch-mates: retry them one by one.
-                for f in ready:
-                    try:
-                        scored[f.index] = (self.detector.predict(f.image), None)
-                    except Exception as exc:
-                        scored[f.index] = (None, f"{type(exc).__name__}: {exc}")
-                        if not isinstance(exc, EdgesentryError):
-                            log.debug("detector raised on frame %d", f.index, exc_info=True)
+            for f, outcome in zip(ready, score_isolated(self.detector, [f.image for f in ready])):
+                scored[f.index] = outcome
             self.acc.count_batch(len(ready))
             for f in ready:
                 f.meta["batch"] = len(ready)
@@ -491,6 +454,7 @@ class Stream:
         if error is None:
             summary = result.summary()
             record.update(status="ok", score=summary["score"], raw_score=summary["raw_score"], label=summary["label"])
+            record.update(summary.get("record", {}))  # a family's own fields (line-scan: line, objects)
             timings = dict(summary["timings"])
         else:
             reason = error.split(":", 1)[0]  # "decode" or the exception's type name
@@ -502,6 +466,8 @@ class Stream:
             record["batch"] = frame.meta["batch"]
         if "position_ms" in frame.meta:
             record["position_ms"] = frame.meta["position_ms"]
+        if "acquisition" in frame.meta:
+            record["acquisition"] = frame.meta["acquisition"]
         latency = time.perf_counter() - frame.captured
         timings["latency"] = round(latency, 6)
         record["timings"] = timings
@@ -603,9 +569,11 @@ class Stream:
             code = EXIT_SOURCE_LOST
         elif snap.sink_errors:
             code = EXIT_SINK_ERRORS
+        facts = getattr(self.source, "facts", None)
         return StreamSummary(source=self.source.name, policy=self.policy, exit_code=code, exit_reason=reason,
                              counters=snap, sinks=sinks or {}, batch_size=self.batch_size,
-                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__)
+                             latency_budget_ms=self.budget_s * 1e3, detector=type(self.detector).__name__,
+                             source_facts=facts() if callable(facts) else {})
 
     def _write_summary(self, summary: StreamSummary) -> bool:
         try:

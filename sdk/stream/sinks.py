@@ -90,9 +90,10 @@ class JsonlSink(Sink):
     to disk.
 
     The sink never destroys data. On open, the path must be absent, empty, or a JSON Lines file
-    of ours (its first and last complete lines are JSON objects with a ``frame``); then it is
-    appended to, and a torn last line of ours (a power loss mid-write: a prefix of a
-    ``{"frame":...`` line) is cut back to the last newline. Anything else (another file, a
+    of ours (its first and last complete lines are JSON objects whose first key is ``key``,
+    ``frame`` by default, holding an integer); then it is appended to, and a torn last line of
+    ours (a power loss mid-write: a prefix of a ``{"frame":...`` line) is cut back to the last
+    newline. Every record written must start with that key. Anything else (another file, a
     FIFO, a device, a directory) is refused with ``ConfigError`` before anything is written;
     nothing ever blocks on a FIFO without a reader.
     """
@@ -101,9 +102,11 @@ class JsonlSink(Sink):
     #: how much of the head and the tail is read to recognise our own format
     PROBE_BYTES = 1 << 16
 
-    def __init__(self, path: str | os.PathLike, *, fsync_every: int = 100, label: str = "JSONL file"):
+    def __init__(self, path: str | os.PathLike, *, fsync_every: int = 100, label: str = "JSONL file",
+                 key: str = "frame"):
         self.path = Path(path)
         self.label = label
+        self.key = key
         self._fd = -1
         check_output_file(self.path, flag=label)
         try:
@@ -142,17 +145,17 @@ class JsonlSink(Sink):
         first_end = head.find(b"\n")
         if first_end < 0 and size > len(head):
             raise self._refuse(f"no line break in its first {len(head)} bytes")
-        if first_end >= 0 and not _ours(head[:first_end]):
+        if first_end >= 0 and not _ours(head[:first_end], self.key):
             raise self._refuse(f"its first line {head[:60]!r} is not a record of ours")
         if tail.endswith(b"\n"):
             last_start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
             last = tail[last_start:-1]
-            if (last_start > 0 or size <= back) and not _ours(last):
+            if (last_start > 0 or size <= back) and not _ours(last, self.key):
                 raise self._refuse(f"its last line {last[:60]!r} is not a record of ours")
             return
         cut = tail.rfind(b"\n")
         torn = tail[cut + 1:]
-        if not _torn_line_of_ours(torn):
+        if not _torn_line_of_ours(torn, self.key):
             raise self._refuse(f"it ends with {torn[:60]!r}, which is not a line of ours")
         keep = size - len(torn)
         log.warning("%s ended with a torn line (%d bytes); cut back to the last complete line",
@@ -177,23 +180,25 @@ class JsonlSink(Sink):
         return {"path": str(self.path), "lines": getattr(self, "lines", 0)}
 
 
-#: every record starts with its frame index (``dumps`` keeps insertion order, compact separators)
-_RECORD_START = b'{"frame":'
+def _record_start(key: str) -> bytes:
+    """How every record starts: its key first (``dumps`` keeps insertion order, compact separators)."""
+    return b'{' + json.dumps(key).encode() + b':'
 
 
-def _ours(line: bytes) -> bool:
-    """A complete line written by ``JsonlSink``: a JSON object holding an integer ``frame``."""
+def _ours(line: bytes, key: str = "frame") -> bool:
+    """A complete line written by ``JsonlSink``: a JSON object holding an integer ``key``."""
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError):
         return False
-    return isinstance(obj, dict) and isinstance(obj.get("frame"), int)
+    return isinstance(obj, dict) and isinstance(obj.get(key), int)
 
 
-def _torn_line_of_ours(torn: bytes) -> bool:
+def _torn_line_of_ours(torn: bytes, key: str = "frame") -> bool:
     """A prefix of one of our lines, as a crash mid-``write`` would leave (no newline in it)."""
-    n = min(len(torn), len(_RECORD_START))
-    return torn[:n] == _RECORD_START[:n] and b"\n" not in torn
+    start = _record_start(key)
+    n = min(len(torn), len(start))
+    return torn[:n] == start[:n] and b"\n" not in torn
 
 
 # --------------------------------------------------------------------------- overlays

@@ -47,12 +47,19 @@ IDLE = _Idle()  # "no frame yet, ask again"
 
 @dataclass
 class RawFrame:
-    """What a source hands the runtime: an RGB image or the reason there is none."""
+    """What a source hands the runtime: an RGB image or the reason there is none.
+
+    ``lost`` counts frames the device produced before this one that never reached the host
+    (a gap in a camera's block ids): the runtime counts each as dropped, reason ``transport``.
+    ``meta`` (camera frame id, timestamp, pixel format) is carried into the frame's record.
+    """
 
     name: str
     image: np.ndarray | None = None
     error: str | None = None
     position_ms: float | None = None
+    lost: int = 0
+    meta: dict[str, Any] | None = None
 
 
 class Source:
@@ -337,6 +344,49 @@ class IterableSource(Source):
         if isinstance(item, RawFrame):
             return item
         return RawFrame(name, image=np.asarray(item))
+
+
+class PacedSource(Source):
+    """Replays a finite source at camera speed: frame ``k`` is handed out ``k / fps`` seconds
+    after the first (or at its ``position_ms`` when ``fps`` is None), never earlier.
+
+    A recording then behaves like a live camera for tests, demos and benchmarks (``live`` is
+    True, so the runtime's default policy is ``drop-oldest``). A reader that falls behind gets
+    the frames late rather than skipped.
+    """
+
+    live = True
+
+    def __init__(self, inner: Source, fps: float | None = None):
+        if fps is not None and not fps > 0:
+            raise ConfigError(f"fps must be > 0; got {fps!r}")
+        self.inner = inner
+        self.fps = fps
+        self.name = inner.name
+        self._t0: float | None = None
+        self._k = 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> RawFrame | _Idle | None:
+        raw = self.inner.read()
+        if not isinstance(raw, RawFrame):
+            return raw
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        if self.fps is not None:
+            due = self._t0 + self._k / self.fps
+        else:
+            due = self._t0 + (raw.position_ms or 0.0) / 1e3
+        self._k += 1
+        if due > now:
+            time.sleep(due - now)
+        return raw
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_source(source: Any, *, once: bool = False, idle_timeout: float | None = None,

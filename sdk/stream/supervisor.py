@@ -17,6 +17,7 @@ runs once, when the loop returned normally (``gave_up=False``) or crashed with n
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -96,3 +97,21 @@ class InHand:
         with self._lock:
             items, self._items = self._items, []
             return items
+
+
+def wait_handling_signals(finished: threading.Event, on_signal: Callable[[], None], *, handle_signals: bool = True
+                          ) -> None:
+    """Wait until ``finished``; meanwhile SIGINT/SIGTERM call ``on_signal`` (main thread only).
+
+    The previous handlers are restored on return. Short waits keep the handlers responsive.
+    """
+    previous: dict[int, Any] = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal())
+    try:
+        while not finished.wait(0.1):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -40,7 +40,8 @@ def test_gpu_check_smoke_compiles_and_checks_every_kernel(tmp_path):
 @pytest.mark.slow
 def test_latency_quick_rx_writes_rows(tmp_path):
     out = tmp_path / "latency.json"
-    proc = _run(["benchmarks/latency.py", "--quick", "--only", "rx", "--json", str(out)], tmp_path, timeout=600)
+    proc = _run(["benchmarks/latency.py", "--quick", "--only", "rx", "--rss", "--json", str(out)], tmp_path,
+                timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     impls = {(r["case"], r["impl"]) for r in rows}
@@ -49,3 +50,7 @@ def test_latency_quick_rx_writes_rows(tmp_path):
         if "rel_err_vs_ref" in r["extra"] and r["impl"] == "cpu":
             assert r["extra"]["rel_err_vs_ref"] < 1e-6
     assert "| rx | global | cpu |" in proc.stdout
+    fresh = [r for r in rows if r["case"] == "global (fresh process)"]  # --rss: one child per row
+    assert {r["impl"] for r in fresh} >= {"detector.predict"}
+    for r in fresh:  # the child holds at least its 4 MB cube
+        assert r["peak_rss_mb"] > 4 and r["extra"]["x_cube"] > 1

@@ -1,10 +1,11 @@
 """The house has one staircase: imports only go down the layers of DESIGN.md / STYLE.md section 0.
 
     errors, result (+ viz, the pictures it draws), calibration, metrics
-      -> io, models, kernels, backends (+ bundle)
+      -> io, models, kernels, backends (+ bundle, signing, recalibration, precision)
       -> detector, detectors
       -> api
       -> export, serving, stream, evaluation
+      -> line (the production line runtime: uses stream, serving and api)
       -> cli (and the package facade ``edgesentry/__init__.py``)
 
 Every module under ``sdk/``, ``kernels/`` and ``export/`` is parsed with ``ast``; every import
@@ -28,11 +29,12 @@ PACKAGES = {"sdk": "edgesentry", "kernels": "edgesentry.kernels", "export": "edg
 
 #: bottom first; the names are the first component after ``edgesentry.`` ("" = the facade)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version"),
-    ("io", "models", "kernels", "backends", "bundle"),
+    ("errors", "viz", "result", "calibration", "metrics", "_threads", "_version", "_machine"),
+    ("io", "models", "kernels", "backends", "bundle", "signing", "recalibration", "precision"),
     ("detector", "detectors"),
     ("api",),
     ("export", "serving", "stream", "evaluation"),
+    ("line",),
     ("cli", ""),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

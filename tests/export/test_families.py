@@ -64,7 +64,7 @@ CHILD = textwrap.dedent(
     out = {}
     for name, job in jobs.items():
         try:
-            det = edgesentry.load(job["bundle"], backend="onnxruntime")
+            det = edgesentry.load(job["bundle"], backend=job["backend"])
         except ImportError as exc:
             out[name] = {"import_error": str(exc)}
             continue
@@ -95,20 +95,24 @@ def _aarch64_python() -> list[str]:
     return [path]
 
 
-@pytest.mark.parametrize("interpreter", ["native", "aarch64"])
-def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path, interpreter):
+@pytest.mark.parametrize("interpreter,backend", [("native", "onnxruntime"), ("aarch64", "onnxruntime"),
+                                                 ("native", "openvino")])
+def test_torch_free_runtime_runs_every_family(family_bundles, tmp_path, interpreter, backend):
     """Bundles exported here (torch, x86-64 on CI) run without torch, through onnxruntime, in
     a child interpreter: this one, or an aarch64 one (the Jetson CPU path) under emulation.
     The same tolerances either way: ONNX Runtime's float32 kernels against torch's."""
     import edgesentry
 
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     python = [sys.executable] if interpreter == "native" else _aarch64_python()
     jobs, expected = {}, {}
     for name, (bundle, _) in family_bundles.items():
         case = CASES[name]
         x = case.sample(np.random.default_rng(7), bundle)
         np.savez(tmp_path / f"{name}.npz", **x)
-        jobs[name] = {"bundle": str(bundle.path), "inputs": str(tmp_path / f"{name}.npz"), "call": case.call}
+        jobs[name] = {"bundle": str(bundle.path), "inputs": str(tmp_path / f"{name}.npz"), "call": case.call,
+                      "backend": backend}
         det = edgesentry.load(bundle, backend="torch")
         expected[name] = eval(case.call, {"det": det, "x": x})
     proc = subprocess.run(

@@ -364,9 +364,9 @@ def test_trt11_fp16_converts_onnx_and_is_strongly_typed(tiny_family, tmp_path):
     assert "-vc." in r.path.name
 
 
-def test_trt11_int8_is_refused_with_a_reason(tiny_family, tmp_path):
+def test_trt11_int8_without_qdq_graphs_is_refused_with_a_reason(tiny_family, tmp_path):
     bundle = _fresh(tiny_family, tmp_path)
-    with pytest.raises(ConfigError, match="strongly typed.*Q/DQ"):
+    with pytest.raises(ConfigError, match="explicit Q/DQ.*strongly typed.*edgesentry quantize"):
         build_bundle_engines(
             bundle,
             precision="int8",

@@ -111,7 +111,7 @@ def test_validate_rejects_bad_requests(tiny_bundle):
     with pytest.raises(ConfigError, match="reference and at least one"):
         validate_bundle(tiny_bundle, backends=["torch"])
     with pytest.raises(ConfigError, match="unknown backends"):
-        validate_bundle(tiny_bundle, backends=["torch", "openvino"])
+        validate_bundle(tiny_bundle, backends=["torch", "tvm"])
 
 
 def test_ort_iobinding_and_providers(tiny_bundle):

@@ -96,7 +96,7 @@ def test_onnxruntime_matches_torch(tiny_onnx_bundle, oracle):
     assert report.passed, report.table()
     errors = {o.name: o.max_abs for o in report.outputs}
     assert errors["prob"] < 1e-5 and errors["recon"] < 1e-4
-    ort_det = edgesentry.load(path)  # auto prefers ONNX Runtime
+    ort_det = edgesentry.load(path, backend="onnxruntime")  # auto measures both (tests/core)
     assert ort_det.backend == "onnxruntime"
     torch_det = edgesentry.load(path, backend="torch")
     for a, b in zip(ort_det.predict_batch(_images(oracle)), torch_det.predict_batch(_images(oracle))):

@@ -42,7 +42,7 @@ def test_parity_across_lengths(onnx_bundle):
 def test_onnxruntime_detector_matches_oracle(onnx_bundle, oracle):
     import edgesentry
 
-    det = edgesentry.load(onnx_bundle.path)  # auto -> onnxruntime when the bundle has ONNX
+    det = edgesentry.load(onnx_bundle.path, backend="onnxruntime")  # auto measures both (tests/core)
     assert det.backend == "onnxruntime"
     for case in ("case_B5_T1", "case_B1_T33", "case_B5_T300"):
         res = det.predict(case_inputs(oracle, case))

@@ -183,21 +183,59 @@ def test_cuda_tier_rejects_long_clips(rng):
         otam.fuse(*args, tier="cuda")
 
 
-def test_cpu_tier_blas_path_for_large_galleries(rng, monkeypatch):
-    """Above BLAS_THRESHOLD the dot products come from sgemm; same answers (incl. past underflow)."""
-    pytest.importorskip("edgesentry.kernels._cpu_otam")
+@pytest.mark.parametrize("q, n, t, d", [(9, 41, 8, 256), (7, 13, 5, 77), (3, 5, 16, 1000)])
+def test_cpu_tier_blocked_gallery_every_isa_and_thread_count(rng, q, n, t, d):
+    """Gallery-sized calls: the blocked frame dot products (query and prototype blocks that do
+    not divide Q, N; T and D with edge rows and a scalar tail) with every instruction set's
+    panels (0 = portable dots, 1 = AVX2 + FMA / NEON, 2 = AVX-512; one this CPU lacks runs its
+    panels at the same width in portable vectors, so every width is checked on any CPU) and with
+    one and two threads, against the float64 reference; past the float32 underflow point too.
+    Tolerances: float32 dot products over D <= 1000 against float64 (~1e-6 relative on the
+    cosines), through the DP's soft-min sums."""
+    kernel = pytest.importorskip("edgesentry.kernels._cpu_otam")
+    args = _inputs(rng, q, n, t, d)
+    want_d, want_l = ref.fuse_reference(*args)
+    far = _far(rng, 4, 6, 40, 64)
+    far_d, _ = ref.fuse_reference(*far)
+    assert (far_d > 52).all()
+    for isa in (0, 1, 2):
+        for threads in (1, 2):
+            dists, logits = kernel.fuse(*args, 0.5, 0.01, threads, isa)
+            assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
+            assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
+            dists, _ = kernel.fuse(*far, 0.5, 0.01, threads, isa)
+            assert_verbose_allclose(dists, far_d, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="isa"):
+        kernel.fuse(*args, 0.5, 0.01, 1, 3)
+
+
+@pytest.mark.parametrize("model, shape, team, want", [
+    # waking the threads costs 20 us, two threads run 1.8x: a 5-way episode at D = 1024 (~1.7 ms) goes parallel
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e4, "speedup": 1.8}, (5, 5, 8, 1024), 2, 2),
+    # ... one query against five classes at D = 256 (~20 us of work) stays on one thread
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e4, "speedup": 1.8}, (1, 5, 8, 256), 2, 1),
+    # a machine where a second thread brings nothing (busy, or one physical core): never
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 2e5, "speedup": 0.99}, (25, 100, 8, 1024), 2, 1),
+    # one core: one thread whatever the model says
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 0.0, "speedup": 4.0}, (25, 100, 8, 1024), 1, 1),
+    # 16 cores and a big gallery
+    ({"dot_ns": 0.03, "cell_ns": 2.0, "fork_ns": 5e4, "speedup": 12.0}, (25, 100, 8, 1024), 16, 16),
+])
+def test_cpu_thread_choice_follows_the_measured_model(model, shape, team, want):
+    """The thread decision from injected model values (no timing in the test)."""
     from edgesentry.kernels.otam import cpu
 
-    monkeypatch.setattr(cpu, "BLAS_THRESHOLD", 1.0e6)  # exercise the path at a test-sized gallery
-    args = _inputs(rng, 8, 40, 8, 256)
-    assert 8 * 40 * 8 * 8 * 256 > cpu.BLAS_THRESHOLD
-    dists, logits = cpu.fuse(*args)
-    want_d, want_l = ref.fuse_reference(*args)
-    assert_verbose_allclose(dists, want_d, atol=2e-5, rtol=1e-5)
-    assert_verbose_allclose(logits, want_l, atol=5e-5, rtol=1e-5)
-    far = _far(rng, 4, 4, 40, 64)
-    assert 4 * 4 * 40 * 40 * 64 > cpu.BLAS_THRESHOLD
-    dists, _ = cpu.fuse(*far)
-    want_d, _ = ref.fuse_reference(*far)
-    assert (want_d > 52).all()
-    assert_verbose_allclose(dists, want_d, atol=1e-4, rtol=1e-5)
+    assert cpu.threads_for(*shape, model=model, team=team) == want
+
+
+def test_cpu_thread_model_is_measured_and_cached(tmp_path, monkeypatch):
+    pytest.importorskip("edgesentry.kernels._cpu_otam")
+    from edgesentry import _machine
+    from edgesentry.kernels.otam import cpu
+
+    monkeypatch.setenv(_machine.ENV_CACHE, str(tmp_path))
+    _machine.forget("otam.threads")
+    model = cpu.thread_model()
+    assert set(model) == set(cpu.DEFAULT_THREAD_MODEL) and all(v >= 0 for v in model.values())
+    assert _machine.read_cached("otam.threads", 1) == model
+    _machine.forget("otam.threads")

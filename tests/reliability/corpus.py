@@ -304,7 +304,7 @@ def _(env):
 
 
 @case("bundle", "rx-option-mismatch", ConfigError,
-      r"family 'rx' has no option 'backend'; valid options: bands, kernels, mode", kind="option")
+      r"family 'rx' has no option 'backend'; valid options: bands, .*kernels, .*mode, .*warmup", kind="option")
 def _(env):
     edgesentry.load(env.bundle("rx"), backend="torch")
 
@@ -373,7 +373,7 @@ def _weights_cases(family: str) -> None:
         edgesentry.load(path, backend="torch")
 
     @case(family, "unknown-backend", ConfigError, r"unknown backend 'tensorflow'; expected 'auto' or one of "
-          r"\['torch', 'onnxruntime', 'tensorrt'\]", kind="option")
+          r"\['torch', 'onnxruntime', 'openvino', 'tensorrt'\]", kind="option")
     def _(env):
         edgesentry.load(env.bundle(family), backend="tensorflow")
 

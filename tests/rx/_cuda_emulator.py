@@ -115,6 +115,20 @@ _SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)
 _DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
 
 
+def check_tier_sources(tier: Any, name: str, arch: str) -> None:
+    """A CUDA tier's ``SOURCES[name]`` compiles with NVRTC for ``arch`` to an ELF cubin that holds
+    every kernel its ``KERNELS[name]`` lists, and that table names exactly the source's
+    ``extern "C"`` kernels (what the emulator and the launchers look up)."""
+    from edgesentry.kernels import _cuda
+
+    source = tier.SOURCES[name]
+    assert {k for k, _ in _SIGNATURE.findall(source)} == set(tier.KERNELS[name])
+    cubin = _cuda.compile_cubin(source, arch=arch)
+    assert cubin[:4] == b"\x7fELF"
+    for kernel in tier.KERNELS[name]:
+        assert kernel.encode() in cubin, f"{kernel} missing from the {arch} cubin of {name}"
+
+
 class IllegalAddress(RuntimeError):
     """A kernel got a pointer outside device memory (the GPU's CUDA_ERROR_ILLEGAL_ADDRESS)."""
 

@@ -40,16 +40,7 @@ def _check(got, want) -> None:
 @pytest.mark.parametrize("arch", _cuda.TARGET_ARCHS)
 @pytest.mark.parametrize("name", sorted(rx_cuda.SOURCES))
 def test_every_source_compiles_to_a_cubin(name, arch):
-    cubin = _cuda.compile_cubin(rx_cuda.SOURCES[name], arch=arch)
-    assert cubin[:4] == b"\x7fELF"
-    for kernel in rx_cuda.KERNELS[name]:
-        assert kernel.encode() in cubin, f"{kernel} missing from the {arch} cubin of {name}"
-
-
-def test_kernel_table_names_every_extern_c_kernel():
-    for name, source in rx_cuda.SOURCES.items():
-        declared = set(emu._SIGNATURE.findall(source))
-        assert {k for k, _ in declared} == set(rx_cuda.KERNELS[name])
+    emu.check_tier_sources(rx_cuda, name, arch)
 
 
 @needs_nvrtc

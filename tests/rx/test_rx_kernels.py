@@ -287,3 +287,24 @@ def test_env_var_forces_reference(rng, monkeypatch):
 def test_auto_prefers_the_compiled_cpu_tier(rng):
     _, used = rx.local_rx(_cube(rng, 7, 7, 2), inner=1, outer=3)
     assert used == "cpu"
+
+
+@pytest.mark.parametrize("band_major", [False, True])
+def test_global_rx_cpu_8_double_vectors_match_reference(rng, band_major):
+    """The passes' 8-double code (AVX-512 CPUs run it by default; elsewhere it runs split into
+    narrower registers, which checks its arithmetic on any machine) against the reference."""
+    from edgesentry.kernels import _cpu_rx_global
+    from edgesentry.kernels.rx import cpu
+
+    x = _cube(rng, 23, 31, 37).reshape(-1, 37)  # 713 pixels: a partial chunk; 37 bands: padded tiles
+    data = np.ascontiguousarray(x.T) if band_major else x
+    mean, cov = _cpu_rx_global.moments(data, band_major, 8)
+    assert_verbose_allclose(cov, np.cov(x, rowvar=False), atol=0, rtol=1e-10)
+    assert_verbose_allclose(mean, x.mean(axis=0), atol=0, rtol=1e-12)
+    factor = cpu.inverse_cholesky(cov)
+    assert factor is not None
+    for width in (0, 8, -1):
+        got = _cpu_rx_global.mahalanobis(data, mean, factor, band_major, width)
+        assert_verbose_allclose(got, reference.global_rx(x), atol=0, rtol=1e-9)
+    with pytest.raises(ValueError, match="width"):
+        _cpu_rx_global.moments(data, band_major, 3)

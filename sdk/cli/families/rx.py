@@ -15,7 +15,7 @@ from edgesentry.cli._args import THRESHOLD_SCALE, add_kernel_args, parse_bands, 
 from edgesentry.cli._detect import Item, exit_code, run_detector, verdict_text, write_records
 from edgesentry.detector import Detector
 from edgesentry.detectors.rx import build, convert
-from edgesentry.errors import InputError
+from edgesentry.errors import ConfigError, InputError
 from edgesentry.io.files import CUBE_SUFFIXES, expand, names_for
 from edgesentry.io.hsi import read_ground_truth
 from edgesentry.metrics import roc_auc
@@ -39,20 +39,44 @@ def _add_rx_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ridge", type=float, default=0.0, help="relative diagonal loading (default: 0)")
     parser.add_argument("--variable", default=None, help=".mat variable of the cube (default: auto)")
     parser.add_argument("--mask-nan", action="store_true", help="skip NaN/Inf pixels instead of failing")
+    line = parser.add_argument_group("line scan (push-broom lines, docs/linescan.md)")
+    line.add_argument("--linescan", action="store_true", help="score line by line against earlier lines")
+    line.add_argument("--warmup", type=int, default=0, metavar="N",
+                      help="hold the first N lines and score them against their own block (default: 0)")
+    line.add_argument("--lookahead", type=int, default=0, metavar="K",
+                      help="score each line against the lines up to K after it (delay K; default: 0)")
+    line.add_argument("--forgetting", type=float, default=1.0, help="exponential forgetting factor (default: 1)")
+    line.add_argument("--lines", type=int, default=None, metavar="L",
+                      help="sliding block of the last L lines instead of forgetting (default: off)")
+    line.add_argument("--dims", type=int, default=None, help="project on D principal axes of the warm-up lines")
+    line.add_argument("--update-threshold", type=float, default=None, metavar="T",
+                      help="pixels scoring above T do not join the background (default: all join)")
+    line.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                      help="dtype of the scoring product (default: float64)")
     add_kernel_args(parser)
 
 
 def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    window = parse_pair(args.window, "--window") if args.window else None
-    return {
-        "mode": "local" if window else "global",
-        "window": window,
+    common = {
         "ridge": args.ridge,
         "bands": parse_bands(args.bands),
         "variable": args.variable,
         "nan_policy": "mask" if args.mask_nan else "raise",
         "kernels": args.kernels,
     }
+    if args.linescan:
+        if args.window:
+            raise ConfigError("--window is local RX; with --linescan use --lines L for a sliding block of lines")
+        return {"mode": "linescan", "window": args.lines, "warmup": args.warmup, "lookahead": args.lookahead,
+                "forgetting": args.forgetting, "dims": args.dims, "update_threshold": args.update_threshold,
+                "dtype": args.dtype, **common}
+    line_flags = {"--warmup": args.warmup, "--lookahead": args.lookahead, "--lines": args.lines,
+                  "--dims": args.dims, "--update-threshold": args.update_threshold}
+    given = [flag for flag, value in line_flags.items() if value] + (["--forgetting"] if args.forgetting != 1 else [])
+    if given or args.dtype != "float64":
+        raise ConfigError(f"{', '.join(given) or '--dtype'} only apply with --linescan")
+    window = parse_pair(args.window, "--window") if args.window else None
+    return {"mode": "local" if window else "global", "window": window, **common}
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,4 +163,5 @@ def run_scenes(det: Detector, args: argparse.Namespace, title: str) -> int:
 
 def detect_from_args(args: argparse.Namespace) -> int:
     det = build(threshold=args.threshold, **_options_from_args(args))
-    return run_scenes(det, args, f"RX {det.cfg.mode}")
+    mode = "linescan" if args.linescan else det.cfg.mode
+    return run_scenes(det, args, f"RX {mode}")
