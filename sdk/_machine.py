@@ -151,12 +151,16 @@ def write_cached(name: str, version: int, values: Mapping[str, float]) -> Path |
 
 
 def measured(name: str, version: int, measure: Callable[[], Mapping[str, float]],
-             default: Mapping[str, float] | None = None) -> dict[str, float]:
+             default: Mapping[str, float] | None = None,
+             keep: Callable[[Mapping[str, float]], bool] | None = None) -> dict[str, float]:
     """Values of the measurement ``name``: from this process's memo, the cache, or ``measure()``.
 
     ``measure`` returns finite numbers by name; it runs at most once per process and CPU key
     (under a lock), and its result is cached on disk. With ``EDGESENTRY_MEASURE=off`` the
     ``default`` is returned (``measure`` never runs); without a default, measuring proceeds.
+    ``keep`` says whether values can be trusted beyond this process: values it refuses (say a
+    thread speed-up of 1.0 on a multi-core CPU, what a machine busy at that moment shows) are
+    used by this process only, never written, and a cached entry it refuses is measured again.
     """
     key = (name, version)
     with _lock:
@@ -165,12 +169,15 @@ def measured(name: str, version: int, measure: Callable[[], Mapping[str, float]]
         if not measuring_enabled() and default is not None:
             return dict(default)
         values = read_cached(name, version)
+        if values is not None and keep is not None and not keep(values):
+            values = None
         if values is None:
             fresh = dict(measure())
             if not _valid(fresh):
                 raise ValueError(f"measurement {name!r} returned non-finite or empty values: {fresh}")
             values = {k: float(v) for k, v in fresh.items()}
-            write_cached(name, version, values)
+            if keep is None or keep(values):
+                write_cached(name, version, values)
         _memo[key] = values
         return dict(values)
 

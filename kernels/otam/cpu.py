@@ -12,6 +12,8 @@ per CPU model (``threads_for``) decides. ``otam`` (single direction, any R x M) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from edgesentry.kernels.otam.reference import COS_EPS, LAMBDA
@@ -56,7 +58,20 @@ def thread_model() -> dict[str, float]:
     call and its speed-up: measured once per CPU model (``edgesentry._machine``)."""
     from edgesentry import _machine
 
-    return _machine.measured("otam.threads", 1, _measure_threads, default=DEFAULT_THREAD_MODEL)
+    return _machine.measured("otam.threads", 1, _measure_threads, default=DEFAULT_THREAD_MODEL,
+                             keep=_trusted_thread_model)
+
+
+#: a measured two-thread speed-up below this on a multi-core CPU says the other core was busy
+#: during the 0.2 s of measuring, not that the CPU cannot use it: such a model is not cached, or
+#: every later process on this CPU would run single-threaded (a 25 x 100 gallery 1.9x slower)
+MIN_TRUSTED_SPEEDUP = 1.2
+
+
+def _trusted_thread_model(model: Mapping[str, float]) -> bool:
+    from edgesentry.kernels import _cpu_otam
+
+    return _cpu_otam.max_threads() < 2 or model["speedup"] >= MIN_TRUSTED_SPEEDUP
 
 
 def threads_for(q: int, n: int, t: int, d: int, model: dict[str, float] | None = None,

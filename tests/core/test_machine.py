@@ -90,6 +90,27 @@ def test_other_version_and_other_cpu_are_separate_entries(monkeypatch):
     assert _machine.measured("t.costs", 1, fn) == {"a": 3.0} and fn.calls == 1
 
 
+def test_values_keep_refuses_serve_this_process_only_and_are_measured_again():
+    def keep(values):
+        return values["speedup"] >= 1.2
+
+    busy = Counter({"speedup": 1.0})  # what a machine busy during the measurement shows
+    assert _machine.measured("t.costs", 1, busy, keep=keep) == {"speedup": 1.0}
+    assert _machine.measured("t.costs", 1, busy, keep=keep) == {"speedup": 1.0} and busy.calls == 1
+    assert not _file().exists()  # not written: the next process measures again
+    _machine.forget()
+    quiet = Counter({"speedup": 1.8})
+    assert _machine.measured("t.costs", 1, quiet, keep=keep) == {"speedup": 1.8} and quiet.calls == 1
+    assert _machine.read_cached("t.costs", 1) == {"speedup": 1.8}
+
+
+def test_a_cached_entry_keep_refuses_is_measured_again():
+    _machine.write_cached("t.costs", 1, {"speedup": 0.99})  # cached by an older version
+    fn = Counter({"speedup": 1.7})
+    assert _machine.measured("t.costs", 1, fn, keep=lambda v: v["speedup"] >= 1.2) == {"speedup": 1.7}
+    assert fn.calls == 1 and _machine.read_cached("t.costs", 1) == {"speedup": 1.7}
+
+
 def test_bad_measurements_raise_and_are_not_cached():
     with pytest.raises(ValueError, match="non-finite"):
         _machine.measured("t.costs", 1, Counter({"a": float("nan")}))

@@ -237,5 +237,26 @@ def test_cpu_thread_model_is_measured_and_cached(tmp_path, monkeypatch):
     _machine.forget("otam.threads")
     model = cpu.thread_model()
     assert set(model) == set(cpu.DEFAULT_THREAD_MODEL) and all(v >= 0 for v in model.values())
-    assert _machine.read_cached("otam.threads", 1) == model
+    # cached when trusted; a busy machine's "threads bring nothing" serves this process only
+    expected_cache = model if cpu._trusted_thread_model(model) else None
+    assert _machine.read_cached("otam.threads", 1) == expected_cache
+    _machine.forget("otam.threads")
+
+
+def test_cpu_thread_model_from_a_busy_moment_is_not_cached(tmp_path, monkeypatch):
+    """A speed-up of ~1 on a multi-core CPU is what a busy second core shows while measuring:
+    cached, it would keep every later process on this CPU single-threaded."""
+    from edgesentry import _machine
+    from edgesentry.kernels import _cpu_otam
+    from edgesentry.kernels.otam import cpu
+
+    monkeypatch.setenv(_machine.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(_cpu_otam, "max_threads", lambda: 2)
+    busy = {"dot_ns": 0.03, "cell_ns": 2.3, "fork_ns": 2.6e5, "speedup": 0.99}
+    quiet = dict(busy, fork_ns=0.0, speedup=1.8)
+    for measured, cached in ((busy, None), (quiet, quiet)):
+        monkeypatch.setattr(cpu, "_measure_threads", lambda m=measured: m)
+        _machine.forget("otam.threads")
+        assert cpu.thread_model() == measured
+        assert _machine.read_cached("otam.threads", 1) == cached
     _machine.forget("otam.threads")
