@@ -49,6 +49,8 @@ def fuse(z_local: np.ndarray, p_local: np.ndarray, z_global: np.ndarray, p_globa
     return _cpu_otam.fuse(z_l, p_l, z_g, p_g, float(lam), float(eps), int(threads))
 
 
+#: version of the cached thread model: 2 measures alternating calls (medians), 1 kept the fastest
+THREAD_MODEL_VERSION = 2
 #: the thread model when measuring is off: ~20 us to wake the threads, 1.8x from two
 DEFAULT_THREAD_MODEL = {"dot_ns": 0.04, "cell_ns": 3.0, "fork_ns": 20000.0, "speedup": 1.8}
 
@@ -58,7 +60,7 @@ def thread_model() -> dict[str, float]:
     call and its speed-up: measured once per CPU model (``edgesentry._machine``)."""
     from edgesentry import _machine
 
-    return _machine.measured("otam.threads", 1, _measure_threads, default=DEFAULT_THREAD_MODEL,
+    return _machine.measured("otam.threads", THREAD_MODEL_VERSION, _measure_threads, default=DEFAULT_THREAD_MODEL,
                              keep=_trusted_thread_model)
 
 

@@ -239,7 +239,7 @@ def test_cpu_thread_model_is_measured_and_cached(tmp_path, monkeypatch):
     assert set(model) == set(cpu.DEFAULT_THREAD_MODEL) and all(v >= 0 for v in model.values())
     # cached when trusted; a busy machine's "threads bring nothing" serves this process only
     expected_cache = model if cpu._trusted_thread_model(model) else None
-    assert _machine.read_cached("otam.threads", 1) == expected_cache
+    assert _machine.read_cached("otam.threads", cpu.THREAD_MODEL_VERSION) == expected_cache
     _machine.forget("otam.threads")
 
 
@@ -258,5 +258,5 @@ def test_cpu_thread_model_from_a_busy_moment_is_not_cached(tmp_path, monkeypatch
         monkeypatch.setattr(cpu, "_measure_threads", lambda m=measured: m)
         _machine.forget("otam.threads")
         assert cpu.thread_model() == measured
-        assert _machine.read_cached("otam.threads", 1) == cached
+        assert _machine.read_cached("otam.threads", cpu.THREAD_MODEL_VERSION) == cached
     _machine.forget("otam.threads")
