@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from _harness import Row, Timing, add_speedups
-from cases.line import CAMERAS, FPS, LAYOUTS, _line_toml, _sources, tiny_bundle
+from cases.line import CAMERAS, FPS, LAYOUTS, _line_toml, _sources, one_torch_thread, run_lengths, tiny_bundle
 
 NOTES = [
     "dashboard: the line case's shared detector (2 workers, batch 4) in free-run, without vs with the dashboard and "
@@ -112,24 +112,17 @@ def latency_rows(ctx: Any) -> list[Row]:
     made = tiny_bundle(ctx, NOTES, "dashboard")
     if made is None:
         return []
-    import torch
-
     import edgesentry
 
     tmp, bundle = made
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    seconds = 4.0 if ctx.quick else 10.0
-    rounds = 1 if ctx.quick else 2
+    seconds, rounds = run_lengths(ctx)
     runs: dict[str, list[dict[str, Any]]] = {"no dashboard": [], "dashboard + 1 client": []}
-    try:
+    with one_torch_thread():
         dets = {"shared": edgesentry.load(bundle, backend="torch")}
         path = _line_toml(tmp, bundle, LAYOUT, "free-run")
         for _ in range(rounds):  # alternate, so both see the same machine
             for impl in runs:
                 runs[impl].append(_run(path, dets, seconds, dashboard=impl != "no dashboard"))
-    finally:
-        torch.set_num_threads(threads)
     rows = [_row(impl, r) for impl, r in runs.items()]
     add_speedups(rows, "no dashboard", "vs none")
     return rows

@@ -20,9 +20,11 @@ dropped from full lanes, late and degraded parts.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,21 +140,34 @@ def tiny_bundle(ctx: Any, notes: list[str], family: str) -> tuple[Path, Path] | 
     return tmp, Path(bundle)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread while a line runs (its workers are the parallelism), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_lengths(ctx: Any) -> tuple[float, int]:
+    """Seconds per line run and alternating rounds: short in --quick."""
+    return (4.0, 1) if ctx.quick else (10.0, 2)
+
+
 def latency_rows(ctx: Any) -> list[Row]:
     made = tiny_bundle(ctx, NOTES, "line")
     if made is None:
         return []
-    import torch
-
     import edgesentry
 
     tmp, bundle = made
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    seconds = 4.0 if ctx.quick else 10.0
-    rounds = 1 if ctx.quick else 2
+    seconds, rounds = run_lengths(ctx)
     rows: list[Row] = []
-    try:
+    with one_torch_thread():
         shared_det = {"shared": edgesentry.load(bundle, backend="torch")}
         per_camera = {f"d{i}": edgesentry.load(bundle, backend="torch") for i in range(CAMERAS)}
         for mode in ("free-run", "triggered"):
@@ -162,8 +177,6 @@ def latency_rows(ctx: Any) -> list[Row]:
                     dets = shared_det if layout[0] else per_camera
                     runs[impl].append(_run(_line_toml(tmp, bundle, layout, mode), dets, seconds, mode))
             rows.extend(_row(mode, impl, r) for impl, r in runs.items())
-    finally:
-        torch.set_num_threads(threads)
     add_speedups(rows, "detector per camera", "vs per-camera")
     return rows
 
