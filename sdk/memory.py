@@ -148,11 +148,36 @@ def graph_activations(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tupl
     """(peak bytes of live intermediates, input bytes, output bytes, tensors of unknown shape)
     of the ONNX graph at ``path`` fed ``shapes``.
 
-    The graph is read without its external weights, its inputs' dims fixed, its shapes inferred
-    (with constant propagation, so Reshape targets resolve); then the nodes are walked in order:
-    a node's outputs are allocated while its inputs are alive, and a value is freed after its
-    last reader. Initializers are weights, not activations.
+    The nodes are walked in their order: a node's outputs are allocated while its inputs are
+    alive, and a value is freed after its last reader (``value_sizes`` gives the bytes).
+    Initializers are weights, not activations.
     """
+    graph, sizes = value_sizes(path, shapes)
+    weights = {t.name for t in graph.initializer}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            last_use[name] = i
+    outputs = {v.name for v in graph.output}
+    live = {v.name: sizes.get(v.name) or 0 for v in graph.input if v.name not in weights}
+    feeds = sum(live.values())
+    peak, unresolved = sum(live.values()), 0
+    for i, node in enumerate(graph.node):
+        for name in node.output:
+            if name and name not in live:
+                size = sizes.get(name)
+                unresolved += size is None
+                live[name] = size or 0
+        peak = max(peak, sum(live.values()))
+        for name in [n for n in live if last_use.get(n, -1) <= i and n not in outputs]:
+            del live[name]
+    return peak, feeds, sum(sizes.get(n) or 0 for n in outputs), unresolved
+
+
+def value_sizes(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tuple[Any, dict[str, int | None]]:
+    """(the graph, value name -> bytes, None where the shape stays unknown) of the ONNX graph at
+    ``path`` fed ``shapes``: read without its external weights, its inputs' dims fixed, its
+    shapes inferred (small integer computations folded, so Pad and Reshape targets resolve)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -163,26 +188,8 @@ def graph_activations(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tupl
                 dim.Clear()
                 dim.dim_value = int(size)
     model = _infer_shapes(model)
-    sizes = {v.name: _value_bytes(v) for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
-    weights = {t.name for t in model.graph.initializer}
-    last_use: dict[str, int] = {}
-    for i, node in enumerate(model.graph.node):
-        for name in node.input:
-            last_use[name] = i
-    outputs = {v.name for v in model.graph.output}
-    live = {v.name: sizes.get(v.name) or 0 for v in model.graph.input if v.name not in weights}
-    feeds = sum(live.values())
-    peak, unresolved = sum(live.values()), 0
-    for i, node in enumerate(model.graph.node):
-        for name in node.output:
-            if name and name not in live:
-                size = sizes.get(name)
-                unresolved += size is None
-                live[name] = size or 0
-        peak = max(peak, sum(live.values()))
-        for name in [n for n in live if last_use.get(n, -1) <= i and n not in outputs]:
-            del live[name]
-    return peak, feeds, sum(sizes.get(n) or 0 for n in outputs), unresolved
+    graph = model.graph
+    return graph, {v.name: _value_bytes(v) for v in (*graph.value_info, *graph.input, *graph.output)}
 
 
 #: folded values larger than this are not kept (shape arithmetic is a few integers)
