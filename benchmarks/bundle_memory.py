@@ -1,14 +1,17 @@
 """``edgesentry info --memory`` against the measured peak of ``load`` + ``predict``, per family.
 
-Each row makes a bundle (``export_memory.CASES``, exported to ONNX; RX bundles are
+Each row makes a bundle (``export_memory.CASES``, in a child process whose peak is the
+``convert`` column; for the synthetic ViT rows that child also builds the random checkpoint)
+and exports it to ONNX (``edgesentry export`` in a child: the ``export`` column; RX bundles are
 configuration only), asks ``edgesentry.memory.estimate`` what loading it and running one input
 at the bundle's input size will need, then runs a fresh child ``PYTHON -c ...`` that loads the
-bundle on the row's backend and calls ``predict`` once on a random input of that size; the
-child's peak is ``ru_maxrss`` from ``os.wait4`` (torch and ONNX Runtime allocations included).
-The ratio estimate / measured should lie within 0.75..1.25.
+bundle on the row's backend and calls ``predict`` once on a random input of that size. Every
+peak is the child's ``ru_maxrss`` from ``os.wait4`` (torch and ONNX Runtime allocations
+included). The ratio estimate / measured should lie within 0.75..1.25.
 
-    .venv/bin/python benchmarks/bundle_memory.py                      # every row
+    .venv/bin/python benchmarks/bundle_memory.py                      # every row but ViT-L
     .venv/bin/python benchmarks/bundle_memory.py --cases fers-ort rx-global
+    .venv/bin/python benchmarks/bundle_memory.py --cases isstad-vit-l-ort   # the paper's ViT-L/16
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from export_memory import CASES as BUNDLES, peak_of  # noqa: E402
+from export_memory import peak_of  # noqa: E402
 
 #: row -> (bundle case or an RX configuration, backend, --size values)
 ROWS: dict[str, tuple[str | dict, str | None, dict[str, int]]] = {
@@ -33,6 +36,7 @@ ROWS: dict[str, tuple[str | dict, str | None, dict[str, int]]] = {
     "isstad-tiny-ort": ("isstad-tiny", "onnxruntime", {}),
     "isstad-vit-b-ort": ("isstad-vit-b", "onnxruntime", {}),
     "isstad-vit-b-torch": ("isstad-vit-b", "torch", {}),
+    "isstad-vit-l-ort": ("isstad-vit-l", "onnxruntime", {}),
     "rx-global": ({"mode": "global"}, None, {"H": 1024, "W": 1024, "B": 224}),
     "rx-local": ({"mode": "local", "window": [3, 9]}, None, {"H": 128, "W": 128, "B": 64}),
 }
@@ -64,21 +68,39 @@ print(json.dumps({"score": float(result.score)}))
 """
 
 
-def make_bundle(source: str | dict, out: Path) -> Path:
+#: the convert child: one ``export_memory.CASES`` entry (or an RX configuration) into a folder
+CONVERT = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+source, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+if isinstance(source, dict):
     import edgesentry
-    from edgesentry.bundle import Bundle
-    from edgesentry.export.onnx import export_bundle
+    edgesentry.convert("rx", output=out, **source)
+else:
+    from export_memory import CASES
+    CASES[source](out)
+"""
 
+
+def make_bundle(source: str | dict, out: Path, work: Path) -> dict[str, float | None]:
+    """Convert (and, with graphs, export) into ``out`` in children -> their peaks in bytes."""
+    rc, _, convert = peak_of([sys.executable, "-c", CONVERT, json.dumps(source), str(out), str(HERE)],
+                             work / f"{out.name}-convert.log")
+    if rc != 0:
+        raise SystemExit(f"convert of {source} failed; see {work / f'{out.name}-convert.log'}")
     if isinstance(source, dict):
-        return Path(edgesentry.convert("rx", output=out, **source).path)
-    BUNDLES[source](out)
-    export_bundle(Bundle.open(out))
-    return out
+        return {"convert": convert, "export": None}
+    rc, _, export = peak_of([sys.executable, "-m", "edgesentry.cli", "export", str(out)],
+                            work / f"{out.name}-export.log")
+    if rc != 0:
+        raise SystemExit(f"export of {source} failed; see {work / f'{out.name}-export.log'}")
+    return {"convert": convert, "export": export}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--cases", nargs="+", default=[r for r in ROWS if "vit-l" not in r], choices=list(ROWS))
     parser.add_argument("--workdir", default="/tmp/edgesentry-bundle-memory")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -87,23 +109,29 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    made: dict[str, Path] = {}
+    made: dict[str, tuple[Path, dict]] = {}
     rows = []
-    print(f"{'row':20} {'input':28} {'estimate MB':>11} {'measured MB':>11} {'ratio':>6}  parts (MB)")
+    print(f"{'row':20} {'input':28} {'convert MB':>10} {'export MB':>9} {'estimate MB':>11} {'measured MB':>11} "
+          f"{'ratio':>6}  parts (MB)")
     for row in args.cases:
         source, backend, sizes = ROWS[row]
         key = json.dumps(source, sort_keys=True)
         if key not in made:
-            made[key] = make_bundle(source, work / f"bundle-{len(made)}")
-        est = estimate(made[key], backend=backend, sizes=sizes)
-        spec = {"bundle": str(made[key]), "backend": backend, "input": est.input, "family": est.family}
+            path = work / f"bundle-{len(made)}"
+            made[key] = (path, make_bundle(source, path, work))
+        bundle, peaks = made[key]
+        est = estimate(bundle, backend=backend, sizes=sizes)
+        spec = {"bundle": str(bundle), "backend": backend, "input": est.input, "family": est.family}
         log = work / f"{row}.log"
         rc, seconds, peak = peak_of([sys.executable, "-c", CHILD, json.dumps(spec)], log)
         shape = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in est.input.items())
         parts = " ".join(f"{p}={getattr(est, p) / 2**20:.0f}" for p in ("runtime", "weights", "activations", "io"))
-        print(f"{row:20} {shape[:28]:28} {est.total / 2**20:11.0f} {peak / 2**20:11.0f} {est.total / peak:6.2f}  "
+        exported = f"{peaks['export'] / 2**20:9.0f}" if peaks["export"] else f"{'-':>9}"
+        print(f"{row:20} {shape[:28]:28} {peaks['convert'] / 2**20:10.0f} {exported} {est.total / 2**20:11.0f} "
+              f"{peak / 2**20:11.0f} {est.total / peak:6.2f}  "
               f"{parts}{'' if rc == 0 else f'  FAILED rc {rc}, see {log}'}", flush=True)
         rows.append({"row": row, "estimate": est.to_dict(), "peak_rss_bytes": peak, "ratio": est.total / peak,
+                     "convert_peak_bytes": peaks["convert"], "export_peak_bytes": peaks["export"],
                      "rc": rc, "seconds": seconds})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -309,9 +309,10 @@ def _rx_estimate(bundle: Bundle, sizes: Mapping[str, int]) -> MemoryEstimate:
     dims = {**RX_DEFAULT_SIZE, **sizes}
     h, w, b = dims["H"], dims["W"], dims["B"]
     io = h * w * b * 4 + h * w * (8 + 4 + 8 + 1)  # the float32 cube; scores, map, band sums, validity
+    cube64 = h * w * b * 8  # a float64 block is at most the whole cube
     if bundle.config.get("mode") == "local":
-        # two column-moment tables (packed B x B per column) and two float64 blocks of rows
-        activations = 2 * w * (b * (b + 1) // 2 + b) * 8 + 2 * LOCAL_BLOCK_BYTES
+        # two column-moment tables (packed B x B per column) and one float64 block of rows
+        activations = 2 * w * (b * (b + 1) // 2 + b) * 8 + min(LOCAL_BLOCK_BYTES, cube64)
     else:
-        activations = 2 * _RX_CHUNK + 2 * b * b * 8
+        activations = 2 * min(_RX_CHUNK, cube64) + 2 * b * b * 8
     return MemoryEstimate("rx", "none", {"cube": [h, w, b]}, RUNTIME_BYTES["base"], 0, activations, io)

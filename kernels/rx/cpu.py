@@ -251,6 +251,7 @@ def local_rx(
         release_pages(mapping)
         out[r0:r1] = _local_block(centred, r0 - s0, r1 - s0, inner=inner, outer=outer, ridge=ridge, rcond=rcond,
                                   shared_windows=shared_windows, sample_space=sample_space, costs=costs)
+        del centred  # before the next block is converted: one block at a time
     return out
 
 
