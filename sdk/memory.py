@@ -43,6 +43,8 @@ Backend = Literal["onnxruntime", "torch", "tensorrt"]
 RUNTIME_BYTES = {"base": 40 << 20, "onnxruntime": 60 << 20, "torch": 195 << 20, "tensorrt": 60 << 20}
 #: TensorRT's builder workspace pool (``edgesentry build --workspace``; ``export.tensorrt``)
 TENSORRT_WORKSPACE = 1 << 30
+#: families whose detector reads the bundle's tensors on every backend (their kernels use some)
+HOLD_TENSORS = ("fers", "mavd", "mdmf")
 #: RX without a bundle size: the 1024 x 1024 x 224 scene of the benchmarks
 RX_DEFAULT_SIZE = {"H": 1024, "W": 1024, "B": 224}
 
@@ -106,12 +108,10 @@ def estimate(bundle: Bundle | str | Path, *, backend: Backend | None = None,
         io += feeds + outputs
         if unresolved:
             notes.append(f"{name}: {unresolved} intermediate tensors of unknown shape not counted")
-    if chosen == "onnxruntime":
-        weights += graph_bytes
-    elif chosen == "torch":
+    if chosen == "torch":
         weights *= 2  # the tensors read from the bundle, and the module's parameters built from them
-    else:
-        weights += graph_bytes  # the engine holds its own copy of the weights
+    else:  # ONNX Runtime's initializers, or the engine's own copy of the weights
+        weights = graph_bytes + (weights if b.family in HOLD_TENSORS else 0)
     workspace = TENSORRT_WORKSPACE if chosen == "tensorrt" else 0
     if chosen == "tensorrt":
         notes.append("TensorRT: workspace is the builder's pool limit; a CUDA context adds several hundred MB")
