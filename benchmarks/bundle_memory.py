@@ -29,14 +29,17 @@ from export_memory import peak_of  # noqa: E402
 
 #: row -> (bundle case or an RX configuration, backend, --size values)
 ROWS: dict[str, tuple[str | dict, str | None, dict[str, int]]] = {
-    "fers-ort": ("fers", "onnxruntime", {"H": 512, "W": 512}),
-    "fers-torch": ("fers", "torch", {"H": 512, "W": 512}),
-    "mavd-ort": ("mavd", "onnxruntime", {"T": 1024}),
-    "mavd-torch": ("mavd", "torch", {"T": 1024}),
+    "fers-ort": ("fers200", "onnxruntime", {"H": 100, "W": 100}),  # an ABU scene (the paper's)
+    "fers-ort-512": ("fers200", "onnxruntime", {"H": 512, "W": 512}),
+    "fers-torch-512": ("fers200", "torch", {"H": 512, "W": 512}),
+    "mavd-ort": ("mavd", "onnxruntime", {"T": 182}),  # the XD-Violence test mean, 5 crops
+    "mavd-torch": ("mavd", "torch", {"T": 182}),
+    "mavd-ort-1024": ("mavd", "onnxruntime", {"T": 1024}),
     "isstad-tiny-ort": ("isstad-tiny", "onnxruntime", {}),
     "isstad-vit-b-ort": ("isstad-vit-b", "onnxruntime", {}),
     "isstad-vit-b-torch": ("isstad-vit-b", "torch", {}),
-    "isstad-vit-l-ort": ("isstad-vit-l", "onnxruntime", {}),
+    "isstad-vit-l-ort": ("isstad-vit-l", "onnxruntime", {}),  # the paper's model
+    "isstad-vit-l-torch": ("isstad-vit-l", "torch", {}),
     "rx-global": ({"mode": "global"}, None, {"H": 1024, "W": 1024, "B": 224}),
     "rx-local": ({"mode": "local", "window": [3, 9]}, None, {"H": 128, "W": 128, "B": 64}),
 }

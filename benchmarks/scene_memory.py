@@ -52,7 +52,7 @@ def rss():
 
 if spec["impl"] == "edgesentry":
     import edgesentry
-    if spec["detector"] == "rx":
+    if spec.get("detector", "rx") == "rx":
         det = edgesentry.load("rx")
     elif spec["detector"] == "rx-local":
         det = edgesentry.load("rx", mode="local", window=tuple(spec["window"]))
