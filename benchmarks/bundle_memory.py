@@ -3,11 +3,12 @@
 Each row makes a bundle (``export_memory.CASES``, in a child process whose peak is the
 ``convert`` column; for the synthetic ViT rows that child also builds the random checkpoint)
 and exports it to ONNX (``edgesentry export`` in a child: the ``export`` column; RX bundles are
-configuration only), asks ``edgesentry.memory.estimate`` what loading it and running one input
-at the bundle's input size will need, then runs a fresh child ``PYTHON -c ...`` that loads the
-bundle on the row's backend and calls ``predict`` once on a random input of that size. Every
-peak is the child's ``ru_maxrss`` from ``os.wait4`` (torch and ONNX Runtime allocations
-included). The ratio estimate / measured should lie within 0.75..1.25.
+configuration only), asks ``edgesentry info --memory`` (a child: the ``info`` column) what
+loading it and running one input at the bundle's input size will need, then runs a fresh child
+``PYTHON -c ...`` that loads the bundle on the row's backend and calls ``predict`` once on a
+random input of that size. Every peak is the child's ``ru_maxrss`` from ``os.wait4`` (torch and ONNX Runtime allocations
+included). The parent imports nothing heavy: a child's ``ru_maxrss`` starts from its parent's
+resident set at ``fork``. The ratio estimate / measured should lie within 0.75..1.25.
 
     .venv/bin/python benchmarks/bundle_memory.py                      # every row but ViT-L
     .venv/bin/python benchmarks/bundle_memory.py --cases fers-ort rx-global
@@ -101,20 +102,30 @@ def make_bundle(source: str | dict, out: Path, work: Path) -> dict[str, float | 
     return {"convert": convert, "export": export}
 
 
+def estimate(bundle: Path, backend: str | None, sizes: dict[str, int], log: Path) -> tuple[dict, int]:
+    """``edgesentry info --memory`` of ``bundle`` in a child -> (its JSON, the child's peak bytes)."""
+    command = [sys.executable, "-m", "edgesentry.cli", "info", "--memory", str(bundle), "--json",
+               *(["--backend", backend] if backend else []), *(f"--size={k}={v}" for k, v in sizes.items())]
+    rc, _, peak = peak_of(command, log)
+    text = log.read_text()
+    if rc != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{text[-2000:]}")
+    return json.loads(text[text.index("{"): text.rindex("}") + 1]), peak
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=[r for r in ROWS if "vit-l" not in r], choices=list(ROWS))
     parser.add_argument("--workdir", default="/tmp/edgesentry-bundle-memory")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    from edgesentry.memory import estimate
-
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     made: dict[str, tuple[Path, dict]] = {}
     rows = []
-    print(f"{'row':20} {'input':28} {'convert MB':>10} {'export MB':>9} {'estimate MB':>11} {'measured MB':>11} "
+    print(f"{'row':20} {'input':28} {'convert MB':>10} {'export MB':>9} {'info MB':>7} {'estimate MB':>11} "
+          f"{'measured MB':>11} "
           f"{'ratio':>6}  parts (MB)")
     for row in args.cases:
         source, backend, sizes = ROWS[row]
@@ -123,17 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             path = work / f"bundle-{len(made)}"
             made[key] = (path, make_bundle(source, path, work))
         bundle, peaks = made[key]
-        est = estimate(bundle, backend=backend, sizes=sizes)
-        spec = {"bundle": str(bundle), "backend": backend, "input": est.input, "family": est.family}
+        est, info_peak = estimate(bundle, backend, sizes, work / f"{row}-info.log")
+        spec = {"bundle": str(bundle), "backend": backend, "input": est["input"], "family": est["family"]}
         log = work / f"{row}.log"
         rc, seconds, peak = peak_of([sys.executable, "-c", CHILD, json.dumps(spec)], log)
-        shape = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in est.input.items())
-        parts = " ".join(f"{p}={getattr(est, p) / 2**20:.0f}" for p in ("runtime", "weights", "activations", "io"))
+        shape = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in est["input"].items())
+        parts = " ".join(f"{p}={est[p] / 2**20:.0f}" for p in ("runtime", "weights", "activations", "io"))
         exported = f"{peaks['export'] / 2**20:9.0f}" if peaks["export"] else f"{'-':>9}"
-        print(f"{row:20} {shape[:28]:28} {peaks['convert'] / 2**20:10.0f} {exported} {est.total / 2**20:11.0f} "
-              f"{peak / 2**20:11.0f} {est.total / peak:6.2f}  "
+        print(f"{row:20} {shape[:28]:28} {peaks['convert'] / 2**20:10.0f} {exported} {info_peak / 2**20:7.0f} "
+              f"{est['total'] / 2**20:11.0f} {peak / 2**20:11.0f} {est['total'] / peak:6.2f}  "
               f"{parts}{'' if rc == 0 else f'  FAILED rc {rc}, see {log}'}", flush=True)
-        rows.append({"row": row, "estimate": est.to_dict(), "peak_rss_bytes": peak, "ratio": est.total / peak,
+        rows.append({"row": row, "estimate": est, "peak_rss_bytes": peak, "ratio": est["total"] / peak,
+                     "info_peak_bytes": info_peak,
                      "convert_peak_bytes": peaks["convert"], "export_peak_bytes": peaks["export"],
                      "rc": rc, "seconds": seconds})
     if args.json:

@@ -12,7 +12,7 @@ bundle whose signature is refused is not parsed further.
 
 ``edgesentry info --memory BUNDLE`` states what loading and running the bundle will need: the
 runtime, weights, activations at the bundle's input size, inputs and outputs, and TensorRT's
-workspace (``edgesentry.memory``); ``--backend`` and ``--size AXIS=N`` choose what is sized.
+workspace (``edgesentry.export.memory``); ``--backend`` and ``--size AXIS=N`` choose what is sized.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def collect() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.memory:
         from edgesentry.errors import ConfigError
-        from edgesentry.memory import estimate
+        from edgesentry.export.memory import estimate
 
         if args.bundle is None:
             raise ConfigError("--memory needs a BUNDLE: edgesentry info --memory BUNDLE")

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgesentry
 from edgesentry.bundle import Bundle
 from edgesentry.errors import ConfigError
-from edgesentry.memory import estimate, graph_activations, value_sizes
+from edgesentry.export.memory import estimate, graph_activations, value_sizes
 
 
 def _save(tmp_path, nodes, inputs, outputs, initializers=(), name="g.onnx"):

@@ -38,9 +38,9 @@ from edgesentry.errors import ConfigError
 Backend = Literal["onnxruntime", "torch", "tensorrt"]
 
 #: resident bytes after importing what a backend needs (x86-64 Linux, CPU wheels):
-#: python + numpy + edgesentry 40 MB; onnxruntime +20 MB (+ a session's allocator arenas);
+#: python + numpy + edgesentry 40 MB; onnxruntime +45 MB (its import and a session's fixed arenas);
 #: torch +195 MB
-RUNTIME_BYTES = {"base": 40 << 20, "onnxruntime": 60 << 20, "torch": 195 << 20, "tensorrt": 60 << 20}
+RUNTIME_BYTES = {"base": 40 << 20, "onnxruntime": 45 << 20, "torch": 195 << 20, "tensorrt": 45 << 20}
 #: TensorRT's builder workspace pool (``edgesentry build --workspace``; ``export.tensorrt``)
 TENSORRT_WORKSPACE = 1 << 30
 #: families whose detector reads the bundle's tensors on every backend (their kernels use some)
@@ -176,11 +176,11 @@ def graph_activations(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tupl
 
 def value_sizes(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tuple[Any, dict[str, int | None]]:
     """(the graph, value name -> bytes, None where the shape stays unknown) of the ONNX graph at
-    ``path`` fed ``shapes``: read without its external weights, its inputs' dims fixed, its
+    ``path`` fed ``shapes``: read without its weights' data, its inputs' dims fixed, its
     shapes inferred (small integer computations folded, so Pad and Reshape targets resolve)."""
-    import onnx
+    from edgesentry.export._stream import load_skeleton
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_skeleton(path)  # nodes and shapes; the weights' data stays on disk
     for value in model.graph.input:
         if value.name in shapes:
             dims = value.type.tensor_type.shape.dim
@@ -219,7 +219,7 @@ def _fold_constants(model: Any) -> int:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     graph = model.graph
     known: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in graph.initializer
-                             if t.data_location != 1 and int(np.prod(t.dims)) <= _FOLD_LIMIT}
+                             if t.data_location != 1 and int(np.prod(t.dims)) <= _FOLD_LIMIT and _has_data(t)}
     static = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*graph.value_info, *graph.input)
               if v.type.tensor_type.HasField("shape")
@@ -250,6 +250,12 @@ def _fold_constants(model: Any) -> int:
                                                     value=numpy_helper.from_array(value, node.output[0])))
         folded += 1
     return folded
+
+
+def _has_data(tensor: Any) -> bool:
+    """Whether a skeleton's initializer kept its data (large ones keep only name, type and dims)."""
+    return any(tensor.HasField(f) if f == "raw_data" else len(getattr(tensor, f)) > 0
+               for f in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"))
 
 
 def _single(node: Any, inputs: list[str], opset: int) -> Any:
