@@ -41,6 +41,10 @@ Backend = Literal["onnxruntime", "torch", "tensorrt"]
 #: python + numpy + edgesentry 40 MB; onnxruntime +45 MB (its import and a session's fixed arenas);
 #: torch +195 MB
 RUNTIME_BYTES = {"base": 40 << 20, "onnxruntime": 45 << 20, "torch": 195 << 20, "tensorrt": 45 << 20}
+#: ONNX Runtime's peak over the graph files' bytes while it creates a session (the file's
+#: initializers read, then copied into its own tensors): 1.3, measured on the ISSTAD ViT-B/16
+#: and ViT-L/16 rows of ``benchmarks/bundle_memory.py`` (0.5 and 1.3 GB of weights)
+ORT_WEIGHTS_FACTOR = 1.3
 #: TensorRT's builder workspace pool (``edgesentry build --workspace``; ``export.tensorrt``)
 TENSORRT_WORKSPACE = 1 << 30
 #: families whose detector reads the bundle's tensors on every backend (their kernels use some)
@@ -110,8 +114,8 @@ def estimate(bundle: Bundle | str | Path, *, backend: Backend | None = None,
             notes.append(f"{name}: {unresolved} intermediate tensors of unknown shape not counted")
     if chosen == "torch":
         weights *= 2  # the tensors read from the bundle, and the module's parameters built from them
-    else:  # ONNX Runtime's initializers, or the engine's own copy of the weights
-        weights = graph_bytes + (weights if b.family in HOLD_TENSORS else 0)
+    else:  # ONNX Runtime's initializers (while it creates the session), or the engine's own copy
+        weights = int(ORT_WEIGHTS_FACTOR * graph_bytes) + (weights if b.family in HOLD_TENSORS else 0)
     workspace = TENSORRT_WORKSPACE if chosen == "tensorrt" else 0
     if chosen == "tensorrt":
         notes.append("TensorRT: workspace is the builder's pool limit; a CUDA context adds several hundred MB")
