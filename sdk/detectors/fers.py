@@ -94,11 +94,11 @@ def prepare_cube(cube: np.ndarray, bands: int) -> np.ndarray:
     identical, and no float64 copy of the cube is made.
     """
     v = cube[..., :bands]
+    h, w, _ = v.shape
+    out = np.empty((1, bands, h, w), dtype=np.float32)  # first: an input too large fails here, before a scan
     lo, hi = float(v.min()), float(v.max())
     if not hi > lo:
         raise InputError(f"the first {bands} bands of the cube are constant ({lo}); min-max normalisation is undefined")
-    h, w, _ = v.shape
-    out = np.empty((1, bands, h, w), dtype=np.float32)
     step = max(1, _PREPARE_BLOCK_BYTES // (8 * w * bands))
     for r0 in range(0, h, step):
         block = np.asarray(v[r0 : r0 + step], dtype=np.float64)
