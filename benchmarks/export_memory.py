@@ -70,6 +70,7 @@ def _reference(family: str, *parts: str, config: str | None = None) -> Callable[
 
 CASES: dict[str, Callable[[Path], Path]] = {
     "fers": _reference("fers", "fers", "weights", "saved_models", "50bands"),
+    "fers200": _reference("fers", "fers", "weights", "saved_models", "200bands"),
     "mavd": _reference("mavd", "mavd", "weights", "saved_models", "ap86.07"),
     "mdmf": _reference("mdmf", "mdmf", "heads_seed0_D256.npz"),
     "isstad-tiny": _reference("isstad", "isstad", "tiny_stage2_seed0.pt", config="tiny_stage2_config.json"),

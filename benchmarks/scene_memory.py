@@ -1,10 +1,13 @@
-"""Peak resident memory of global RX on a large scene, measured in a child process.
+"""Peak resident memory of RX (global, local) and FERS on a large scene, in a child process.
 
 Each run is a fresh ``PYTHON -c ...`` child that builds or opens the cube and calls
-``edgesentry.load("rx").predict`` once (or ``spectral.rx`` with ``--impl spectral``); its
+``predict`` once on ``edgesentry.load("rx")`` (``--detector rx``), ``edgesentry.load("rx",
+mode="local", window=...)`` (``rx-local``) or a FERS bundle (``fers``: ``--bundle``, else the
+reference 200-band weights converted into ``--workdir``), or ``spectral.rx`` with
+``--impl spectral``; its
 peak is ``ru_maxrss`` from ``os.wait4`` (the kernel's high-water mark: numpy, the compiled
 kernels and the pages of a memory-mapped file included), its time the ``predict`` call alone
-(after an untimed call on a 4 x 4 x 8 cube that does the lazy imports).
+(after an untimed call on a 16 x 16 cube with the scene's bands that does the lazy imports).
 Several ``--python`` interpreters (an older checkout's and this one) run one after the other,
 ``--repeat`` rounds alternating, on the same cube, so versions are compared side by side.
 
@@ -13,6 +16,11 @@ Several ``--python`` interpreters (an older checkout's and this one) run one aft
         --python before=/path/to/old/.venv/bin/python --python after=.venv/bin/python
     # from disk: a 5 GB ENVI file (5450 lines x 1024 samples x 224 bands, float32, bip)
     .venv/bin/python benchmarks/scene_memory.py --source envi --shape 5450 1024 224
+    # local RX (3 x 3 guard, 9 x 9 outer window) and FERS (200 bands), before and after
+    .venv/bin/python benchmarks/scene_memory.py --detector rx-local --shape 512 512 224 \
+        --python before=/path/to/old/.venv/bin/python --python after=.venv/bin/python
+    .venv/bin/python benchmarks/scene_memory.py --detector fers --shape 512 512 224 \
+        --python before=/path/to/old/.venv/bin/python --python after=.venv/bin/python
 
 ``--source npy`` / ``envi`` write the cube to ``--workdir`` block by block (the parent never
 holds it) and delete it afterwards unless ``--keep``.
@@ -44,7 +52,12 @@ def rss():
 
 if spec["impl"] == "edgesentry":
     import edgesentry
-    det = edgesentry.load("rx")
+    if spec.get("detector", "rx") == "rx":
+        det = edgesentry.load("rx")
+    elif spec["detector"] == "rx-local":
+        det = edgesentry.load("rx", mode="local", window=tuple(spec["window"]))
+    else:
+        det = edgesentry.load(spec["bundle"], backend=spec["backend"])
     run = det.predict
     score = lambda r: r.score
 else:
@@ -62,7 +75,9 @@ if spec["source"] == "array":
     del block
 else:
     cube = spec["path"]
-run(np.random.default_rng(1).standard_normal((4, 4, 8)))  # first call: lazy imports and set-up, untimed
+warm = np.random.default_rng(1).standard_normal((16, 16, spec["shape"][2]))
+run(warm * 50 + 1000)  # first call: lazy imports and set-up, untimed
+del warm
 before = rss()
 start = time.perf_counter()
 result = run(cube)
@@ -100,11 +115,27 @@ def write_cube(path: Path, shape: tuple[int, int, int], kind: str) -> Path:
     return header
 
 
+def fers_bundle(out: Path) -> Path:
+    """The reference 200-band FERS weights converted into ``out`` (spectral-only)."""
+    import edgesentry
+
+    if not out.exists():
+        source = HERE.parent.parent / "shared" / "reference" / "fers" / "weights" / "saved_models" / "200bands"
+        edgesentry.convert("fers", source, output=out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=["array", "npy", "envi"], default="array")
     parser.add_argument("--shape", nargs=3, type=int, default=[1024, 1024, 224], metavar=("H", "W", "B"))
     parser.add_argument("--impl", choices=["edgesentry", "spectral"], default="edgesentry")
+    parser.add_argument("--detector", choices=["rx", "rx-local", "fers"], default="rx")
+    parser.add_argument("--window", nargs=2, type=int, default=[3, 9], metavar=("INNER", "OUTER"),
+                        help="local RX's windows (--detector rx-local)")
+    parser.add_argument("--bundle", default=None, help="FERS bundle (--detector fers); default: the reference "
+                        "200-band weights converted into --workdir")
+    parser.add_argument("--backend", default="torch", help="FERS backend (--detector fers)")
     add_side_by_side_arguments(parser, "run", "/tmp/edgesentry-scene-memory")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, the interpreters alternating")
     parser.add_argument("--keep", action="store_true", help="keep the cube file written to --workdir")
@@ -114,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     cube_bytes = shape[0] * shape[1] * shape[2] * 4
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    spec = {"source": args.source, "shape": shape, "impl": args.impl}
+    spec = {"source": args.source, "shape": shape, "impl": args.impl, "detector": args.detector,
+            "window": args.window, "backend": args.backend, "bundle": args.bundle}
+    if args.detector == "fers" and args.bundle is None:
+        spec["bundle"] = str(fers_bundle(work / "fers200"))
     if args.source != "array":
         spec["path"] = str(write_cube(work / "scene", shape, args.source))
     runs: dict[str, list[dict]] = {label: [] for label, _ in pythons}
@@ -129,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.source != "array" and not args.keep:
             for p in work.glob("scene.*"):
                 p.unlink()
-    label_of = f"{args.source} {args.impl} {'x'.join(map(str, shape))} float32"
+    what = {"rx": "rx", "rx-local": f"rx-local {args.window[0]}x{args.window[1]}", "fers": f"fers {args.backend}"}
+    label_of = f"{args.source} {args.impl} {what[args.detector]} {'x'.join(map(str, shape))} float32"
     print(f"{label_of}: cube {cube_bytes / 1e6:.0f} MB, {args.repeat} round(s)")
     print(f"{'python':10} {'peak RSS MB':>11} {'x cube':>7} {'RSS before MB':>13} {'predict s':>9}  score")
     rows = []

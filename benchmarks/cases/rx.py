@@ -30,12 +30,15 @@ NOTES = [
     "a small or busy machine: per-pixel B x B work). rel_err_vs_ref = max |cpu - ref| / max |ref|.",
     "rx global (fresh process), with --rss: one predict (after an untimed 4x4 call) in a child per row, a random "
     "float32 cube built in it; 'x_cube' = peak RSS / cube bytes. spectral.rx at a quarter of the pixels: on the "
-    "full cube it needs ~6.4 GB.",
+    "full cube it needs ~6.4 GB. rx local (fresh process): the same for local RX with a 3 x 3 guard and a 9 x 9 "
+    "outer window.",
 ]
 
 #: (rows of the fresh-process RSS rows) impl -> (full size, quick size)
 RSS_SIZES = {"detector.predict": ((1024, 1024, 224), (128, 128, 64)),
              "spectral.rx": ((512, 512, 224), (128, 128, 64))}
+#: the local RX row (3 x 9 windows): (full size, quick size)
+LOCAL_RSS_SIZES = ((256, 256, 224), (64, 64, 32))
 
 SCENE = "data/abu/los-angeles-1.mat"  # ABU airport-1, 100 x 100 x 205
 BEACH = "data/abu/abu-beach-1.mat"  # 150 x 150 x 188
@@ -131,25 +134,34 @@ def _local_cpu_rows(ctx: Any, cube: np.ndarray, window: tuple[int, int], size: s
 
 
 def rss_rows(ctx: Any) -> list[Row]:
-    """Global RX at scale, each row a fresh process: its peak resident set and one call's time."""
-    from scene_memory import run_child
-
+    """Global and local RX at scale, each row a fresh process: its peak resident set and one call's time."""
     rows = []
     for impl, (full, quick) in RSS_SIZES.items():
         if impl == "spectral.rx" and _spectral() is None:
             continue
         shape = quick if ctx.quick else full
         spec = {"source": "array", "shape": shape, "impl": "spectral" if impl == "spectral.rx" else "edgesentry"}
-        with tempfile.TemporaryDirectory() as tmp:
-            run = run_child(sys.executable, spec, Path(tmp) / "child.log")
-            if run["rc"] != 0:
-                log = (Path(tmp) / "child.log").read_text()[-2000:]
-                raise RuntimeError(f"rx {impl} child failed (exit {run['rc']}):\n{log}")
-        seconds, cube_bytes = run["seconds"], int(np.prod(shape)) * 4
-        rows.append(Row("rx", "global (fresh process)", impl, "x".join(map(str, shape)) + " float32 synthetic",
-                        Timing(seconds, seconds, seconds, seconds, 1), peak_rss_mb=run["peak_rss_bytes"] / 2**20,
-                        extra={"x_cube": run["peak_rss_bytes"] / cube_bytes}))
+        rows.append(_rss_row("global (fresh process)", impl, spec))
+    shape = LOCAL_RSS_SIZES[1] if ctx.quick else LOCAL_RSS_SIZES[0]
+    spec = {"source": "array", "shape": shape, "impl": "edgesentry", "detector": "rx-local", "window": [3, 9]}
+    rows.append(_rss_row("local (fresh process)", "detector.predict", spec))
     return rows
+
+
+def _rss_row(case: str, impl: str, spec: dict) -> Row:
+    """One ``scene_memory`` child run of ``spec`` as a row."""
+    from scene_memory import run_child
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_child(sys.executable, spec, Path(tmp) / "child.log")
+        if run["rc"] != 0:
+            log = (Path(tmp) / "child.log").read_text()[-2000:]
+            raise RuntimeError(f"rx {case} {impl} child failed (exit {run['rc']}):\n{log}")
+    shape = spec["shape"]
+    seconds, cube_bytes = run["seconds"], int(np.prod(shape)) * 4
+    return Row("rx", case, impl, "x".join(map(str, shape)) + " float32 synthetic",
+               Timing(seconds, seconds, seconds, seconds, 1), peak_rss_mb=run["peak_rss_bytes"] / 2**20,
+               extra={"x_cube": run["peak_rss_bytes"] / cube_bytes})
 
 
 def latency_rows(ctx: Any) -> list[Row]:

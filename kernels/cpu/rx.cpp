@@ -1047,9 +1047,12 @@ Costs checked_costs(const std::tuple<double, double, double>& c) {
 
 py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast> cube, int inner, int outer,
                    double ridge, double pivot_tol, int shared_windows, bool sample_space,
-                   const std::tuple<double, double, double>& unit_costs) {
+                   const std::tuple<double, double, double>& unit_costs, int row0, int row1) {
   check_local_args(cube, inner, outer, "local_rx");
   if (shared_windows < 0 || shared_windows > 2) throw std::invalid_argument("local_rx: shared_windows must be 0, 1 or 2");
+  if (row1 < 0) row1 = static_cast<int>(cube.shape(0));
+  if (row0 < 0 || row0 >= row1 || row1 > cube.shape(0))
+    throw std::invalid_argument("local_rx: need 0 <= row0 < row1 <= H for the rows to score");
   const int height = static_cast<int>(cube.shape(0));
   const int width = static_cast<int>(cube.shape(1));
   const int bands = static_cast<int>(cube.shape(2));
@@ -1068,9 +1071,13 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
   // between a ring and its outer window: with a ridge every pixel takes the direct path; so does
   // every pixel when no ring has more pixels than bands (the window scatter is singular).
   const bool full_rings = n > bands;
-  const std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer,
-                                                         ridge > 0.0 || !full_rings ? 0 : shared_windows,
-                                                         checked_costs(unit_costs));
+  std::vector<Group> groups = shared_window_groups(height, width, bands, inner, outer,
+                                                   ridge > 0.0 || !full_rings ? 0 : shared_windows,
+                                                   checked_costs(unit_costs));
+  // only the groups with rows to score (the rest of the cube is the halo of those rows' windows)
+  groups.erase(std::remove_if(groups.begin(), groups.end(),
+                              [&](const Group& g) { return g.rows.last < row0 || g.rows.first >= row1; }),
+               groups.end());
   {
     py::gil_scoped_release release;
     std::vector<int> id, distinct;
@@ -1080,8 +1087,11 @@ py::tuple local_rx(py::array_t<double, py::array::c_style | py::array::forcecast
     // k distinct spectra span at most k - 1 directions: k <= B leaves the ring covariance singular
     const auto singular = [&](size_t p) { return exact && (!full_rings || (duplicates && distinct[p] <= bands)); };
     std::vector<uint8_t> need(pixels);
-    for (size_t p = 0; p < pixels; ++p) need[p] = singular(p) ? (sample_space ? 2 : 3) : 1;
+    const size_t first = static_cast<size_t>(row0) * width, last = static_cast<size_t>(row1) * width;
+    for (size_t p = 0; p < pixels; ++p) need[p] = p < first || p >= last ? 0 : singular(p) ? (sample_space ? 2 : 3) : 1;
     std::fill(left, left + pixels, 0);
+    std::fill(out, out + first, std::nan(""));  // rows outside [row0, row1) are not scored
+    std::fill(out + last, out + pixels, std::nan(""));
 #pragma omp parallel
     {
       GroupScratch scratch;
@@ -1386,8 +1396,10 @@ PYBIND11_MODULE(_cpu_rx, m) {
   m.doc() = "Compiled CPU tier of the RX kernels (see edgesentry.kernels.rx)";
   m.def("local_rx", &local_rx, py::arg("cube"), py::arg("inner"), py::arg("outer"), py::arg("ridge") = 0.0,
         py::arg("pivot_tol") = 1e-12, py::arg("shared_windows") = 1, py::arg("sample_space") = true,
-        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0),
+        py::arg("costs") = std::make_tuple(1.0, 1.0, 10.0), py::arg("row0") = 0, py::arg("row1") = -1,
         "Dual-window RX of a mean-centred float64 (H, W, B) cube -> (scores, left) (H, W) arrays; "
+        "only the rows [row0, row1) are scored (NaN elsewhere; row1 = -1: to the last row), the others are "
+        "their windows' halo (a block of a larger cube: windows shift at this cube's borders); "
         "left marks the pixels left to local_rx_decomposed (scores NaN there). shared_windows: 0 = one "
         "Cholesky per pixel, 1 = shared outer windows where the cost model says so, 2 = wherever "
         "possible; sample_space: False sends rings with no more distinct spectra than bands to "

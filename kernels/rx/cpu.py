@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgesentry.errors import ConfigError
-from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize
+from edgesentry.kernels.rx.reference import DEFAULT_RCOND, _regularize, window_bounds
 
 _PIVOT_TOL = 1e-12
 #: largest 1-norm condition estimate of the covariance for the Cholesky path of global RX
@@ -198,6 +198,12 @@ def unit_costs(bands: int) -> tuple[float, float, float]:
 SHARED_WINDOWS = {"never": 0, "auto": 1, "always": 2}
 
 
+#: float64 bytes of one block of image rows in local RX (the rows scored and their windows'
+#: halo), converted and centred on its own: a float32, integer or memory-mapped cube is never
+#: copied whole (the kernel's own column moments, 2 x W x B^2 / 2 doubles, come on top)
+LOCAL_BLOCK_BYTES = 128 << 20
+
+
 def local_rx(
     cube: np.ndarray,
     *,
@@ -207,6 +213,7 @@ def local_rx(
     rcond: float = DEFAULT_RCOND,
     shared_windows: str = "auto",
     sample_space: bool = True,
+    block_rows: int | None = None,
 ) -> np.ndarray:
     """Local dual-window RX; see ``reference.local_rx`` for the arguments and border rule.
 
@@ -217,17 +224,56 @@ def local_rx(
     every pixel takes the per-pixel path. ``sample_space=False`` sends the rings with no more
     distinct spectra than bands to the decomposition path (an SVD of each ring) instead of the
     sample-space Cholesky (tests compare them).
-    """
-    from edgesentry.kernels import _cpu_rx
 
+    The cube (any dtype, a memory map) is read in blocks of ``block_rows`` output rows
+    (default: ``LOCAL_BLOCK_BYTES`` of float64), each with the rows its windows reach
+    (``block_halo``), converted to float64 and centred by the scene mean on its own; the
+    scores of the block's rows go into the (H, W) output. Extra memory is a block, not a copy.
+    """
     if shared_windows not in SHARED_WINDOWS:
         raise ConfigError(f"shared_windows must be one of {sorted(SHARED_WINDOWS)}; got {shared_windows!r}")
-    x = np.asarray(cube, dtype=np.float64)
-    centred = x - x.reshape(-1, x.shape[-1]).mean(axis=0)
-    costs = unit_costs(x.shape[-1]) if shared_windows == "auto" else (1.0, 1.0, 1.0)
+    mapping = getattr(cube, "_mmap", None)
+    x = np.asarray(cube)
+    h, w, bands = x.shape
+    total = np.zeros(bands)
+    for _, data, _ in _float64_chunks(x, None, mapping):
+        total += data.sum(axis=0)
+    mean = total / (h * w)
+    costs = unit_costs(bands) if shared_windows == "auto" else (1.0, 1.0, 1.0)
+    rows = block_rows if block_rows is not None else max(1, LOCAL_BLOCK_BYTES // (8 * w * bands) - outer)
+    if rows < 1:
+        raise ConfigError(f"block_rows must be >= 1; got {rows}")
+    out = np.empty((h, w))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        s0, s1 = block_halo(r0, r1, h, inner, outer)
+        centred = np.subtract(x[s0:s1], mean, order="C")  # float64, converted as it is read
+        release_pages(mapping)
+        out[r0:r1] = _local_block(centred, r0 - s0, r1 - s0, inner=inner, outer=outer, ridge=ridge, rcond=rcond,
+                                  shared_windows=shared_windows, sample_space=sample_space, costs=costs)
+        del centred  # before the next block is converted: one block at a time
+    return out
+
+
+def block_halo(r0: int, r1: int, height: int, inner: int, outer: int) -> tuple[int, int]:
+    """[s0, s1): the image rows the windows of output rows [r0, r1) reach.
+
+    Scored as a cube of its own, this block gives its rows r0..r1-1 the windows they have in
+    the whole image: a window shifted at the image's border is shifted the same way at the
+    block's (the block then starts or ends there), and any other lies inside the block.
+    """
+    starts = [window_bounds(r, size, height) for r in (r0, r1 - 1) for size in (inner, outer)]
+    return min(s for s, _ in starts), max(e for _, e in starts)
+
+
+def _local_block(centred: np.ndarray, row0: int, row1: int, *, inner: int, outer: int, ridge: float, rcond: float,
+                 shared_windows: str, sample_space: bool, costs: tuple[float, float, float]) -> np.ndarray:
+    """Scores of rows [row0, row1) of a block of centred float64 rows (their halo around them)."""
+    from edgesentry.kernels import _cpu_rx
+
     scores, left = _cpu_rx.local_rx(
         centred, int(inner), int(outer), float(ridge), _PIVOT_TOL, SHARED_WINDOWS[shared_windows], bool(sample_space),
-        costs,
+        costs, row0, row1,
     )
     left = left.view(bool)
     if left.any():
@@ -245,4 +291,4 @@ def local_rx(
                 centred, int(inner), int(outer), float(ridge), float(rcond), np.argwhere(left),
                 capi["dgesdd"], capi["dsyevd"],
             )
-    return scores
+    return scores[row0:row1]

@@ -9,6 +9,10 @@ is present and which optional dependencies it lacks. Nothing here imports torch.
 the signer's key fingerprint and the verification state (``verified`` against the trusted keys,
 ``refused`` with the reason, ``unchecked`` when no trusted key is configured, ``unsigned``). A
 bundle whose signature is refused is not parsed further.
+
+``edgesentry info --memory BUNDLE`` states what loading and running the bundle will need: the
+runtime, weights, activations at the bundle's input size, inputs and outputs, and TensorRT's
+workspace (``edgesentry.export.memory``); ``--backend`` and ``--size AXIS=N`` choose what is sized.
 """
 
 from __future__ import annotations
@@ -62,7 +66,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="describe this bundle (family, files, version, thresholds, recalibration lineage, "
                              "signer and verification state) instead of the install")
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    parser.add_argument("--memory", action="store_true",
+                        help="estimate the memory loading BUNDLE and running one input will need")
+    parser.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt"], default=None,
+                        help="with --memory: the graph backend to size (default: onnxruntime when exported)")
+    parser.add_argument("--size", action="append", default=[], metavar="AXIS=N",
+                        help="with --memory: a dynamic input axis's size, e.g. --size H=512 (repeatable; "
+                             "default: the bundle's optimisation profile)")
     add_trust_args(parser)
+
+
+def _sizes(values: list[str]) -> dict[str, int]:
+    from edgesentry.errors import ConfigError
+
+    out = {}
+    for value in values:
+        axis, _, n = value.partition("=")
+        if not axis or not n.isdigit() or int(n) < 1:
+            raise ConfigError(f"--size takes AXIS=N with N a positive integer; got {value!r}")
+        out[axis] = int(n)
+    return out
+
+
+def _print_memory(est: dict[str, Any]) -> None:
+    mb = 1 << 20
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in est["input"].items())
+    print(f"memory of {est['family']} on {est['backend']} at {shapes}:")
+    for part in ("runtime", "weights", "activations", "io", "workspace"):
+        if est[part] or part != "workspace":
+            print(f"  {part:12s} {est[part] / mb:10.0f} MB")
+    print(f"  {'total':12s} {est['total'] / mb:10.0f} MB")
+    for note in est["notes"]:
+        print(f"  note: {note}")
 
 
 def bundle_facts(path: str, policy: Any, signature: str | None) -> dict[str, Any]:
@@ -209,6 +244,15 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.memory:
+        from edgesentry.errors import ConfigError
+        from edgesentry.export.memory import estimate
+
+        if args.bundle is None:
+            raise ConfigError("--memory needs a BUNDLE: edgesentry info --memory BUNDLE")
+        est = estimate(args.bundle, backend=args.backend, sizes=_sizes(args.size)).to_dict()
+        print(json.dumps(est, indent=2, sort_keys=True)) if args.json else _print_memory(est)
+        return 0
     if args.bundle is not None:
         facts = bundle_facts(args.bundle, trust_policy(args), args.signature)
         if args.json:

@@ -81,15 +81,35 @@ class _Prepared:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+#: float64 bytes of one block of image rows in ``prepare_cube`` (the cube is never converted whole)
+_PREPARE_BLOCK_BYTES = 16 << 20
+
+
 def prepare_cube(cube: np.ndarray, bands: int) -> np.ndarray:
     """Official input preparation: first ``bands`` bands, global min-max to [-0.1, 0.1] in
-    float64, transposed to (1, B, H, W) float32."""
-    v = np.asarray(cube[..., :bands], dtype=np.float64)
-    lo, hi = v.min(), v.max()
+    float64, transposed to (1, B, H, W) float32.
+
+    Block by block of image rows: each value goes through the same float64 operations as in
+    one pass (the extremes of the float64 values are those of the input's), so the output is
+    identical, and no float64 copy of the cube is made.
+    """
+    v = cube[..., :bands]
+    h, w, _ = v.shape
+    out = np.empty((1, bands, h, w), dtype=np.float32)  # first: an input too large fails here, before a scan
+    lo, hi = float(v.min()), float(v.max())
     if not hi > lo:
         raise InputError(f"the first {bands} bands of the cube are constant ({lo}); min-max normalisation is undefined")
-    v = ((v - lo) / (hi - lo) * 2 - 1) * 0.1
-    return np.ascontiguousarray(v.transpose(2, 0, 1)[None], dtype=np.float32)
+    step = max(1, _PREPARE_BLOCK_BYTES // (8 * w * bands))
+    for r0 in range(0, h, step):
+        block = np.asarray(v[r0 : r0 + step], dtype=np.float64)
+        out[0, :, r0 : r0 + step] = (((block - lo) / (hi - lo) * 2 - 1) * 0.1).transpose(2, 0, 1)
+    return out
+
+
+def _all_finite(cube: np.ndarray) -> bool:
+    """``np.isfinite(cube).all()`` block by block of image rows (no mask the size of the cube)."""
+    step = max(1, _PREPARE_BLOCK_BYTES // (8 * cube.shape[1] * cube.shape[2]))
+    return all(np.isfinite(cube[r : r + step]).all() for r in range(0, cube.shape[0], step))
 
 
 class FERSDetector(Detector):
@@ -153,7 +173,7 @@ class FERSDetector(Detector):
         if min(h, w) < MIN_SIZE:
             raise InputError(f"FERS needs H and W >= {MIN_SIZE} (4-pixel reflect padding); got {h}x{w}")
         sliced = x[..., : self.bands]
-        if sliced.dtype.kind == "f" and not np.isfinite(sliced).all():
+        if sliced.dtype.kind == "f" and not _all_finite(sliced):
             bad = int((~np.isfinite(sliced)).sum())
             raise InputError(f"cube has {bad} NaN/Inf values in its first {self.bands} bands")
         return _Prepared(prepare_cube(sliced, self.bands), source)
@@ -174,7 +194,7 @@ class FERSDetector(Detector):
         else:
             from edgesentry.kernels.fers.reference import fuse
 
-            cube = fuse(x, spe, spa).transpose(1, 2, 0).astype(np.float64)
+            cube = fuse(x, spe, spa).transpose(1, 2, 0)  # float32: the kernel converts block by block
             inner, outer = opts.window
             scores, tier = rx_kernels.local_rx(cube, inner=inner, outer=outer, rcond=opts.rcond, tier=self.kernels)
         scores = np.asarray(scores, dtype=np.float64)

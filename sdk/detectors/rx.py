@@ -165,8 +165,8 @@ class RXDetector(Detector):
 
     # ------------------------------------------------------------------------- stages
     def preprocess(self, x: Any) -> _Prepared:
-        # global RX reads a file block by block (a memory map); local RX materialises the cube
-        x, source = as_cube(x, variable=self.cfg.variable, who="RX", mapped=self.cfg.mode == "global")
+        # both modes read a file block by block (a memory map)
+        x, source = as_cube(x, variable=self.cfg.variable, who="RX", mapped=True)
         # the input's dtype is kept: the kernel converts block by block (no float64 copy)
         mapped = isinstance(x, np.memmap)
         if mapped and self.cfg.bands is not None and not isinstance(self.cfg.bands, (int, np.integer)):

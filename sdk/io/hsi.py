@@ -9,7 +9,7 @@ header, an ENVI header's samples x lines x bands) is checked against the file an
 ``.mat`` file, ENVI headers are read only up to ``ENVI_HEADER_MAX_BYTES``, and only regular
 files are opened (a FIFO or a device never is).
 
-``mapped=True`` (for a consumer that reads the cube block by block, such as global RX) gives
+``mapped=True`` (for a consumer that reads the cube block by block, such as RX) gives
 ``.npy`` and ENVI cubes as read-only memory maps after the same header and size checks:
 nothing is read until used, so ``max_cube_bytes()`` (a bound on what is materialised) does not
 apply to them; ``.mat`` files are always read whole.

@@ -119,3 +119,22 @@ def test_cli_convert_and_detect(fers_ref, shared, tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "abu-urban-1_summary.json").read_text())
     assert abs(summary["auc"] - 0.9965635429016199) < 1e-4  # the official ham score's AUC
     assert (tmp_path / "out" / "abu-urban-1_scores.npy").is_file()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.float64])
+def test_prepare_cube_in_blocks_equals_one_pass(rng, monkeypatch, dtype):
+    """Blocks of 1 row (ragged: 7 rows) give the one-pass float64 preparation: each value goes
+    through the same float64 operations, so they agree to within one float32 rounding (the
+    outputs are float32 in [-0.1, 0.1]: 1e-8 is about one ulp at 0.1)."""
+    from edgesentry.detectors import fers
+
+    cube = (rng.random((7, 6, 12)) * 4000).astype(dtype)
+    v = cube[..., :10].astype(np.float64)
+    one_pass = (((v - v.min()) / (v.max() - v.min()) * 2 - 1) * 0.1).transpose(2, 0, 1)[None].astype(np.float32)
+    monkeypatch.setattr(fers, "_PREPARE_BLOCK_BYTES", 1)
+    got = fers.prepare_cube(cube, 10)
+    assert got.shape == (1, 10, 7, 6) and got.dtype == np.float32
+    np.testing.assert_allclose(got, one_pass, rtol=0, atol=1e-8)
+    bad = cube.astype(np.float32)
+    bad[6, 5, 3] = np.inf  # in the last block
+    assert fers._all_finite(cube) and not fers._all_finite(bad)

@@ -110,6 +110,33 @@ def test_tiers_match_reference(rng, tier, bands, h, w, spa):
     assert_verbose_allclose(got, want, atol=1e-8 * want.max(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("bands,h,w,spa", SHAPES)
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+def test_cpu_tier_in_chunks_of_rows_matches_reference(rng, bands, h, w, spa, chunk_rows):
+    """The cpu tier never forms the fused cube: the fused, normalised values of each chunk of
+    rows are the reference's exactly (element-wise float32), the float64 moments are merged
+    over chunks, so every chunk size (ragged last chunks included) keeps the tolerances of
+    ``test_tiers_match_reference``."""
+    from edgesentry.kernels.fers import cpu
+
+    x, spe, spa_f = random_features(rng, bands, h, w, spa)
+    want = ref.fers_rx(x, spe, spa_f)
+    got = cpu.fers_rx(x, spe, spa_f, chunk_rows=chunk_rows)
+    assert_verbose_allclose(got, want, atol=1e-8 * want.max(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_cpu_ham_in_chunks_equals_one_chunk(rng, chunk_rows):
+    """The ham path's two torch-style maps in chunks against one chunk (both float64 statistics:
+    only the order of float64 additions differs, 1e-9 relative on well-conditioned features)."""
+    from edgesentry.kernels.fers import cpu
+
+    x, spe, spa_f = random_features(rng, 7, 11, 9, True)
+    for spa in (spa_f, None):
+        whole = cpu.fers_ham(x, spe, spa, chunk_rows=11)
+        assert_verbose_allclose(cpu.fers_ham(x, spe, spa, chunk_rows=chunk_rows), whole, atol=1e-9, rtol=1e-9)
+
+
 def test_triton_handles_singular_covariance(rng):
     """A band that is an exact copy of another makes Sigma singular: the pinv cutoff must hold."""
     x, spe, _ = random_features(rng, 6, 6, 6, spa=False)

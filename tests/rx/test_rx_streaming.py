@@ -100,18 +100,19 @@ def test_float32_cube_is_never_copied_to_float64(rng, monkeypatch):
 @pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
 def test_envi_and_npy_files_are_scored_from_memory_maps(tmp_path, rng, monkeypatch, interleave):
     """Files are mapped, not read: a cube above EDGESENTRY_MAX_CUBE_BYTES still scores with
-    global RX, while local RX (which materialises the cube) keeps the limit."""
+    global and local RX (both read it block by block), while reading it whole keeps the limit."""
     cube = _scene(rng, 14, 12, 3, np.float32)
     header = _write_envi(tmp_path, cube, interleave, 1)  # big-endian: converted chunk by chunk
     np.save(tmp_path / "scene.npy", cube)
     expected = reference.global_rx(cube.reshape(-1, 3)).reshape(14, 12)
+    expected_local = reference.local_rx(cube, inner=1, outer=3)
     monkeypatch.setenv("EDGESENTRY_MAX_CUBE_BYTES", str(cube.nbytes - 1))
     assert isinstance(read_cube(header, mapped=True), np.memmap)
     for path in (header, tmp_path / "scene.npy"):
         result = edgesentry.load("rx", kernels="cpu").predict(path)
         _close(result.extras["scores"], expected)
-        with pytest.raises(InputError, match="above the limit"):
-            edgesentry.load("rx", mode="local", window=(1, 3)).predict(path)
+        local = edgesentry.load("rx", mode="local", window=(1, 3), kernels="cpu").predict(path)
+        assert_verbose_allclose(local.extras["scores"], expected_local, atol=0, rtol=1e-9)
         with pytest.raises(InputError, match="above the limit"):
             read_cube(path)
 
@@ -130,3 +131,83 @@ def test_copies_of_a_mapped_cube_keep_the_limit(tmp_path, rng, monkeypatch):
     valid = masked.extras["valid"]
     assert not valid[0, 0] and np.isnan(masked.extras["scores"][0, 0])
     _close(masked.extras["scores"][valid], reference.global_rx(cube[valid]))
+
+
+# ---------------------------------------------------------------- local RX in blocks of rows
+# Each block of output rows is converted and centred on its own, with the rows its windows
+# reach; the blocks' windows are the whole image's (``block_halo``), so every block size gives
+# the reference's scores to 1e-9 relative (the tolerance of the one-block cpu tier in
+# ``test_rx_kernels.py``: only the order of float64 additions in the mean and moments differs).
+
+
+@pytest.mark.parametrize("height", [1, 5, 9, 10, 17, 40])
+@pytest.mark.parametrize("inner, outer", [(1, 3), (3, 9), (2, 6), (4, 9)])
+def test_block_halo_gives_every_row_its_image_windows(height, inner, outer):
+    if outer > height:
+        return
+    for rows in (1, 2, 3, 7, height):
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            s0, s1 = cpu.block_halo(r0, r1, height, inner, outer)
+            assert 0 <= s0 <= r0 and r1 <= s1 <= height and s1 - s0 >= outer
+            for r in range(r0, r1):
+                for size in (inner, outer):
+                    start, stop = reference.window_bounds(r, size, height)
+                    local = reference.window_bounds(r - s0, size, s1 - s0)
+                    assert (local[0] + s0, local[1] + s0) == (start, stop)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float64])
+@pytest.mark.parametrize("block_rows", [1, 2, 5, None])
+@pytest.mark.parametrize("shared_windows", ["never", "always", "auto"])
+def test_blocked_local_rx_equals_the_reference(rng, dtype, block_rows, shared_windows):
+    cube = _scene(rng, 13, 11, 5, dtype)  # 13 = 2 * 5 + 3: a ragged last block
+    expected = reference.local_rx(cube, inner=3, outer=7)
+    got = cpu.local_rx(cube, inner=3, outer=7, shared_windows=shared_windows, block_rows=block_rows)
+    assert got.shape == (13, 11)
+    assert_verbose_allclose(got, expected, atol=0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("block_rows", [1, 3])
+def test_blocked_local_rx_pinv_path_and_ridge(rng, block_rows):
+    """Rings left to the decomposition path are found and scored block by block too."""
+    cube = _scene(rng, 9, 10, 6, np.float64)
+    cube[..., 2] = 3.0  # a constant band: every ring covariance is singular
+    expected = reference.local_rx(cube, inner=1, outer=5)
+    assert_verbose_allclose(cpu.local_rx(cube, inner=1, outer=5, block_rows=block_rows), expected, atol=0, rtol=1e-6)
+    cube = _scene(rng, 8, 8, 4, np.float32)
+    expected = reference.local_rx(cube, inner=1, outer=5, ridge=1e-3)
+    got = cpu.local_rx(cube, inner=1, outer=5, ridge=1e-3, block_rows=block_rows)
+    assert_verbose_allclose(got, expected, atol=0, rtol=1e-9)
+
+
+def test_blocked_local_rx_reads_a_memory_map_and_a_band_slice(rng, tmp_path):
+    cube = _scene(rng, 12, 9, 6, np.float32)
+    np.save(tmp_path / "cube.npy", cube)
+    mapped = np.load(tmp_path / "cube.npy", mmap_mode="r")
+    _close(cpu.local_rx(mapped, inner=1, outer=5, block_rows=2), reference.local_rx(cube, inner=1, outer=5))
+    sliced = mapped[..., 1:5]
+    _close(cpu.local_rx(sliced, inner=1, outer=5, block_rows=4), reference.local_rx(cube[..., 1:5], inner=1, outer=5))
+
+
+def test_blocked_local_rx_holds_a_block_not_a_float64_copy(rng, monkeypatch):
+    """numpy's allocations during the call stay well under the float64 copy the cube would need
+    (here 2.4 MB): the blocks (a few rows with their halo, and the mean's chunks) and the map."""
+    monkeypatch.setattr(cpu, "CHUNK_BYTES", 64 << 10)
+    cube = _scene(rng, 96, 32, 96, np.float32)
+    tracemalloc.start()
+    try:
+        cpu.local_rx(cube, inner=1, outer=3, block_rows=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * cube.size * 8  # a block at a time (~0.1 here) and the map; before: two copies
+
+
+def test_local_rx_kernel_refuses_a_bad_row_range(rng):
+    from edgesentry.kernels import _cpu_rx
+
+    centred = _scene(rng, 8, 8, 3, np.float64) - 1000.0
+    for row0, row1 in ((-1, 4), (4, 4), (0, 9)):
+        with pytest.raises(ValueError, match="row0 < row1"):
+            _cpu_rx.local_rx(centred, 1, 3, 0.0, 1e-12, 1, True, (1.0, 1.0, 10.0), row0, row1)
