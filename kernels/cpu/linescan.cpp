@@ -166,6 +166,46 @@ LineInput parse_line(const py::array& line, const py::object& valid_obj, long ba
   return in;
 }
 
+// One thread or two for the next line, from measured step times. Two threads only pay when the
+// second core is free (on a shared VM with the other core busy they took turns and ran 1.6x
+// slower than one), and one slow line says little (a page fault, a preemption): so each mode
+// keeps a moving average of its seconds per pixel, the faster one runs, and every kProbeEvery
+// lines a short burst of the other mode refreshes that mode's average.
+class ThreadChoice {
+ public:
+  static constexpr long kProbeEvery = 128, kProbeLines = 2;
+
+  bool pick() {
+    const bool best = faster_is_threaded();
+    if (probe_left_ > 0) {
+      --probe_left_;
+      return !best;
+    }
+    if (++since_probe_ >= kProbeEvery) {
+      since_probe_ = 0;
+      probe_left_ = kProbeLines - 1;
+      return !best;
+    }
+    return best;
+  }
+  void record(bool threaded, double seconds, long pixels) {
+    double& avg = per_pixel_[threaded];
+    const double v = seconds / double(std::max(1L, pixels));
+    avg = avg > 0 ? 0.7 * avg + 0.3 * std::min(v, 2.0 * avg) : v;  // clipped: one outlier moves it <= 30%
+    ++lines_[threaded];
+  }
+  long lines(bool threaded) const { return lines_[threaded]; }
+  double per_pixel(bool threaded) const { return per_pixel_[threaded]; }
+
+ private:
+  double per_pixel_[2] = {0.0, 0.0};  // [one thread, two threads]
+  long lines_[2] = {0, 0};
+  long since_probe_ = 0, probe_left_ = 0;
+  bool faster_is_threaded() const {
+    return per_pixel_[0] == 0.0 || per_pixel_[1] == 0.0 || per_pixel_[1] <= per_pixel_[0];
+  }
+};
+
 template <class T>
 class LineModel {
  public:
@@ -264,8 +304,11 @@ class LineModel {
     d["seconds_step"] = t_step_;
     d["split_gram_rows_a"] = last_s_;
     d["split_score_rows_a"] = last_q_;
-    d["threaded_lines"] = threaded_lines_;
-    d["serial_spells"] = serial_spells_;
+    d["openmp_threads"] = edgesentry_threads::max_threads();
+    d["threaded_lines"] = choice_.lines(true);
+    d["serial_lines"] = choice_.lines(false);
+    d["us_per_pixel_threaded"] = choice_.per_pixel(true) * 1e6;
+    d["us_per_pixel_serial"] = choice_.per_pixel(false) * 1e6;
     return d;
   }
   // "refactor" or "update": what the cost model picks for a line of `kept` pixels.
@@ -300,13 +343,8 @@ class LineModel {
   std::vector<double> sums_, other_sums_, centre_;
   // measured costs (seconds, moving averages) that split a line between two threads
   double cost_syrk_row_ = 0.0, cost_trsm_row_ = 0.0, cost_factor_ = 0.0;
-  long last_s_ = 0, last_q_ = 0, threaded_lines_ = 0;
-  // On a machine whose second core is busy the two threads only take turns (measured on a
-  // shared VM: 1.6x slower than one thread). After a threaded line whose phases overlapped by
-  // less than kMinOverlap, the next kSerialLines lines run on one thread, then it tries again.
-  static constexpr double kMinOverlap = 1.15;
-  static constexpr long kSerialLines = 64;
-  long serial_left_ = 0, serial_spells_ = 0;
+  long last_s_ = 0, last_q_ = 0;
+  ThreadChoice choice_;
 
   py::array_t<double> symmetric(const std::vector<double>& lower) const {
     py::array_t<double> out({b_, b_});
@@ -420,14 +458,13 @@ class LineModel {
     // The factor of line t is computed while line t is scored, unless a score can still take
     // a pixel out of line t's update.
     const bool fuse = !(std::isfinite(threshold) && (scoring || given));
-    const bool threaded = edgesentry_threads::max_threads() >= 2 && double(w) * b_ * b_ > 2e6 && serial_left_ == 0;
-    if (serial_left_ > 0) --serial_left_;
+    const bool splittable = edgesentry_threads::max_threads() >= 2 && double(w) * b_ * b_ > 2e6;
+    const bool threaded = splittable && choice_.pick();
     long s = w, q = w;
     if (threaded) shares(w, scoring, fuse, s, q);
     if (!scoring) q = w;
     last_s_ = s;
     last_q_ = q;
-    threaded_lines_ += threaded;
     std::atomic<bool> other_gram_done{false};
     double t_gram_a = 0, t_gram_b = 0, t_score_a = 0, t_score_b = 0, t_factor = 0;
     auto part_b = [&] {  // Gram rows [s, w), then scores of rows [q, w)
@@ -461,11 +498,6 @@ class LineModel {
           part_a();
         }
       }
-      const double busy = t_gram_a + t_gram_b + t_factor + t_score_a + t_score_b;
-      if (busy < kMinOverlap * (now() - t0)) {
-        serial_left_ = kSerialLines;
-        ++serial_spells_;
-      }
       ema(cost_syrk_row_, (t_gram_a + t_gram_b) / double(w));
       if (scoring) ema(cost_trsm_row_, (t_score_a + t_score_b) / double(w));
       if (fuse) ema(cost_factor_, t_factor);
@@ -486,7 +518,9 @@ class LineModel {
     std::swap(factor_, next_);
     cast_factor();
     ++lines_;
-    t_step_ += now() - t0;
+    const double seconds = now() - t0;
+    if (splittable) choice_.record(threaded, seconds, w);
+    t_step_ += seconds;
   }
 
   template <class S>

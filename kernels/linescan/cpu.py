@@ -12,7 +12,10 @@ factorisation, all BLAS-3 shaped (scipy's BLAS and LAPACK, bound from
 
 Scoring needs only the previous factor, so the Gram, statistics and factorisation of a line run
 beside its scoring on two threads with single-threaded BLAS; the kernel splits the rows
-between the threads from measured per-row costs so that both finish together.
+between the threads from measured per-row costs so that both finish together. Whether a line
+runs on two threads or one is measured too: each mode keeps a moving average of its seconds
+per pixel, the faster runs, and every 128 lines two lines of the other refresh it (two threads
+lose when the second core is busy; see ``docs/linescan.md``).
 
 Cost model (``LineModel.plan``): a factor carried forward by k rank-1 updates (k kept pixels
 plus the mean shift) costs ~``k B^2`` against ``B^3 / 6`` for ``potrf``; with the measured

@@ -90,6 +90,21 @@ def test_cpu_matches_reference(rng, mode, width, bands, lines):
     compare_with_reference(_model("cpu", bands, **options), cube, options)
 
 
+def test_cpu_lines_on_one_or_two_threads_match_the_reference(rng):
+    """A line big enough to split (W B^2 > 2e6) runs on two threads or one, whichever has
+    measured faster so far, and every 128 lines a probe runs the other: both kinds of line
+    score as the reference does."""
+    cube = scan(rng, 140, 200, 110)
+    model = _model("cpu", 110, forgetting=0.99)
+    compare_with_reference(model, cube, {"forgetting": 0.99})
+    info = model.info()
+    if info["openmp_threads"] < 2:
+        pytest.skip("one OpenMP thread here: no line is split")
+    assert info["threaded_lines"] + info["serial_lines"] == 140
+    assert info["threaded_lines"] > 0 and info["serial_lines"] > 0, info
+    assert info["us_per_pixel_threaded"] > 0 and info["us_per_pixel_serial"] > 0
+
+
 @pytest.mark.parametrize("mode", ["cumulative", "window"])
 def test_cpu_invalid_pixels_and_update_threshold(rng, mode):
     """Invalid pixels score NaN and stay out; pixels scoring above the threshold stay out."""
