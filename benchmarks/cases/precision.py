@@ -2,7 +2,8 @@
 
 For every graph: the FP32 ONNX, its INT8 QDQ graph (``edgesentry.export.quantize.quantize_onnx``,
 calibrated on a few inputs), run by ONNX Runtime and OpenVINO (plus OpenVINO BF16 / FP16 where the
-CPU has them), timed at batch 1 in alternating blocks (``measure_interleaved``), speedups against
+CPU has them, and ONNX Runtime's dynamic weights-only INT8 for comparison, ``dynamic_int8``),
+timed at batch 1 in alternating blocks (``measure_interleaved``), speedups against
 ``onnxruntime fp32`` in the same run; accuracy columns beside the times on held-aside inputs:
 ``out_r`` (lowest Pearson r over the graph's outputs), ``max_abs`` (largest absolute error), and
 for ISSTAD the pixel-map r and image-score Spearman rho after the fusion kernel.
@@ -36,6 +37,32 @@ NOTES = [
 ]
 
 
+def dynamic_int8(fp32: Path, dst: Path) -> Path:
+    """ONNX Runtime's dynamic (weights-only) INT8 of ``fp32``: MatMul / Gemm weights per output
+    channel in the reduced 7-bit range (AVX2 without VNNI), activations quantised at run time,
+    heads and stems kept float as in ``quantize_onnx``. Benchmark-only: measured against the
+    static QDQ variant that ``edgesentry quantize`` ships (on this AVX2 CPU it is faster on the
+    ViT-L matmuls but still fails the map-r gate, see ``docs/precision.md``)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgesentry.export.quantize import _name_nodes, float_heads, float_stems
+
+    model = onnx.load(str(fp32))
+    _name_nodes(model)
+    dims = {i.name: len(i.dims) for i in model.graph.initializer}
+    # per-channel dynamic MatMul takes 2-D weights only (ORT rejects MAVD's 3-D per-head ones)
+    not_2d = {n.name for n in model.graph.node if n.op_type == "MatMul" and dims.get(n.input[1], 2) != 2}
+    keep = sorted(set(float_heads(model)) | set(float_stems(model)) | not_2d)
+    big = fp32.stat().st_size > (1536 << 20)
+    named = dst.with_suffix(".named.onnx")
+    onnx.save_model(model, str(named), save_as_external_data=big)
+    del model
+    quantize_dynamic(str(named), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep, use_external_data_format=big)
+    return dst
+
+
 def _runners(fp32: Path, int8: Path) -> dict[str, Any]:
     import onnx
 
@@ -50,6 +77,8 @@ def _runners(fp32: Path, int8: Path) -> dict[str, Any]:
     outputs = [o.name for o in model.graph.output]
     out = {"onnxruntime fp32": OrtRunner(fp32, inputs, outputs),
            "onnxruntime int8": OrtRunner(int8, inputs, outputs),
+           "onnxruntime int8 dynamic": OrtRunner(dynamic_int8(fp32, int8.with_name(f"{fp32.stem}.dyn.onnx")),
+                                                 inputs, outputs),
            "openvino fp32": OpenVINORunner(fp32, inputs, outputs),
            "openvino int8": OpenVINORunner(int8, inputs, outputs)}
     for hint, name in (("bf16", "bf16"), ("f16", "fp16")):
