@@ -55,11 +55,12 @@ def dynamic_int8(fp32: Path, dst: Path) -> Path:
     not_2d = {n.name for n in model.graph.node if n.op_type == "MatMul" and dims.get(n.input[1], 2) != 2}
     keep = sorted(set(float_heads(model)) | set(float_stems(model)) | not_2d)
     big = fp32.stat().st_size > (1536 << 20)
-    named = dst.with_suffix(".named.onnx")
-    onnx.save_model(model, str(named), save_as_external_data=big)
-    del model
-    quantize_dynamic(str(named), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep, use_external_data_format=big)
+    with tempfile.TemporaryDirectory(prefix="edgesentry-dyn-", dir=dst.parent) as tmp:  # the named copy goes
+        named = Path(tmp) / "named.onnx"
+        onnx.save_model(model, str(named), save_as_external_data=big)
+        del model
+        quantize_dynamic(str(named), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=keep, use_external_data_format=big)
     return dst
 
 
