@@ -65,6 +65,8 @@ METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 #: percentile of |activation| kept by ``method="percentile"``
 PERCENTILE = 99.999
+#: graphs larger than this are written with external data (protobuf's 2 GB limit, with margin)
+EXTERNAL_DATA_BYTES = 1536 << 20
 
 
 # ------------------------------------------------------------------------ sample feeds
@@ -345,7 +347,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, feeds: Sequenc
     if not quantize_attention:
         kept.update({n: "attention: activation x activation MatMul" for n in activation_matmuls(model)})
     kept.update({n: "excluded by the caller" for n in exclude})
-    big = src.stat().st_size > (1536 << 20)
+    big = src.stat().st_size > EXTERNAL_DATA_BYTES
     extra = {
         "ActivationSymmetric": True,  # zero point 0: TensorRT's explicit quantisation
         "WeightSymmetric": True,

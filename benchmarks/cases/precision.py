@@ -46,7 +46,7 @@ def dynamic_int8(fp32: Path, dst: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgesentry.export.quantize import _name_nodes, float_heads, float_stems
+    from edgesentry.export.quantize import EXTERNAL_DATA_BYTES, _name_nodes, float_heads, float_stems
 
     model = onnx.load(str(fp32))
     _name_nodes(model)
@@ -54,7 +54,7 @@ def dynamic_int8(fp32: Path, dst: Path) -> Path:
     # per-channel dynamic MatMul takes 2-D weights only (ORT rejects MAVD's 3-D per-head ones)
     not_2d = {n.name for n in model.graph.node if n.op_type == "MatMul" and dims.get(n.input[1], 2) != 2}
     keep = sorted(set(float_heads(model)) | set(float_stems(model)) | not_2d)
-    big = fp32.stat().st_size > (1536 << 20)
+    big = fp32.stat().st_size > EXTERNAL_DATA_BYTES
     with tempfile.TemporaryDirectory(prefix="edgesentry-dyn-", dir=dst.parent) as tmp:  # the named copy goes
         named = Path(tmp) / "named.onnx"
         onnx.save_model(model, str(named), save_as_external_data=big)
